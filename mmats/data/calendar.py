@@ -1,0 +1,126 @@
+"""Trading calendars: which hours a market trades, and how many bars a year that makes.
+
+Three calendars cover the bundled markets:
+
+- ``"24/7"``: crypto, every hour of every day;
+- ``"forex"``: Sunday ~22:00 UTC to Friday ~22:00 UTC, 24 hours a day, 5 days a week;
+- ``"stocks"``: weekday sessions (6.5 hours, 252 days a year), closed on holidays.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from mmats.errors import ConfigError
+
+CALENDARS = ("24/7", "forex", "stocks")
+
+_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
+       "d": 86_400_000_000_000, "w": 604_800_000_000_000}
+_DAY_NS = _NS["d"]
+_TIMEFRAME_RE = re.compile(r"^(\d+)([smhdw])$")
+
+# Venues whose market class is known; anything else is inferred from the data.
+_VENUE_CALENDAR = {
+    "binance": "24/7", "binance_futures": "24/7", "binanceus": "24/7", "bittrex": "24/7",
+    "coinbase": "24/7", "kraken": "24/7", "bybit": "24/7", "okx": "24/7", "bitstamp": "24/7",
+    "oanda": "forex", "fx": "forex", "forex": "forex",
+    "nasdaq": "stocks", "nyse": "stocks", "stocks": "stocks", "alpaca": "stocks",
+}
+
+
+def timeframe_ns(timeframe: str) -> int:
+    """Length of a timeframe such as ``"5m"``, ``"1h"`` or ``"1d"`` in nanoseconds.
+
+    >>> timeframe_ns("5m")
+    300000000000
+    """
+    match = _TIMEFRAME_RE.match(str(timeframe).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(
+            f"timeframe {timeframe!r} is not understood; use a number and a unit of "
+            "s, m, h, d or w, e.g. '5m', '1h', '1d'"
+        )
+    return int(match.group(1)) * _NS[match.group(2)]
+
+
+def timeframe_name(step_ns: int) -> str:
+    """The shortest name of a bar length in nanoseconds (inverse of :func:`timeframe_ns`)."""
+    for unit in ("w", "d", "h", "m", "s"):
+        if step_ns % _NS[unit] == 0:
+            return f"{step_ns // _NS[unit]}{unit}"
+    raise ConfigError(f"bar length of {step_ns} ns is not a whole number of seconds")
+
+
+def infer_timeframe(ts_ns: np.ndarray) -> str:
+    """The most common spacing of the timestamps, as a timeframe name."""
+    ts_ns = np.asarray(ts_ns, dtype=np.int64)
+    if ts_ns.size < 2:
+        raise ConfigError("cannot infer a timeframe from fewer than two bars; pass timeframe=")
+    steps, counts = np.unique(np.diff(ts_ns), return_counts=True)
+    positive = steps > 0
+    if not positive.any():
+        raise ConfigError("timestamps do not increase; cannot infer a timeframe")
+    return timeframe_name(int(steps[positive][np.argmax(counts[positive])]))
+
+
+def calendar_for_venue(venue: str | None) -> str | None:
+    """The calendar of a known venue, or None when the venue is not in the table."""
+    if venue is None:
+        return None
+    return _VENUE_CALENDAR.get(str(venue).lower())
+
+
+def infer_calendar(ts_ns: np.ndarray, timeframe: str | None = None) -> str:
+    """Guess the calendar from the bars themselves.
+
+    Any bar on a Saturday means 24/7. Otherwise intraday bars that cover most of the
+    day mean forex, and the rest (daily bars with no weekend, or short sessions) stocks.
+    """
+    ts_ns = np.asarray(ts_ns, dtype=np.int64)
+    if ts_ns.size == 0:
+        return "24/7"
+    # 1970-01-01 was a Thursday: weekday 0 = Monday.
+    weekday = ((ts_ns // _DAY_NS) + 3) % 7
+    if np.any(weekday == 5):
+        return "24/7"
+    step = timeframe_ns(timeframe) if timeframe else timeframe_ns(infer_timeframe(ts_ns))
+    if step >= _DAY_NS:
+        return "stocks"
+    days = np.unique(ts_ns // _DAY_NS).size
+    hours_per_day = ts_ns.size * step / 3_600_000_000_000 / max(days, 1)
+    return "forex" if hours_per_day > 12 else "stocks"
+
+
+def check_calendar(calendar: str) -> str:
+    if calendar not in CALENDARS:
+        raise ConfigError(f"calendar {calendar!r} is unknown; use one of {', '.join(CALENDARS)}")
+    return calendar
+
+
+def periods_per_year(timeframe: str, calendar: str) -> float:
+    """Bars in a year of trading: the factor that annualises Sharpe and Sortino.
+
+    >>> periods_per_year("5m", "24/7")
+    105120.0
+    >>> periods_per_year("1d", "stocks")
+    252.0
+    >>> periods_per_year("1h", "forex")
+    6240.0
+    """
+    check_calendar(calendar)
+    step = timeframe_ns(timeframe)
+    if step >= _NS["w"]:
+        return 52.0 * _NS["w"] / step
+    if calendar == "24/7":
+        return 365.0 * _DAY_NS / step
+    if calendar == "forex":
+        # 52 weeks of 5 full trading days.
+        return 260.0 * _DAY_NS / step
+    # Stocks: 252 sessions of 6.5 hours; a bar longer than a session counts as one a day.
+    if step >= _DAY_NS:
+        return 252.0 * _DAY_NS / step
+    session_ns = 6.5 * 3_600_000_000_000
+    return 252.0 * max(session_ns / step, 1.0)

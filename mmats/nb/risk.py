@@ -1,0 +1,115 @@
+"""Per-sleeve risk gates and the trading state ACTIVE / REDUCING / HALTED.
+
+Rules (REQUIREMENTS.md, "Risk rules"):
+
+- daily loss ``(equity at day start - equity) / equity at day start >= max_daily_loss_pct``
+  → REDUCING until the next UTC day: exposure may shrink, never grow;
+- drawdown ``(peak - equity) / peak >= max_drawdown_pct`` → flatten and HALTED until an
+  operator resumes;
+- leverage ``|position value| / equity <= max_leverage``: targets are clipped to it, and a
+  position that price moves push above it is cut back at the next open;
+- equity at or below zero → flatten and HALTED.
+
+Global and market levels (the live runner and the portfolio backtest) act through the
+same state: they set a sleeve's ``trading_state``, and these gates enforce it.
+"""
+
+import math
+
+from numba import njit
+
+from mmats.types import FillReason, TradingState
+
+ACTIVE = int(TradingState.ACTIVE)
+REDUCING = int(TradingState.REDUCING)
+HALTED = int(TradingState.HALTED)
+RISK = int(FillReason.RISK)
+
+
+@njit(cache=True)
+def current_exposure(state):
+    """Position value over equity at the last close (signed); 0 when flat or broke."""
+    if state.position == 0.0 or state.equity <= 0.0:
+        return 0.0
+    return state.position * state.last_close / state.equity
+
+
+@njit(cache=True)
+def clip_exposure(desired, cfg):
+    """Clip an exposure to the leverage cap, and to >= 0 when shorting is not allowed."""
+    cap = cfg.max_leverage
+    if cap > 0.0:
+        desired = min(max(desired, -cap), cap)
+    if cfg.allow_short == 0 and desired < 0.0:
+        desired = 0.0
+    return desired
+
+
+@njit(cache=True)
+def gate_target(state, desired):
+    """What the trading state lets a sleeve do with a (clipped) desired exposure.
+
+    Returns the exposure to target, or NaN for "no order": HALTED allows only flat;
+    REDUCING allows moving toward flat, never a larger or opposite position.
+    """
+    mode = state.trading_state
+    if mode == HALTED:
+        return 0.0 if state.position != 0.0 else math.nan
+    if mode == REDUCING:
+        current = current_exposure(state)
+        if current == 0.0:
+            return math.nan
+        if desired == 0.0 or (desired > 0.0) != (current > 0.0):
+            return 0.0
+        if abs(desired) < abs(current):
+            return desired
+        return math.nan
+    return desired
+
+
+@njit(cache=True)
+def start_day(state, day):
+    """Roll the daily-loss window at the first bar of a new UTC day."""
+    if day != state.day:
+        state.day = day
+        state.day_start_equity = state.equity
+        if state.trading_state == REDUCING:
+            state.trading_state = ACTIVE
+
+
+@njit(cache=True)
+def check_limits(state, cfg, ts_ns):
+    """Apply the limits at a bar's close, after mark-to-market.
+
+    May change the trading state and queue a risk order (``state.target``) that fills at
+    the next bar's open, like every other decision.
+    """
+    if state.equity <= 0.0:
+        state.trading_state = HALTED
+        if state.position != 0.0:
+            _queue_risk_target(state, 0.0, ts_ns)
+        return
+    if cfg.max_drawdown_pct > 0.0 and state.trading_state != HALTED:
+        drawdown_pct = 100.0 * (state.equity_peak - state.equity) / state.equity_peak
+        if drawdown_pct >= cfg.max_drawdown_pct:
+            state.trading_state = HALTED
+            if state.position != 0.0:
+                _queue_risk_target(state, 0.0, ts_ns)
+            return
+    if cfg.max_daily_loss_pct > 0.0 and state.trading_state == ACTIVE:
+        loss_pct = 100.0 * (state.day_start_equity - state.equity) / state.day_start_equity
+        if loss_pct >= cfg.max_daily_loss_pct:
+            state.trading_state = REDUCING
+    if cfg.max_leverage > 0.0 and state.position != 0.0:
+        exposure = current_exposure(state)
+        if abs(exposure) > cfg.max_leverage * (1.0 + 1e-9):
+            _queue_risk_target(state, math.copysign(cfg.max_leverage, exposure), ts_ns)
+
+
+@njit(cache=True)
+def _queue_risk_target(state, exposure, ts_ns):
+    state.target = exposure
+    state.target_reason = RISK
+    state.target_ts_ns = ts_ns
+    state.pending_stop_distance = math.nan
+    state.pending_take_profit_distance = math.nan

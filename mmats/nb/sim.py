@@ -1,0 +1,328 @@
+"""The bar step shared by the backtest and the live runner, and the loops over it.
+
+One bar, in order (``on_bar`` then ``on_signal``):
+
+1. a new UTC day rolls the daily-loss window;
+2. the target decided at the previous close fills at this bar's open (slippage, fees,
+   lot size, minimum notional, volume-participation cap);
+3. stop-loss / take-profit levels fill from this bar's high and low, pessimistically;
+4. mark-to-market at the close, then the risk limits, which may queue a risk order;
+5. the strategy's value at this close, through sizing and the gates, becomes the target
+   that fills at the next bar's open.
+
+The live runner calls ``on_bar`` and ``on_signal`` once per new bar with the persisted
+state; ``simulate`` and ``run_metrics`` call them for every bar of a history.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from mmats.nb.fills import apply_fill, fill_price, slippage_fraction, stop_exit
+from mmats.nb.metrics import finalize_metrics, init_metrics, update_metrics
+from mmats.nb.risk import ACTIVE, check_limits, clip_exposure, gate_target, start_day
+from mmats.nb.sizing import ewm_decay, exposure_scale, round_to_lot, target_quantity
+from mmats.types import (
+    FILL_DTYPE,
+    METRICS_DTYPE,
+    ORDER_DTYPE,
+    STATE_DTYPE,
+    TRADE_DTYPE,
+    FillReason,
+    OrderStatus,
+)
+
+SIGNAL = int(FillReason.SIGNAL)
+FILLED = int(OrderStatus.FILLED)
+PARTIAL = int(OrderStatus.PARTIAL)
+REJECTED_MIN_NOTIONAL = int(OrderStatus.REJECTED_MIN_NOTIONAL)
+REJECTED_LOT_SIZE = int(OrderStatus.REJECTED_LOT_SIZE)
+SCRATCH = 4  # at most: one order fill, one stop fill (each may close a trade)
+
+
+@njit(cache=True)
+def init_state(state, cash):
+    """Reset a state record to a flat sleeve holding ``cash``."""
+    state.cash = cash
+    state.position = 0.0
+    state.avg_price = 0.0
+    state.equity = cash
+    state.equity_peak = cash
+    state.day = -1
+    state.day_start_equity = cash
+    state.trading_state = ACTIVE
+    state.last_signal = math.nan
+    state.target = math.nan
+    state.target_reason = SIGNAL
+    state.target_ts_ns = 0
+    state.pending_stop_distance = math.nan
+    state.pending_take_profit_distance = math.nan
+    state.stop_price = math.nan
+    state.take_profit_price = math.nan
+    state.last_close = math.nan
+    state.var_ewm = 0.0
+    state.volume_ewm = 0.0
+    state.bars = 0
+    state.next_order_id = 0
+    state.trade_direction = 0.0
+    state.trade_entry_bar = -1
+    state.trade_entry_ts_ns = 0
+    state.trade_pnl = 0.0
+    state.trade_fees = 0.0
+    state.trade_entry_notional = 0.0
+    state.trade_entry_qty = 0.0
+    state.trade_exit_notional = 0.0
+    state.trade_exit_qty = 0.0
+    state.trade_max_qty = 0.0
+    state.n_trades = 0
+    state.n_wins = 0
+    state.gross_profit = 0.0
+    state.gross_loss = 0.0
+    state.fees_paid = 0.0
+
+
+@njit(cache=True)
+def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume, fills, orders, trades):
+    """Process one finished bar: pending order at the open, stops, mark-to-market, limits.
+
+    Writes records into the scratch arrays ``fills``, ``orders`` and ``trades`` (each of
+    length >= 4) and returns how many of each it wrote.
+    """
+    start_day(state, day)
+    n_fills = 0
+    n_orders = 0
+    n_trades = 0
+    entered = False
+    if not math.isnan(state.target):
+        n_fills, n_orders, n_trades, entered = _execute_target(
+            state, cfg, bar, ts_ns, open_, high, low, volume, fills, orders, trades
+        )
+    if state.position != 0.0:
+        reference, reason = stop_exit(state.position, state.stop_price,
+                                      state.take_profit_price, open_, high, low, entered)
+        if reason >= 0:
+            side = -1 if state.position > 0.0 else 1
+            quantity = abs(state.position)
+            fraction = slippage_fraction(state, cfg, quantity, volume)
+            price = fill_price(reference, side, fraction, low, high)
+            n_fills, n_trades = apply_fill(state, cfg, bar, ts_ns, side, quantity, price,
+                                           reference, reason, -1, fills, n_fills, trades,
+                                           n_trades)
+            state.stop_price = math.nan
+            state.take_profit_price = math.nan
+            state.target = math.nan
+    mark_to_market(state, cfg, close, volume)
+    check_limits(state, cfg, ts_ns)
+    return n_fills, n_orders, n_trades
+
+
+@njit(cache=True)
+def on_signal(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
+    """Turn the strategy's value at this bar's close into a target for the next open.
+
+    NaN keeps the position. A value equal to the last one acted on places no order, so
+    holding a signal does not rebalance every bar, and a stopped-out position is not
+    re-entered until the signal changes. A target the trading state blocks is retried at
+    later bars while the signal persists.
+    """
+    if math.isnan(signal) or signal == state.last_signal:
+        return
+    desired = clip_exposure(signal * exposure_scale(state, cfg), cfg)
+    allowed = gate_target(state, desired)
+    if math.isnan(allowed):
+        return
+    state.target = allowed
+    state.target_reason = SIGNAL
+    state.target_ts_ns = ts_ns
+    state.pending_stop_distance = stop_distance if stop_distance > 0.0 else math.nan
+    state.pending_take_profit_distance = (
+        take_profit_distance if take_profit_distance > 0.0 else math.nan
+    )
+    if allowed == desired:
+        state.last_signal = signal
+
+
+@njit(cache=True)
+def mark_to_market(state, cfg, close, volume):
+    """Value the sleeve at the close; update the volatility and volume EWMAs and the peak."""
+    decay = ewm_decay(cfg)
+    if state.bars > 0 and state.last_close > 0.0 and close > 0.0:
+        log_return = math.log(close / state.last_close)
+        state.var_ewm = decay * state.var_ewm + (1.0 - decay) * log_return * log_return
+    state.volume_ewm = decay * state.volume_ewm + (1.0 - decay) * volume
+    state.last_close = close
+    state.bars += 1
+    state.equity = state.cash + state.position * close
+    if state.equity > state.equity_peak:
+        state.equity_peak = state.equity
+
+
+@njit(cache=True)
+def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fills, orders, trades):
+    exposure = state.target
+    fee_rate = cfg.fee_bps * 1e-4
+    position = state.position
+    if exposure == 0.0:
+        estimate = 0.0
+    else:
+        estimate = target_quantity(exposure, state.cash + position * open_, position, open_,
+                                   fee_rate)
+    if estimate == position:
+        state.target = math.nan
+        return 0, 0, 0, False
+    side = 1 if estimate > position else -1
+    price = fill_price(open_, side, slippage_fraction(state, cfg, abs(estimate - position),
+                                                      volume), low, high)
+    if exposure == 0.0:
+        wanted = -position
+    else:
+        wanted = target_quantity(exposure, state.cash + position * price, position, price,
+                                 fee_rate) - position
+        wanted = round_to_lot(wanted, cfg.lot_size)
+    quantity = abs(wanted) if (wanted > 0.0) == (side > 0) else 0.0
+    status = FILLED
+    if cfg.max_participation > 0.0:
+        cap = round_to_lot(cfg.max_participation * volume, cfg.lot_size)
+        if quantity > cap:
+            quantity = cap
+            status = PARTIAL
+    closes_all = exposure == 0.0 and quantity == abs(position)
+    if quantity <= 0.0:
+        if status != PARTIAL:
+            status = REJECTED_LOT_SIZE
+    elif quantity * price < cfg.min_notional and not closes_all:
+        status = REJECTED_MIN_NOTIONAL
+
+    order = orders[0]
+    order.order_id = state.next_order_id
+    order.decision_ts_ns = state.target_ts_ns
+    order.bar = bar
+    order.ts_ns = ts_ns
+    order.target_exposure = exposure
+    order.requested_qty = wanted
+    order.filled_qty = 0.0
+    order.price = price
+    order.status = status
+    order.reason = state.target_reason
+    state.next_order_id += 1
+
+    n_fills = 0
+    n_trades = 0
+    entered = False
+    if (status == FILLED or status == PARTIAL) and quantity > 0.0:
+        n_fills, n_trades = apply_fill(state, cfg, bar, ts_ns, side, quantity, price, open_,
+                                       state.target_reason, order.order_id, fills, 0,
+                                       trades, 0)
+        order.filled_qty = side * quantity
+        now = state.position
+        grew = now != 0.0 and (position == 0.0 or (now > 0.0) != (position > 0.0)
+                               or abs(now) > abs(position))
+        if grew:
+            entered = True
+            if (now > 0.0) != (position > 0.0) or position == 0.0:
+                state.stop_price = math.nan
+                state.take_profit_price = math.nan
+            direction = 1.0 if now > 0.0 else -1.0
+            if not math.isnan(state.pending_stop_distance):
+                state.stop_price = price - direction * state.pending_stop_distance
+            if not math.isnan(state.pending_take_profit_distance):
+                state.take_profit_price = price + direction * state.pending_take_profit_distance
+        if now == 0.0:
+            state.stop_price = math.nan
+            state.take_profit_price = math.nan
+    if status != PARTIAL:
+        state.target = math.nan
+    return n_fills, 1, n_trades, entered
+
+
+@njit(cache=True)
+def _grow(records, needed):
+    if needed <= records.shape[0]:
+        return records
+    bigger = np.empty(max(needed, 2 * records.shape[0]), dtype=records.dtype)
+    bigger[: records.shape[0]] = records
+    return bigger
+
+
+@njit(cache=True)
+def simulate(ts_ns, day, open_, high, low, close, volume, signal, stop_distance,
+             take_profit_distance, cfg_array, state_array, metrics_array):
+    """Run the bar step over a whole history, keeping every record.
+
+    ``stop_distance`` / ``take_profit_distance`` may be empty arrays (no stops).
+    ``state_array`` and ``metrics_array`` are 1-element record arrays, updated in place.
+    Returns ``(equity, position, fills, orders, trades)``.
+    """
+    cfg = cfg_array[0]
+    state = state_array[0]
+    metrics = metrics_array[0]
+    n = ts_ns.shape[0]
+    has_stops = stop_distance.shape[0] > 0
+    has_targets = take_profit_distance.shape[0] > 0
+    equity = np.empty(n)
+    position = np.empty(n)
+    fills = np.empty(64, dtype=FILL_DTYPE)
+    orders = np.empty(64, dtype=ORDER_DTYPE)
+    trades = np.empty(64, dtype=TRADE_DTYPE)
+    scratch_fills = np.empty(SCRATCH, dtype=FILL_DTYPE)
+    scratch_orders = np.empty(SCRATCH, dtype=ORDER_DTYPE)
+    scratch_trades = np.empty(SCRATCH, dtype=TRADE_DTYPE)
+    n_fills = 0
+    n_orders = 0
+    n_trades = 0
+    for t in range(n):
+        new_fills, new_orders, new_trades = on_bar(
+            state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
+            scratch_fills, scratch_orders, scratch_trades,
+        )
+        if new_fills > 0:
+            fills = _grow(fills, n_fills + new_fills)
+            fills[n_fills:n_fills + new_fills] = scratch_fills[:new_fills]
+            n_fills += new_fills
+        if new_orders > 0:
+            orders = _grow(orders, n_orders + new_orders)
+            orders[n_orders:n_orders + new_orders] = scratch_orders[:new_orders]
+            n_orders += new_orders
+        if new_trades > 0:
+            trades = _grow(trades, n_trades + new_trades)
+            trades[n_trades:n_trades + new_trades] = scratch_trades[:new_trades]
+            n_trades += new_trades
+        update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
+        equity[t] = state.equity
+        position[t] = state.position
+        on_signal(state, cfg, ts_ns[t], signal[t],
+                  stop_distance[t] if has_stops else math.nan,
+                  take_profit_distance[t] if has_targets else math.nan)
+    return equity, position, fills[:n_fills], orders[:n_orders], trades[:n_trades]
+
+
+@njit(cache=True)
+def run_metrics(ts_ns, day, open_, high, low, close, volume, signal, stop_distance,
+                take_profit_distance, cfg_array, cash, bar_ns, out):
+    """Run the bar step over a history keeping only the metrics (the sweep's inner loop).
+
+    Memory is O(1) beyond the inputs: no equity curve, no records. Writes the metrics
+    of :data:`mmats.types.METRIC_NAMES` into ``out``.
+    """
+    cfg = cfg_array[0]
+    state_array = np.empty(1, dtype=STATE_DTYPE)
+    metrics_array = np.empty(1, dtype=METRICS_DTYPE)
+    state = state_array[0]
+    metrics = metrics_array[0]
+    init_state(state, cash)
+    init_metrics(metrics, cash)
+    scratch_fills = np.empty(SCRATCH, dtype=FILL_DTYPE)
+    scratch_orders = np.empty(SCRATCH, dtype=ORDER_DTYPE)
+    scratch_trades = np.empty(SCRATCH, dtype=TRADE_DTYPE)
+    has_stops = stop_distance.shape[0] > 0
+    has_targets = take_profit_distance.shape[0] > 0
+    for t in range(ts_ns.shape[0]):
+        on_bar(state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
+               scratch_fills, scratch_orders, scratch_trades)
+        update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
+        on_signal(state, cfg, ts_ns[t], signal[t],
+                  stop_distance[t] if has_stops else math.nan,
+                  take_profit_distance[t] if has_targets else math.nan)
+    finalize_metrics(metrics, state, cfg.periods_per_year, bar_ns, out)
+
