@@ -1,0 +1,443 @@
+"""The pandas-facing backtest and parameter sweep.
+
+Both run the shared numba kernel (:mod:`mmats.nb.sim`): ``backtest`` keeps the equity
+curve and every order, fill and trade record; ``sweep`` evaluates a whole grid in one
+fused ``prange`` kernel that keeps only the metrics.
+
+Example::
+
+    from mmats.backtest import backtest, sweep
+    from mmats.data import load
+
+    candles = load("bittrex:ETH/BTC:5m")
+    result = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10)
+    result.metrics["sharpe"]
+    table = sweep("ema_cross", candles, {"fast": [5, 10], "slow": [50, 100]}).table
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmats.data.calendar import (
+    calendar_for_venue,
+    check_calendar,
+    infer_calendar,
+    infer_timeframe,
+    periods_per_year,
+    timeframe_ns,
+)
+from mmats.errors import ConfigError, DataError, LookaheadError
+from mmats.lookahead import check_lookahead
+from mmats.sleeve import SleeveConfig, new_metrics, new_state
+from mmats.strategy import Strategy, load_strategy
+from mmats.types import FILL_DTYPE, METRIC_NAMES, ORDER_DTYPE, TRADE_DTYPE
+
+DAY_NS = 86_400_000_000_000
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class Market:
+    """Price arrays of one symbol, ready for the kernel."""
+
+    ts_ns: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    timeframe: str
+    calendar: str
+    symbol: str | None = None
+    venue: str | None = None
+
+    def __len__(self) -> int:
+        return self.ts_ns.shape[0]
+
+    @property
+    def day(self) -> np.ndarray:
+        return self.ts_ns // DAY_NS
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"ts": self.ts_ns, "open": self.open, "high": self.high, "low": self.low,
+                "close": self.close, "volume": self.volume}
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return pd.DatetimeIndex(pd.to_datetime(self.ts_ns, utc=True), name="ts")
+
+    @property
+    def periods_per_year(self) -> float:
+        return periods_per_year(self.timeframe, self.calendar)
+
+    @property
+    def bar_ns(self) -> int:
+        return timeframe_ns(self.timeframe)
+
+
+def market(data: Any, *, timeframe: str | None = None, calendar: str | None = None,
+           symbol: str | None = None) -> Market:
+    """Turn candles into a :class:`Market`.
+
+    ``data`` is a DataFrame in the candle schema (a ``ts`` column or a DatetimeIndex),
+    a path to a Parquet/CSV file, a store spec ``VENUE:SYMBOL:TIMEFRAME``, or a Market.
+    """
+    if isinstance(data, Market):
+        return data
+    if isinstance(data, str | os.PathLike):
+        from mmats.data import load
+
+        data = load(str(data), timeframe=timeframe)
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"cannot use {type(data).__name__} as candles; pass a DataFrame, "
+                        "a file path or VENUE:SYMBOL:TIMEFRAME")
+    attrs = dict(data.attrs)
+    frame = data.reset_index() if "ts" not in data.columns else data
+    missing = [c for c in ("ts", *PRICE_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise DataError(f"candles lack column(s) {', '.join(missing)}; the schema is "
+                        "ts, open, high, low, close, volume")
+    ts = pd.to_datetime(frame["ts"], utc=True)
+    ts_ns = ts.dt.as_unit("ns").astype("int64").to_numpy() if hasattr(ts, "dt") else None
+    if ts_ns.size < 2:
+        raise DataError("need at least two candles")
+    if np.any(np.diff(ts_ns) <= 0):
+        first = int(np.flatnonzero(np.diff(ts_ns) <= 0)[0]) + 1
+        raise DataError(f"candle timestamps must increase strictly; row {first} does not "
+                        "(run scripts/check_data.py on the file)")
+    columns = {}
+    for name in PRICE_COLUMNS:
+        values = np.ascontiguousarray(frame[name].to_numpy(dtype=np.float64))
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise DataError(f"column {name} has a non-finite value at row {bad[0]} "
+                            f"({bad.size} in all); clean the data first")
+        columns[name] = values
+    timeframe = timeframe or attrs.get("timeframe") or infer_timeframe(ts_ns)
+    calendar = (calendar or attrs.get("calendar") or calendar_for_venue(attrs.get("venue"))
+                or infer_calendar(ts_ns, timeframe))
+    check_calendar(calendar)
+    return Market(ts_ns=np.ascontiguousarray(ts_ns), timeframe=timeframe, calendar=calendar,
+                  symbol=symbol or attrs.get("symbol"), venue=attrs.get("venue"), **columns)
+
+
+@dataclass
+class BacktestResult:
+    """Everything one backtest produced. Records use the dtypes of :mod:`mmats.types`."""
+
+    strategy: str
+    params: dict
+    config: SleeveConfig
+    cash: float  # equity at the start of the run
+    market: Market
+    equity: pd.Series
+    position: pd.Series
+    signal: pd.Series
+    fills: np.ndarray
+    orders: np.ndarray
+    trades: np.ndarray
+    metrics: dict[str, float]
+    state: np.ndarray = field(repr=False)
+
+    @property
+    def returns(self) -> pd.Series:
+        """Bar returns of the equity curve; the first is against the starting cash."""
+        values = self.equity.to_numpy()
+        previous = np.concatenate([[self.cash], values[:-1]])
+        return pd.Series(values / previous - 1.0, index=self.equity.index, name="returns")
+
+    def fills_frame(self) -> pd.DataFrame:
+        return records_frame(self.fills)
+
+    def orders_frame(self) -> pd.DataFrame:
+        return records_frame(self.orders)
+
+    def trades_frame(self) -> pd.DataFrame:
+        return records_frame(self.trades)
+
+    def to_vectorbt(self):
+        """A vectorbt ``Portfolio`` of the same fills (``Portfolio.from_orders``).
+
+        Its ``value()`` equals :attr:`equity` whenever fees are proportional (they always
+        are here), so vectorbt's analysis and plots can be used on MMATS results.
+        """
+        from mmats.interop import to_vectorbt
+
+        return to_vectorbt(self)
+
+
+def records_frame(records: np.ndarray) -> pd.DataFrame:
+    """A record array as a DataFrame, with ``*_ts_ns`` columns also as UTC timestamps."""
+    frame = pd.DataFrame.from_records(records) if len(records) else pd.DataFrame(
+        {name: pd.Series(dtype=records.dtype[name]) for name in records.dtype.names})
+    for name in list(frame.columns):
+        if name.endswith("ts_ns"):
+            frame[name.removesuffix("_ns") or "ts"] = pd.to_datetime(frame[name], utc=True)
+    return frame
+
+
+def backtest(
+    strategy: str | Strategy,
+    data: Any,
+    params: dict | None = None,
+    *,
+    cash: float = 10_000.0,
+    config: SleeveConfig | dict | None = None,
+    timeframe: str | None = None,
+    calendar: str | None = None,
+    start: Any = None,
+    state: np.ndarray | None = None,
+    check_lookahead_bias: bool = True,
+    **settings,
+) -> BacktestResult:
+    """Backtest one strategy with one parameter set over candles.
+
+    ``settings`` are :class:`SleeveConfig` fields (``fee_bps``, ``slippage_bps``,
+    ``max_drawdown_pct``, ...). The signal is computed over all of ``data`` (so earlier
+    bars serve as warm-up) and trading starts at ``start`` (a timestamp or bar index;
+    default the first bar). ``state`` continues from a previous run's final state
+    (walk-forward carries equity and positions this way); otherwise a fresh sleeve with
+    ``cash``. Raises :class:`LookaheadError` if the strategy peeks at later bars, unless
+    ``check_lookahead_bias=False``.
+    """
+    strategy = load_strategy(strategy)
+    config = _config(config, settings)
+    prices = market(data, timeframe=timeframe, calendar=calendar)
+    params = strategy.resolve_params(params)
+    if check_lookahead_bias:
+        _require_no_lookahead(strategy, prices, params)
+    output = strategy.run(prices.arrays, params)
+    first = _start_index(prices, start)
+    state = new_state(cash) if state is None else np.array(state, copy=True)
+    start_equity = float(state[0]["equity"])
+    metrics = new_metrics(start_equity)
+    return _simulate(strategy, params, config, prices, output, first, state, metrics,
+                     start_equity)
+
+
+def _simulate(strategy, params, config, prices, output, first, state, metrics, start_equity):
+    from mmats.nb.metrics import finalize_metrics
+    from mmats.nb.sim import simulate
+
+    empty = np.empty(0)
+    window = slice(first, None)
+    stops = output.stop_distance[window] if output.stop_distance is not None else empty
+    targets = (output.take_profit_distance[window]
+               if output.take_profit_distance is not None else empty)
+    cfg = config.to_record(prices.periods_per_year)
+    equity, position, fills, orders, trades = simulate(
+        prices.ts_ns[window], prices.day[window], prices.open[window], prices.high[window],
+        prices.low[window], prices.close[window], prices.volume[window],
+        np.ascontiguousarray(output.exposure[window]), np.ascontiguousarray(stops),
+        np.ascontiguousarray(targets), cfg, state, metrics,
+    )
+    for records in (fills, orders):  # bar indices count from the start of `data`
+        records["bar"] += first
+    if len(trades):
+        trades["entry_bar"] += first
+        trades["exit_bar"] += first
+    values = np.empty(len(METRIC_NAMES))
+    finalize_metrics(metrics[0], state[0], prices.periods_per_year, prices.bar_ns, values)
+    index = prices.index[window]
+    return BacktestResult(
+        strategy=strategy.name,
+        params=params,
+        config=config,
+        cash=start_equity,
+        market=prices,
+        equity=pd.Series(equity, index=index, name="equity"),
+        position=pd.Series(position, index=index, name="position"),
+        signal=pd.Series(output.exposure[window], index=index, name="signal"),
+        fills=fills,
+        orders=orders,
+        trades=trades,
+        metrics=metrics_dict(values),
+        state=state,
+    )
+
+
+def metrics_dict(values: np.ndarray) -> dict[str, float]:
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, values, strict=True)}
+    metrics["trades"] = int(metrics["trades"])
+    metrics["max_drawdown_duration_bars"] = int(metrics["max_drawdown_duration_bars"])
+    return metrics
+
+
+@dataclass
+class SweepResult:
+    """One row per parameter combination (and symbol): its params and every metric."""
+
+    strategy: str
+    table: pd.DataFrame
+    skipped: int
+    seconds: float
+    bar_combinations: int
+
+    @property
+    def bar_combinations_per_s(self) -> float:
+        return self.bar_combinations / self.seconds if self.seconds > 0 else math.nan
+
+    def best(self, objective: str = "sharpe", n: int = 10) -> pd.DataFrame:
+        if objective not in self.table.columns:
+            raise ConfigError(f"objective {objective!r} is not a metric; use one of "
+                              f"{', '.join(METRIC_NAMES)}")
+        ascending = objective in ("max_drawdown_duration_bars", "max_drawdown_duration_days",
+                                  "volatility", "fees_paid")
+        return self.table.sort_values(objective, ascending=ascending,
+                                      na_position="last").head(n)
+
+
+def sweep(
+    strategy: str | Strategy,
+    data: Any,
+    grid: dict | None = None,
+    *,
+    cash: float = 10_000.0,
+    config: SleeveConfig | dict | None = None,
+    timeframe: str | None = None,
+    calendar: str | None = None,
+    check_lookahead_bias: bool = True,
+    progress: bool = False,
+    chunks: int | None = None,
+    **settings,
+) -> SweepResult:
+    """Evaluate every parameter combination of ``grid`` (default: the strategy's PARAMS).
+
+    Runs one fused numba ``prange`` kernel: each combination computes its signal and
+    simulates inside numba keeping only streaming metrics, so memory is O(threads × bars),
+    never bars × combinations. ``data`` may also be a dict ``{symbol: candles}`` (or a
+    list of specs/paths) to sweep several symbols into one table with a ``symbol`` column.
+    Combinations the strategy's ``valid()`` rejects are skipped and counted.
+    """
+    strategy = load_strategy(strategy)
+    config = _config(config, settings)
+    combos, skipped = strategy.combinations(grid)
+    if not combos:
+        raise ConfigError(f"the grid leaves no valid combination for {strategy.name!r} "
+                          f"({skipped} skipped as invalid)")
+    datasets = _datasets(data)
+    frames, seconds, bar_combinations = [], 0.0, 0
+    for symbol, candles in datasets:
+        prices = market(candles, timeframe=timeframe, calendar=calendar, symbol=symbol)
+        if check_lookahead_bias:
+            for params in _lookahead_samples(strategy, combos):
+                _require_no_lookahead(strategy, prices, params)
+        started = time.perf_counter()
+        values = _sweep_market(strategy, prices, combos, config, cash, progress, chunks)
+        seconds += time.perf_counter() - started
+        bar_combinations += len(prices) * len(combos)
+        frame = pd.DataFrame(combos)
+        metrics = pd.DataFrame(values, columns=list(METRIC_NAMES))
+        metrics["trades"] = metrics["trades"].astype(int)
+        metrics["max_drawdown_duration_bars"] = metrics["max_drawdown_duration_bars"].astype(int)
+        frame = pd.concat([frame, metrics], axis=1)
+        if len(datasets) > 1 or symbol is not None:
+            frame.insert(0, "symbol", prices.symbol or symbol)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    return SweepResult(strategy.name, table, skipped, seconds, bar_combinations)
+
+
+def _sweep_market(strategy, prices, combos, config, cash, progress, chunks):
+    from mmats.fused import sweep_kernel
+    from mmats.nb.sim import run_metrics
+
+    cfg = config.to_record(prices.periods_per_year)
+    values = np.full((len(combos), len(METRIC_NAMES)), np.nan)
+    columns = {name: np.array([c[name] for c in combos],
+                              dtype=np.int64 if strategy.param_types[name] is int else np.float64)
+               for name in strategy.param_names}
+    probe = strategy.run({k: v[: min(len(prices), 64)] for k, v in prices.arrays.items()},
+                         combos[0])
+    n_outputs = 1 + (probe.stop_distance is not None) + (probe.take_profit_distance is not None)
+    day = prices.day
+    inputs = (prices.ts_ns, day, prices.open, prices.high, prices.low, prices.close,
+              prices.volume)
+    bar_ns = prices.bar_ns
+    bar = _progress(len(combos), progress, strategy.name)
+    if strategy.is_numba:
+        kernel = sweep_kernel(strategy, n_outputs)
+        n_chunks = chunks or (min(50, max(1, len(combos) // 8)) if progress else 1)
+        for block in np.array_split(np.arange(len(combos)), n_chunks):
+            if block.size == 0:
+                continue
+            lo, hi = block[0], block[-1] + 1
+            kernel(*inputs, *(columns[n][lo:hi] for n in strategy.param_names), cfg,
+                   float(cash), bar_ns, values[lo:hi])
+            bar.update(hi - lo)
+    else:  # a numpy strategy: signals in Python, the simulation still in numba
+        empty = np.empty(0)
+        for k, params in enumerate(combos):
+            output = strategy.run(prices.arrays, params)
+            run_metrics(*inputs, output.exposure,
+                        output.stop_distance if output.stop_distance is not None else empty,
+                        output.take_profit_distance
+                        if output.take_profit_distance is not None else empty,
+                        cfg, float(cash), bar_ns, values[k])
+            bar.update(1)
+    bar.close()
+    return values
+
+
+def _progress(total, enabled, label):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=f"sweep {label}", unit="combo",
+                leave=False)
+
+
+def _datasets(data) -> list[tuple[str | None, Any]]:
+    if isinstance(data, dict):
+        return list(data.items())
+    if isinstance(data, list | tuple):
+        return [(None, item) for item in data]
+    return [(None, data)]
+
+
+def _lookahead_samples(strategy, combos):
+    """Parameter sets whose lookahead is checked before a sweep: defaults (if valid) and
+    the first and last combination of the grid."""
+    samples = []
+    defaults = strategy.resolve_params()
+    if strategy.is_valid(defaults):
+        samples.append(defaults)
+    for params in (combos[0], combos[-1]):
+        if params not in samples:
+            samples.append(params)
+    return samples
+
+
+def _require_no_lookahead(strategy, prices, params):
+    report = check_lookahead(strategy, prices.arrays, params, n_cuts=12)
+    if not report.passed:
+        raise LookaheadError(report.summary() + "\nPass check_lookahead_bias=False (or "
+                             "--no-lookahead-check) to run it anyway.", report)
+
+
+def _config(config, settings) -> SleeveConfig:
+    if isinstance(config, SleeveConfig):
+        return SleeveConfig.from_mapping(config.to_dict(), **settings) if settings else config
+    return SleeveConfig.from_mapping(config, **settings)
+
+
+def _start_index(prices: Market, start) -> int:
+    if start is None:
+        return 0
+    if isinstance(start, int | np.integer):
+        index = int(start)
+    else:
+        stamp = pd.Timestamp(start)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        index = int(np.searchsorted(prices.ts_ns, stamp.value))
+    if not 0 <= index < len(prices):
+        raise ConfigError(f"start {start!r} is outside the data ({len(prices)} bars)")
+    return index

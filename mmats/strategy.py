@@ -1,0 +1,360 @@
+"""Loading strategies and holding them to their contract.
+
+A strategy is a module (a ``.py`` file in ``strategies/``, or a zip holding ``model.py``
+and ``manifest.toml``) with:
+
+- ``signal(open, high, low, close, volume, **params)``: a numba (or numpy) function
+  returning a float64 array of target exposure in [-1, 1], one value per bar (NaN keeps
+  the position), or a tuple ``(exposure, stop_distance[, take_profit_distance])`` whose
+  extra arrays are price distances from the entry (> 0, NaN for none);
+- ``PARAMS``: the default search grid, ``{name: [values...]}``;
+- ``DEFAULTS``: one parameter set;
+- ``warmup(**params)`` (or a constant ``WARMUP``): bars needed before the output means
+  anything;
+- optionally ``valid(**params)``: False for combinations a sweep should skip.
+
+Example::
+
+    strategy = load_strategy("ema_cross")
+    output = strategy.run(arrays, {"fast": 10, "slow": 50})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import itertools
+import os
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from mmats.errors import ConfigError, StrategyError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRICE_ARGS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class SignalOutput:
+    """A strategy's validated output over a history."""
+
+    exposure: np.ndarray
+    stop_distance: np.ndarray | None = None
+    take_profit_distance: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A loaded strategy: its signal function, parameter grid and source identity."""
+
+    name: str
+    path: Path
+    module: ModuleType
+    signal: Any
+    param_names: tuple[str, ...]
+    param_types: dict[str, type]
+    grid: dict[str, list]
+    defaults: dict[str, Any]
+    source_hash: str
+
+    @property
+    def is_numba(self) -> bool:
+        return hasattr(self.signal, "py_func")
+
+    def resolve_params(self, params: dict | None = None) -> dict[str, Any]:
+        """DEFAULTS overlaid with ``params``, cast to each parameter's type.
+
+        Unknown names raise :class:`ConfigError` listing the known ones.
+        """
+        params = dict(params or {})
+        unknown = sorted(set(params) - set(self.param_names))
+        if unknown:
+            raise ConfigError(
+                f"strategy {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are {', '.join(self.param_names)}"
+            )
+        merged = {**self.defaults, **params}
+        return {name: self._cast(name, merged[name]) for name in self.param_names}
+
+    def _cast(self, name, value):
+        kind = self.param_types[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"parameter {name!r} of strategy {self.name!r} must be a number, got {value!r}"
+            ) from None
+        if kind is int:
+            if number != int(number):
+                raise ConfigError(
+                    f"parameter {name!r} of strategy {self.name!r} takes whole numbers, "
+                    f"got {value!r}"
+                )
+            return int(number)
+        return number
+
+    def warmup(self, params: dict | None = None) -> int:
+        """Bars the strategy needs before its output is meaningful."""
+        params = self.resolve_params(params)
+        hook = getattr(self.module, "warmup", None)
+        if callable(hook):
+            return int(hook(**params))
+        return int(getattr(self.module, "WARMUP", 0))
+
+    def lookback(self, params: dict | None = None) -> int:
+        """Bars of history the live runner feeds the strategy: enough that the value at the
+        last bar equals the full-history value (checked by the lookahead check)."""
+        return max(10 * self.warmup(params), 200)
+
+    def is_valid(self, params: dict) -> bool:
+        hook = getattr(self.module, "valid", None)
+        return bool(hook(**params)) if callable(hook) else True
+
+    def combinations(self, grid: dict | None = None) -> tuple[list[dict], int]:
+        """All parameter sets of ``grid`` (default ``PARAMS``) the strategy accepts.
+
+        Returns ``(valid combinations, number skipped as invalid)``. Names missing from
+        ``grid`` take their DEFAULTS value.
+        """
+        grid = dict(self.grid if grid is None else grid)
+        unknown = sorted(set(grid) - set(self.param_names))
+        if unknown:
+            raise ConfigError(
+                f"grid names {', '.join(map(repr, unknown))} are not parameters of "
+                f"strategy {self.name!r} ({', '.join(self.param_names)})"
+            )
+        axes = []
+        for name in self.param_names:
+            values = grid.get(name, [self.defaults[name]])
+            if not isinstance(values, list | tuple | range | np.ndarray):
+                values = [values]
+            if len(values) == 0:
+                raise ConfigError(f"grid for parameter {name!r} is empty")
+            axes.append([self._cast(name, value) for value in values])
+        valid, skipped = [], 0
+        for combo in itertools.product(*axes):
+            params = dict(zip(self.param_names, combo, strict=True))
+            if self.is_valid(params):
+                valid.append(params)
+            else:
+                skipped += 1
+        return valid, skipped
+
+    def run(self, arrays: dict[str, np.ndarray], params: dict | None = None) -> SignalOutput:
+        """Call ``signal`` on price arrays and check its output against the contract."""
+        params = self.resolve_params(params)
+        prices = [np.ascontiguousarray(arrays[name], dtype=np.float64) for name in PRICE_ARGS]
+        try:
+            raw = self.signal(*prices, **params)
+        except StrategyError:
+            raise
+        except Exception as error:
+            raise StrategyError(
+                f"strategy {self.name!r} ({self.path}) failed with params {params}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+        return validate_output(self.name, raw, prices[0].shape[0])
+
+
+def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
+    """Check length, dtype and range of a signal's output; raise StrategyError if broken."""
+    parts = list(raw) if isinstance(raw, tuple) else [raw]
+    if not 1 <= len(parts) <= 3:
+        raise StrategyError(
+            f"strategy {name!r} returned a tuple of {len(parts)} items; expected exposure, "
+            "optionally followed by stop_distance and take_profit_distance"
+        )
+    labels = ("exposure", "stop_distance", "take_profit_distance")
+    checked = []
+    for label, part in zip(labels, parts, strict=False):
+        if not isinstance(part, np.ndarray):
+            raise StrategyError(
+                f"strategy {name!r}: {label} must be a numpy array, got {type(part).__name__}"
+            )
+        if part.dtype != np.float64:
+            raise StrategyError(
+                f"strategy {name!r}: {label} has dtype {part.dtype}; it must be float64"
+            )
+        if part.ndim != 1 or part.shape[0] != n_bars:
+            raise StrategyError(
+                f"strategy {name!r}: {label} has shape {part.shape}; expected ({n_bars},), "
+                "one value per bar"
+            )
+        checked.append(part)
+    exposure = checked[0]
+    outside = np.flatnonzero(~np.isnan(exposure) & ((exposure < -1.0) | (exposure > 1.0)))
+    if outside.size:
+        first = outside[0]
+        raise StrategyError(
+            f"strategy {name!r}: exposure {exposure[first]!r} at bar {first} is outside "
+            f"[-1, 1] ({outside.size} bars in all)"
+        )
+    for label, part in zip(labels[1:], checked[1:], strict=False):
+        bad = np.flatnonzero(~np.isnan(part) & ~(part > 0.0))
+        if bad.size:
+            raise StrategyError(
+                f"strategy {name!r}: {label} {part[bad[0]]!r} at bar {bad[0]} must be > 0 "
+                f"or NaN ({bad.size} bars in all)"
+            )
+    return SignalOutput(*checked)
+
+
+def strategy_dirs() -> list[Path]:
+    """Where names are looked up: $MMATS_STRATEGIES (os.pathsep list), ./strategies, and
+    the repository's strategies/ folder."""
+    dirs = [Path(p) for p in os.environ.get("MMATS_STRATEGIES", "").split(os.pathsep) if p]
+    dirs += [Path.cwd() / "strategies", REPO_ROOT / "strategies"]
+    unique = []
+    for directory in dirs:
+        if directory.resolve() not in [d.resolve() for d in unique]:
+            unique.append(directory)
+    return unique
+
+
+def available_strategies() -> list[str]:
+    names = set()
+    for directory in strategy_dirs():
+        if directory.is_dir():
+            names.update(p.stem for p in directory.glob("*.py") if not p.stem.startswith("_"))
+            names.update(p.stem for p in directory.glob("*.zip"))
+    return sorted(names)
+
+
+def load_strategy(name_or_path: str | os.PathLike) -> Strategy:
+    """Load a strategy by name (looked up in the strategy folders) or by file path.
+
+    >>> load_strategy("ema_cross").defaults
+    {'fast': 10, 'slow': 50}
+    """
+    if isinstance(name_or_path, Strategy):
+        return name_or_path
+    path = _find(str(name_or_path))
+    if path.suffix == ".zip":
+        return _load_zip(path)
+    if path.suffix != ".py":
+        raise StrategyError(f"{path}: a strategy is a .py file or a .zip with model.py")
+    return _load_module(path, path.stem)
+
+
+def _find(name: str) -> Path:
+    candidate = Path(name).expanduser()
+    if candidate.suffix in (".py", ".zip") or os.sep in name or "/" in name:
+        if not candidate.is_file():
+            raise StrategyError(f"strategy file {candidate} does not exist")
+        return candidate.resolve()
+    for directory in strategy_dirs():
+        for suffix in (".py", ".zip"):
+            path = directory / f"{name}{suffix}"
+            if path.is_file():
+                return path.resolve()
+    known = ", ".join(available_strategies()) or "none"
+    raise StrategyError(
+        f"no strategy named {name!r} in {', '.join(str(d) for d in strategy_dirs())}; "
+        f"available: {known}"
+    )
+
+
+def _load_zip(path: Path) -> Strategy:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        for required in ("model.py", "manifest.toml"):
+            if required not in names:
+                raise StrategyError(f"{path}: the zip must hold {required} at its top level")
+        manifest_text = archive.read("manifest.toml").decode()
+        source = archive.read("model.py")
+    try:
+        manifest = tomllib.loads(manifest_text)
+    except tomllib.TOMLDecodeError as error:
+        raise StrategyError(f"{path}: manifest.toml is not valid TOML: {error}") from None
+    name = str(manifest.get("name") or path.stem)
+    target = cache_dir() / "models" / f"{_safe(name)}_{digest}" / "model.py"
+    if not target.is_file() or target.read_bytes() != source:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_suffix(".tmp")
+        temporary.write_bytes(source)
+        os.replace(temporary, target)
+    return _load_module(target, name, origin=path)
+
+
+def _load_module(path: Path, name: str, origin: Path | None = None) -> Strategy:
+    source = path.read_bytes()
+    digest = hashlib.sha256(source).hexdigest()[:16]
+    module_name = f"mmats_strategies.{_safe(name)}_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:
+            del sys.modules[module_name]
+            raise StrategyError(
+                f"strategy {origin or path} failed to import: {type(error).__name__}: {error}"
+            ) from error
+    return _describe(module, name, origin or path, digest)
+
+
+def _describe(module: ModuleType, name: str, path: Path, digest: str) -> Strategy:
+    signal = getattr(module, "signal", None)
+    if not callable(signal):
+        raise StrategyError(f"strategy {path} has no signal(open, high, low, close, volume, ...)")
+    python_function = getattr(signal, "py_func", signal)
+    arguments = list(inspect.signature(python_function).parameters)
+    if tuple(arguments[:5]) != PRICE_ARGS:
+        raise StrategyError(
+            f"strategy {path}: signal must start with (open, high, low, close, volume), "
+            f"found ({', '.join(arguments[:5])})"
+        )
+    param_names = tuple(arguments[5:])
+    grid = getattr(module, "PARAMS", None)
+    defaults = getattr(module, "DEFAULTS", None)
+    if not isinstance(grid, dict) or not isinstance(defaults, dict):
+        raise StrategyError(f"strategy {path} must define PARAMS and DEFAULTS dicts")
+    for label, mapping in (("PARAMS", grid), ("DEFAULTS", defaults)):
+        if set(mapping) != set(param_names):
+            missing = sorted(set(param_names) - set(mapping))
+            extra = sorted(set(mapping) - set(param_names))
+            raise StrategyError(
+                f"strategy {path}: {label} keys must match signal's parameters "
+                f"{list(param_names)}; missing {missing}, unknown {extra}"
+            )
+    grid = {key: list(grid[key]) for key in param_names}
+    param_types = {}
+    for key in param_names:
+        values = grid[key] + [defaults[key]]
+        whole = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values)
+        param_types[key] = int if whole else float
+    return Strategy(
+        name=name,
+        path=Path(path),
+        module=module,
+        signal=signal,
+        param_names=param_names,
+        param_types=param_types,
+        grid=grid,
+        defaults={key: defaults[key] for key in param_names},
+        source_hash=digest,
+    )
+
+
+def cache_dir() -> Path:
+    """Where MMATS keeps generated kernels and unpacked models ($MMATS_CACHE_DIR)."""
+    root = os.environ.get("MMATS_CACHE_DIR") or Path.home() / ".cache" / "mmats"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
