@@ -38,7 +38,7 @@ from mmats.errors import ConfigError, DataError, LookaheadError
 from mmats.lookahead import check_lookahead
 from mmats.sleeve import SleeveConfig, new_metrics, new_state
 from mmats.strategy import Strategy, load_strategy
-from mmats.types import FILL_DTYPE, METRIC_NAMES, ORDER_DTYPE, TRADE_DTYPE
+from mmats.types import METRIC_NAMES
 
 DAY_NS = 86_400_000_000_000
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
