@@ -194,14 +194,14 @@ def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
     if outside.size:
         first = outside[0]
         raise StrategyError(
-            f"strategy {name!r}: exposure {exposure[first]!r} at bar {first} is outside "
+            f"strategy {name!r}: exposure {float(exposure[first])!r} at bar {first} is outside "
             f"[-1, 1] ({outside.size} bars in all)"
         )
     for label, part in zip(labels[1:], checked[1:], strict=False):
         bad = np.flatnonzero(~np.isnan(part) & ~(part > 0.0))
         if bad.size:
             raise StrategyError(
-                f"strategy {name!r}: {label} {part[bad[0]]!r} at bar {bad[0]} must be > 0 "
+                f"strategy {name!r}: {label} {float(part[bad[0]])!r} at bar {bad[0]} must be > 0 "
                 f"or NaN ({bad.size} bars in all)"
             )
     return SignalOutput(*checked)

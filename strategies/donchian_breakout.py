@@ -17,7 +17,8 @@ DEFAULTS = {"channel": 20, "atr_period": 14, "stop_atr": 2.0}
 
 
 def warmup(channel, atr_period, stop_atr):
-    return max(channel, atr_period) + 1
+    # Wilder's ATR forgets its seed slowly: after 3 periods the seed still weighs ~5 %.
+    return max(channel, 3 * atr_period) + 1
 
 
 def valid(channel, atr_period, stop_atr):

@@ -1,0 +1,139 @@
+"""What the command-line scripts share: parsing params and grids, cost options, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+
+from mmats.errors import ConfigError, MMATSError
+
+DEFAULT_DATA = "bittrex:ETH/BTC:5m"
+
+
+def parse_params(text: str | None) -> dict:
+    """``"fast=10,slow=50"`` → ``{"fast": 10, "slow": 50}``."""
+    params = {}
+    for item in _items(text):
+        name, value = _split(item, "--params")
+        params[name] = _number(value, name)
+    return params
+
+
+def parse_grid(text: str | None) -> dict:
+    """``"fast=5:50:5,slow=20|50|100"`` → lists of values.
+
+    ``start:stop:step`` includes ``stop``; ``a|b|c`` is a list; a lone value is one value.
+    """
+    grid = {}
+    for item in _items(text):
+        name, spec = _split(item, "--grid")
+        if ":" in spec:
+            parts = spec.split(":")
+            if len(parts) != 3:
+                raise ConfigError(f"--grid {name}: a range is start:stop:step, got {spec!r}")
+            start, stop, step = (_decimal(p, name) for p in parts)
+            if step <= 0 or stop < start:
+                raise ConfigError(f"--grid {name}: need step > 0 and stop >= start in {spec!r}")
+            count = int((stop - start) / step) + 1
+            if count > 100_000:
+                raise ConfigError(f"--grid {name}: {count} values is too many")
+            values = [start + step * i for i in range(count)]
+            grid[name] = [_number(str(v), name) for v in values]
+        else:
+            grid[name] = [_number(v, name) for v in spec.split("|")]
+    return grid
+
+
+def _items(text):
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def _split(item, option):
+    if "=" not in item:
+        raise ConfigError(f"{option}: expected name=value, got {item!r}")
+    name, value = item.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def _decimal(text, name):
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"parameter {name!r}: {text!r} is not a number") from None
+
+
+def _number(text, name):
+    number = _decimal(text, name)
+    if number == number.to_integral_value() and "." not in text and "e" not in text.lower():
+        return int(number)
+    return float(number)
+
+
+def add_cost_options(parser: argparse.ArgumentParser) -> None:
+    """Options that build the :class:`~mmats.sleeve.SleeveConfig` of a run."""
+    group = parser.add_argument_group("costs, sizing and risk")
+    group.add_argument("--cash", type=float, default=10_000.0, help="starting cash (10000)")
+    group.add_argument("--fee-bps", type=float, default=0.0, help="fee per fill, bps (0)")
+    group.add_argument("--slippage-bps", type=float, default=0.0, help="fixed slippage, bps (0)")
+    group.add_argument("--slippage-model", default="fixed",
+                       choices=["fixed", "volatility_sqrt", "participation"])
+    group.add_argument("--impact-coef", type=float, default=1.0,
+                       help="coefficient of the volatility_sqrt / participation models")
+    group.add_argument("--max-participation", type=float, default=0.0,
+                       help="cap a fill at this fraction of the bar's volume (0 = none)")
+    group.add_argument("--sizing", default="fixed_fraction",
+                       choices=["fixed_fraction", "volatility_target", "kelly"])
+    group.add_argument("--fraction", type=float, default=1.0, help="fixed fraction (1)")
+    group.add_argument("--vol-target", type=float, default=0.2,
+                       help="annualised volatility target (0.2)")
+    group.add_argument("--lot-size", type=float, default=0.0, help="lot size (0 = fractional)")
+    group.add_argument("--min-notional", type=float, default=0.0)
+    group.add_argument("--max-leverage", type=float, default=1.0)
+    group.add_argument("--max-daily-loss-pct", type=float, default=0.0, help="0 = off")
+    group.add_argument("--max-drawdown-pct", type=float, default=0.0, help="0 = off")
+    group.add_argument("--long-only", action="store_true", help="ignore short signals")
+    group.add_argument("--no-lookahead-check", action="store_true",
+                       help="run a strategy even if it fails the lookahead check")
+
+
+def settings_from(args: argparse.Namespace) -> dict:
+    return {
+        "fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
+        "slippage_model": args.slippage_model, "impact_coef": args.impact_coef,
+        "max_participation": args.max_participation, "sizing": args.sizing,
+        "fraction": args.fraction, "vol_target": args.vol_target, "lot_size": args.lot_size,
+        "min_notional": args.min_notional, "max_leverage": args.max_leverage,
+        "max_daily_loss_pct": args.max_daily_loss_pct,
+        "max_drawdown_pct": args.max_drawdown_pct, "allow_short": not args.long_only,
+    }
+
+
+def json_safe(value):
+    """Numbers as JSON can hold them: NaN and ±inf become null."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def print_json(value) -> None:
+    print(json.dumps(json_safe(value), allow_nan=False))
+
+
+def fail(error: Exception, code: int = 2) -> int:
+    """Print an MMATS error plainly (no traceback) and return the exit code."""
+    if not isinstance(error, MMATSError):
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return code

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Backtest one strategy with one parameter set.
+
+    python scripts/backtest.py --strategy ema_cross --data bittrex:ETH/BTC:5m \
+        --params fast=10,slow=50 --fee-bps 10 --json
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmats.cli import (  # noqa: E402
+    DEFAULT_DATA,
+    add_cost_options,
+    fail,
+    parse_params,
+    print_json,
+    settings_from,
+)
+from mmats.errors import MMATSError  # noqa: E402
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Backtest one strategy on candles: the decision at a bar's close fills "
+        "at the next bar's open.")
+    parser.add_argument("--strategy", default="ema_cross", help="name in strategies/ or a path")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="Parquet/CSV file or VENUE:SYMBOL:TIMEFRAME (default %(default)s)")
+    parser.add_argument("--root", help="candle store root (default data/, then data/sample)")
+    parser.add_argument("--params", help="e.g. fast=10,slow=50 (unset ones take DEFAULTS)")
+    parser.add_argument("--start", help="first timestamp traded (earlier bars are warm-up)")
+    parser.add_argument("--end", help="load candles before this timestamp only")
+    parser.add_argument("--timeframe", help="override the inferred timeframe, e.g. 5m")
+    parser.add_argument("--calendar", choices=["24/7", "forex", "stocks"],
+                        help="override the calendar used to annualise")
+    parser.add_argument("--trades-csv", help="write the trade records to this CSV file")
+    parser.add_argument("--fills-csv", help="write the fill records to this CSV file")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_cost_options(parser)
+    args = parser.parse_args(argv)
+    try:
+        from mmats.backtest import backtest
+        from mmats.data import load
+
+        candles = load(args.data, root=args.root, end=args.end, timeframe=args.timeframe)
+        result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
+                          timeframe=args.timeframe, calendar=args.calendar, start=args.start,
+                          check_lookahead_bias=not args.no_lookahead_check,
+                          **settings_from(args))
+    except MMATSError as error:
+        return fail(error)
+    if args.trades_csv:
+        result.trades_frame().to_csv(args.trades_csv, index=False)
+    if args.fills_csv:
+        result.fills_frame().to_csv(args.fills_csv, index=False)
+    summary = {
+        **result.metrics,
+        "strategy": result.strategy,
+        "params": result.params,
+        "data": args.data,
+        "bars": len(result.equity),
+        "first_ts": result.equity.index[0].isoformat(),
+        "last_ts": result.equity.index[-1].isoformat(),
+        "timeframe": result.market.timeframe,
+        "calendar": result.market.calendar,
+        "fills": len(result.fills),
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{result.strategy} {result.params} on {args.data} "
+              f"({summary['bars']} bars, {summary['first_ts']} .. {summary['last_ts']})")
+        for name, value in result.metrics.items():
+            print(f"  {name:28s} {value:,.6g}" if isinstance(value, float)
+                  else f"  {name:28s} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Shared fixtures: the bundled sample candles and a factory for throwaway strategies."""
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+SAMPLES = {
+    "crypto_5m": SAMPLE / "bittrex" / "ETH_BTC_5m.parquet",
+    "forex_1h": SAMPLE / "fx" / "EUR_USD_1h.parquet",
+    "stocks_1d": SAMPLE / "nasdaq" / "GOOG_1d.parquet",
+}
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable
+
+
+@pytest.fixture(scope="session")
+def eth_btc() -> pd.DataFrame:
+    return pd.read_parquet(SAMPLES["crypto_5m"])
+
+
+@pytest.fixture(params=sorted(SAMPLES), scope="session")
+def sample_candles(request) -> pd.DataFrame:
+    return pd.read_parquet(SAMPLES[request.param])
+
+
+@pytest.fixture
+def write_strategy(tmp_path):
+    """Write a strategy module into tmp_path and return its path."""
+
+    def write(name: str, source: str) -> Path:
+        path = tmp_path / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    return write
