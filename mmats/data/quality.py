@@ -1,0 +1,380 @@
+"""Data-quality report for a candle frame, valid or not.
+
+:func:`quality_report` describes a frame without changing or rejecting anything, so it can
+explain what is wrong with a bad file. It separates **problems** (the data breaks the
+schema: unparseable, duplicate, unsorted or off-grid timestamps, NaN, non-positive prices,
+negative volume, ``high < low``, OHLC inconsistencies, missing columns) from **warnings**
+(the data is valid but incomplete or unusual: missing bars, zero-volume bars, outlier
+returns). ``report.ok`` is True when there are no problems.
+
+Missing bars are counted against the calendar:
+
+- ``24/7``: every bar-length step between the first and last bar is expected.
+- ``forex``: the market is closed from Friday 21:00 to Sunday 22:00 UTC (the union of the
+  summer and winter closures, so DST needs no special case); bars inside that window are not
+  expected. A gap that spans a Saturday is a *weekend gap*.
+- ``stocks``: weekdays only. Daily bars: a missing weekday is a missing bar. Intraday
+  bars: the overnight gap between one session and the next weekday's is not missing
+  (a *session gap*); each skipped weekday counts a median day's worth of bars. Without an
+  exchange holiday list, holidays show up as missing bars and as *other gaps (holidays?)*.
+
+``expected_bars`` is the distinct timestamps plus the missing bars.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from mmats.data.calendar import (
+    calendar_for_venue,
+    check_calendar,
+    infer_calendar,
+    infer_timeframe,
+    timeframe_ns,
+)
+from mmats.data.schema import COLUMNS, PRICE_COLUMNS, VALUE_COLUMNS, grid_phase, parse_ts
+
+_HOUR_NS = 3_600_000_000_000
+_DAY_NS = 24 * _HOUR_NS
+_WEEK_NS = 7 * _DAY_NS
+_MONDAY_NS = 4 * _DAY_NS  # 1970-01-05, the first Monday after the epoch
+# Forex weekly closure as offsets from Monday 00:00 UTC: Friday 21:00 to Sunday 22:00.
+_FOREX_CLOSED = (4 * _DAY_NS + 21 * _HOUR_NS, 6 * _DAY_NS + 22 * _HOUR_NS)
+_EXAMPLES = 5
+
+# (field, label) in report order; a non-zero count is a problem.
+_PROBLEMS = (
+    ("unparseable_ts", "unparseable timestamps"),
+    ("duplicate_ts", "duplicate timestamps"),
+    ("unsorted_ts", "timestamps out of order"),
+    ("off_grid_ts", "timestamps off the timeframe grid"),
+    ("nan_cells", "NaN or non-numeric OHLCV cells"),
+    ("non_positive_prices", "rows with a price <= 0"),
+    ("negative_volume", "rows with negative volume"),
+    ("high_below_low", "rows with high < low"),
+    ("ohlc_inconsistent", "rows with high < max(open, close) or low > min(open, close)"),
+)
+
+
+class GapEvent(NamedTuple):
+    """A place where consecutive bars are more than one step apart.
+
+    ``start``/``end`` are the bars either side; ``kind`` is ``weekend`` (spans a Saturday),
+    ``session`` (closed hours, nothing missing) or ``other``.
+    """
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    missing_bars: int
+    kind: str
+
+
+class Outlier(NamedTuple):
+    """A bar whose close-to-close log return is far outside its neighbours' spread."""
+
+    row: int
+    ts: pd.Timestamp
+    log_return: float
+
+
+@dataclass
+class QualityReport:
+    """Counts of what is wrong or unusual in a candle frame; rows are 1-based input rows."""
+
+    source: str | None
+    timeframe: str | None
+    calendar: str | None
+    rows: int
+    first_ts: pd.Timestamp | None = None
+    last_ts: pd.Timestamp | None = None
+    expected_bars: int = 0
+    missing_bars: int = 0
+    gap_events: int = 0
+    weekend_gap_events: int = 0
+    session_gap_events: int = 0
+    other_gap_events: int = 0
+    largest_gaps: list[GapEvent] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    unparseable_ts: int = 0
+    duplicate_ts: int = 0
+    unsorted_ts: int = 0
+    off_grid_ts: int = 0
+    nan_cells: int = 0
+    non_positive_prices: int = 0
+    negative_volume: int = 0
+    high_below_low: int = 0
+    ohlc_inconsistent: int = 0
+    zero_volume_rows: int = 0
+    outliers: list[Outlier] = field(default_factory=list)
+    examples: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def problems(self) -> list[str]:
+        """Schema violations, one line each; empty when the data is valid."""
+        found = []
+        if self.missing_columns:
+            found.append(f"missing column(s): {', '.join(self.missing_columns)}")
+        for name, label in _PROBLEMS:
+            count = getattr(self, name)
+            if count:
+                found.append(f"{count} {label}{self._rows(name)}")
+        return found
+
+    @property
+    def warnings(self) -> list[str]:
+        """Valid but noteworthy: missing bars, zero volume, outlier returns."""
+        found = []
+        if self.rows == 0:
+            found.append("no rows")
+        if self.missing_bars:
+            found.append(f"{self.missing_bars} missing bar(s) in {self.gap_events} gap(s) "
+                         f"({self.weekend_gap_events} weekend, {self.other_gap_events} other"
+                         + (" (holidays?)" if self.calendar == "stocks" else "") + ")")
+        if self.zero_volume_rows:
+            found.append(f"{self.zero_volume_rows} zero-volume row(s)"
+                         f"{self._rows('zero_volume_rows')}")
+        if self.outliers:
+            shown = ", ".join(f"row {o.row} ({o.ts}, {o.log_return:+.3f})"
+                              for o in self.outliers[:_EXAMPLES])
+            more = f" and {len(self.outliers) - _EXAMPLES} more" if len(self.outliers) > _EXAMPLES else ""
+            found.append(f"{len(self.outliers)} outlier return(s): {shown}{more}")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no problems (warnings allowed)."""
+        return not self.problems
+
+    def _rows(self, name: str) -> str:
+        rows = self.examples.get(name)
+        return f" (rows {', '.join(map(str, rows))}{', ...' if len(rows) >= _EXAMPLES else ''})" if rows else ""
+
+    def to_dict(self) -> dict:
+        """JSON-safe form, with ``ok``, ``problems`` and ``warnings`` included."""
+        data = asdict(self)
+        data["first_ts"] = _iso(self.first_ts)
+        data["last_ts"] = _iso(self.last_ts)
+        data["largest_gaps"] = [
+            {"start": _iso(g.start), "end": _iso(g.end), "missing_bars": int(g.missing_bars),
+             "duration": str(g.end - g.start), "kind": g.kind} for g in self.largest_gaps]
+        data["outliers"] = [{"row": o.row, "ts": _iso(o.ts), "log_return": o.log_return}
+                            for o in self.outliers]
+        data.update(ok=self.ok, problems=self.problems, warnings=self.warnings)
+        return json.loads(json.dumps(data))
+
+    def to_text(self) -> str:
+        """A short human-readable summary."""
+        lines = [f"quality report: {self.source or '<frame>'}",
+                 f"  timeframe {self.timeframe or '?'}, calendar {self.calendar or '?'}, "
+                 f"{self.rows} rows" + (f", {self.first_ts} .. {self.last_ts}"
+                                        if self.first_ts is not None else "")]
+        if self.timeframe:
+            lines.append(f"  expected bars {self.expected_bars}, missing {self.missing_bars}; "
+                         f"gaps {self.gap_events} ({self.weekend_gap_events} weekend, "
+                         f"{self.session_gap_events} overnight/closed, "
+                         f"{self.other_gap_events} other"
+                         + (" (holidays?)" if self.calendar == "stocks" else "") + ")")
+        if self.largest_gaps:
+            lines.append("  largest gaps:")
+            for g in self.largest_gaps:
+                lines.append(f"    {g.start} -> {g.end}: {g.missing_bars} missing bar(s), "
+                             f"{g.end - g.start} apart ({g.kind})")
+        lines.append("  problems:" + ("" if self.problems else " none"))
+        lines += [f"    - {p}" for p in self.problems]
+        lines.append("  warnings:" + ("" if self.warnings else " none"))
+        lines += [f"    - {w}" for w in self.warnings]
+        lines.append("  result: " + ("OK" if self.ok else "PROBLEMS FOUND"))
+        return "\n".join(lines)
+
+
+def quality_report(df: pd.DataFrame, timeframe: str | None = None, calendar: str | None = None,
+                   source: str | None = None, *, outlier_mads: float = 10.0,
+                   outlier_min_return: float = 0.05, top_gaps: int = 5) -> QualityReport:
+    """Describe the quality of a candle frame (raw or validated); never raises on bad rows.
+
+    ``timeframe``, ``calendar`` and ``source`` default to ``df.attrs`` (``calendar`` then to
+    the venue's, then to one inferred from the bars). An outlier is a bar whose log return
+    differs from the rolling median (101 bars, centred) by more than ``outlier_mads``
+    rolling median absolute deviations and is larger than ``outlier_min_return`` in size.
+
+    >>> report = quality_report(load("bittrex:ADA/BTC:5m"))   # doctest: +SKIP
+    >>> report.missing_bars, report.gap_events                # doctest: +SKIP
+    (40, 5)
+    """
+    attrs = df.attrs or {}
+    source = source or attrs.get("source")
+    frame = df.reset_index() if "ts" not in df.columns and df.index.name == "ts" else df
+    frame = frame.rename(columns={c: str(c).strip().lower() for c in frame.columns
+                                  if str(c).strip().lower() in COLUMNS})
+    n = len(frame)
+    report = QualityReport(source=source, timeframe=None, calendar=None, rows=n)
+    report.missing_columns = [c for c in COLUMNS if c not in frame.columns]
+    examples = report.examples
+
+    def count(name: str, mask: np.ndarray, rows: np.ndarray | None = None) -> None:
+        hits = np.flatnonzero(mask) if rows is None else rows[mask]
+        setattr(report, name, int(hits.size))
+        if hits.size:
+            examples[name] = [int(r) + 1 for r in np.sort(hits)[:_EXAMPLES]]
+
+    values = {c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64,
+                                                                    na_value=np.nan)
+              if c in frame.columns else np.full(n, np.nan) for c in VALUE_COLUMNS}
+    present = [c for c in VALUE_COLUMNS if c in frame.columns]
+    nan_cells = sum(int(np.isnan(values[c]).sum()) for c in present)
+    report.nan_cells = nan_cells
+    nan_rows = np.zeros(n, dtype=bool)
+    for column in present:
+        nan_rows |= np.isnan(values[column])
+    if nan_cells:
+        examples["nan_cells"] = [int(r) + 1 for r in np.flatnonzero(nan_rows)[:_EXAMPLES]]
+    o, h, lo, c, v = (values[k] for k in VALUE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        nonpositive = np.zeros(n, dtype=bool)
+        for column in PRICE_COLUMNS:
+            nonpositive |= values[column] <= 0
+        count("non_positive_prices", nonpositive)
+        count("negative_volume", v < 0)
+        count("zero_volume_rows", v == 0)
+        count("high_below_low", h < lo)
+        count("ohlc_inconsistent", (h < np.fmax(o, c)) | (lo > np.fmin(o, c)))
+
+    if "ts" not in frame.columns or n == 0:
+        report.calendar = calendar
+        report.timeframe = timeframe or attrs.get("timeframe")
+        return report
+    ts_ns, ts_bad = parse_ts(frame["ts"])
+    count("unparseable_ts", ts_bad)
+    rows = np.flatnonzero(~ts_bad)
+    parsed = ts_ns[rows]
+    descending = np.zeros(parsed.size, dtype=bool)
+    descending[1:] = parsed[1:] < parsed[:-1]
+    count("unsorted_ts", descending, rows)
+    order = np.argsort(parsed, kind="stable")
+    sorted_ts = parsed[order]
+    repeat = np.zeros(sorted_ts.size, dtype=bool)
+    repeat[1:] = sorted_ts[1:] == sorted_ts[:-1]
+    count("duplicate_ts", repeat, rows[order])
+    unique_ts = sorted_ts[~repeat]
+    unique_rows = rows[order][~repeat]
+    if unique_ts.size == 0:
+        report.calendar = calendar
+        return report
+    report.first_ts = pd.Timestamp(int(unique_ts[0]), tz="UTC")
+    report.last_ts = pd.Timestamp(int(unique_ts[-1]), tz="UTC")
+
+    timeframe = timeframe or attrs.get("timeframe")
+    if timeframe is None and unique_ts.size >= 2:
+        timeframe = infer_timeframe(unique_ts)
+    calendar = calendar or attrs.get("calendar") or calendar_for_venue(attrs.get("venue"))
+    if calendar is None:
+        calendar = infer_calendar(unique_ts, timeframe) if timeframe else "24/7"
+    report.calendar = check_calendar(calendar)
+    report.timeframe = timeframe
+    report.expected_bars = int(unique_ts.size)
+    if timeframe is None:
+        return report
+    step = timeframe_ns(timeframe)
+    count("off_grid_ts", parsed % step != grid_phase(parsed, step), rows)
+
+    gaps = _gap_events(unique_ts, step, report.calendar)
+    report.gap_events = len(gaps.kind)
+    report.weekend_gap_events = int(np.count_nonzero(gaps.kind == "weekend"))
+    report.session_gap_events = int(np.count_nonzero(gaps.kind == "session"))
+    report.other_gap_events = int(np.count_nonzero(gaps.kind == "other"))
+    report.missing_bars = int(gaps.missing.sum())
+    report.expected_bars = int(unique_ts.size + report.missing_bars)
+    biggest = np.lexsort((-(gaps.end - gaps.start), -gaps.missing))[:top_gaps]
+    report.largest_gaps = [
+        GapEvent(pd.Timestamp(int(gaps.start[i]), tz="UTC"), pd.Timestamp(int(gaps.end[i]), tz="UTC"),
+                 int(gaps.missing[i]), str(gaps.kind[i])) for i in biggest]
+
+    report.outliers = _outliers(unique_ts, unique_rows, c, outlier_mads, outlier_min_return)
+    return report
+
+
+class _Gaps(NamedTuple):
+    start: np.ndarray
+    end: np.ndarray
+    missing: np.ndarray
+    kind: np.ndarray
+
+
+def _gap_events(ts: np.ndarray, step: int, calendar: str) -> _Gaps:
+    """Gaps between sorted unique timestamps, with the bars the calendar says are missing."""
+    at = np.flatnonzero(np.diff(ts) > step)
+    start, end = ts[at], ts[at + 1]
+    slots = -((start - end) // step) - 1  # grid points strictly between start and end
+    if calendar == "24/7":
+        return _Gaps(start, end, slots, np.full(at.size, "other", dtype=object))
+    # Spans a Saturday: the first Saturday on or after the first missing slot's day
+    # starts before the next bar.
+    first_day = (start + step) // _DAY_NS
+    saturday = first_day + (5 - (first_day + 3)) % 7
+    weekend = saturday * _DAY_NS < end
+    if calendar == "forex":
+        missing = _forex_open_slots(start, slots, step)
+    elif step >= _DAY_NS:
+        skipped = np.busday_count((start // _DAY_NS + 1).astype("M8[D]"),
+                                  (end // _DAY_NS).astype("M8[D]"))
+        missing = np.maximum(skipped, 0) // (step // _DAY_NS)
+    else:
+        days, per_day = np.unique(ts // _DAY_NS, return_counts=True)
+        weekday = (days + 3) % 7 < 5
+        bars_per_day = int(np.median(per_day[weekday])) if weekday.any() else 0
+        same_day = start // _DAY_NS == end // _DAY_NS
+        skipped = np.busday_count((start // _DAY_NS + 1).astype("M8[D]"),
+                                  (end // _DAY_NS).astype("M8[D]"))
+        missing = np.where(same_day, slots, np.maximum(skipped, 0) * bars_per_day)
+    missing = missing.astype(np.int64)
+    kind = np.where(weekend, "weekend", np.where(missing == 0, "session", "other")).astype(object)
+    return _Gaps(start, end, missing, kind)
+
+
+def _forex_open_slots(start: np.ndarray, slots: np.ndarray, step: int) -> np.ndarray:
+    """How many of the ``slots`` grid points after each ``start`` fall outside the weekend
+    closure. The closure repeats weekly, so at most one week of points is enumerated per gap
+    when the bar length divides a week."""
+    if start.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    per_week = _WEEK_NS // step if _WEEK_NS % step == 0 else None
+    enumerated = slots if per_week is None else np.minimum(slots, per_week)
+    gap = np.repeat(np.arange(start.size), enumerated)
+    first = np.repeat(np.cumsum(enumerated) - enumerated, enumerated)
+    k = np.arange(gap.size) - first + 1
+    position = (start[gap] + k * step - _MONDAY_NS) % _WEEK_NS
+    is_open = ~((position >= _FOREX_CLOSED[0]) & (position < _FOREX_CLOSED[1]))
+    if per_week is None:
+        return np.bincount(gap, weights=is_open, minlength=start.size).astype(np.int64)
+    weeks, remainder = slots // per_week, slots % per_week
+    open_per_week = np.bincount(gap, weights=is_open, minlength=start.size)
+    in_remainder = k <= remainder[gap]
+    open_remainder = np.bincount(gap, weights=is_open & in_remainder, minlength=start.size)
+    full = np.where(weeks > 0, weeks * open_per_week, 0)
+    return (full + open_remainder).astype(np.int64)
+
+
+def _outliers(ts, rows, close, mads, min_return) -> list[Outlier]:
+    closes = close[rows]
+    usable = np.isfinite(closes) & (closes > 0)
+    if np.count_nonzero(usable) < 3:
+        return []
+    log_return = np.diff(np.log(closes[usable]))
+    at_rows, at_ts = rows[usable][1:], ts[usable][1:]
+    series = pd.Series(log_return)
+    median = series.rolling(101, center=True, min_periods=11).median()
+    deviation = (series - median).abs()
+    spread = deviation.rolling(101, center=True, min_periods=11).median()
+    flagged = ((deviation > mads * spread) & (series.abs() > min_return)).to_numpy()
+    return [Outlier(int(at_rows[i]) + 1, pd.Timestamp(int(at_ts[i]), tz="UTC"),
+                    round(float(log_return[i]), 6)) for i in np.flatnonzero(flagged)]
+
+
+def _iso(stamp) -> str | None:
+    return None if stamp is None else stamp.isoformat()
+
