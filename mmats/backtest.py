@@ -348,9 +348,10 @@ def sweep(
 
 
 def _sweep_market(strategy, prices, combos, config, cash, progress, chunks):
-    from mmats.fused import sweep_kernel
+    from mmats.fused import keep_freed_memory, sweep_kernel
     from mmats.nb.sim import run_metrics
 
+    keep_freed_memory()
     cfg = config.to_record(prices.periods_per_year)
     values = np.full((len(combos), len(METRIC_NAMES)), np.nan)
     columns = {name: np.array([c[name] for c in combos],

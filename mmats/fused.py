@@ -10,6 +10,7 @@ instead of reusing a stale one.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import os
@@ -47,6 +48,29 @@ _UNPACK = {
 }
 
 _loaded: dict[str, object] = {}
+_memory_kept = False
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the system.
+
+    Each combination of a sweep allocates its signal arrays (8 MB per array at 1M bars)
+    and frees them. By default glibc serves such blocks with fresh mmap pages, and
+    touching fresh pages costs about as much as computing the signal. Raising the
+    mmap and trim thresholds makes the blocks come back from the heap already mapped:
+    the memory held stays O(threads × bars). Does nothing where glibc is absent.
+    """
+    global _memory_kept
+    if _memory_kept or not sys.platform.startswith("linux"):
+        return
+    _memory_kept = True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+    except (OSError, AttributeError):
+        pass
 
 
 def _kernel_sources_hash() -> str:

@@ -115,6 +115,7 @@ class SleeveConfig:
             else:
                 record[item.name] = value
         record["periods_per_year"] = periods_per_year
+        record["ewm_decay"] = 0.5 ** (1.0 / max(self.vol_halflife_bars, 1.0))
         return record
 
 

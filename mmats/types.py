@@ -74,6 +74,7 @@ CONFIG_DTYPE = np.dtype(
         ("max_drawdown_pct", f8),  # 0 = off
         ("allow_short", i8),
         ("periods_per_year", f8),
+        ("ewm_decay", f8),  # derived: 0.5 ** (1 / vol_halflife_bars), set by SleeveConfig
     ],
     align=True,
 )
@@ -177,8 +178,8 @@ TRADE_DTYPE = np.dtype(
 METRICS_DTYPE = np.dtype(
     [
         ("n_returns", i8),
-        ("mean_return", f8),
-        ("m2_return", f8),  # Welford's sum of squared deviations
+        ("sum_return", f8),
+        ("sum_sq_return", f8),
         ("sum_sq_negative", f8),
         ("max_drawdown", f8),  # negative fraction, e.g. -0.25
         ("peak_equity", f8),

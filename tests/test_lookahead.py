@@ -9,6 +9,7 @@ from mmats.lookahead import check_lookahead
 from mmats.strategy import available_strategies, load_strategy
 
 PEEKS_NEXT_BAR = """
+import numpy as np
 from numba import njit
 PARAMS = {"n": [1]}
 DEFAULTS = {"n": 1}
@@ -23,6 +24,7 @@ def signal(open, high, low, close, volume, n):
 """
 
 WHOLE_HISTORY_MAX = """
+import numpy as np
 PARAMS = {"n": [1]}
 DEFAULTS = {"n": 1}
 
@@ -31,6 +33,7 @@ def signal(open, high, low, close, volume, n):
 """
 
 PATH_DEPENDENT = """
+import numpy as np
 from numba import njit
 PARAMS = {"n": [1]}
 DEFAULTS = {"n": 1}

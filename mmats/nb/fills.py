@@ -38,14 +38,14 @@ def slippage_fraction(state, cfg, quantity, bar_volume):
     return fraction
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fill_price(reference, side, fraction, low, high):
     """Price after slippage against the trader, kept inside the bar's [low, high]."""
     price = reference * (1.0 + side * fraction)
     return min(max(price, low), high)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def stop_exit(position, stop_price, take_profit_price, open_, high, low, entered_this_bar):
     """Where an open position's stop-loss or take-profit fills in this bar, if at all.
 
@@ -77,12 +77,13 @@ def stop_exit(position, stop_price, take_profit_price, open_, high, low, entered
 
 @njit(cache=True)
 def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason, order_id,
-               fills, n_fills, trades, n_trades):
+               fill, trade):
     """Apply one fill of ``quantity`` (> 0) on ``side`` (+1 buy, -1 sell) to the state.
 
     Updates cash (fees paid in quote currency), position, average price and the open
-    trade; writes the fill record to ``fills[n_fills]`` and, when the fill closes a
-    trade, the trade record to ``trades[n_trades]``. Returns the new counts.
+    trade; writes the ``fill`` record and, when the fill closes a trade, the ``trade``
+    record. Returns whether a trade was closed. (Records, not arrays, are passed so the
+    per-bar path carries no reference counting.)
     """
     fee = quantity * price * cfg.fee_bps * 1e-4
     signed = side * quantity
@@ -105,8 +106,9 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     if abs(position) <= 1e-12 * max(abs(previous), quantity):
         position = 0.0
 
-    if closing > 0.0 and (position == 0.0 or (position > 0.0) != (previous > 0.0)):
-        n_trades = _close_trade(state, bar, ts_ns, reason, trades, n_trades)
+    closed = closing > 0.0 and (position == 0.0 or (position > 0.0) != (previous > 0.0))
+    if closed:
+        _close_trade(state, bar, ts_ns, reason, trade)
 
     opening = quantity - closing
     if opening > 0.0 and position != 0.0:
@@ -135,7 +137,7 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     if position == 0.0:
         state.avg_price = 0.0
 
-    record = fills[n_fills]
+    record = fill
     record.order_id = order_id
     record.bar = bar
     record.ts_ns = ts_ns
@@ -148,13 +150,12 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     record.position_after = position
     record.cash_after = state.cash
     record.realized_pnl = realized
-    return n_fills + 1, n_trades
+    return closed
 
 
 @njit(cache=True)
-def _close_trade(state, bar, ts_ns, reason, trades, n_trades):
+def _close_trade(state, bar, ts_ns, reason, record):
     pnl = state.trade_pnl
-    record = trades[n_trades]
     record.entry_bar = state.trade_entry_bar
     record.exit_bar = bar
     record.entry_ts_ns = state.trade_entry_ts_ns
@@ -176,4 +177,3 @@ def _close_trade(state, bar, ts_ns, reason, trades, n_trades):
     state.trade_direction = 0.0
     state.trade_pnl = 0.0
     state.trade_fees = 0.0
-    return n_trades + 1

@@ -19,8 +19,8 @@ N_METRICS = 14  # = len(mmats.types.METRIC_NAMES)
 @njit(cache=True)
 def init_metrics(metrics, start_equity):
     metrics.n_returns = 0
-    metrics.mean_return = 0.0
-    metrics.m2_return = 0.0
+    metrics.sum_return = 0.0
+    metrics.sum_sq_return = 0.0
     metrics.sum_sq_negative = 0.0
     metrics.max_drawdown = 0.0
     metrics.peak_equity = start_equity
@@ -35,17 +35,18 @@ def init_metrics(metrics, start_equity):
     metrics.prev_equity = start_equity
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_metrics(metrics, equity, position, bar, ts_ns):
     """Fold one bar's closing equity into the running metrics."""
     if metrics.n_returns == 0:
         metrics.first_ts_ns = ts_ns
         metrics.peak_ts_ns = ts_ns
-    r = equity / metrics.prev_equity - 1.0 if metrics.prev_equity > 0.0 else 0.0
+    r = 0.0
+    if equity != metrics.prev_equity and metrics.prev_equity > 0.0:
+        r = equity / metrics.prev_equity - 1.0
     metrics.n_returns += 1
-    delta = r - metrics.mean_return
-    metrics.mean_return += delta / metrics.n_returns
-    metrics.m2_return += delta * (r - metrics.mean_return)
+    metrics.sum_return += r
+    metrics.sum_sq_return += r * r
     if r < 0.0:
         metrics.sum_sq_negative += r * r
     metrics.prev_equity = equity
@@ -54,9 +55,9 @@ def update_metrics(metrics, equity, position, bar, ts_ns):
         metrics.peak_bar = bar
         metrics.peak_ts_ns = ts_ns
     else:
-        drawdown = equity / metrics.peak_equity - 1.0
-        if drawdown < metrics.max_drawdown:
-            metrics.max_drawdown = drawdown
+        # compare by multiplication: the division only when a new low is set
+        if equity < metrics.peak_equity * (1.0 + metrics.max_drawdown):
+            metrics.max_drawdown = equity / metrics.peak_equity - 1.0
         duration = bar - metrics.peak_bar
         if duration > metrics.max_dd_duration_bars:
             metrics.max_dd_duration_bars = duration
@@ -88,11 +89,17 @@ def finalize_metrics(metrics, state, periods_per_year, bar_ns, out):
         out[2] = -1.0
     else:
         out[2] = (final_equity / start) ** (1.0 / years) - 1.0
-    std = math.sqrt(metrics.m2_return / (n - 1)) if n > 1 else math.nan
+    mean = metrics.sum_return / n if n > 0 else math.nan
+    std = math.nan
+    if n > 1:
+        # plain sums, not Welford: no division on the per-bar path. Bar returns are small
+        # and their mean² is far below their variance, so little precision is lost.
+        variance = (metrics.sum_sq_return - metrics.sum_return * mean) / (n - 1)
+        std = math.sqrt(max(variance, 0.0))
     root = math.sqrt(periods_per_year)
-    out[3] = metrics.mean_return / std * root if std > 0.0 else math.nan
+    out[3] = mean / std * root if std > 0.0 else math.nan
     downside = math.sqrt(metrics.sum_sq_negative / n) if n > 0 else math.nan
-    out[4] = metrics.mean_return / downside * root if downside > 0.0 else math.nan
+    out[4] = mean / downside * root if downside > 0.0 else math.nan
     out[5] = metrics.max_drawdown
     out[6] = metrics.max_dd_duration_bars
     out[7] = metrics.max_dd_duration_ns / DAY_NS

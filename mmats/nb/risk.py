@@ -26,7 +26,7 @@ HALTED = int(TradingState.HALTED)
 RISK = int(FillReason.RISK)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def current_exposure(state):
     """Position value over equity at the last close (signed); 0 when flat or broke."""
     if state.position == 0.0 or state.equity <= 0.0:
@@ -34,7 +34,7 @@ def current_exposure(state):
     return state.position * state.last_close / state.equity
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def clip_exposure(desired, cfg):
     """Clip an exposure to the leverage cap, and to >= 0 when shorting is not allowed."""
     cap = cfg.max_leverage
@@ -45,7 +45,7 @@ def clip_exposure(desired, cfg):
     return desired
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def gate_target(state, desired):
     """What the trading state lets a sleeve do with a (clipped) desired exposure.
 
@@ -68,6 +68,26 @@ def gate_target(state, desired):
 
 
 @njit(cache=True)
+def reduce_only(state, quantity):
+    """The signed target quantity the trading state allows when an order fills.
+
+    ACTIVE allows any. REDUCING and HALTED allow only a move toward flat: a target past
+    flat becomes flat, one larger than the position keeps the position (no order).
+    :func:`gate_target` judges exposure at the close; this catches what it cannot see:
+    the rest of a partial fill placed before the state changed, and an exposure that at
+    the next open's price takes more units than are held.
+    """
+    if state.trading_state == ACTIVE:
+        return quantity
+    position = state.position
+    if position == 0.0 or quantity == 0.0 or (quantity > 0.0) != (position > 0.0):
+        return 0.0
+    if abs(quantity) > abs(position):
+        return position
+    return quantity
+
+
+@njit(cache=True, inline="always")
 def start_day(state, day):
     """Roll the daily-loss window at the first bar of a new UTC day."""
     if day != state.day:
@@ -77,7 +97,7 @@ def start_day(state, day):
             state.trading_state = ACTIVE
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def check_limits(state, cfg, ts_ns):
     """Apply the limits at a bar's close, after mark-to-market.
 
@@ -101,12 +121,12 @@ def check_limits(state, cfg, ts_ns):
         if loss_pct >= cfg.max_daily_loss_pct:
             state.trading_state = REDUCING
     if cfg.max_leverage > 0.0 and state.position != 0.0:
-        exposure = current_exposure(state)
-        if abs(exposure) > cfg.max_leverage * (1.0 + 1e-9):
-            _queue_risk_target(state, math.copysign(cfg.max_leverage, exposure), ts_ns)
+        value = state.position * state.last_close
+        if abs(value) > cfg.max_leverage * (1.0 + 1e-9) * state.equity:
+            _queue_risk_target(state, math.copysign(cfg.max_leverage, value), ts_ns)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _queue_risk_target(state, exposure, ts_ns):
     state.target = exposure
     state.target_reason = RISK

@@ -21,8 +21,21 @@ from numba import njit
 
 from mmats.nb.fills import apply_fill, fill_price, slippage_fraction, stop_exit
 from mmats.nb.metrics import finalize_metrics, init_metrics, update_metrics
-from mmats.nb.risk import ACTIVE, check_limits, clip_exposure, gate_target, start_day
-from mmats.nb.sizing import ewm_decay, exposure_scale, round_to_lot, target_quantity
+from mmats.nb.risk import (
+    ACTIVE,
+    check_limits,
+    clip_exposure,
+    gate_target,
+    reduce_only,
+    start_day,
+)
+from mmats.nb.sizing import (
+    ewm_decay,
+    exposure_scale,
+    round_to_lot,
+    target_quantity,
+    uses_volatility,
+)
 from mmats.types import (
     FILL_DTYPE,
     METRICS_DTYPE,
@@ -38,7 +51,7 @@ FILLED = int(OrderStatus.FILLED)
 PARTIAL = int(OrderStatus.PARTIAL)
 REJECTED_MIN_NOTIONAL = int(OrderStatus.REJECTED_MIN_NOTIONAL)
 REJECTED_LOT_SIZE = int(OrderStatus.REJECTED_LOT_SIZE)
-SCRATCH = 4  # at most: one order fill, one stop fill (each may close a trade)
+SCRATCH = 2  # a bar has at most two fills (its order, a stop), each closing <= 1 trade
 
 
 @njit(cache=True)
@@ -83,11 +96,13 @@ def init_state(state, cash):
 
 
 @njit(cache=True)
-def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume, fills, orders, trades):
+def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume,
+           fill_a, fill_b, order, trade_a, trade_b):
     """Process one finished bar: pending order at the open, stops, mark-to-market, limits.
 
-    Writes records into the scratch arrays ``fills``, ``orders`` and ``trades`` (each of
-    length >= 4) and returns how many of each it wrote.
+    Writes what happened into the records: fills into ``fill_a`` then ``fill_b``, the
+    order into ``order``, closed trades into ``trade_a`` then ``trade_b``, and returns
+    ``(n_fills, n_orders, n_trades)`` written.
     """
     start_day(state, day)
     n_fills = 0
@@ -96,7 +111,7 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume, fills, 
     entered = False
     if not math.isnan(state.target):
         n_fills, n_orders, n_trades, entered = _execute_target(
-            state, cfg, bar, ts_ns, open_, high, low, volume, fills, orders, trades
+            state, cfg, bar, ts_ns, open_, high, low, volume, fill_a, order, trade_a
         )
     if state.position != 0.0:
         reference, reason = stop_exit(state.position, state.stop_price,
@@ -106,9 +121,12 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume, fills, 
             quantity = abs(state.position)
             fraction = slippage_fraction(state, cfg, quantity, volume)
             price = fill_price(reference, side, fraction, low, high)
-            n_fills, n_trades = apply_fill(state, cfg, bar, ts_ns, side, quantity, price,
-                                           reference, reason, -1, fills, n_fills, trades,
-                                           n_trades)
+            fill = fill_a if n_fills == 0 else fill_b
+            trade = trade_a if n_trades == 0 else trade_b
+            if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason, -1,
+                          fill, trade):
+                n_trades += 1
+            n_fills += 1
             state.stop_price = math.nan
             state.take_profit_price = math.nan
             state.target = math.nan
@@ -117,7 +135,7 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume, fills, 
     return n_fills, n_orders, n_trades
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def on_signal(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
     """Turn the strategy's value at this bar's close into a target for the next open.
 
@@ -128,6 +146,11 @@ def on_signal(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
     """
     if math.isnan(signal) or signal == state.last_signal:
         return
+    _set_target(state, cfg, ts_ns, signal, stop_distance, take_profit_distance)
+
+
+@njit(cache=True)
+def _set_target(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
     desired = clip_exposure(signal * exposure_scale(state, cfg), cfg)
     allowed = gate_target(state, desired)
     if math.isnan(allowed):
@@ -143,14 +166,16 @@ def on_signal(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
         state.last_signal = signal
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def mark_to_market(state, cfg, close, volume):
-    """Value the sleeve at the close; update the volatility and volume EWMAs and the peak."""
-    decay = ewm_decay(cfg)
-    if state.bars > 0 and state.last_close > 0.0 and close > 0.0:
-        log_return = math.log(close / state.last_close)
-        state.var_ewm = decay * state.var_ewm + (1.0 - decay) * log_return * log_return
-    state.volume_ewm = decay * state.volume_ewm + (1.0 - decay) * volume
+    """Value the sleeve at the close; update the peak, and the volatility and volume EWMAs
+    when a sizing or slippage rule of this sleeve reads them."""
+    if uses_volatility(cfg):
+        decay = ewm_decay(cfg)
+        if state.bars > 0 and state.last_close > 0.0 and close > 0.0:
+            log_return = math.log(close / state.last_close)
+            state.var_ewm = decay * state.var_ewm + (1.0 - decay) * log_return * log_return
+        state.volume_ewm = decay * state.volume_ewm + (1.0 - decay) * volume
     state.last_close = close
     state.bars += 1
     state.equity = state.cash + state.position * close
@@ -159,7 +184,7 @@ def mark_to_market(state, cfg, close, volume):
 
 
 @njit(cache=True)
-def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fills, orders, trades):
+def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, order, trade):
     exposure = state.target
     fee_rate = cfg.fee_bps * 1e-4
     position = state.position
@@ -168,6 +193,13 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fills, ord
     else:
         estimate = target_quantity(exposure, state.cash + position * open_, position, open_,
                                    fee_rate)
+    allowed = reduce_only(state, estimate)
+    if allowed != estimate:
+        if allowed == 0.0:
+            exposure = 0.0
+        if state.target_reason == SIGNAL:
+            state.last_signal = math.nan  # retried at later closes while the signal persists
+        estimate = allowed
     if estimate == position:
         state.target = math.nan
         return 0, 0, 0, False
@@ -177,9 +209,11 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fills, ord
     if exposure == 0.0:
         wanted = -position
     else:
-        wanted = target_quantity(exposure, state.cash + position * price, position, price,
-                                 fee_rate) - position
-        wanted = round_to_lot(wanted, cfg.lot_size)
+        # the position, not the trade, is rounded toward zero: a reduction never stops
+        # short of its target, so a leverage cap stays a cap
+        wanted = round_to_lot(target_quantity(exposure, state.cash + position * price,
+                                              position, price, fee_rate),
+                              cfg.lot_size) - position
     quantity = abs(wanted) if (wanted > 0.0) == (side > 0) else 0.0
     status = FILLED
     if cfg.max_participation > 0.0:
@@ -194,7 +228,6 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fills, ord
     elif quantity * price < cfg.min_notional and not closes_all:
         status = REJECTED_MIN_NOTIONAL
 
-    order = orders[0]
     order.order_id = state.next_order_id
     order.decision_ts_ns = state.target_ts_ns
     order.bar = bar
@@ -211,9 +244,10 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fills, ord
     n_trades = 0
     entered = False
     if (status == FILLED or status == PARTIAL) and quantity > 0.0:
-        n_fills, n_trades = apply_fill(state, cfg, bar, ts_ns, side, quantity, price, open_,
-                                       state.target_reason, order.order_id, fills, 0,
-                                       trades, 0)
+        if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, open_,
+                      state.target_reason, order.order_id, fill, trade):
+            n_trades = 1
+        n_fills = 1
         order.filled_qty = side * quantity
         now = state.position
         grew = now != 0.0 and (position == 0.0 or (now > 0.0) != (position > 0.0)
@@ -266,15 +300,17 @@ def simulate(ts_ns, day, open_, high, low, close, volume, signal, stop_distance,
     orders = np.empty(64, dtype=ORDER_DTYPE)
     trades = np.empty(64, dtype=TRADE_DTYPE)
     scratch_fills = np.empty(SCRATCH, dtype=FILL_DTYPE)
-    scratch_orders = np.empty(SCRATCH, dtype=ORDER_DTYPE)
+    scratch_orders = np.empty(1, dtype=ORDER_DTYPE)
     scratch_trades = np.empty(SCRATCH, dtype=TRADE_DTYPE)
+    fill_a, fill_b = scratch_fills[0], scratch_fills[1]
+    order, trade_a, trade_b = scratch_orders[0], scratch_trades[0], scratch_trades[1]
     n_fills = 0
     n_orders = 0
     n_trades = 0
     for t in range(n):
         new_fills, new_orders, new_trades = on_bar(
             state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
-            scratch_fills, scratch_orders, scratch_trades,
+            fill_a, fill_b, order, trade_a, trade_b,
         )
         if new_fills > 0:
             fills = _grow(fills, n_fills + new_fills)
@@ -313,13 +349,15 @@ def run_metrics(ts_ns, day, open_, high, low, close, volume, signal, stop_distan
     init_state(state, cash)
     init_metrics(metrics, cash)
     scratch_fills = np.empty(SCRATCH, dtype=FILL_DTYPE)
-    scratch_orders = np.empty(SCRATCH, dtype=ORDER_DTYPE)
+    scratch_orders = np.empty(1, dtype=ORDER_DTYPE)
     scratch_trades = np.empty(SCRATCH, dtype=TRADE_DTYPE)
+    fill_a, fill_b = scratch_fills[0], scratch_fills[1]
+    order, trade_a, trade_b = scratch_orders[0], scratch_trades[0], scratch_trades[1]
     has_stops = stop_distance.shape[0] > 0
     has_targets = take_profit_distance.shape[0] > 0
     for t in range(ts_ns.shape[0]):
         on_bar(state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
-               scratch_fills, scratch_orders, scratch_trades)
+               fill_a, fill_b, order, trade_a, trade_b)
         update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
         on_signal(state, cfg, ts_ns[t], signal[t],
                   stop_distance[t] if has_stops else math.nan,

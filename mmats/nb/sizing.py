@@ -4,9 +4,12 @@ import math
 
 from numba import njit
 
-FIXED_FRACTION = 0
-VOLATILITY_TARGET = 1
-KELLY = 2
+from mmats.types import SizingMode, SlippageModel
+
+FIXED_FRACTION = int(SizingMode.FIXED_FRACTION)
+VOLATILITY_TARGET = int(SizingMode.VOLATILITY_TARGET)
+KELLY = int(SizingMode.KELLY)
+VOLATILITY_SQRT = int(SlippageModel.VOLATILITY_SQRT)
 
 
 @njit(cache=True)
@@ -86,10 +89,17 @@ def exposure_scale(state, cfg):
     return cfg.fraction
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ewm_decay(cfg):
-    """Per-bar decay λ of the volatility and volume EWMAs, from their half-life in bars."""
-    return 0.5 ** (1.0 / max(cfg.vol_halflife_bars, 1.0))
+    """Per-bar decay λ of the volatility and volume EWMAs: ``0.5 ** (1 / half-life)``,
+    computed once by :meth:`mmats.sleeve.SleeveConfig.to_record`."""
+    return cfg.ewm_decay
+
+
+@njit(cache=True, inline="always")
+def uses_volatility(cfg):
+    """Whether any rule of this sleeve reads the volatility / volume EWMAs."""
+    return cfg.sizing_mode == VOLATILITY_TARGET or cfg.slippage_model == VOLATILITY_SQRT
 
 
 @njit(cache=True)
