@@ -106,8 +106,7 @@ def market(data: Any, *, timeframe: str | None = None, calendar: str | None = No
     if missing:
         raise DataError(f"candles lack column(s) {', '.join(missing)}; the schema is "
                         "ts, open, high, low, close, volume")
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    ts_ns = ts.dt.as_unit("ns").astype("int64").to_numpy() if hasattr(ts, "dt") else None
+    ts_ns = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
     if ts_ns.size < 2:
         raise DataError("need at least two candles")
     if np.any(np.diff(ts_ns) <= 0):

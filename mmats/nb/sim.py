@@ -271,12 +271,20 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, orde
 
 
 @njit(cache=True)
-def _grow(records, needed):
-    if needed <= records.shape[0]:
-        return records
-    bigger = np.empty(max(needed, 2 * records.shape[0]), dtype=records.dtype)
-    bigger[: records.shape[0]] = records
-    return bigger
+def _append(records, count, scratch, new):
+    """Append ``scratch[:new]`` at ``records[count:]``, doubling the array when full.
+
+    Element-wise copies, not slice assignment: numba compiles a slice assignment with
+    shape-mismatch error formatting that costs seconds on a cold start.
+    """
+    if count + new > records.shape[0]:
+        bigger = np.empty(max(count + new, 2 * records.shape[0]), dtype=records.dtype)
+        for i in range(count):
+            bigger[i] = records[i]
+        records = bigger
+    for i in range(new):
+        records[count + i] = scratch[i]
+    return records
 
 
 @njit(cache=True)
@@ -313,16 +321,13 @@ def simulate(ts_ns, day, open_, high, low, close, volume, signal, stop_distance,
             fill_a, fill_b, order, trade_a, trade_b,
         )
         if new_fills > 0:
-            fills = _grow(fills, n_fills + new_fills)
-            fills[n_fills:n_fills + new_fills] = scratch_fills[:new_fills]
+            fills = _append(fills, n_fills, scratch_fills, new_fills)
             n_fills += new_fills
         if new_orders > 0:
-            orders = _grow(orders, n_orders + new_orders)
-            orders[n_orders:n_orders + new_orders] = scratch_orders[:new_orders]
+            orders = _append(orders, n_orders, scratch_orders, new_orders)
             n_orders += new_orders
         if new_trades > 0:
-            trades = _grow(trades, n_trades + new_trades)
-            trades[n_trades:n_trades + new_trades] = scratch_trades[:new_trades]
+            trades = _append(trades, n_trades, scratch_trades, new_trades)
             n_trades += new_trades
         update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
         equity[t] = state.equity
