@@ -141,8 +141,9 @@ def on_signal(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
 
     NaN keeps the position. A value equal to the last one acted on places no order, so
     holding a signal does not rebalance every bar, and a stopped-out position is not
-    re-entered until the signal changes. A target the trading state blocks is retried at
-    later bars while the signal persists.
+    re-entered until the signal changes. A target the trading state blocks, or that the
+    sizing cannot size yet (volatility target before prices move), is retried at later
+    bars while the signal persists.
     """
     if math.isnan(signal) or signal == state.last_signal:
         return
@@ -151,7 +152,12 @@ def on_signal(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
 
 @njit(cache=True)
 def _set_target(state, cfg, ts_ns, signal, stop_distance, take_profit_distance):
-    desired = clip_exposure(signal * exposure_scale(state, cfg), cfg)
+    scale = exposure_scale(state, cfg)
+    if math.isnan(scale):  # sizing cannot tell yet (no volatility known)
+        if signal != 0.0:
+            return  # last_signal stays: the signal is acted on once it can be sized
+        scale = 0.0
+    desired = clip_exposure(signal * scale, cfg)
     allowed = gate_target(state, desired)
     if math.isnan(allowed):
         return

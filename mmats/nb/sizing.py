@@ -71,7 +71,7 @@ def exposure_scale(state, cfg):
 
     - fixed fraction: ``cfg.fraction``;
     - volatility target: ``cfg.vol_target`` / annualised EWMA volatility of the bars so
-      far (0 until two closes are known);
+      far (NaN, "no opinion yet", until the closes have moved);
     - Kelly: ``kelly_multiplier`` × the Kelly fraction of the sleeve's closed trades,
       clipped to [0, ``kelly_cap``]; ``cfg.fraction`` until ``kelly_min_trades`` trades.
     """
@@ -79,7 +79,7 @@ def exposure_scale(state, cfg):
     if mode == VOLATILITY_TARGET:
         variance = bar_variance(state, cfg)
         if not variance > 0.0:
-            return 0.0
+            return math.nan
         return cfg.vol_target / math.sqrt(variance * cfg.periods_per_year)
     if mode == KELLY:
         if state.n_trades < cfg.kelly_min_trades:
