@@ -113,16 +113,7 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     opening = quantity - closing
     if opening > 0.0 and position != 0.0:
         if previous == 0.0 or (position > 0.0) != (previous > 0.0):
-            state.trade_direction = float(side)
-            state.trade_entry_bar = bar
-            state.trade_entry_ts_ns = ts_ns
-            state.trade_pnl = 0.0
-            state.trade_fees = 0.0
-            state.trade_entry_notional = 0.0
-            state.trade_entry_qty = 0.0
-            state.trade_exit_notional = 0.0
-            state.trade_exit_qty = 0.0
-            state.trade_max_qty = 0.0
+            open_trade(state, float(side), bar, ts_ns)
             state.avg_price = price
         else:
             held = abs(previous)
@@ -151,6 +142,21 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     record.cash_after = state.cash
     record.realized_pnl = realized
     return closed
+
+
+@njit(cache=True)
+def open_trade(state, direction, bar, ts_ns):
+    """Start the state's record of an open trade (direction 0: no trade open)."""
+    state.trade_direction = direction
+    state.trade_entry_bar = bar
+    state.trade_entry_ts_ns = ts_ns
+    state.trade_pnl = 0.0
+    state.trade_fees = 0.0
+    state.trade_entry_notional = 0.0
+    state.trade_entry_qty = 0.0
+    state.trade_exit_notional = 0.0
+    state.trade_exit_qty = 0.0
+    state.trade_max_qty = 0.0
 
 
 @njit(cache=True)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-from mmats.nb.fills import apply_fill, fill_price, slippage_fraction, stop_exit
+from mmats.nb.fills import apply_fill, fill_price, open_trade, slippage_fraction, stop_exit
 from mmats.nb.metrics import finalize_metrics, init_metrics, update_metrics
 from mmats.nb.risk import (
     ACTIVE,
@@ -78,16 +78,7 @@ def init_state(state, cash):
     state.volume_ewm = 0.0
     state.bars = 0
     state.next_order_id = 0
-    state.trade_direction = 0.0
-    state.trade_entry_bar = -1
-    state.trade_entry_ts_ns = 0
-    state.trade_pnl = 0.0
-    state.trade_fees = 0.0
-    state.trade_entry_notional = 0.0
-    state.trade_entry_qty = 0.0
-    state.trade_exit_notional = 0.0
-    state.trade_exit_qty = 0.0
-    state.trade_max_qty = 0.0
+    open_trade(state, 0.0, -1, 0)
     state.n_trades = 0
     state.n_wins = 0
     state.gross_profit = 0.0
