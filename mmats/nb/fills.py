@@ -17,7 +17,7 @@ STOP_LOSS = int(FillReason.STOP_LOSS)
 TAKE_PROFIT = int(FillReason.TAKE_PROFIT)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def slippage_fraction(state, cfg, quantity, bar_volume):
     """Adverse price move, as a fraction of price, for trading ``quantity`` (unsigned).
 
@@ -144,7 +144,7 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     return closed
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def open_trade(state, direction, bar, ts_ns):
     """Start the state's record of an open trade (direction 0: no trade open)."""
     state.trade_direction = direction
@@ -159,7 +159,7 @@ def open_trade(state, direction, bar, ts_ns):
     state.trade_max_qty = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _close_trade(state, bar, ts_ns, reason, record):
     pnl = state.trade_pnl
     record.entry_bar = state.trade_entry_bar

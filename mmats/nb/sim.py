@@ -51,6 +51,7 @@ FILLED = int(OrderStatus.FILLED)
 PARTIAL = int(OrderStatus.PARTIAL)
 REJECTED_MIN_NOTIONAL = int(OrderStatus.REJECTED_MIN_NOTIONAL)
 REJECTED_LOT_SIZE = int(OrderStatus.REJECTED_LOT_SIZE)
+NO_ORDER = np.int64(-1)  # order id of stop fills; typed int64 so apply_fill compiles once
 SCRATCH = 2  # a bar has at most two fills (its order, a stop), each closing <= 1 trade
 
 
@@ -114,7 +115,7 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume,
             price = fill_price(reference, side, fraction, low, high)
             fill = fill_a if n_fills == 0 else fill_b
             trade = trade_a if n_trades == 0 else trade_b
-            if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason, -1,
+            if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason, NO_ORDER,
                           fill, trade):
                 n_trades += 1
             n_fills += 1
@@ -180,7 +181,7 @@ def mark_to_market(state, cfg, close, volume):
         state.equity_peak = state.equity
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, order, trade):
     exposure = state.target
     fee_rate = cfg.fee_bps * 1e-4
@@ -267,7 +268,7 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, orde
     return n_fills, 1, n_trades, entered
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _append(records, count, scratch, new):
     """Append ``scratch[:new]`` at ``records[count:]``, doubling the array when full.
 

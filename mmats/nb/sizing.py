@@ -12,7 +12,7 @@ KELLY = int(SizingMode.KELLY)
 VOLATILITY_SQRT = int(SlippageModel.VOLATILITY_SQRT)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def target_quantity(exposure, equity, position, price, fee_rate):
     """Quantity to hold so that its value is ``exposure`` × the equity left after the fee.
 
@@ -38,7 +38,7 @@ def target_quantity(exposure, equity, position, price, fee_rate):
     return position
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def round_to_lot(quantity, lot_size):
     """Round a signed quantity toward zero to a whole number of lots (0 = no rounding)."""
     if lot_size <= 0.0:
@@ -47,7 +47,7 @@ def round_to_lot(quantity, lot_size):
     return math.copysign(lots * lot_size, quantity)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def kelly_fraction(n_trades, n_wins, gross_profit, gross_loss):
     """Kelly fraction ``W - (1 - W) / R`` from closed trades (R = average win / average loss).
 
@@ -65,7 +65,7 @@ def kelly_fraction(n_trades, n_wins, gross_profit, gross_loss):
     return win_rate - (1.0 - win_rate) / payoff
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def exposure_scale(state, cfg):
     """The factor a raw signal in [-1, 1] is multiplied by, per the sleeve's sizing mode.
 
@@ -102,7 +102,7 @@ def uses_volatility(cfg):
     return cfg.sizing_mode == VOLATILITY_TARGET or cfg.slippage_model == VOLATILITY_SQRT
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def bar_variance(state, cfg):
     """Bias-corrected EWMA variance of close-to-close log returns (NaN before two closes)."""
     n_returns = state.bars - 1
@@ -112,7 +112,7 @@ def bar_variance(state, cfg):
     return state.var_ewm / weight
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def average_volume(state, cfg):
     """Bias-corrected EWMA of bar volume (NaN before the first bar)."""
     if state.bars < 1:
