@@ -280,6 +280,7 @@ class SweepResult:
     skipped: int
     seconds: float
     bar_combinations: int
+    returns: pd.DataFrame | None = None  # periods × combinations, with period_returns=
 
     @property
     def bar_combinations_per_s(self) -> float:
@@ -307,6 +308,7 @@ def sweep(
     check_lookahead_bias: bool = True,
     progress: bool = False,
     chunks: int | None = None,
+    period_returns: str | None = None,
     **settings,
 ) -> SweepResult:
     """Evaluate every parameter combination of ``grid`` (default: the strategy's PARAMS).
@@ -316,6 +318,11 @@ def sweep(
     never bars × combinations. ``data`` may also be a dict ``{symbol: candles}`` (or a
     list of specs/paths) to sweep several symbols into one table with a ``symbol`` column.
     Combinations the strategy's ``valid()`` rejects are skipped and counted.
+
+    ``period_returns`` (a timeframe such as ``"1d"``, or ``"bar"``) also keeps every
+    combination's returns per period, sampled from its equity at the last bar of each
+    period: ``result.returns`` is a periods × combinations frame whose columns are the
+    table's row numbers (what overfitting statistics such as PBO need).
     """
     strategy = load_strategy(strategy)
     config = _config(config, settings)
@@ -324,15 +331,23 @@ def sweep(
         raise ConfigError(f"the grid leaves no valid combination for {strategy.name!r} "
                           f"({skipped} skipped as invalid)")
     datasets = _datasets(data)
-    frames, seconds, bar_combinations = [], 0.0, 0
+    frames, seconds, bar_combinations, returns = [], 0.0, 0, []
     for symbol, candles in datasets:
         prices = market(candles, timeframe=timeframe, calendar=calendar, symbol=symbol)
         if check_lookahead_bias:
             for params in _lookahead_samples(strategy, combos):
                 _require_no_lookahead(strategy, prices, params)
+        sample_bars = _period_ends(prices, period_returns)
+        equity = np.full((len(combos), sample_bars.shape[0]), np.nan)
         started = time.perf_counter()
-        values = _sweep_market(strategy, prices, combos, config, cash, progress, chunks)
+        values = _sweep_market(strategy, prices, combos, config, cash, progress, chunks,
+                               sample_bars, equity)
         seconds += time.perf_counter() - started
+        if period_returns is not None:
+            previous = np.concatenate([np.full((len(combos), 1), float(cash)),
+                                       equity[:, :-1]], axis=1)
+            returns.append(pd.DataFrame((equity / previous - 1.0).T,
+                                        index=prices.index[sample_bars]))
         bar_combinations += len(prices) * len(combos)
         frame = pd.DataFrame(combos)
         metrics = pd.DataFrame(values, columns=list(METRIC_NAMES))
@@ -343,10 +358,29 @@ def sweep(
             frame.insert(0, "symbol", prices.symbol or symbol)
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    return SweepResult(strategy.name, table, skipped, seconds, bar_combinations)
+    period_frame = None
+    if returns:
+        period_frame = pd.concat(returns, axis=1)
+        period_frame.columns = range(len(table))
+    return SweepResult(strategy.name, table, skipped, seconds, bar_combinations, period_frame)
 
 
-def _sweep_market(strategy, prices, combos, config, cash, progress, chunks):
+def _period_ends(prices: Market, period: str | None) -> np.ndarray:
+    """Indices of the last bar of each period (always including the last bar)."""
+    if period is None:
+        return np.empty(0, dtype=np.int64)
+    if period == "bar":
+        return np.arange(len(prices), dtype=np.int64)
+    step = timeframe_ns(period)
+    if step < prices.bar_ns:
+        raise ConfigError(f"period_returns {period!r} is shorter than the bars "
+                          f"({prices.timeframe})")
+    bucket = prices.ts_ns // step
+    return np.flatnonzero(np.concatenate([bucket[1:] != bucket[:-1], [True]])).astype(np.int64)
+
+
+def _sweep_market(strategy, prices, combos, config, cash, progress, chunks, sample_bars,
+                  equity):
     from mmats.fused import keep_freed_memory, sweep_kernel
     from mmats.nb.sim import run_metrics
 
@@ -372,7 +406,7 @@ def _sweep_market(strategy, prices, combos, config, cash, progress, chunks):
                 continue
             lo, hi = block[0], block[-1] + 1
             kernel(*inputs, *(columns[n][lo:hi] for n in strategy.param_names), cfg,
-                   float(cash), bar_ns, values[lo:hi])
+                   float(cash), bar_ns, values[lo:hi], sample_bars, equity[lo:hi])
             bar.update(hi - lo)
     else:  # a numpy strategy: signals in Python, the simulation still in numba
         empty = np.empty(0)
@@ -382,7 +416,7 @@ def _sweep_market(strategy, prices, combos, config, cash, progress, chunks):
                         output.stop_distance if output.stop_distance is not None else empty,
                         output.take_profit_distance
                         if output.take_profit_distance is not None else empty,
-                        cfg, float(cash), bar_ns, values[k])
+                        cfg, float(cash), bar_ns, values[k], sample_bars, equity[k])
             bar.update(1)
     bar.close()
     return values

@@ -32,13 +32,13 @@ signal = None  # the strategy's signal function, set by mmats.fused before compi
 
 @njit(parallel=True, cache=True)
 def sweep_kernel(ts_ns, day, open_, high, low, close, volume, {param_args}, cfg_array, cash,
-                 bar_ns, out):
+                 bar_ns, out, sample_bars, equity_out):
     empty = np.empty(0)
     for k in prange(out.shape[0]):
         result = signal(open_, high, low, close, volume, {param_call})
 {unpack}
         run_metrics(ts_ns, day, open_, high, low, close, volume, exposure, stops, targets,
-                    cfg_array, cash, bar_ns, out[k])
+                    cfg_array, cash, bar_ns, out[k], sample_bars, equity_out[k])
 '''
 
 _UNPACK = {

@@ -111,3 +111,24 @@ def test_bad_inputs_get_clear_errors(eth_btc):
         market(eth_btc.drop(columns="volume"))
     with pytest.raises(ConfigError, match="no valid combination"):
         sweep("ema_cross", eth_btc, {"fast": [50], "slow": [20]})
+
+
+def test_sweep_keeps_period_returns_of_every_combination(eth_btc):
+    grid = {"fast": [5, 10], "slow": [50, 100]}
+    result = sweep("ema_cross", eth_btc, grid, fee_bps=10, period_returns="1d")
+    returns = result.returns
+    days = pd.to_datetime(eth_btc.ts).dt.floor("1D").nunique()
+    assert returns.shape == (days, 4)
+    assert list(returns.columns) == [0, 1, 2, 3]
+    for column, params in enumerate(result.table[["fast", "slow"]].to_dict("records")):
+        single = backtest("ema_cross", eth_btc, params, fee_bps=10)
+        daily = single.equity.groupby(single.equity.index.floor("1D")).last()
+        expected = daily / daily.shift(1, fill_value=10_000.0) - 1.0
+        np.testing.assert_allclose(returns[column].to_numpy(), expected.to_numpy(), rtol=1e-12)
+        growth = (1 + returns[column]).prod() * 10_000.0
+        assert growth == pytest.approx(result.table["final_equity"][column], rel=1e-12)
+    bars = sweep("ema_cross", eth_btc.iloc[:500], {"fast": [5], "slow": [50]},
+                 period_returns="bar").returns
+    assert bars.shape == (500, 1)
+    with pytest.raises(ConfigError, match="shorter than the bars"):
+        sweep("ema_cross", eth_btc, grid, period_returns="1m")

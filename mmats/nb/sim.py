@@ -338,11 +338,14 @@ def simulate(ts_ns, day, open_, high, low, close, volume, signal, stop_distance,
 
 @njit(cache=True)
 def run_metrics(ts_ns, day, open_, high, low, close, volume, signal, stop_distance,
-                take_profit_distance, cfg_array, cash, bar_ns, out):
+                take_profit_distance, cfg_array, cash, bar_ns, out, sample_bars, equity_out):
     """Run the bar step over a history keeping only the metrics (the sweep's inner loop).
 
     Memory is O(1) beyond the inputs: no equity curve, no records. Writes the metrics
-    of :data:`mmats.types.METRIC_NAMES` into ``out``.
+    of :data:`mmats.types.METRIC_NAMES` into ``out``, and the closing equity at the
+    (increasing) bar indices ``sample_bars`` into ``equity_out`` (both may be empty):
+    enough for per-period returns of every combination without a bars × combinations
+    matrix.
     """
     cfg = cfg_array[0]
     state_array = np.empty(1, dtype=STATE_DTYPE)
@@ -358,12 +361,16 @@ def run_metrics(ts_ns, day, open_, high, low, close, volume, signal, stop_distan
     order, trade_a, trade_b = scratch_orders[0], scratch_trades[0], scratch_trades[1]
     has_stops = stop_distance.shape[0] > 0
     has_targets = take_profit_distance.shape[0] > 0
+    n_samples = sample_bars.shape[0]
+    next_sample = 0
     for t in range(ts_ns.shape[0]):
         on_bar(state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
                fill_a, fill_b, order, trade_a, trade_b)
         update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
+        if next_sample < n_samples and sample_bars[next_sample] == t:
+            equity_out[next_sample] = state.equity
+            next_sample += 1
         on_signal(state, cfg, ts_ns[t], signal[t],
                   stop_distance[t] if has_stops else math.nan,
                   take_profit_distance[t] if has_targets else math.nan)
     finalize_metrics(metrics, state, cfg.periods_per_year, bar_ns, out)
-
