@@ -1,0 +1,198 @@
+"""The research run behind ``scripts/walkforward.py``: walk-forward, Monte Carlo and the
+overfitting statistics of one strategy on one market, with a plain-words verdict.
+
+Example::
+
+    research = run_research("ema_cross", load("bittrex:ETH/BTC:5m"), fee_bps=10)
+    research.verdict
+    research.summary()     # JSON-safe
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mmats.backtest import SweepResult, market, sweep
+from mmats.cli import json_safe
+from mmats.data.calendar import timeframe_ns
+from mmats.strategy import load_strategy
+from mmats.validate.walkforward import WalkForwardResult, walk_forward
+
+
+@dataclass
+class ResearchResult:
+    """Everything one research run produced; reports read this."""
+
+    walk_forward: WalkForwardResult
+    sweep: SweepResult  # the whole history, with per-period returns of every combination
+    monte_carlo: Any  # mmats.validate.montecarlo.MonteCarloResult
+    deflated_sharpe: Any  # mmats.validate.overfitting: DSR of the stitched OOS returns
+    pbo: Any  # probability of backtest overfitting (CSCV) over the sweep's returns
+    spa: Any  # Hansen's SPA test of the sweep's combinations against buy and hold
+    period: str  # the period of the returns the statistics use, e.g. "1d"
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self)
+
+    def summary(self) -> dict:
+        """One JSON-safe dict: folds, stitched OOS metrics, dsr, pbo, spa p-value."""
+        wf = self.walk_forward
+        folds = wf.folds.copy()
+        for column in ("train_start", "train_end", "test_start", "test_end"):
+            folds[column] = folds[column].map(lambda t: t.isoformat())
+        return json_safe({
+            "strategy": wf.strategy,
+            "symbol": wf.market.symbol,
+            "timeframe": wf.market.timeframe,
+            "objective": wf.objective,
+            "selection": wf.selection,
+            "folds": folds.to_dict(orient="records"),
+            "oos_metrics": wf.metrics,
+            "buy_and_hold_return": float(wf.benchmark.iloc[-1] / wf.oos.cash - 1.0),
+            "walk_forward_efficiency": wf.efficiency,
+            "combinations": len(self.sweep.table),
+            "dsr": float(self.deflated_sharpe.dsr),
+            "pbo": float(self.pbo.pbo),
+            "spa_pvalue": float(self.spa.pvalue),
+            "monte_carlo": self.monte_carlo.summary(),
+            "verdict": self.verdict,
+        })
+
+
+def run_research(
+    strategy,
+    data: Any,
+    grid: dict | None = None,
+    *,
+    folds: int | None = 5,
+    train_fraction: float = 0.7,
+    anchored: bool = False,
+    embargo: int | str = 0,
+    objective="sharpe",
+    selection: str = "best",
+    mc_runs: int = 1000,
+    mc_method: str = "bootstrap",
+    seed: int = 0,
+    cash: float = 10_000.0,
+    progress: bool = False,
+    **settings,
+) -> ResearchResult:
+    """Walk-forward the strategy, then judge the result: Monte Carlo of the stitched
+    out-of-sample returns, the deflated Sharpe ratio (trials = combinations swept), PBO
+    by CSCV and Hansen's SPA over every combination's per-period returns."""
+    from mmats.validate.montecarlo import monte_carlo
+    from mmats.validate.overfitting import (
+        deflated_sharpe_ratio,
+        probability_of_backtest_overfitting,
+        spa_test,
+    )
+
+    strategy = load_strategy(strategy)
+    prices = market(data)
+    wf = walk_forward(strategy, prices, grid, folds=folds, train_fraction=train_fraction,
+                      anchored=anchored, embargo=embargo, objective=objective,
+                      selection=selection, cash=cash, progress=progress, **settings)
+    period = statistics_period(prices)
+    swept = sweep(strategy, prices, grid, cash=cash, check_lookahead_bias=False,
+                  progress=progress, period_returns=period, **settings)
+    returns = swept.returns.to_numpy()
+    per_period = _periods(wf.returns, period)
+    trial_sharpes = _sharpes(returns)
+    dsr = deflated_sharpe_ratio(per_period.to_numpy(), n_trials=returns.shape[1],
+                                trial_sharpes=trial_sharpes)
+    pbo = probability_of_backtest_overfitting(returns, n_splits=_splits(returns.shape[0]))
+    hold = prices.close / prices.open[0]
+    benchmark = _benchmark_returns(swept.returns.index, prices, hold)
+    spa = spa_test(returns, benchmark=benchmark, seed=seed)
+    mc = monte_carlo(wf.returns.to_numpy(), method=mc_method, runs=mc_runs, seed=seed,
+                     start_equity=wf.oos.cash, periods_per_year=prices.periods_per_year)
+    return ResearchResult(walk_forward=wf, sweep=swept, monte_carlo=mc, deflated_sharpe=dsr,
+                          pbo=pbo, spa=spa, period=period)
+
+
+def statistics_period(prices, minimum: int = 250) -> str:
+    """The coarsest of 1d, 4h and 1h (not finer than the bars) that still gives at least
+    ``minimum`` periods, else every bar: daily returns suit years of data, but 20 days of
+    5-minute bars need hourly returns for PBO's splits to mean anything."""
+    for period in ("1d", "4h", "1h"):
+        step = timeframe_ns(period)
+        if step > prices.bar_ns and np.unique(prices.ts_ns // step).size >= minimum:
+            return period
+    return "bar"
+
+
+def _periods(returns: pd.Series, period: str) -> pd.Series:
+    """Bar returns compounded into per-period returns (``"bar"``: unchanged)."""
+    if period == "bar":
+        return returns
+    buckets = returns.index.asi8 // timeframe_ns(period)
+    growth = (1.0 + returns).groupby(buckets).prod()
+    return growth - 1.0
+
+
+def _sharpes(returns: np.ndarray) -> np.ndarray:
+    std = returns.std(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sharpes = returns.mean(axis=0) / std
+    return sharpes[np.isfinite(sharpes)]
+
+
+def _splits(n_periods: int) -> int:
+    """CSCV splits: 16 when there are enough periods, fewer (even, >= 4) otherwise."""
+    for splits in (16, 12, 10, 8, 6, 4):
+        if n_periods >= 4 * splits:
+            return splits
+    return 2
+
+
+def _benchmark_returns(index: pd.DatetimeIndex, prices, hold: np.ndarray) -> np.ndarray:
+    """Buy-and-hold returns sampled at the same period ends as the sweep's returns."""
+    ends = prices.ts_ns.searchsorted(index.asi8)
+    value = hold[ends]
+    return value / np.concatenate([[1.0], value[:-1]]) - 1.0
+
+
+def verdict(research: ResearchResult) -> str:
+    """A few plain sentences on whether the edge looks real."""
+    wf = research.walk_forward
+    oos = wf.metrics
+    hold = float(wf.benchmark.iloc[-1] / wf.oos.cash - 1.0)
+    lines = []
+    beat = oos["total_return"] > hold
+    lines.append(
+        f"Out of sample the strategy returned {oos['total_return']:+.1%} against "
+        f"{hold:+.1%} for buy and hold ({'better' if beat else 'worse'}), with a maximum "
+        f"drawdown of {oos['max_drawdown']:.1%}.")
+    dsr = float(research.deflated_sharpe.dsr)
+    lines.append(
+        f"The deflated Sharpe ratio is {dsr:.2f}: "
+        + ("the Sharpe ratio is likely real after allowing for the "
+           f"{len(research.sweep.table)} combinations tried." if dsr >= 0.95 else
+           "after allowing for the combinations tried, the Sharpe ratio is not "
+           "distinguishable from luck."))
+    pbo = float(research.pbo.pbo)
+    lines.append(
+        f"The probability of backtest overfitting is {pbo:.0%}: "
+        + ("the combination that ranks best in sample usually still ranks in the top half "
+           "out of sample (PBO judges the ranking, not whether it makes money)."
+           if pbo < 0.2 else
+           "the in-sample best often ranks poorly out of sample: treat the optimum with "
+           "suspicion." if pbo < 0.5 else
+           "the in-sample best does worse than the median out of sample more often than "
+           "not: the optimisation is fitting noise."))
+    p = float(research.spa.pvalue)
+    lines.append(
+        f"Hansen's SPA test gives p = {p:.2f}: "
+        + ("at least one combination beats buy and hold beyond data snooping."
+           if p < 0.05 else "no combination beats buy and hold once data snooping is "
+           "accounted for."))
+    efficiency = wf.efficiency
+    if np.isfinite(efficiency):
+        lines.append(f"Walk-forward efficiency is {efficiency:.2f} (out-of-sample annualised "
+                     "return over in-sample; above 0.5 is usually considered robust).")
+    return " ".join(lines)

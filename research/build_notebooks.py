@@ -1,0 +1,106 @@
+"""Write the research notebooks from the cells below (run: python research/build_notebooks.py).
+
+Keeping the cells here makes the notebooks easy to review in a diff; the test suite
+executes the .ipynb files themselves.
+"""
+
+from pathlib import Path
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+QUICKSTART = [
+    ("markdown", """# MMATS quickstart
+
+Load real candles, backtest a strategy, sweep its parameters, and write a tearsheet.
+Everything runs offline on the bundled sample data."""),
+    ("code", """import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from mmats.backtest import backtest, sweep
+from mmats.data import load, quality_report
+
+candles = load("bittrex:ETH/BTC:5m")
+print(quality_report(candles).to_text())
+candles.tail()"""),
+    ("markdown", """## One backtest
+The decision at a bar's close fills at the next bar's open; 10 bps fees."""),
+    ("code", """result = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10)
+print({k: round(v, 4) for k, v in result.metrics.items()})
+result.trades_frame().head()"""),
+    ("code", """ax = result.equity.plot(title="EMA cross 10/50, equity", figsize=(9, 3))
+ax.figure.tight_layout()"""),
+    ("markdown", """## A parameter sweep
+Every combination runs inside one numba kernel; the heatmap shows the Sharpe ratio."""),
+    ("code", """swept = sweep("ema_cross", candles, {"fast": list(range(5, 55, 5)),
+                                      "slow": list(range(20, 210, 20))}, fee_bps=10)
+print(f"{len(swept.table)} combinations in {swept.seconds:.3f} s")
+heat = swept.table.pivot(index="fast", columns="slow", values="sharpe")
+fig, ax = plt.subplots(figsize=(8, 4))
+image = ax.imshow(heat.to_numpy(), aspect="auto", cmap="RdYlGn")
+ax.set_xticks(range(len(heat.columns)), heat.columns)
+ax.set_yticks(range(len(heat.index)), heat.index)
+ax.set_xlabel("slow"); ax.set_ylabel("fast"); fig.colorbar(image, label="Sharpe")
+swept.best("sharpe", 5)"""),
+    ("markdown", """## A tearsheet
+quantstats, offline, against buy and hold of the same data."""),
+    ("code", """import tempfile
+from pathlib import Path
+from mmats.reports.tearsheet import write_tearsheet
+
+hold = candles.set_index("ts")["close"].pct_change().fillna(0.0)
+path = write_tearsheet(result.returns, Path(tempfile.mkdtemp()) / "quickstart.html",
+                       benchmark=hold, title="EMA cross 10/50 on ETH/BTC",
+                       periods_per_year=result.market.periods_per_year)
+print(path, path.stat().st_size, "bytes")"""),
+]
+
+ROBUSTNESS = [
+    ("markdown", """# Robustness: walk-forward, Monte Carlo, overfitting
+
+Is the best parameter set an edge or an accident of the sample? Re-optimise on rolling
+windows and trade only the windows that follow; then resample the out-of-sample returns
+and ask how likely the result is to be luck."""),
+    ("code", """import matplotlib
+matplotlib.use("Agg")
+
+from mmats.data import load
+from mmats.validate.research import run_research
+
+candles = load("bittrex:ETH/BTC:5m")
+research = run_research("ema_cross", candles, {"fast": [5, 10, 20, 30], "slow": [40, 60, 100, 150]},
+                        folds=4, fee_bps=10, mc_runs=500, seed=1)
+research.walk_forward.folds[["fold", "test_start", "fast", "slow", "is_sharpe", "oos_sharpe"]]"""),
+    ("code", """wf = research.walk_forward
+ax = wf.equity.plot(label="walk-forward (out of sample)", figsize=(9, 3))
+wf.benchmark.plot(ax=ax, label="buy and hold")
+ax.legend(); ax.figure.tight_layout()
+print("walk-forward efficiency", round(wf.efficiency, 3))"""),
+    ("markdown", "## Monte Carlo of the out-of-sample returns"),
+    ("code", """mc = research.monte_carlo
+print("P(ruin)", mc.probability_of_ruin, " P(drawdown beyond limit)", mc.probability_of_drawdown)
+mc.percentiles()"""),
+    ("markdown", "## Overfitting statistics"),
+    ("code", """print("deflated Sharpe ratio", round(float(research.deflated_sharpe.dsr), 3))
+print("probability of backtest overfitting", round(float(research.pbo.pbo), 3))
+print("SPA p-value", round(float(research.spa.pvalue), 3))
+print()
+print(research.verdict)"""),
+]
+
+
+def build(cells, path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    for kind, source in cells:
+        maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
+        notebook.cells.append(maker(source))
+    nbformat.write(notebook, path)
+
+
+if __name__ == "__main__":
+    build(QUICKSTART, HERE / "quickstart.ipynb")
+    build(ROBUSTNESS, HERE / "robustness.ipynb")

@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""Walk-forward research report on the bundled sample data (or your own).
+
+    python scripts/walkforward.py                       # ema_cross on bittrex:ETH/BTC:5m
+    python scripts/walkforward.py --strategy donchian_breakout --data nasdaq:GOOG:1d --json
+
+Sweeps the grid on each training window, trades the next window with the best
+parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
+ratio, probability of backtest overfitting and Hansen's SPA. Writes a quantstats
+tearsheet, an HTML report and its PDF under reports/ and prints their paths.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmats.cli import (  # noqa: E402
+    DEFAULT_DATA,
+    add_cost_options,
+    fail,
+    parse_grid,
+    print_json,
+    settings_from,
+)
+from mmats.errors import MMATSError  # noqa: E402
+
+OBJECTIVES = ["sharpe", "sortino", "cagr", "profit_factor", "total_return"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--strategy", default="ema_cross", help="name in strategies/ or a path")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help="Parquet/CSV file or VENUE:SYMBOL:TIMEFRAME (default %(default)s)")
+    parser.add_argument("--root", help="candle store root (default data/, then data/sample)")
+    parser.add_argument("--grid", help="e.g. fast=5:50:5,slow=20|50|100 (default: PARAMS)")
+    parser.add_argument("--folds", type=int, default=5, help="walk-forward folds (5)")
+    parser.add_argument("--train-fraction", type=float, default=0.7,
+                        help="training share of each fold's window (0.7)")
+    parser.add_argument("--anchored", action="store_true",
+                        help="training windows all start at the first bar")
+    parser.add_argument("--embargo", default="0",
+                        help="bars (or time such as 1h) left out between train and test")
+    parser.add_argument("--objective", default="sharpe", choices=OBJECTIVES)
+    parser.add_argument("--selection", default="best", choices=["best", "robust"],
+                        help="best score, or best median over neighbouring grid cells")
+    parser.add_argument("--mc-runs", type=int, default=1000, help="Monte Carlo runs (1000)")
+    parser.add_argument("--mc-method", default="bootstrap",
+                        choices=["bootstrap", "block", "reshuffle"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reports", default="reports", help="output folder (reports/)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (no table, no progress bars)")
+    add_cost_options(parser)
+    parser.set_defaults(fee_bps=10.0)
+    args = parser.parse_args(argv)
+    try:
+        from mmats.data import load
+        from mmats.reports.research_report import write_research_report
+        from mmats.validate.research import run_research
+
+        embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
+        candles = load(args.data, root=args.root)
+        research = run_research(
+            args.strategy, candles, parse_grid(args.grid) or None, folds=args.folds,
+            train_fraction=args.train_fraction, anchored=args.anchored, embargo=embargo,
+            objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
+            mc_method=args.mc_method, seed=args.seed, cash=args.cash,
+            progress=not args.json, **settings_from(args))
+        paths = write_research_report(research, args.reports)
+    except MMATSError as error:
+        return fail(error)
+    summary = research.summary()
+    summary["reports"] = {name: str(path) for name, path in paths.items()}
+    if args.json:
+        print_json(summary)
+        return 0
+    print_summary(research, args, paths)
+    return 0
+
+
+def print_summary(research, args, paths) -> None:
+    import pandas as pd
+
+    from mmats.types import METRIC_NAMES
+
+    wf = research.walk_forward
+    names = [c for c in research.sweep.table.columns if c not in METRIC_NAMES
+             and c != "symbol"]
+    table = wf.folds[["fold", "test_start", "test_end", *names, "is_sharpe", "oos_sharpe",
+                      "oos_total_return", "oos_max_drawdown"]].copy()
+    for column in ("test_start", "test_end"):
+        table[column] = table[column].dt.strftime("%Y-%m-%d %H:%M")
+    print(f"{wf.strategy} on {args.data}: {len(wf.folds)} folds, objective {wf.objective}, "
+          f"{len(research.sweep.table)} combinations, fees {args.fee_bps:g} bps")
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    metrics = wf.metrics
+    print(f"\nout of sample: return {metrics['total_return']:+.2%}, Sharpe "
+          f"{metrics['sharpe']:.2f}, max drawdown {metrics['max_drawdown']:.2%}, "
+          f"{metrics['trades']} trades; buy and hold "
+          f"{wf.benchmark.iloc[-1] / wf.oos.cash - 1:+.2%}")
+    print(f"DSR {research.deflated_sharpe.dsr:.3f}   PBO {research.pbo.pbo:.2f}   "
+          f"SPA p {research.spa.pvalue:.3f}   WFE {wf.efficiency:.2f}")
+    print("\n" + research.verdict + "\n")
+    for name, path in paths.items():
+        print(f"{name:10s} {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
