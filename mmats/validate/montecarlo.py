@@ -103,6 +103,7 @@ def monte_carlo(
     ruin_fraction: float = 0.5,
     drawdown_limit: float = 0.2,
     fan_points: int = 200,
+    progress: bool = False,
 ) -> MonteCarloResult:
     """Resample returns ``runs`` times and report the distribution of equity outcomes.
 
@@ -130,7 +131,8 @@ def monte_carlo(
         percentiles are kept (fewer if the run has fewer steps); memory is
         ``runs × fan_points``, never ``runs × steps``.
 
-    The same ``seed`` gives identical results on any number of threads.
+    The same ``seed`` gives identical results on any number of threads, and with or
+    without ``progress`` (a progress bar; the runs are then simulated in chunks).
 
     Example
     -------
@@ -176,15 +178,26 @@ def monte_carlo(
         raise ConfigError(f"block_length applies to method='block' only, not {method!r}")
 
     checkpoints = np.unique(np.linspace(0, steps, fan_points).round().astype(np.int64))
-    final_equity, max_drawdown, longest, ruined, fan = nb.simulate_paths(
-        values,
-        METHODS[method],
-        run_states(seed, runs),
-        1.0 / block_length if block_length else 0.0,
-        float(start_equity),
-        float(start_equity) * (1.0 - ruin_fraction),
-        checkpoints,
-    )
+    states = run_states(seed, runs)
+    chunks = np.array_split(np.arange(runs), min(runs, 20) if progress else 1)
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=runs, disable=not progress, desc=f"monte carlo ({method})", unit="run",
+              leave=False) as bar:
+        for chunk in chunks:
+            parts.append(nb.simulate_paths(
+                values,
+                METHODS[method],
+                np.ascontiguousarray(states[chunk[0]:chunk[-1] + 1]),
+                1.0 / block_length if block_length else 0.0,
+                float(start_equity),
+                float(start_equity) * (1.0 - ruin_fraction),
+                checkpoints,
+            ))
+            bar.update(len(chunk))
+    final_equity, max_drawdown, longest, ruined, fan = (
+        np.concatenate([part[i] for part in parts]) for i in range(5))
     growth = final_equity / start_equity
     with np.errstate(divide="ignore", over="ignore"):
         cagr = np.where(growth > 0.0, growth ** (periods_per_year / steps) - 1.0, -1.0)

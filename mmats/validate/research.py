@@ -110,7 +110,8 @@ def run_research(
     benchmark = _benchmark_returns(swept.returns.index, prices, hold)
     spa = spa_test(returns, benchmark=benchmark, seed=seed)
     mc = monte_carlo(wf.returns.to_numpy(), method=mc_method, runs=mc_runs, seed=seed,
-                     start_equity=wf.oos.cash, periods_per_year=prices.periods_per_year)
+                     start_equity=wf.oos.cash, periods_per_year=prices.periods_per_year,
+                     progress=progress)
     return ResearchResult(walk_forward=wf, sweep=swept, monte_carlo=mc, deflated_sharpe=dsr,
                           pbo=pbo, spa=spa, period=period)
 

@@ -341,3 +341,13 @@ def test_nan_in_a_series_names_its_label():
 
 def test_docstring_examples_run():
     assert doctest.testmod(mc_module, raise_on_error=False).failed == 0
+
+
+def test_progress_bar_does_not_change_the_runs():
+    returns = np.random.default_rng(5).normal(0.0, 0.01, 300)
+    for method in ("bootstrap", "block"):
+        plain = monte_carlo(returns, method=method, runs=97, seed=11)
+        shown = monte_carlo(returns, method=method, runs=97, seed=11, progress=True)
+        np.testing.assert_array_equal(plain.final_equity, shown.final_equity)
+        np.testing.assert_array_equal(plain.max_drawdown, shown.max_drawdown)
+        pd.testing.assert_frame_equal(plain.fan, shown.fan)
