@@ -8,7 +8,6 @@ only a few times.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -219,8 +218,6 @@ def test_sweep_rows_equal_single_backtests(strategy, grid):
                                        err_msg=f"{strategy} {params} {key}")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mmats.interop") is None,
-                    reason="mmats/interop.py (BacktestResult.to_vectorbt) is not written yet")
 @pytest.mark.parametrize(("strategy", "name", "params"), [
     ("ema_cross", "goog_1d", EMA),
     # stops: an entry and its stop can fill in the same bar (two vectorbt columns)

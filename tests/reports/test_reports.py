@@ -101,7 +101,8 @@ def test_tearsheet_has_its_sections_and_nothing_to_download(report):
 
 
 def test_pdf_has_pages_with_the_summary_text(report):
-    pypdf = pytest.importorskip("pypdf")
+    import pypdf  # a dev dependency
+
     reader = pypdf.PdfReader(report["pdf"])
     assert len(reader.pages) >= 4
     text = " ".join(page.extract_text() for page in reader.pages)
