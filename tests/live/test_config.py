@@ -1,0 +1,371 @@
+"""The runner configuration: example files, both shapes, every error path, gating, snapshot."""
+
+import copy
+import json
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mmats.data.io import resolve_source
+from mmats.errors import ConfigError
+from mmats.live.config import (
+    RiskLimits,
+    check_can_trade,
+    load_config,
+    parse_config,
+)
+from mmats.sleeve import SleeveConfig
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((REPO / "configs").glob("*.yaml"))
+
+SHORTHAND = """\
+market:
+  type: crypto
+  feed: binance
+  execution: binance
+  symbols: [BTCUSDT, ETHUSDT]
+risk:
+  max_daily_loss: 5%
+  max_pos: 3
+  leverage: 2
+models:
+  - id: EMA_CROSS_15_60
+    file: ./models/ema_cross.py
+    params: {fast: 15, slow: 60}
+"""
+
+
+def base() -> dict:
+    """A valid multi-market mapping that each error test breaks in one place."""
+    return {
+        "mode": "paper",
+        "risk": {"max_daily_loss_pct": "5%"},
+        "markets": {
+            "crypto": {"type": "crypto", "feed": "bittrex", "execution": "paper",
+                       "symbols": ["ETH/BTC"], "timeframe": "5m"},
+            "forex": {"type": "forex", "feed": "fx", "symbols": ["EUR/USD"],
+                      "timeframe": "1h", "risk": {"max_pos": 1}},
+        },
+        "models": [
+            {"id": "a", "strategy": "ema_cross", "market": "crypto",
+             "params": {"fast": 10, "slow": 40}},
+            {"id": "b", "strategy": "rsi_reversion", "market": "forex"},
+        ],
+    }
+
+
+def write(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(mapping, source="configs/x.yaml") -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(mapping, source=source, base_dir=REPO)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_load_and_their_data_exists(path):
+    config = load_config(path)
+    assert config.models and config.markets
+    check_can_trade(config, i_understand_live_trading=False)
+    for market in config.markets:
+        for symbol in market.symbols:
+            located = resolve_source(f"{market.feed}:{symbol}:{market.timeframe}",
+                                     root=config.data_root)
+            assert located.path.is_file()
+
+
+def test_examples_cover_both_shapes_and_modes():
+    names = {path.name for path in EXAMPLES}
+    assert {"advisory_crypto.yaml", "paper_multi_market.yaml"} <= names
+    advisory = load_config(REPO / "configs" / "advisory_crypto.yaml")
+    paper = load_config(REPO / "configs" / "paper_multi_market.yaml")
+    assert advisory.mode == "advisory" and len(advisory.markets) == 1
+    assert paper.mode == "paper"
+    assert [m.name for m in paper.markets] == ["crypto", "forex", "stocks"]
+    assert paper.global_risk == RiskLimits(5.0, 25.0, 5, 2.0, None)
+    assert paper.market("forex").risk.max_order_notional == 10000.0
+    allocations = {m.id: m.allocation for m in paper.models}
+    assert allocations == {"crypto_ema_cross": 0.6, "crypto_donchian": 0.4,
+                           "forex_rsi": 1.0, "stocks_ema_cross": 1.0}
+    assert paper.reconcile_tolerance_pct == 0.5
+    assert paper.journal == (REPO / "journal" / "paper_multi_market.sqlite")
+    assert paper.lock == paper.journal.with_suffix(".lock")
+
+
+def test_requirements_shorthand(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "ema_cross.py").write_text(
+        (REPO / "strategies" / "ema_cross.py").read_text())
+    config = load_config(write(tmp_path, SHORTHAND))
+    (market,) = config.markets
+    assert (market.name, market.type, market.feed, market.execution) == (
+        "crypto", "crypto", "binance", "binance")
+    assert market.symbols == ("BTCUSDT", "ETHUSDT") and market.timeframe == "1h"
+    assert config.global_risk == RiskLimits(max_daily_loss_pct=5.0, max_open_positions=3,
+                                            max_leverage=2.0)
+    (model,) = config.models
+    assert model.params == {"fast": 15, "slow": 60}
+    assert model.market == "crypto" and model.symbols == market.symbols
+    assert model.allocation == 1.0
+    assert model.strategy == str(tmp_path / "models" / "ema_cross.py")
+    assert model.sleeve == SleeveConfig()
+    assert (config.mode, config.environment, config.notifications) == (
+        "advisory", "dev", ("console",))
+    assert config.journal == tmp_path / "journal" / "mmats.sqlite"
+    assert config.stale_after_bars == 3
+
+
+def test_defaults_resolve_params_and_build_the_sleeve():
+    mapping = base()
+    mapping["models"][0]["costs"] = {"fee_bps": 10, "slippage_model": "volatility_sqrt"}
+    mapping["models"][0]["risk"] = {"max_drawdown": "12.5%", "leverage": 2, "sizing": "kelly",
+                                    "allow_short": False}
+    config = parse_config(mapping)
+    a, b = config.models
+    assert b.params == {"period": 14, "lower": 30, "upper": 70, "short": 0}
+    assert a.sleeve == SleeveConfig(fee_bps=10.0, slippage_model="volatility_sqrt",
+                                    max_drawdown_pct=12.5, max_leverage=2.0, sizing="kelly",
+                                    allow_short=False)
+    assert config.global_risk.max_daily_loss_pct == 5.0
+    assert config.market("forex").risk.max_open_positions == 1
+    assert config.market("forex").execution == "paper"
+    assert config.source == "<dict>"
+    assert len(a.strategy_hash) == 16
+
+
+def test_markets_as_a_list_with_names():
+    mapping = base()
+    mapping["markets"] = [{"name": key, **value} for key, value in mapping["markets"].items()]
+    config = parse_config(mapping)
+    assert [m.name for m in config.markets] == ["crypto", "forex"]
+    assert config.snapshot() == parse_config(base()).snapshot()
+
+
+def _set(mapping, path, value):
+    target = mapping
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
+
+# (where to change, new value, expected key path at the start, words in the message)
+CASES = [
+    (("modes",), "paper", "modes", "known keys here: mode, environment"),
+    (("markets", "crypto", "symbol"), ["ETH/BTC"], "markets.crypto.symbol",
+     "known keys here: type, feed"),
+    (("models", 0, "parms"), {}, "models[0].parms", "known keys here: id, strategy"),
+    (("models", 0, "costs"), {"fee_bsp": 1}, "models[0].costs.fee_bsp", "fee_bps"),
+    (("risk", "max_loss"), 3, "risk.max_loss", "max_daily_loss_pct"),
+    (("mode",), "live", "mode", "advisory, paper, operator"),
+    (("environment",), "staging", "environment", "dev, test, prod"),
+    (("markets", "crypto", "type"), "futures", "markets.crypto.type", "crypto, forex, stocks"),
+    (("markets", "crypto", "timeframe"), "5 minutes", "markets.crypto.timeframe", "'5m'"),
+    (("markets", "crypto", "symbols"), "ETH/BTC", "markets.crypto.symbols", "list"),
+    (("markets", "crypto", "symbols"), [True], "markets.crypto.symbols[0]", "quote"),
+    (("markets", "crypto", "risk"), {"max_pos": 1.5}, "markets.crypto.risk.max_pos",
+     "whole number"),
+    (("stale_after_bars",), "3", "stale_after_bars", "whole number"),
+    (("models", 0, "params", "fast"), "ten", "models[0].params.fast", "must be a number"),
+    (("models", 0, "params", "fast"), 10.5, "models[0].params.fast", "whole numbers"),
+    (("models", 0, "costs"), {"fee_bps": "10"}, "models[0].costs.fee_bps", "number"),
+    (("models", 0, "costs"), {"fee_bps": -1}, "models[0].costs.fee_bps", ">= 0"),
+    (("models", 0, "risk"), {"allow_short": "no"}, "models[0].risk.allow_short",
+     "true or false"),
+    (("models", 0, "risk"), {"sizing": "martingale"}, "models[0].risk.sizing", "kelly"),
+    (("risk", "max_daily_loss_pct"), "five percent", "risk.max_daily_loss_pct", "5%"),
+    (("risk", "max_daily_loss_pct"), "150%", "risk.max_daily_loss_pct", "100%"),
+    (("risk", "max_drawdown_pct"), 0, "risk.max_drawdown_pct", "omit the key"),
+    (("markets", "forex", "risk"), {"max_drawdown": "-5%"}, "markets.forex.risk.max_drawdown",
+     "outside"),
+    (("models", 0, "risk"), {"max_daily_loss": "5"}, "models[0].risk.max_daily_loss",
+     "not a percentage"),
+    (("risk",), {"max_leverage": 2, "leverage": 3}, "risk.leverage", "alias"),
+    (("models", 0, "strategy"), "no_such_strategy", "models[0].strategy", "ema_cross"),
+    (("models", 0, "strategy"), "./missing/model.py", "models[0].strategy", "does not exist"),
+    (("models", 0, "params"), {"fast": 10, "fst": 3}, "models[0].params.fst",
+     "known keys here: fast, slow"),
+    (("models", 0, "params"), {"fast": 60, "slow": 40}, "models[0].params", "valid()"),
+    (("models", 0, "market"), "stocks", "models[0].market", "crypto, forex"),
+    (("models", 0, "symbols"), ["ETH/BTC", "LTC/BTC"], "models[0].symbols[1]",
+     "not a symbol of market 'crypto'"),
+    (("models", 0, "allocation"), 1.5, "models[0].allocation", "(0, 1]"),
+    (("models", 0, "allocation"), 0, "models[0].allocation", "> 0"),
+    (("models", 0, "allocation"), "120%", "models[0].allocation", "outside"),
+    (("models", 1, "id"), "a", "models[1].id", "already used by models[0]"),
+    (("models", 0, "id"), "has space", "models[0].id", "not a valid name"),
+    (("models",), [], "models", "non-empty list"),
+    (("notifications",), ["slack"], "notifications[0]", "apprise"),
+    (("markets", "crypto", "api_key"), "abc", "markets.crypto.api_key", "keyring"),
+    (("models", 0, "params", "secret"), "abc", "models[0].params.secret", "keyring"),
+    (("notifications",), [{"url": "x", "botToken": "y"}], "notifications[0].botToken",
+     "keyring"),
+    (("password",), "x", "password", "keyring"),
+    (("markets", "forex", "risk", "privateKey"), "x", "markets.forex.risk.privateKey",
+     "secrets never go in the configuration"),
+]
+
+
+@pytest.mark.parametrize("where, value, key_path, words", CASES,
+                         ids=[case[2] + ":" + str(case[1])[:12] for case in CASES])
+def test_errors_name_the_file_and_key_path(where, value, key_path, words):
+    mapping = copy.deepcopy(base())
+    _set(mapping, where, value)
+    message = error_of(mapping)
+    assert message.startswith(f"configs/x.yaml: {key_path}: "), message
+    assert words in message, message
+
+
+def test_missing_pieces_and_conflicts():
+    mapping = base()
+    del mapping["models"][0]["market"]
+    assert error_of(mapping).startswith("configs/x.yaml: models[0].market: is required")
+    mapping = base()
+    mapping["market"] = mapping["markets"]["crypto"]
+    assert "not both" in error_of(mapping)
+    mapping = base()
+    del mapping["markets"]
+    assert error_of(mapping).startswith("configs/x.yaml: markets: is required")
+    mapping = base()
+    del mapping["markets"]["crypto"]["feed"]
+    assert error_of(mapping).startswith("configs/x.yaml: markets.crypto.feed: is required")
+    mapping = base()
+    mapping["models"][0]["file"] = "ema_cross"
+    assert error_of(mapping).startswith("configs/x.yaml: models[0].file: ")
+    mapping = base()
+    mapping["markets"] = [{"name": "m", **mapping["markets"]["crypto"]},
+                          {"name": "m", **mapping["markets"]["forex"]}]
+    assert error_of(mapping).startswith("configs/x.yaml: markets[1].name: ")
+    assert error_of(None).startswith("configs/x.yaml: (top level): the configuration is empty")
+    assert error_of([1]).startswith("configs/x.yaml: (top level): must be a mapping")
+
+
+def test_allocations_per_account():
+    mapping = base()
+    mapping["models"].append({"id": "c", "strategy": "ema_cross", "market": "crypto"})
+    config = parse_config(mapping)
+    assert [m.allocation for m in config.models] == [0.5, 1.0, 0.5]  # equal split
+
+    mapping["models"][0]["allocation"] = 0.7
+    assert error_of(mapping).startswith("configs/x.yaml: models[2].allocation: is missing")
+
+    mapping["models"][2]["allocation"] = "40%"
+    message = error_of(mapping)
+    assert message.startswith("configs/x.yaml: models[2].allocation: ")
+    assert "sum to 1.1" in message and "market 'crypto'" in message
+
+    # Markets that execute on the same real venue share one account.
+    mapping = base()
+    mapping["markets"]["crypto"]["execution"] = "oanda"
+    mapping["markets"]["forex"]["execution"] = "oanda"
+    mapping["models"][0]["allocation"] = 0.6
+    mapping["models"][1]["allocation"] = 0.6
+    message = error_of(mapping)
+    assert message.startswith("configs/x.yaml: models[1].allocation: ")
+    assert "venue 'oanda'" in message
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, """\
+        mode: paper
+        market:
+          type: crypto
+          symbols: [ETH/BTC
+        models: []
+        """)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line ")
+    assert "YAML syntax error" in message
+    assert int(re.search(r"line (\d+)", message).group(1)) in (4, 5)
+
+
+def test_yaml_duplicate_key_names_both_lines(tmp_path):
+    path = write(tmp_path, """\
+        mode: paper
+        risk:
+          max_daily_loss: 5%
+          max_daily_loss: 50%
+        """)
+    with pytest.raises(ConfigError, match=r"line 4, .*duplicate key 'max_daily_loss' "
+                                          r"\(first on line 3\)"):
+        load_config(path)
+
+
+def test_missing_file_and_file_name_prefix(tmp_path):
+    with pytest.raises(ConfigError, match="no such configuration file"):
+        load_config(tmp_path / "nope.yaml")
+    path = write(tmp_path, "modes: paper\n", name="bad.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: modes: unknown key")
+
+
+def test_relative_paths_follow_the_config_file(tmp_path):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    text = SHORTHAND.replace("./models/ema_cross.py", "ema_cross")
+    text += "journal: state/j.sqlite\ndata_root: /srv/candles\nlock: run.lock\n"
+    config = load_config(write(folder, text))
+    assert config.journal == folder / "state" / "j.sqlite"
+    assert config.lock == folder / "run.lock"
+    assert config.data_root == Path("/srv/candles")
+    assert config.models[0].strategy == "ema_cross"
+
+
+@pytest.mark.parametrize("mode", ["advisory", "paper"])
+def test_advisory_and_paper_run_in_any_environment(mode):
+    mapping = base()
+    mapping["mode"] = mode
+    mapping["markets"]["crypto"]["execution"] = "binance"
+    for environment in ("dev", "test", "prod"):
+        mapping["environment"] = environment
+        check_can_trade(parse_config(mapping), i_understand_live_trading=False)
+
+
+def test_operator_mode_against_a_real_venue_needs_prod_and_the_flag():
+    mapping = base()
+    mapping["mode"] = "operator"
+    # Operator mode on paper execution is a rehearsal: allowed anywhere.
+    check_can_trade(parse_config(mapping), i_understand_live_trading=False)
+
+    mapping["markets"]["crypto"]["execution"] = "binance"
+    for environment, flag in (("dev", True), ("test", True), ("prod", False), ("dev", False)):
+        mapping["environment"] = environment
+        config = parse_config(mapping, source="configs/live.yaml")
+        with pytest.raises(ConfigError) as caught:
+            check_can_trade(config, i_understand_live_trading=flag)
+        message = str(caught.value)
+        assert message.startswith("configs/live.yaml: mode: operator")
+        assert "environment: prod" in message and "i_understand_live_trading" in message
+        assert "crypto -> binance" in message
+        assert ("Missing: environment: prod" in message) == (environment != "prod")
+        assert ("which was not given" in message) == (not flag)
+    mapping["environment"] = "prod"
+    check_can_trade(parse_config(mapping), i_understand_live_trading=True)
+
+
+def test_snapshot_is_deterministic_canonical_and_secret_free():
+    mapping = base()
+    mapping["notifications"] = ["console", "tgram://123456:AAbbCC/987"]
+    first = parse_config(mapping).snapshot()
+    reordered = dict(reversed(list(copy.deepcopy(mapping).items())))
+    reordered["models"][0]["params"] = {"slow": 40.0, "fast": 10}
+    reordered["risk"] = {"max_daily_loss_pct": 5}
+    assert parse_config(reordered).snapshot() == first
+    assert parse_config(mapping).snapshot() == first
+    assert "AAbbCC" not in first and '"tgram://***"' in first
+    assert " " not in first.replace("ETH/BTC", "")
+    data = json.loads(first)
+    assert data["models"][0]["params"] == {"fast": 10, "slow": 40}
+    assert data["models"][0]["sleeve"]["fee_bps"] == 0.0
+    assert data["markets"][1]["risk"]["max_open_positions"] == 1
+    mapping["models"][0]["params"]["fast"] = 11
+    assert parse_config(mapping).snapshot() != first
