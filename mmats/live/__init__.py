@@ -1,0 +1,1 @@
+"""The live side: the runner (one tick per invocation), its SQLite journal, reconciliation."""
