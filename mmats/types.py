@@ -101,7 +101,8 @@ STATE_DTYPE = np.dtype(
         ("last_close", f8),
         ("var_ewm", f8),  # EWMA of squared close-to-close log returns
         ("volume_ewm", f8),
-        ("bars", i8),
+        ("bars", i8),  # bars processed so far
+        ("last_bar_ts_ns", i8),  # open time of the last bar processed (-1: none yet)
         ("next_order_id", i8),
         ("trade_direction", f8),
         ("trade_entry_bar", i8),

@@ -78,6 +78,7 @@ def init_state(state, cash):
     state.var_ewm = 0.0
     state.volume_ewm = 0.0
     state.bars = 0
+    state.last_bar_ts_ns = -1
     state.next_order_id = 0
     open_trade(state, 0.0, -1, 0)
     state.n_trades = 0
@@ -123,6 +124,7 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume,
             state.take_profit_price = math.nan
             state.target = math.nan
     mark_to_market(state, cfg, close, volume)
+    state.last_bar_ts_ns = ts_ns
     check_limits(state, cfg, ts_ns)
     return n_fills, n_orders, n_trades
 

