@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -220,6 +221,7 @@ class Journal:
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
                  timeout_s: float = 30.0):
         self.path = Path(path)
+        self._in_transaction = False
         if not create and not self.path.is_file():
             raise JournalError(f"journal {self.path} does not exist")
         try:
@@ -284,29 +286,60 @@ class Journal:
                                "is it an MMATS journal?")
 
     # -- the one write path ------------------------------------------------------------
-    def _append(self, table: str, ts_ns: int, payload: dict) -> int:
-        """Append one row (and its chain entry) in one IMMEDIATE transaction; its seq."""
-        columns = list(TABLES[table])
-        assert list(payload) == columns, (table, list(payload))
+    @contextlib.contextmanager
+    def transaction(self):
+        """Make the appends inside one atomic unit: after a crash, all of them are in the
+        journal or none is. The runner journals each bar (tick, orders, fills, signal and
+        the sleeve's new state) this way, so a restart never sees half a bar."""
         db = self._db
         if db is None:
             raise JournalError(f"journal {self.path} is closed")
+        if self._in_transaction:
+            yield self
+            return
         db.execute("BEGIN IMMEDIATE")
+        self._in_transaction = True
         try:
-            last = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-            digest = row_hash(table, seq, ts_ns, payload, prev_hash)
-            quoted = ", ".join(f'"{name}"' for name in columns)
-            marks = ", ".join("?" * (len(columns) + 4))
-            db.execute(f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) "
-                       f"VALUES ({marks})", (seq, ts_ns, *payload.values(), prev_hash, digest))
-            db.execute("INSERT INTO chain (seq, table_name, hash) VALUES (?, ?, ?)",
-                       (seq, table, digest))
+            yield self
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
+
+    def _append(self, table: str, ts_ns: int, payload: dict) -> int:
+        """Append one row (and its chain entry) in one IMMEDIATE transaction, or inside
+        the open :meth:`transaction`; returns its seq."""
+        columns = list(TABLES[table])
+        assert list(payload) == columns, (table, list(payload))
+        db = self._db
+        if db is None:
+            raise JournalError(f"journal {self.path} is closed")
+        if self._in_transaction:
+            return self._insert(db, table, ts_ns, payload, columns)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            seq = self._insert(db, table, ts_ns, payload, columns)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return seq
+
+    @staticmethod
+    def _insert(db, table, ts_ns, payload, columns) -> int:
+        last = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        digest = row_hash(table, seq, ts_ns, payload, prev_hash)
+        quoted = ", ".join(f'"{name}"' for name in columns)
+        marks = ", ".join("?" * (len(columns) + 4))
+        db.execute(f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) "
+                   f"VALUES ({marks})", (seq, ts_ns, *payload.values(), prev_hash, digest))
+        db.execute("INSERT INTO chain (seq, table_name, hash) VALUES (?, ?, ?)",
+                   (seq, table, digest))
         return seq
 
     # -- appends -----------------------------------------------------------------------

@@ -106,7 +106,9 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
         lookback = sleeve.strategy.lookback(sleeve.params)
         for bar in bars.itertuples(index=False):
             ts_ns = pd.Timestamp(bar.ts).value
-            _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode, report)
+            with journal.transaction():  # a crash leaves the whole bar or none of it
+                _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode,
+                      report)
     return report
 
 

@@ -316,3 +316,19 @@ def test_missing_or_foreign_file_is_unreadable(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE x (a)").connection.close()
     with pytest.raises(JournalError, match="lacks the tables"):
         Journal(other, create=False)
+
+
+def test_transaction_is_all_or_nothing(tmp_path):
+    with Journal(tmp_path / "t.sqlite") as journal:
+        journal.append_signal("m", "ETH/BTC", "HOLD", 0.0)
+        with pytest.raises(RuntimeError):
+            with journal.transaction():
+                journal.append_signal("m", "ETH/BTC", "BUY", 1.0)
+                journal.save_state("s", np.zeros(1, STATE_DTYPE))
+                raise RuntimeError("crash in the middle of a bar")
+        assert len(journal.rows("signals")) == 1 and journal.load_state("s") is None
+        with journal.transaction():
+            journal.append_signal("m", "ETH/BTC", "BUY", 1.0)
+            journal.save_state("s", np.zeros(1, STATE_DTYPE))
+        assert len(journal.rows("signals")) == 2 and journal.load_state("s") is not None
+        assert journal.verify().ok
