@@ -4,6 +4,7 @@ uninterrupted run ends."""
 
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -47,10 +48,14 @@ def test_kill_9_during_ticks_then_restart(tmp_path):
     rng = random.Random(11)
     killed_mid_run = 0
     for _ in range(50):
+        before = _rows(path)
         child = subprocess.Popen([sys.executable, "-c", child_source, str(path)],
                                  stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.6))
+        # kill while new bars are being journaled, not while the restart re-reads old ones
+        while _rows(path) == before and child.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.1))
         child.send_signal(signal.SIGKILL)
         child.wait()
         killed_mid_run += child.returncode == -signal.SIGKILL
@@ -82,6 +87,19 @@ def test_kill_9_during_ticks_then_restart(tmp_path):
     with Journal(path) as journal:
         for sleeve_id, state in clean.states.items():
             assert journal.load_state(sleeve_id).tobytes() == state.tobytes()
+
+
+def _rows(path) -> int:
+    """Rows in the journal, read through a separate connection (WAL lets it read)."""
+    if not path.exists():
+        return 0
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        return connection.execute("SELECT count(*) FROM chain").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    finally:
+        connection.close()
 
 
 def test_restart_after_the_last_bar_does_nothing(tmp_path):
