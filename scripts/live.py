@@ -1,11 +1,17 @@
 #!/usr/bin/env python
-"""The live runner. This version replays stored history through it in paper mode.
+"""The live runner: one tick per invocation (cron), a loop, controls, and replay.
 
-    python scripts/live.py --config configs/advisory_crypto.yaml --replay bittrex:ETH/BTC:5m --json
+    python scripts/live.py --config configs/advisory_crypto.yaml --once     # one tick
+    python scripts/live.py --config FILE --loop                             # without cron
+    python scripts/live.py --config FILE kill --reason "..."                # flatten, halt
+    python scripts/live.py --config FILE pause MODEL | resume [MODEL] | status
+    python scripts/live.py --config FILE --replay [DATA] --json             # paper replay
 
-Replay runs the configured runner one tick per bar close, each tick loading its state
-from the journal as a cron run would, and prints the fills and final equity. For a
-one-model configuration it equals scripts/backtest.py on the same data and parameters.
+A tick reads the bars that closed since the last tick from the candle store (data_root),
+runs every model on the shared kernel, journals everything and exits. Replay runs the
+runner one tick per bar of stored history, each tick loading its state from the journal
+as a cron run would; for a one-model configuration it equals scripts/backtest.py.
+Operator mode (real orders) is not available in this version.
 """
 
 import argparse
@@ -21,7 +27,17 @@ from mmats.errors import ConfigError, MMATSError  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="*",
+                        help="kill | pause MODEL | resume [MODEL] | status (default: a tick)")
     parser.add_argument("--config", required=True, help="runner configuration (YAML)")
+    parser.add_argument("--mode", choices=["advisory", "paper", "operator"],
+                        help="override the configuration's mode")
+    parser.add_argument("--once", action="store_true", help="one tick, then exit (default)")
+    parser.add_argument("--loop", action="store_true",
+                        help="tick after every bar close until interrupted")
+    parser.add_argument("--i-understand-live-trading", action="store_true",
+                        help="required with --mode operator against a real venue")
+    parser.add_argument("--reason", default="", help="why (journaled with a control)")
     parser.add_argument("--replay", nargs="?", const="", metavar="DATA",
                         help="replay stored history: a file or VENUE:SYMBOL:TIMEFRAME for a "
                         "one-symbol configuration; without DATA, each configured symbol "
@@ -34,9 +50,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.replay is None:
-        print("error: only --replay is available in this version of the runner",
-              file=sys.stderr)
-        return 2
+        try:
+            return run_live(args)
+        except MMATSError as error:
+            return fail(error)
     try:
         from mmats.data import load
         from mmats.live.config import load_config
@@ -75,6 +92,66 @@ def main(argv=None) -> int:
     print(f"\nfinal equity {result.final_equity:,.2f}, {result.trades} closed trades; "
           f"journal {result.journal}")
     return 0
+
+
+def run_live(args) -> int:
+    from mmats.live import control
+    from mmats.live.config import check_can_trade, load_config
+
+    config = load_config(args.config)
+    command = args.command
+    if command:
+        verb, rest = command[0], command[1:]
+        if verb == "status":
+            print_json(control.status(config))
+            return 0
+        if verb == "kill":
+            changed = control.kill(config, reason=args.reason)
+            print(f"halted {len(changed)} sleeve(s); positions flatten at the next bar's open")
+            return 0
+        if verb in ("pause", "resume"):
+            if verb == "pause" and len(rest) != 1:
+                raise ConfigError("pause takes one MODEL id")
+            model = rest[0] if rest else None
+            action = control.pause if verb == "pause" else control.resume_models
+            changed = action(config, model, reason=args.reason)
+            print(f"{verb}d {', '.join(changed) or 'no sleeve yet'}")
+            return 0
+        raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume or status")
+    mode = args.mode or config.mode
+    if mode == "operator":
+        check_can_trade(config, args.i_understand_live_trading)
+        raise ConfigError("operator mode (real orders) is not available in this version")
+    if not args.loop:
+        report = control.tick_once(config, mode=mode)
+        print(f"{report.bars} new bar(s), {len(report.signals)} signal(s), "
+              f"{report.fills} fill(s)")
+        return 0
+    return loop(config, mode)
+
+
+def loop(config, mode) -> int:
+    """Tick after every bar close; on an unexpected error, halt everything and notify
+    once rather than crash-looping."""
+    import time
+
+    from mmats.data.calendar import timeframe_ns
+    from mmats.live import control
+    from mmats.live.notify import notify
+
+    step = min(timeframe_ns(m.timeframe) for m in config.markets)
+    settle_ns = 5_000_000_000  # give the fetcher a moment after the close
+    while True:
+        try:
+            control.tick_once(config, mode=mode)
+        except control.RunnerBusy:
+            pass
+        except Exception as error:  # noqa: BLE001 - fail safe: halt, notify, stop
+            control.kill(config, user="runner", reason=f"unhandled {error!r}")
+            notify(config.notifications, "MMATS halted", f"runner stopped: {error!r}")
+            raise
+        now = time.time_ns()
+        time.sleep(((now // step + 1) * step + settle_ns - now) / 1e9)
 
 
 def _fills_frame(path):

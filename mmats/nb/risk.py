@@ -105,16 +105,12 @@ def check_limits(state, cfg, ts_ns):
     the next bar's open, like every other decision.
     """
     if state.equity <= 0.0:
-        state.trading_state = HALTED
-        if state.position != 0.0:
-            _queue_risk_target(state, 0.0, ts_ns)
+        halt(state, ts_ns)
         return
     if cfg.max_drawdown_pct > 0.0 and state.trading_state != HALTED:
         drawdown_pct = 100.0 * (state.equity_peak - state.equity) / state.equity_peak
         if drawdown_pct >= cfg.max_drawdown_pct:
-            state.trading_state = HALTED
-            if state.position != 0.0:
-                _queue_risk_target(state, 0.0, ts_ns)
+            halt(state, ts_ns)
             return
     if cfg.max_daily_loss_pct > 0.0 and state.trading_state == ACTIVE:
         loss_pct = 100.0 * (state.day_start_equity - state.equity) / state.day_start_equity
@@ -124,6 +120,25 @@ def check_limits(state, cfg, ts_ns):
         value = state.position * state.last_close
         if abs(value) > cfg.max_leverage * (1.0 + 1e-9) * state.equity:
             _queue_risk_target(state, math.copysign(cfg.max_leverage, value), ts_ns)
+
+
+@njit(cache=True, inline="always")
+def halt(state, ts_ns):
+    """Flatten and stop: HALTED, and a risk order to flat at the next open if a position
+    is held. The drawdown gate and the runner's kill switch both call this."""
+    state.trading_state = HALTED
+    if state.position != 0.0:
+        _queue_risk_target(state, 0.0, ts_ns)
+    else:
+        state.target = math.nan
+
+
+@njit(cache=True)
+def resume(state):
+    """An operator's resume: ACTIVE again; the next signal that differs from the last one
+    acted on trades (a halt does not re-enter a position by itself)."""
+    state.trading_state = ACTIVE
+    state.last_signal = math.nan
 
 
 @njit(cache=True, inline="always")

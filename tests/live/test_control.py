@@ -1,0 +1,129 @@
+"""Ticks from the candle store (as cron runs them) and the operator's controls."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from mmats.data import CandleStore, load
+from mmats.live import control
+from mmats.live.config import parse_config
+from mmats.live.journal import Journal
+from mmats.live.runner import replay
+from mmats.types import TradingState
+
+FIVE_MINUTES = 300_000_000_000
+
+
+@pytest.fixture
+def setup(tmp_path):
+    candles = load("bittrex:ETH/BTC:5m").iloc[:400].reset_index(drop=True)
+    store = CandleStore(tmp_path / "data")
+    store.write("bittrex", "ETH/BTC", "5m", candles.iloc[:250])
+    config = parse_config({
+        "mode": "paper",
+        "markets": {"crypto": {"type": "crypto", "feed": "bittrex", "execution": "paper",
+                               "symbols": ["ETH/BTC"], "timeframe": "5m"}},
+        "models": [{"id": "ema", "strategy": "ema_cross", "market": "crypto",
+                    "params": {"fast": 5, "slow": 20}, "costs": {"fee_bps": 10}}],
+        "notifications": [f"file://{tmp_path / 'notes.log'}"],
+        "journal": str(tmp_path / "journal.sqlite"), "lock": str(tmp_path / "runner.lock"),
+        "data_root": str(tmp_path / "data"),
+    })
+    return config, store, candles, tmp_path
+
+
+def close_of(candles, bar):
+    return candles["ts"].iloc[bar].value + FIVE_MINUTES
+
+
+def test_cron_ticks_from_the_store_equal_a_replay(setup):
+    config, store, candles, tmp_path = setup
+    # the store holds 250 bars; the clock is mid-way through bar 249: it is still forming
+    first = control.tick_once(config, now_ns=close_of(candles, 248) + 1)
+    assert first.bars == 249
+    store.write("bittrex", "ETH/BTC", "5m", candles.iloc[240:400])  # the fetcher appends
+    second = control.tick_once(config, now_ns=close_of(candles, 399))
+    assert second.bars == 151
+    clean = replay(config, {"ETH/BTC": candles}, tmp_path / "clean.sqlite")
+    with Journal(config.journal) as journal:
+        assert journal.load_state("ema:ETH/BTC").tobytes() == clean.states["ema:ETH/BTC"].tobytes()
+        assert len(journal.rows("config_snapshots")) == 1  # unchanged config: one snapshot
+        assert journal.verify().ok
+    notes = (tmp_path / "notes.log").read_text()
+    assert "MMATS paper signal" in notes and "ema ETH/BTC: BUY" in notes
+
+
+def test_kill_flattens_at_the_next_open_and_blocks_until_resume(setup):
+    config, store, candles, tmp_path = setup
+    store.write("bittrex", "ETH/BTC", "5m", candles)
+    with_position = None
+    for bar in range(30, 400):
+        control.tick_once(config, now_ns=close_of(candles, bar))
+        if control.status(config)["ema:ETH/BTC"]["position"] > 0:
+            with_position = bar
+            break
+    assert with_position is not None
+    assert control.kill(config, reason="test") == ["ema:ETH/BTC"]
+    status = control.status(config)["ema:ETH/BTC"]
+    assert status["trading_state"] == "HALTED" and status["position"] > 0
+    control.tick_once(config, now_ns=close_of(candles, 399))
+    status = control.status(config)["ema:ETH/BTC"]
+    assert status["position"] == 0 and status["trading_state"] == "HALTED"
+    with Journal(config.journal) as journal:
+        fills = journal.fills_frame()
+        # the flatten filled at the open of the first bar after the kill, as a risk order
+        assert fills["bar"].iloc[-1] == with_position + 1
+        assert fills["reason"].iloc[-1] == 3  # FillReason.RISK
+        assert [r["action"] for r in journal.rows("operator_actions")] == ["kill"]
+        assert journal.rows("risk_events")[0]["kind"] == "kill_switch"
+        positions = [np.frombuffer(r["state"], dtype=journal_state_dtype())[0]["position"]
+                     for r in journal.rows("sleeve_states")]
+    assert max(positions[-(399 - with_position):]) == 0  # nothing opened while halted
+    control.resume_models(config)
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
+
+
+def journal_state_dtype():
+    from mmats.types import STATE_DTYPE
+
+    return STATE_DTYPE
+
+
+def test_pause_and_errors(setup):
+    config, store, candles, _ = setup
+    control.tick_once(config, now_ns=close_of(candles, 100))
+    assert control.pause(config, "ema") == ["ema:ETH/BTC"]
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == TradingState.HALTED.name
+    with pytest.raises(Exception, match="no model 'nope'"):
+        control.pause(config, "nope")
+    with control.runner_lock(config.lock):
+        with pytest.raises(control.RunnerBusy, match="another runner tick"):
+            control.tick_once(config, now_ns=close_of(candles, 120))
+
+
+def test_script_once_status_kill(setup, repo, python):
+    config, store, candles, tmp_path = setup
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps({
+        "mode": "advisory",
+        "markets": {"crypto": {"type": "crypto", "feed": "bittrex", "execution": "paper",
+                               "symbols": ["ETH/BTC"], "timeframe": "5m"}},
+        "models": [{"id": "ema", "strategy": "ema_cross", "market": "crypto",
+                    "params": {"fast": 5, "slow": 20}}],
+        "journal": "j.sqlite", "lock": "j.lock", "data_root": "data"}))
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [python, repo / "scripts/live.py", "--config", path, *args], capture_output=True,
+        text=True, timeout=300, cwd=repo)
+    once = run("--once")
+    assert once.returncode == 0, once.stderr
+    assert "250 new bar(s)" in once.stdout  # the clock is now: every stored bar has closed
+    assert "[MMATS advisory signal] ema ETH/BTC: BUY" in once.stdout  # console notices
+    status = json.loads(run("status").stdout)
+    assert status["ema:ETH/BTC"]["last_bar_ts_ns"] == candles["ts"].iloc[249].value
+    assert run("kill", "--reason", "drill").returncode == 0
+    assert json.loads(run("status").stdout)["ema:ETH/BTC"]["trading_state"] == "HALTED"
+    operator = run("--mode", "operator")
+    assert operator.returncode == 2 and "not available" in operator.stderr
+    assert run("bogus").returncode == 2
