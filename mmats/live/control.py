@@ -9,6 +9,7 @@ import os
 import time
 
 from mmats.brokers.store_feed import StoreFeed
+from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, MMATSError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
@@ -52,13 +53,38 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
         last = journal.rows("config_snapshots")[-1:]
         if not last or last[0]["text"] != snapshot:
             journal.append_config_snapshot(snapshot)
-        report = run_tick(config, feeds_for(config), journal, now_ns or time.time_ns(),
-                          cash=cash, mode=mode)
+        now_ns = now_ns or time.time_ns()
+        report = run_tick(config, feeds_for(config), journal, now_ns, cash=cash, mode=mode)
+        stale = _halt_stale(config, journal, now_ns)
+    for sleeve_id, message in stale:
+        notify(config.notifications, "MMATS halted: stale data", f"{sleeve_id}: {message}")
     for signal in report.signals:
         notify(config.notifications, f"MMATS {mode} signal",
                f"{signal['model_id']} {signal['symbol']}: {signal['action']} "
                f"{signal['qty']:.8g} (target exposure {signal['meta']['target_exposure']})")
     return report
+
+
+def _halt_stale(config, journal, now_ns) -> list[tuple[str, str]]:
+    """Fail safe: a sleeve whose newest bar is more than ``stale_after_bars`` bars old
+    (its feed stopped) is halted and flattened, with a risk event."""
+    halted = []
+    for sleeve in sleeves(config, 1.0):
+        state = journal.load_state(sleeve.id)
+        if state is None or state[0]["trading_state"] == int(TradingState.HALTED):
+            continue
+        step = timeframe_ns(sleeve.timeframe)
+        age_bars = (now_ns - (int(state[0]["last_bar_ts_ns"]) + step)) / step
+        if age_bars > config.stale_after_bars:
+            message = (f"no new bar for {age_bars:.1f} bars (limit {config.stale_after_bars}); "
+                       "halted, positions flatten at the next bar's open")
+            with journal.transaction():
+                halt(state[0], now_ns)
+                journal.save_state(sleeve.id, state, ts_ns=now_ns)
+                journal.append_risk_event("CRITICAL", f"sleeve:{sleeve.id}", "stale_data",
+                                          message, {"age_bars": age_bars})
+            halted.append((sleeve.id, message))
+    return halted
 
 
 def kill(config: RunnerConfig, *, user: str = "operator", reason: str = "") -> list[str]:

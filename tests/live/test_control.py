@@ -127,3 +127,15 @@ def test_script_once_status_kill(setup, repo, python):
     operator = run("--mode", "operator")
     assert operator.returncode == 2 and "not available" in operator.stderr
     assert run("bogus").returncode == 2
+
+
+def test_stale_data_halts_with_a_notification(setup):
+    config, store, candles, tmp_path = setup
+    control.tick_once(config, now_ns=close_of(candles, 200))
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
+    # the store stops at bar 249; four bars later the feed counts as dead (limit 3)
+    control.tick_once(config, now_ns=close_of(candles, 249) + 4 * FIVE_MINUTES)
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "HALTED"
+    with Journal(config.journal) as journal:
+        assert [e["kind"] for e in journal.rows("risk_events")] == ["stale_data"]
+    assert "stale data" in (tmp_path / "notes.log").read_text()
