@@ -4,7 +4,7 @@
     python scripts/live.py --config configs/advisory_crypto.yaml --once     # one tick
     python scripts/live.py --config FILE --loop                             # without cron
     python scripts/live.py --config FILE kill --reason "..."                # flatten, halt
-    python scripts/live.py --config FILE pause MODEL | resume [MODEL] | status
+    python scripts/live.py --config FILE pause MODEL | resume [MODEL] | close SYMBOL | status
     python scripts/live.py --config FILE --replay [DATA] --json             # paper replay
 
 A tick reads the bars that closed since the last tick from the candle store (data_root),
@@ -28,7 +28,8 @@ from mmats.errors import ConfigError, MMATSError  # noqa: E402
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", nargs="*",
-                        help="kill | pause MODEL | resume [MODEL] | status (default: a tick)")
+                        help="kill | pause MODEL | resume [MODEL] | close SYMBOL | status "
+                        "(default: a tick)")
     parser.add_argument("--config", required=True, help="runner configuration (YAML)")
     parser.add_argument("--mode", choices=["advisory", "paper", "operator"],
                         help="override the configuration's mode")
@@ -117,7 +118,14 @@ def run_live(args) -> int:
             changed = action(config, model, reason=args.reason)
             print(f"{verb}d {', '.join(changed) or 'no sleeve yet'}")
             return 0
-        raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume or status")
+        if verb == "close":
+            if len(rest) != 1:
+                raise ConfigError("close takes one SYMBOL")
+            changed = control.close_symbol(config, rest[0], reason=args.reason)
+            print(f"closing {', '.join(changed) or 'no sleeve yet'} at the next bar's open")
+            return 0
+        raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close or "
+                          "status")
     mode = args.mode or config.mode
     if mode == "operator":
         check_can_trade(config, args.i_understand_live_trading)

@@ -15,7 +15,7 @@ from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.runner import run_tick, sleeves
-from mmats.nb.risk import halt, resume
+from mmats.nb.risk import flatten, halt, resume
 from mmats.types import TradingState
 
 
@@ -102,13 +102,23 @@ def pause(config: RunnerConfig, model_id: str, *, user: str = "operator",
     return _change(config, model_id, "pause", user, reason, pause_state)
 
 
+def close_symbol(config: RunnerConfig, symbol: str, *, user: str = "operator",
+                 reason: str = "") -> list[str]:
+    """Flatten every sleeve trading ``symbol`` at the next open; they keep trading after."""
+    if not any(symbol in m.symbols for m in config.markets):
+        raise ConfigError(f"{config.source}: no market trades {symbol!r}")
+    return _change(config, None, "close", user, reason,
+                   lambda state, now: flatten(state, now), symbol=symbol)
+
+
 def resume_models(config: RunnerConfig, model_id: str | None = None, *,
                   user: str = "operator", reason: str = "") -> list[str]:
     return _change(config, model_id, "resume", user, reason, lambda state, now: resume(state))
 
 
-def _change(config, model_id, action, user, reason, apply) -> list[str]:
-    targets = [s for s in sleeves(config, 1.0) if model_id in (None, s.model_id)]
+def _change(config, model_id, action, user, reason, apply, symbol=None) -> list[str]:
+    targets = [s for s in sleeves(config, 1.0) if model_id in (None, s.model_id)
+               and symbol in (None, s.symbol)]
     if model_id is not None and not targets:
         raise ConfigError(f"{config.source}: no model {model_id!r}; models: "
                           f"{', '.join(m.id for m in config.models)}")
@@ -123,7 +133,7 @@ def _change(config, model_id, action, user, reason, apply) -> list[str]:
                 apply(state[0], now)
                 journal.save_state(sleeve.id, state, ts_ns=now)
                 changed.append(sleeve.id)
-            journal.append_operator_action(action, model_id or "all", user, reason)
+            journal.append_operator_action(action, symbol or model_id or "all", user, reason)
             if action == "kill":
                 journal.append_risk_event("CRITICAL", "global", "kill_switch",
                                           f"kill by {user}: {reason or 'no reason given'}",

@@ -134,6 +134,14 @@ def halt(state, ts_ns):
 
 
 @njit(cache=True)
+def flatten(state, ts_ns):
+    """An operator's close: a risk order to flat at the next open, trading state kept.
+    The position stays closed until the strategy's signal changes (as after a stop)."""
+    if state.position != 0.0:
+        _queue_risk_target(state, 0.0, ts_ns)
+
+
+@njit(cache=True)
 def resume(state):
     """An operator's resume: ACTIVE again; the next signal that differs from the last one
     acted on trades (a halt does not re-enter a position by itself)."""

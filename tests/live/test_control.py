@@ -139,3 +139,21 @@ def test_stale_data_halts_with_a_notification(setup):
     with Journal(config.journal) as journal:
         assert [e["kind"] for e in journal.rows("risk_events")] == ["stale_data"]
     assert "stale data" in (tmp_path / "notes.log").read_text()
+
+
+def test_close_symbol_flattens_without_halting(setup):
+    config, store, candles, _ = setup
+    store.write("bittrex", "ETH/BTC", "5m", candles)
+    for bar in range(30, 400):
+        control.tick_once(config, now_ns=close_of(candles, bar))
+        if control.status(config)["ema:ETH/BTC"]["position"] > 0:
+            break
+    assert control.close_symbol(config, "ETH/BTC") == ["ema:ETH/BTC"]
+    control.tick_once(config, now_ns=close_of(candles, bar + 1))
+    status = control.status(config)["ema:ETH/BTC"]
+    assert status["position"] == 0 and status["trading_state"] == "ACTIVE"
+    with Journal(config.journal) as journal:
+        assert journal.fills_frame()["bar"].iloc[-1] == bar + 1
+        assert journal.rows("operator_actions")[-1]["target"] == "ETH/BTC"
+    with pytest.raises(Exception, match="no market trades 'BTC/USD'"):
+        control.close_symbol(config, "BTC/USD")
