@@ -14,6 +14,7 @@ lock, the kill switch and the portfolio-level limits come on top of the same tic
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,15 +24,16 @@ import numpy as np
 import pandas as pd
 
 from mmats.brokers.replay import ReplayFeed
-from mmats.data.calendar import periods_per_year
+from mmats.data.calendar import periods_per_year, timeframe_ns
 from mmats.errors import ConfigError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
+from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocks_new_exposure, new_book, scopes
 from mmats.nb.sim import on_bar, on_signal
 from mmats.nb.sizing import target_quantity
 from mmats.sleeve import new_state
 from mmats.strategy import Strategy, load_strategy
-from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE
+from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE, TradingState
 
 DAY_NS = 86_400_000_000_000
 CALENDAR_OF_MARKET = {"crypto": "24/7", "forex": "forex", "stocks": "stocks"}
@@ -95,24 +97,52 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
     scratch_trades = np.zeros(2, dtype=TRADE_DTYPE)
     records = (scratch_fills[0], scratch_fills[1], scratch_orders[0], scratch_trades[0],
                scratch_trades[1])
-    for sleeve in sleeves(config, cash):
-        feed = feeds[sleeve.market]
+    all_sleeves = sleeves(config, cash)
+    states = {}
+    for sleeve in all_sleeves:
         state = journal.load_state(sleeve.id, STATE_DTYPE)
-        if state is None:
-            state = new_state(sleeve.cash)
-        last = int(state[0]["last_bar_ts_ns"])
-        bars = feed.closed_bars(sleeve.symbol, sleeve.timeframe,
-                                since_ns=None if last < 0 else last, until_ns=now_ns)
-        lookback = sleeve.strategy.lookback(sleeve.params)
+        states[sleeve.id] = new_state(sleeve.cash) if state is None else state
+    books = scopes(config, all_sleeves)
+    for scope in books:
+        scope.book = journal.load_state(book_id(scope), BOOK_DTYPE)
+        if scope.book is None:
+            scope.book = new_book(scope.equity(states))
+    scopes_of = {s.id: [b for b in books if s.id in b.sleeve_ids] for s in all_sleeves}
+    pending = []  # every bar that closed since each sleeve's last one, in time order
+    for order, sleeve in enumerate(all_sleeves):
+        last = int(states[sleeve.id][0]["last_bar_ts_ns"])
+        bars = feeds[sleeve.market].closed_bars(sleeve.symbol, sleeve.timeframe,
+                                                since_ns=None if last < 0 else last,
+                                                until_ns=now_ns)
+        step = timeframe_ns(sleeve.timeframe)
         for bar in bars.itertuples(index=False):
             ts_ns = pd.Timestamp(bar.ts).value
-            with journal.transaction():  # a crash leaves the whole bar or none of it
-                _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode,
-                      report)
+            pending.append((ts_ns + step, order, sleeve, bar, ts_ns))
+    pending.sort(key=lambda item: (item[0], item[1]))
+    for _, group in itertools.groupby(pending, key=lambda item: item[0]):
+        group = list(group)
+        with journal.transaction():  # a crash leaves the whole close or none of it
+            for _, _, sleeve, bar, ts_ns in group:
+                _bar(sleeve, states[sleeve.id], bar, ts_ns, journal, records, mode, report)
+            close_ns = group[0][4]
+            for scope in books:
+                for kind, message, data in apply_limits(scope, states, close_ns):
+                    journal.append_risk_event("CRITICAL", scope.name, kind, message, data,
+                                              ts_ns=close_ns)
+            for _, _, sleeve, _, ts_ns in group:
+                _decide(sleeve, states, ts_ns, feeds[sleeve.market], journal, report,
+                        scopes_of[sleeve.id])
+            for scope in books:
+                journal.save_state(book_id(scope), scope.book, ts_ns=group[0][4])
     return report
 
 
-def _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode, report):
+def book_id(scope) -> str:
+    return f"__book__:{scope.name}"
+
+
+def _bar(sleeve, state, bar, ts_ns, journal, records, mode, report):
+    """The bar's open, stops and close through the kernel; its orders and fills."""
     record, cfg = state[0], sleeve.cfg[0]
     n_fills, n_orders, _ = on_bar(record, cfg, record["bars"], ts_ns, ts_ns // DAY_NS,
                                   bar.open, bar.high, bar.low, bar.close, bar.volume, *records)
@@ -128,19 +158,40 @@ def _step(sleeve, state, bar, ts_ns, feed, lookback, journal, records, mode, rep
                                 _client_id(sleeve, order) if fill["order_id"] >= 0
                                 else f"{sleeve.id}:stop:{ts_ns}", fill)
         report.fills += n_fills
-    window = feed.history(sleeve.symbol, sleeve.timeframe, end_ns=ts_ns, bars=lookback)
+
+
+def _decide(sleeve, states, ts_ns, feed, journal, report, sleeve_scopes):
+    """The strategy on its trailing window, through the portfolio and kernel gates."""
+    state = states[sleeve.id]
+    record, cfg = state[0], sleeve.cfg[0]
+    window = feed.history(sleeve.symbol, sleeve.timeframe, end_ns=ts_ns,
+                          bars=sleeve.strategy.lookback(sleeve.params))
     output = sleeve.strategy.run({name: window[name].to_numpy() for name in PRICES},
                                  sleeve.params)
     stop = output.stop_distance[-1] if output.stop_distance is not None else math.nan
     take = (output.take_profit_distance[-1] if output.take_profit_distance is not None
             else math.nan)
-    on_signal(record, cfg, ts_ns, output.exposure[-1], stop, take)
+    decide(record, cfg, ts_ns, output.exposure[-1], stop, take,
+           blocks_new_exposure(sleeve_scopes, sleeve.id, states))
     signal = _signal_row(sleeve, record, cfg, ts_ns, stop, take)
     journal.append_signal(**signal)
     journal.save_state(sleeve.id, state, ts_ns=ts_ns)
     report.bars += 1
     if signal["action"] != "HOLD":
         report.signals.append(signal)
+
+
+def decide(record, cfg, ts_ns, value, stop, take, blocked: bool) -> None:
+    """The kernel's on_signal, with the upper levels' veto: while ``blocked``, the sleeve
+    decides as if REDUCING (it may only shrink; a blocked entry is retried later)."""
+    if not blocked or record["trading_state"] != int(TradingState.ACTIVE):
+        on_signal(record, cfg, ts_ns, value, stop, take)
+        return
+    record["trading_state"] = int(TradingState.REDUCING)
+    try:
+        on_signal(record, cfg, ts_ns, value, stop, take)
+    finally:
+        record["trading_state"] = int(TradingState.ACTIVE)
 
 
 def _signal_row(sleeve, record, cfg, ts_ns, stop, take) -> dict:

@@ -79,7 +79,7 @@ def test_kill_flattens_at_the_next_open_and_blocks_until_resume(setup):
         assert [r["action"] for r in journal.rows("operator_actions")] == ["kill"]
         assert journal.rows("risk_events")[0]["kind"] == "kill_switch"
         positions = [np.frombuffer(r["state"], dtype=journal_state_dtype())[0]["position"]
-                     for r in journal.rows("sleeve_states")]
+                     for r in journal.rows("sleeve_states", "sleeve_id = ?", ("ema:ETH/BTC",))]
     assert max(positions[-(399 - with_position):]) == 0  # nothing opened while halted
     control.resume_models(config)
     assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"

@@ -1,0 +1,120 @@
+"""Global and market limits: the upper levels of the risk hierarchy.
+
+global → market → strategy → order. The strategy level is the kernel's own gates on each
+sleeve's state. The levels above act through the same states: a daily-loss breach puts
+every sleeve of its scope in REDUCING (no new exposure until the next UTC day), a
+drawdown breach halts and flattens them with the kernel's ``halt()``, and a full book
+(max open positions) or a leverage cap blocks a sleeve's new exposure for that decision.
+The runner and the portfolio backtest call these same functions at every bar close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mmats.nb.risk import halt
+from mmats.types import TradingState
+
+DAY_NS = 86_400_000_000_000
+ACTIVE = int(TradingState.ACTIVE)
+REDUCING = int(TradingState.REDUCING)
+HALTED = int(TradingState.HALTED)
+
+#: What a scope (global, or one market) remembers between ticks.
+BOOK_DTYPE = np.dtype([("day", np.int64), ("day_start_equity", np.float64),
+                       ("equity_peak", np.float64), ("loss_tripped_day", np.int64),
+                       ("halted", np.int64)], align=True)
+
+
+@dataclass
+class Scope:
+    name: str  # "global" or "market:<name>"
+    limits: object  # mmats.live.config.RiskLimits
+    sleeve_ids: list[str]
+    book: np.ndarray = field(default=None)
+
+    def equity(self, states) -> float:
+        return float(sum(states[i][0]["equity"] for i in self.sleeve_ids))
+
+
+def scopes(config, sleeves) -> list[Scope]:
+    """The global scope and one per market, with their sleeves."""
+    result = [Scope("global", config.global_risk, [s.id for s in sleeves])]
+    for market in config.markets:
+        result.append(Scope(f"market:{market.name}", market.risk,
+                            [s.id for s in sleeves if s.market == market.name]))
+    return result
+
+
+def reset_book(book: np.ndarray, equity: float) -> None:
+    """After an operator's resume: measure drawdown from here, not from the old peak."""
+    book["equity_peak"], book["halted"] = equity, 0
+
+
+def new_book(equity: float) -> np.ndarray:
+    book = np.zeros(1, dtype=BOOK_DTYPE)
+    book["day"], book["day_start_equity"], book["equity_peak"] = -1, equity, equity
+    book["loss_tripped_day"] = -1
+    return book
+
+
+def apply_limits(scope: Scope, states: dict, ts_ns: int) -> list[tuple[str, str, dict]]:
+    """Check a scope's daily loss and drawdown at a close; returns risk events
+    ``(kind, message, data)`` for the journal."""
+    book, limits = scope.book[0], scope.limits
+    equity = scope.equity(states)
+    events = []
+    day = ts_ns // DAY_NS
+    if day != book["day"]:
+        book["day"], book["day_start_equity"] = day, equity
+    book["equity_peak"] = max(book["equity_peak"], equity)
+    if limits.max_drawdown_pct and not book["halted"]:
+        drawdown = 100.0 * (book["equity_peak"] - equity) / book["equity_peak"]
+        if drawdown >= limits.max_drawdown_pct:
+            book["halted"] = 1
+            for sleeve_id in scope.sleeve_ids:
+                halt(states[sleeve_id][0], ts_ns)
+            events.append(("max_drawdown", f"{scope.name} drawdown {drawdown:.2f} % >= "
+                           f"{limits.max_drawdown_pct} %: flatten and halt",
+                           {"equity": equity, "peak": float(book["equity_peak"])}))
+    if book["halted"]:  # its sleeves stay HALTED in their own states until a resume
+        return events
+    if limits.max_daily_loss_pct and book["day_start_equity"] > 0:
+        loss = 100.0 * (book["day_start_equity"] - equity) / book["day_start_equity"]
+        if loss >= limits.max_daily_loss_pct:
+            for sleeve_id in scope.sleeve_ids:
+                record = states[sleeve_id][0]
+                if record["trading_state"] == ACTIVE:
+                    record["trading_state"] = REDUCING
+            if book["loss_tripped_day"] != day:
+                book["loss_tripped_day"] = day
+                events.append(("max_daily_loss", f"{scope.name} daily loss {loss:.2f} % >= "
+                               f"{limits.max_daily_loss_pct} %: no new exposure today",
+                               {"equity": equity,
+                                "day_start": float(book["day_start_equity"])}))
+    return events
+
+
+def blocks_new_exposure(scopes_of_sleeve, sleeve_id: str, states: dict) -> bool:
+    """Whether a full book (max open positions) or the gross leverage cap of any scope of
+    this sleeve forbids it new exposure at this decision (it is retried later)."""
+    record = states[sleeve_id][0]
+    holding = record["position"] != 0.0
+    for scope in scopes_of_sleeve:
+        limits = scope.limits
+        if limits.max_open_positions and not holding:
+            open_positions = sum(
+                1 for i in scope.sleeve_ids
+                if states[i][0]["position"] != 0.0
+                or (not np.isnan(states[i][0]["target"]) and states[i][0]["target"] != 0.0))
+            if open_positions >= limits.max_open_positions:
+                return True
+        if limits.max_leverage:
+            equity = scope.equity(states)
+            gross = sum(abs(states[i][0]["position"] * states[i][0]["last_close"])
+                        for i in scope.sleeve_ids if states[i][0]["position"] != 0.0)
+            if equity <= 0 or gross >= limits.max_leverage * equity:
+                return True
+    return False
