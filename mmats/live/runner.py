@@ -270,3 +270,77 @@ def _collect(config, journal, path, cash) -> ReplayResult:
     final = float(sum(state[0]["equity"] for state in states.values()))
     trades = int(sum(state[0]["n_trades"] for state in states.values()))
     return ReplayResult(path, equity, journal.fills(), final, trades, states)
+
+
+@dataclass
+class PortfolioResult:
+    equity: pd.DataFrame  # one column per sleeve at each of its bars, forward-filled
+    fills: dict[str, np.ndarray]
+    states: dict[str, np.ndarray]
+    risk_events: list[tuple]  # (scope, bar open time in ns, kind, message, data)
+
+    @property
+    def final_equity(self) -> float:
+        return float(sum(state[0]["equity"] for state in self.states.values()))
+
+
+def portfolio_backtest(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], *,
+                       cash: float = 10_000.0) -> PortfolioResult:
+    """Backtest a whole configuration (every model, market and symbol, with the global
+    and market limits) in one pass, in memory: the same kernel step, the same limits and
+    the same order of events as the runner, with each strategy's signal computed once
+    over the whole history instead of on a trailing window per tick."""
+    from mmats.backtest import market as to_market
+    from mmats.types import FILL_DTYPE as FILL
+
+    all_sleeves = sleeves(config, cash)
+    states = {s.id: new_state(s.cash) for s in all_sleeves}
+    books = scopes(config, all_sleeves)
+    for scope in books:
+        scope.book = new_book(scope.equity(states))
+    scopes_of = {s.id: [b for b in books if s.id in b.sleeve_ids] for s in all_sleeves}
+    prices, outputs, events = {}, {}, []
+    for sleeve in all_sleeves:
+        if sleeve.symbol not in candles:
+            raise ConfigError(f"no candles for {sleeve.market} symbol {sleeve.symbol!r}")
+        prices[sleeve.id] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
+        outputs[sleeve.id] = sleeve.strategy.run(prices[sleeve.id].arrays, sleeve.params)
+    pending = []
+    for order, sleeve in enumerate(all_sleeves):
+        ts = prices[sleeve.id].ts_ns
+        step = timeframe_ns(sleeve.timeframe)
+        pending += [(int(ts[t]) + step, order, sleeve, t) for t in range(len(ts))]
+    pending.sort(key=lambda item: (item[0], item[1]))
+    scratch = (np.zeros(2, dtype=FILL), np.zeros(1, dtype=ORDER_DTYPE),
+               np.zeros(2, dtype=TRADE_DTYPE))
+    records = (scratch[0][0], scratch[0][1], scratch[1][0], scratch[2][0], scratch[2][1])
+    fills = {s.id: [] for s in all_sleeves}
+    curves = {s.id: ([], []) for s in all_sleeves}
+    for _, group in itertools.groupby(pending, key=lambda item: item[0]):
+        group = list(group)
+        for _, _, sleeve, t in group:
+            p, record = prices[sleeve.id], states[sleeve.id][0]
+            n_fills, _, _ = on_bar(record, sleeve.cfg[0], record["bars"], int(p.ts_ns[t]),
+                                   int(p.ts_ns[t]) // DAY_NS, p.open[t], p.high[t], p.low[t],
+                                   p.close[t], p.volume[t], *records)
+            fills[sleeve.id] += [scratch[0][i].copy() for i in range(n_fills)]
+        close_ns = int(prices[group[0][2].id].ts_ns[group[0][3]])
+        for scope in books:
+            events += [(scope.name, close_ns, *event)
+                       for event in apply_limits(scope, states, close_ns)]
+        for _, _, sleeve, t in group:
+            output, record = outputs[sleeve.id], states[sleeve.id][0]
+            stop = output.stop_distance[t] if output.stop_distance is not None else math.nan
+            take = (output.take_profit_distance[t] if output.take_profit_distance is not None
+                    else math.nan)
+            ts_ns = int(prices[sleeve.id].ts_ns[t])
+            decide(record, sleeve.cfg[0], ts_ns, output.exposure[t], stop, take,
+                   blocks_new_exposure(scopes_of[sleeve.id], sleeve.id, states))
+            curves[sleeve.id][0].append(ts_ns)
+            curves[sleeve.id][1].append(float(record["equity"]))
+    equity = pd.DataFrame({sid: pd.Series(v, index=pd.to_datetime(i, utc=True))
+                           for sid, (i, v) in curves.items()})
+    return PortfolioResult(
+        equity=equity,
+        fills={sid: np.array(rows, dtype=FILL) for sid, rows in fills.items()},
+        states=states, risk_events=events)
