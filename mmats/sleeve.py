@@ -45,6 +45,7 @@ class SleeveConfig:
     slippage_model: str = "fixed"
     impact_coef: float = 1.0
     max_participation: float = 0.0
+    max_order_notional: float = 0.0
     sizing: str = "fixed_fraction"
     fraction: float = 1.0
     vol_target: float = 0.2

@@ -60,6 +60,7 @@ CONFIG_DTYPE = np.dtype(
         ("slippage_model", i8),
         ("impact_coef", f8),
         ("max_participation", f8),  # 0 = no cap; else fraction of the fill bar's volume
+        ("max_order_notional", f8),  # 0 = no cap; else quote currency per order
         ("sizing_mode", i8),
         ("fraction", f8),  # fixed fraction (1 = all equity)
         ("vol_target", f8),  # annualised, for VOLATILITY_TARGET

@@ -63,6 +63,10 @@ def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
         market = config.market(model.market)
         calendar = CALENDAR_OF_MARKET[market.type]
         record = model.sleeve.to_record(periods_per_year(market.timeframe, calendar))
+        caps = [c for c in (model.sleeve.max_order_notional,
+                            config.global_risk.max_order_notional,
+                            market.risk.max_order_notional) if c]
+        record["max_order_notional"] = min(caps) if caps else 0.0
         for symbol in model.symbols:
             result.append(Sleeve(
                 id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,

@@ -4,7 +4,8 @@ One bar, in order (``on_bar`` then ``on_signal``):
 
 1. a new UTC day rolls the daily-loss window;
 2. the target decided at the previous close fills at this bar's open (slippage, fees,
-   lot size, minimum notional, volume-participation cap);
+   lot size, minimum notional, volume-participation and per-order notional caps; a
+   capped order fills partly and the rest is tried at the next bar);
 3. stop-loss / take-profit levels fill from this bar's high and low, pessimistically;
 4. mark-to-market at the close, then the risk limits, which may queue a risk order;
 5. the strategy's value at this close, through sizing and the gates, becomes the target
@@ -218,6 +219,11 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, orde
     status = FILLED
     if cfg.max_participation > 0.0:
         cap = round_to_lot(cfg.max_participation * volume, cfg.lot_size)
+        if quantity > cap:
+            quantity = cap
+            status = PARTIAL
+    if cfg.max_order_notional > 0.0:  # the order level of the risk hierarchy
+        cap = round_to_lot(cfg.max_order_notional / price, cfg.lot_size)
         if quantity > cap:
             quantity = cap
             status = PARTIAL

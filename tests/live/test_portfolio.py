@@ -96,3 +96,15 @@ def test_market_daily_loss_reduces_only_that_market(candles):
     assert scopes == {"market:crypto"}
     np.testing.assert_allclose(limited.equity["rsi:EUR/USD"].dropna().to_numpy(),
                                result.equity["rsi:EUR/USD"].dropna().to_numpy(), rtol=1e-12)
+
+
+def test_order_notional_cap_splits_orders_over_bars(candles):
+    config = two_markets(max_order_notional=2_000)
+    result = portfolio_backtest(config, candles)
+    for fills in result.fills.values():
+        assert (fills["qty"] * fills["price"] <= 2_000 * (1 + 1e-12)).all()
+    eth = result.fills["ema:ETH/BTC"]
+    assert len(eth) > 0
+    # an all-in entry of about 5,000 takes three consecutive bars of capped orders
+    entry_bars = eth["bar"][:3]
+    assert list(np.diff(entry_bars)) == [1, 1]

@@ -293,3 +293,11 @@ def test_kelly_sizing_with_a_losing_history_takes_no_position():
 def test_hourly_helper_spacing():
     prices = bars([(1, 1, 1, 1)] * 3)
     assert np.all(np.diff(prices.ts_ns) == HOUR_NS)
+
+
+def test_order_notional_cap_fills_partly_and_continues():
+    prices = bars([(100.0, 101.0, 99.0, 100.0)] * 6)
+    result = run(prices, [1.0] * 6, max_order_notional=4_000.0)
+    assert list(result.fills["bar"][:3]) == [1, 2, 3]
+    np.testing.assert_allclose(result.fills["qty"][:2], [40.0, 40.0])
+    assert result.orders["status"][0] == 1  # OrderStatus.PARTIAL
