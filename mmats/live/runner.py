@@ -96,88 +96,135 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
         raise ConfigError(f"mode {mode!r} is not available in this runner yet; use advisory "
                           "or paper")
     report = TickReport()
-    scratch_fills = np.zeros(2, dtype=FILL_DTYPE)
-    scratch_orders = np.zeros(1, dtype=ORDER_DTYPE)
-    scratch_trades = np.zeros(2, dtype=TRADE_DTYPE)
-    records = (scratch_fills[0], scratch_fills[1], scratch_orders[0], scratch_trades[0],
-               scratch_trades[1])
     all_sleeves = sleeves(config, cash)
     states = {}
     for sleeve in all_sleeves:
         state = journal.load_state(sleeve.id, STATE_DTYPE)
         states[sleeve.id] = new_state(sleeve.cash) if state is None else state
-    books = scopes(config, all_sleeves)
-    for scope in books:
-        scope.book = journal.load_state(book_id(scope), BOOK_DTYPE)
-        if scope.book is None:
-            scope.book = new_book(scope.equity(states))
-    scopes_of = {s.id: [b for b in books if s.id in b.sleeve_ids] for s in all_sleeves}
-    pending = []  # every bar that closed since each sleeve's last one, in time order
+    book = _Book(config, all_sleeves, states, journal)
+    items = []  # every bar that closed since each sleeve's last one
     for order, sleeve in enumerate(all_sleeves):
         last = int(states[sleeve.id][0]["last_bar_ts_ns"])
         bars = feeds[sleeve.market].closed_bars(sleeve.symbol, sleeve.timeframe,
                                                 since_ns=None if last < 0 else last,
                                                 until_ns=now_ns)
-        step = timeframe_ns(sleeve.timeframe)
         for bar in bars.itertuples(index=False):
-            ts_ns = pd.Timestamp(bar.ts).value
-            pending.append((ts_ns + step, order, sleeve, bar, ts_ns))
-    pending.sort(key=lambda item: (item[0], item[1]))
-    for _, group in itertools.groupby(pending, key=lambda item: item[0]):
-        group = list(group)
+            items.append(_item(order, sleeve, pd.Timestamp(bar.ts).value,
+                               (bar.open, bar.high, bar.low, bar.close, bar.volume)))
+
+    def trailing_window_signal(item):
+        window = feeds[item.sleeve.market].history(
+            item.sleeve.symbol, item.sleeve.timeframe, end_ns=item.open_ns,
+            bars=item.sleeve.strategy.lookback(item.sleeve.params))
+        output = item.sleeve.strategy.run({n: window[n].to_numpy() for n in PRICES},
+                                          item.sleeve.params)
+        return _last(output, -1)
+
+    for group in _closes(items):
         with journal.transaction():  # a crash leaves the whole close or none of it
-            for _, _, sleeve, bar, ts_ns in group:
-                _bar(sleeve, states[sleeve.id], bar, ts_ns, journal, records, mode, report)
-            close_ns = group[0][4]
-            for scope in books:
-                for kind, message, data in apply_limits(scope, states, close_ns):
-                    journal.append_risk_event("CRITICAL", scope.name, kind, message, data,
-                                              ts_ns=close_ns)
-            for _, _, sleeve, _, ts_ns in group:
-                _decide(sleeve, states, ts_ns, feeds[sleeve.market], journal, report,
-                        scopes_of[sleeve.id])
-            for scope in books:
-                journal.save_state(book_id(scope), scope.book, ts_ns=group[0][4])
+            done, events = book.close(group, trailing_window_signal)
+            for item, fills, order, (stop, take) in done:
+                _journal_bar(item, states[item.sleeve.id], fills, order, stop, take, journal,
+                             mode, report)
+            for scope, ts_ns, kind, message, data in events:
+                journal.append_risk_event("CRITICAL", scope, kind, message, data, ts_ns=ts_ns)
+            for scope in book.scopes:
+                journal.save_state(book_id(scope), scope.book, ts_ns=group[0].open_ns)
     return report
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One bar of one sleeve, waiting for its close to be processed."""
+
+    close_ns: int
+    order: int  # the sleeve's position in the configuration: ties are taken in this order
+    sleeve: Sleeve
+    open_ns: int
+    prices: tuple  # open, high, low, close, volume
+    index: int = -1  # the bar's index in a whole-history run
+
+
+def _item(order, sleeve, open_ns, prices, index=-1) -> _Item:
+    return _Item(open_ns + timeframe_ns(sleeve.timeframe), order, sleeve, open_ns, prices,
+                 index)
+
+
+def _closes(items):
+    """Bars grouped by close time, in time order: each group is one portfolio step."""
+    items = sorted(items, key=lambda item: (item.close_ns, item.order))
+    for _, group in itertools.groupby(items, key=lambda item: item.close_ns):
+        yield list(group)
+
+
+def _last(output, t):
+    stop = output.stop_distance[t] if output.stop_distance is not None else math.nan
+    take = (output.take_profit_distance[t] if output.take_profit_distance is not None
+            else math.nan)
+    return output.exposure[t], stop, take
+
+
+class _Book:
+    """The sleeves' states and the scopes' books, stepped one close at a time: the one
+    sequence of events that the runner and the portfolio backtest share."""
+
+    def __init__(self, config, all_sleeves, states, journal=None):
+        self.states = states
+        self.scopes = scopes(config, all_sleeves)
+        for scope in self.scopes:
+            scope.book = journal.load_state(book_id(scope), BOOK_DTYPE) if journal else None
+            if scope.book is None:
+                scope.book = new_book(scope.equity(states))
+        self.scopes_of = {s.id: [b for b in self.scopes if s.id in b.sleeve_ids]
+                          for s in all_sleeves}
+        fills = np.zeros(2, dtype=FILL_DTYPE)
+        orders = np.zeros(1, dtype=ORDER_DTYPE)
+        trades = np.zeros(2, dtype=TRADE_DTYPE)
+        self.records = (fills[0], fills[1], orders[0], trades[0], trades[1])
+
+    def close(self, group, signal_of):
+        """Every bar of the close through the kernel (orders fill at the open, stops,
+        mark-to-market, the sleeve's own limits), then the global and market limits,
+        then every decision. Returns ``([(item, fills, order, (stop, take))], events)``."""
+        done = []
+        for item in group:
+            record, cfg = self.states[item.sleeve.id][0], item.sleeve.cfg[0]
+            n_fills, n_orders, _ = on_bar(record, cfg, record["bars"], item.open_ns,
+                                          item.open_ns // DAY_NS, *item.prices, *self.records)
+            fills = [self.records[i].copy() for i in range(n_fills)]
+            done.append([item, fills, self.records[2].copy() if n_orders else None, None])
+        close_ns = group[0].open_ns
+        events = [(scope.name, close_ns, *event) for scope in self.scopes
+                  for event in apply_limits(scope, self.states, close_ns)]
+        for entry in done:
+            item = entry[0]
+            value, stop, take = signal_of(item)
+            decide(self.states[item.sleeve.id][0], item.sleeve.cfg[0], item.open_ns, value,
+                   stop, take, blocks_new_exposure(self.scopes_of[item.sleeve.id],
+                                                   item.sleeve.id, self.states))
+            entry[3] = (stop, take)
+        return [tuple(entry) for entry in done], events
 
 
 def book_id(scope) -> str:
     return f"__book__:{scope.name}"
 
 
-def _bar(sleeve, state, bar, ts_ns, journal, records, mode, report):
-    """The bar's open, stops and close through the kernel; its orders and fills."""
-    record, cfg = state[0], sleeve.cfg[0]
-    n_fills, n_orders, _ = on_bar(record, cfg, record["bars"], ts_ns, ts_ns // DAY_NS,
-                                  bar.open, bar.high, bar.low, bar.close, bar.volume, *records)
-    journal.append_tick(sleeve.symbol, ts_ns, bar.open, bar.high, bar.low, bar.close,
-                        bar.volume, timeframe=sleeve.timeframe, ts_ns=ts_ns)
+def _journal_bar(item, state, fills, order, stop, take, journal, mode, report):
+    """The bar, its paper orders and fills, the decision and the sleeve's new state."""
+    sleeve, ts_ns = item.sleeve, item.open_ns
+    journal.append_tick(sleeve.symbol, ts_ns, *item.prices, timeframe=sleeve.timeframe,
+                        ts_ns=ts_ns)
     if mode == "paper":
-        fill_a, fill_b, order = records[0], records[1], records[2]
-        if n_orders:
+        if order is not None:
             journal.append_order(sleeve.model_id, sleeve.symbol, _client_id(sleeve, order),
                                  order, broker_status="PAPER")
-        for fill in (fill_a, fill_b)[:n_fills]:
+        for fill in fills:
             journal.append_fill(sleeve.model_id, sleeve.symbol,
                                 _client_id(sleeve, order) if fill["order_id"] >= 0
                                 else f"{sleeve.id}:stop:{ts_ns}", fill)
-        report.fills += n_fills
-
-
-def _decide(sleeve, states, ts_ns, feed, journal, report, sleeve_scopes):
-    """The strategy on its trailing window, through the portfolio and kernel gates."""
-    state = states[sleeve.id]
-    record, cfg = state[0], sleeve.cfg[0]
-    window = feed.history(sleeve.symbol, sleeve.timeframe, end_ns=ts_ns,
-                          bars=sleeve.strategy.lookback(sleeve.params))
-    output = sleeve.strategy.run({name: window[name].to_numpy() for name in PRICES},
-                                 sleeve.params)
-    stop = output.stop_distance[-1] if output.stop_distance is not None else math.nan
-    take = (output.take_profit_distance[-1] if output.take_profit_distance is not None
-            else math.nan)
-    decide(record, cfg, ts_ns, output.exposure[-1], stop, take,
-           blocks_new_exposure(sleeve_scopes, sleeve.id, states))
-    signal = _signal_row(sleeve, record, cfg, ts_ns, stop, take)
+        report.fills += len(fills)
+    signal = _signal_row(sleeve, state[0], sleeve.cfg[0], ts_ns, stop, take)
     journal.append_signal(**signal)
     journal.save_state(sleeve.id, state, ts_ns=ts_ns)
     report.bars += 1
@@ -295,56 +342,32 @@ def portfolio_backtest(config: RunnerConfig, candles: Mapping[str, pd.DataFrame]
     the same order of events as the runner, with each strategy's signal computed once
     over the whole history instead of on a trailing window per tick."""
     from mmats.backtest import market as to_market
-    from mmats.types import FILL_DTYPE as FILL
 
     all_sleeves = sleeves(config, cash)
     states = {s.id: new_state(s.cash) for s in all_sleeves}
-    books = scopes(config, all_sleeves)
-    for scope in books:
-        scope.book = new_book(scope.equity(states))
-    scopes_of = {s.id: [b for b in books if s.id in b.sleeve_ids] for s in all_sleeves}
-    prices, outputs, events = {}, {}, []
-    for sleeve in all_sleeves:
+    book = _Book(config, all_sleeves, states)
+    prices, outputs, items, events = {}, {}, [], []
+    for order, sleeve in enumerate(all_sleeves):
         if sleeve.symbol not in candles:
             raise ConfigError(f"no candles for {sleeve.market} symbol {sleeve.symbol!r}")
-        prices[sleeve.id] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
-        outputs[sleeve.id] = sleeve.strategy.run(prices[sleeve.id].arrays, sleeve.params)
-    pending = []
-    for order, sleeve in enumerate(all_sleeves):
-        ts = prices[sleeve.id].ts_ns
-        step = timeframe_ns(sleeve.timeframe)
-        pending += [(int(ts[t]) + step, order, sleeve, t) for t in range(len(ts))]
-    pending.sort(key=lambda item: (item[0], item[1]))
-    scratch = (np.zeros(2, dtype=FILL), np.zeros(1, dtype=ORDER_DTYPE),
-               np.zeros(2, dtype=TRADE_DTYPE))
-    records = (scratch[0][0], scratch[0][1], scratch[1][0], scratch[2][0], scratch[2][1])
+        p = prices[sleeve.id] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
+        outputs[sleeve.id] = sleeve.strategy.run(p.arrays, sleeve.params)
+        items += [_item(order, sleeve, int(p.ts_ns[t]), (p.open[t], p.high[t], p.low[t],
+                                                          p.close[t], p.volume[t]), t)
+                  for t in range(len(p))]
     fills = {s.id: [] for s in all_sleeves}
     curves = {s.id: ([], []) for s in all_sleeves}
-    for _, group in itertools.groupby(pending, key=lambda item: item[0]):
-        group = list(group)
-        for _, _, sleeve, t in group:
-            p, record = prices[sleeve.id], states[sleeve.id][0]
-            n_fills, _, _ = on_bar(record, sleeve.cfg[0], record["bars"], int(p.ts_ns[t]),
-                                   int(p.ts_ns[t]) // DAY_NS, p.open[t], p.high[t], p.low[t],
-                                   p.close[t], p.volume[t], *records)
-            fills[sleeve.id] += [scratch[0][i].copy() for i in range(n_fills)]
-        close_ns = int(prices[group[0][2].id].ts_ns[group[0][3]])
-        for scope in books:
-            events += [(scope.name, close_ns, *event)
-                       for event in apply_limits(scope, states, close_ns)]
-        for _, _, sleeve, t in group:
-            output, record = outputs[sleeve.id], states[sleeve.id][0]
-            stop = output.stop_distance[t] if output.stop_distance is not None else math.nan
-            take = (output.take_profit_distance[t] if output.take_profit_distance is not None
-                    else math.nan)
-            ts_ns = int(prices[sleeve.id].ts_ns[t])
-            decide(record, sleeve.cfg[0], ts_ns, output.exposure[t], stop, take,
-                   blocks_new_exposure(scopes_of[sleeve.id], sleeve.id, states))
-            curves[sleeve.id][0].append(ts_ns)
-            curves[sleeve.id][1].append(float(record["equity"]))
+    for group in _closes(items):
+        done, new_events = book.close(group, lambda item: _last(outputs[item.sleeve.id],
+                                                                  item.index))
+        events += new_events
+        for item, item_fills, _, _ in done:
+            fills[item.sleeve.id] += item_fills
+            curves[item.sleeve.id][0].append(item.open_ns)
+            curves[item.sleeve.id][1].append(float(states[item.sleeve.id][0]["equity"]))
     equity = pd.DataFrame({sid: pd.Series(v, index=pd.to_datetime(i, utc=True))
                            for sid, (i, v) in curves.items()})
     return PortfolioResult(
         equity=equity,
-        fills={sid: np.array(rows, dtype=FILL) for sid, rows in fills.items()},
+        fills={sid: np.array(rows, dtype=FILL_DTYPE) for sid, rows in fills.items()},
         states=states, risk_events=events)
