@@ -16,6 +16,7 @@ from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.runner import run_tick, sleeves
 from mmats.nb.risk import flatten, halt, resume
+from mmats.nb.risk import pause as pause_state
 from mmats.types import TradingState
 
 
@@ -97,9 +98,7 @@ def pause(config: RunnerConfig, model_id: str, *, user: str = "operator",
           reason: str = "") -> list[str]:
     """Stop a model opening anything: HALTED but positions kept (a later signal change
     can still only take them to flat)."""
-    def pause_state(state, now):
-        state["trading_state"] = int(TradingState.HALTED)
-    return _change(config, model_id, "pause", user, reason, pause_state)
+    return _change(config, model_id, "pause", user, reason, lambda state, now: pause_state(state))
 
 
 def close_symbol(config: RunnerConfig, symbol: str, *, user: str = "operator",

@@ -134,6 +134,13 @@ def halt(state, ts_ns):
 
 
 @njit(cache=True)
+def pause(state):
+    """An operator's pause: HALTED with positions kept; a pending order may still only
+    reduce (the fill-time check), and a later signal change can only go to flat."""
+    state.trading_state = HALTED
+
+
+@njit(cache=True)
 def flatten(state, ts_ns):
     """An operator's close: a risk order to flat at the next open, trading state kept.
     The position stays closed until the strategy's signal changes (as after a stop)."""
