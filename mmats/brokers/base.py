@@ -10,7 +10,7 @@ Orders and reports are plain dicts with the keys below, the same for every venue
 
 An order handed to :meth:`Execution.send`::
 
-    {"client_order_id": "ema:ETH/BTC:1700000000000000000:3",   # deterministic, <= 36 chars
+    {"client_order_id": "mm-4k2j...",       # deterministic, <= 32 chars of [A-Za-z0-9_-]
      "symbol": "ETH/BTC", "side": "buy" | "sell", "qty": 0.5,   # qty > 0, in base units
      "type": "market" | "limit", "price": None | float, "time_in_force": "GTC"}
 
