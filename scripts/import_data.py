@@ -4,6 +4,17 @@
     python scripts/import_data.py eth_2018.csv --venue bittrex --symbol ETH/BTC --timeframe 5m
     python scripts/import_data.py a.csv b.csv --venue binance --symbol XRP/ETH --timeframe 5m \\
         --resample-to 1h,1d --json
+    python scripts/import_data.py DAT_ASCII_EURUSD_M1_2024.zip --venue fx --symbol EUR/USD \\
+        --timeframe 1m --resample-to 5m,1h,1d
+    python scripts/import_data.py EURUSD1.csv --format mt4 --tz America/New_York+07:00 \\
+        --venue fx --symbol EUR/USD --timeframe 1m
+
+--format auto (the default) reads MetaTrader 4/5 exports and HistData.com files by their
+content and anything else as before (see mmats/data/forex_formats.py for the layouts).
+HistData times are EST without daylight saving and become UTC; MetaTrader times are the
+broker's server time, which --tz names: a fixed offset (+02:00), an IANA zone
+(Europe/Athens) or a zone plus an offset (America/New_York+07:00, the common UTC+2/+3
+"New York close" server); default UTC.
 
 Strict by default: every file is validated first, and if any row of any file is bad nothing
 is written and the bad rows (file, row, reason) are listed on stderr (exit 1). With
@@ -44,6 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="write the good rows and print the rejected ones "
                              "(default: write nothing if any row is bad)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    parser.add_argument("--format", default="auto",
+                        choices=("auto", "mmats", "mt4", "mt5", "histdata"),
+                        help="file layout (default: auto, detected from the content)")
+    parser.add_argument("--tz", default=None, metavar="OFFSET|ZONE",
+                        help="MetaTrader server time: +02:00, Europe/Athens or "
+                             "America/New_York+07:00 (default: UTC)")
     args = parser.parse_args(argv)
     args.targets = [t.strip() for t in args.resample_to.split(",") if t.strip()]
     from mmats.data import timeframe_ns
@@ -63,15 +80,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Imported after parsing so that --help answers at once.
-    from mmats.data import CandleStore, read_candle_file, resample
+    from mmats.data import CandleStore, resample
+    from mmats.data.forex_formats import read_forex_file
     from mmats.errors import CandleValidationError, ConfigError, DataError
 
     store = CandleStore(args.root)
-    loaded, rejected, failed = [], [], False
+    loaded, rejected, formats, failed = [], [], {}, False
     for file in _progress(args.files, quiet=args.json):
         try:
-            clean, rejects = read_candle_file(file, timeframe=args.timeframe,
-                                              strict=not args.reject_bad)
+            clean, rejects = read_forex_file(file, format=args.format, utc_offset=args.tz,
+                                             timeframe=args.timeframe,
+                                             strict=not args.reject_bad)
         except CandleValidationError as exc:
             print(exc, file=sys.stderr)
             failed = True
@@ -83,6 +102,11 @@ def main(argv=None) -> int:
         for reject in rejects:
             print(f"rejected: {reject.source} row {reject.row}: {reject.reason}", file=sys.stderr)
         rejected += [reject._asdict() for reject in rejects]
+        formats[str(file)] = {"format": clean.attrs["format"],
+                              "utc_offset": clean.attrs["utc_offset"]}
+        if clean.attrs["format"] != "mmats" and not args.json:
+            print(f"{file}: read as {clean.attrs['format']}, times {clean.attrs['utc_offset']} "
+                  "converted to UTC", file=sys.stderr)
         loaded.append((file, clean))
     if failed:
         print("no file was imported; nothing was written.", file=sys.stderr)
@@ -104,8 +128,8 @@ def main(argv=None) -> int:
         return 1
 
     if args.json:
-        print(json.dumps({"reports": [r.to_dict() for r in reports], "rejected": rejected},
-                         indent=2))
+        print(json.dumps({"reports": [r.to_dict() for r in reports], "rejected": rejected,
+                          "formats": formats}, indent=2))
     else:
         for report in reports:
             print(report)
