@@ -1,0 +1,655 @@
+"""The OANDA v20 adapter: candles, prices, orders and account state through oandapyV20.
+
+This is the only module that imports oandapyV20. It implements the ports of
+:mod:`mmats.brokers.base` (execution and account state) plus :meth:`OandaBroker.fetch_candles`
+for the candle fetcher.
+
+What is easy to get wrong with OANDA, and what this adapter does about it:
+
+- **Daily alignment.** OANDA's daily (and 4-hour) candles open at 17:00 New York by default.
+  Every candle request here asks for ``dailyAlignment=0`` and ``alignmentTimezone=UTC``, so
+  ``1d`` bars open at UTC midnight and ``4h`` bars at 00, 04, ... UTC, like the rest of the
+  project. Forex has weekend gaps: they are not missing data.
+- **The bar still forming.** Only candles marked ``complete`` are returned.
+- **Insufficient margin is not an HTTP error**: the venue answers 201 with an
+  ``orderCancelTransaction`` whose reason is ``INSUFFICIENT_MARGIN``. It raises
+  :class:`InsufficientFunds` (another cancel reason: :class:`OrderRejected`), never a fill.
+- **Timeouts.** Every request carries ``timeout_s``; without one the client can wait forever.
+- **Errors.** oandapyV20 raises ``V20Error`` for HTTP >= 400 (without the headers) and raw
+  ``requests`` exceptions for timeouts and dropped connections. They map onto the outcomes
+  of :mod:`mmats.brokers.base`:
+
+  ========================================  =================================================
+  401 / 403                                 :class:`AuthenticationFailed`
+  429                                       back off exponentially, then :class:`RateLimited`
+  5xx, timeout, dropped connection (read)   retry a few times, then :class:`VenueUnavailable`
+  connection refused / connect timeout      nothing was sent: :class:`VenueUnavailable`
+  5xx, timeout, dropped reply (``send``)    :class:`OutcomeUnknown`: never re-sent blindly
+  400 / 404 on an order                     :class:`OrderRejected` with the venue's reason
+  200 instead of 201 on an order            :class:`VenueUnavailable` (protocol error); if
+                                            the body shows the order was created,
+                                            :class:`OutcomeUnknown`
+  ========================================  =================================================
+
+  Cancels are retried like reads: cancelling twice is harmless, and a cancel the venue
+  refuses (the order is already filled or cancelled) is answered by looking the order up.
+- **Fees** are reported in the account currency (OANDA's ``commission`` +
+  ``guaranteedExecutionFee`` - ``financing`` of the fill). That is the quote currency for
+  pairs quoted in the account currency (EUR/USD in a USD account); otherwise it is not
+  converted.
+- **Secrets.** The token never appears in a message or a repr, and errors are raised
+  without the ``requests`` exception chain (whose request objects carry the header).
+
+Credentials come from the arguments, else from the environment variables
+``OANDA_ACCOUNT_ID`` and ``OANDA_TOKEN``.
+
+>>> broker = OandaBroker("101-004-1234567-001", token, practice=True)   # doctest: +SKIP
+>>> broker.fetch_candles("EUR/USD", "1h", since_ms=1_500_000_000_000)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+import numpy as np
+import oandapyV20
+import oandapyV20.endpoints.accounts as oanda_accounts
+import oandapyV20.endpoints.instruments as oanda_instruments
+import oandapyV20.endpoints.orders as oanda_orders
+import oandapyV20.endpoints.positions as oanda_positions
+import oandapyV20.endpoints.pricing as oanda_pricing
+import oandapyV20.endpoints.trades as oanda_trades
+import oandapyV20.endpoints.transactions as oanda_transactions
+import pandas as pd
+import requests
+from oandapyV20.exceptions import V20Error
+
+from mmats.brokers.base import (
+    AuthenticationFailed,
+    BrokerError,
+    InsufficientFunds,
+    OrderRejected,
+    OutcomeUnknown,
+    RateLimited,
+    VenueUnavailable,
+)
+from mmats.data.schema import VALUE_COLUMNS, candles_from_arrays, empty_candles
+from mmats.errors import ConfigError
+
+GRANULARITIES = {"1m": "M1", "5m": "M5", "15m": "M15", "30m": "M30", "1h": "H1", "4h": "H4",
+                 "1d": "D"}
+MAX_CANDLES_PER_REQUEST = 5000  # OANDA's limit on ``count``
+
+_STATUS = {"PENDING": "open", "TRIGGERED": "open", "FILLED": "filled", "CANCELLED": "canceled"}
+_FUNDS_REASONS = ("INSUFFICIENT_MARGIN", "INSUFFICIENT_FUNDS", "INSUFFICIENT_LIQUIDITY_FUNDS")
+_MARKET_TIME_IN_FORCE = ("FOK", "IOC")
+_LIMIT_TIME_IN_FORCE = ("GTC", "GFD")
+_TAG = "mmats"
+
+
+def to_instrument(symbol: str) -> str:
+    """OANDA's name of a symbol: ``"EUR/USD"`` -> ``"EUR_USD"``."""
+    return str(symbol).strip().upper().replace("/", "_")
+
+
+def to_symbol(instrument: str) -> str:
+    """Our name of an OANDA instrument: ``"EUR_USD"`` -> ``"EUR/USD"``."""
+    return str(instrument).replace("_", "/")
+
+
+@dataclass
+class _Failure:
+    """Why one request failed: ``kind`` is auth, rate, refused (other 4xx), server (5xx),
+    unsent (nothing reached the venue), lost (the answer was lost), garbled (unreadable
+    body) or protocol (an unexpected success status)."""
+
+    kind: str
+    detail: str
+    status: int | None = None
+    body: dict | None = None
+
+
+class _Refused(Exception):
+    """The venue answered 4xx (not 401/403/429): the caller decides what it means."""
+
+    def __init__(self, failure: _Failure):
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+class OandaBroker:
+    """Trade one OANDA v20 account through the real oandapyV20 client.
+
+    Parameters
+    ----------
+    account_id, token
+        The v20 account (``"101-004-1234567-001"``) and its personal access token; default
+        to the ``OANDA_ACCOUNT_ID`` and ``OANDA_TOKEN`` environment variables.
+    practice
+        OANDA's practice (fxTrade Practice) environment, else the live one.
+    base_url
+        Talk to this server instead (a local test server): it is registered as an extra
+        entry of ``oandapyV20.oandapyV20.TRADING_ENVIRONMENTS``.
+    timeout_s
+        Timeout of every request, in seconds.
+    sleep
+        Called with the back-off in seconds between retries (tests pass a recorder).
+
+    >>> broker = OandaBroker(base_url="http://127.0.0.1:8080", account_id="101-1", token=t)  # doctest: +SKIP
+    >>> broker.send({"client_order_id": "mm-1", "symbol": "EUR/USD", "side": "buy",
+    ...              "qty": 1000, "type": "market", "price": None, "time_in_force": "GTC"})  # doctest: +SKIP
+    """
+
+    page_size = MAX_CANDLES_PER_REQUEST  # candles per request; lowered by tests
+    read_attempts = 4                     # tries of a read before VenueUnavailable
+    rate_limit_attempts = 5               # tries after 429s before RateLimited
+    backoff_s = 0.5                       # first back-off; doubles on each retry
+
+    def __init__(self, account_id=None, token=None, *, practice=True, base_url=None,
+                 timeout_s=10.0, sleep=time.sleep):
+        account_id = account_id or os.environ.get("OANDA_ACCOUNT_ID")
+        token = token or os.environ.get("OANDA_TOKEN")
+        if not account_id:
+            raise AuthenticationFailed("OANDA: no account id; pass account_id or set the "
+                                       "OANDA_ACCOUNT_ID environment variable")
+        if not token:
+            raise AuthenticationFailed(f"OANDA account {account_id}: no API token; pass token "
+                                       "or set the OANDA_TOKEN environment variable")
+        if not timeout_s or float(timeout_s) <= 0:
+            raise ConfigError(f"OANDA account {account_id}: timeout_s must be > 0, "
+                              f"got {timeout_s!r}")
+        self.account_id = str(account_id)
+        self.timeout_s = float(timeout_s)
+        self._sleep = sleep
+        if base_url:
+            url = str(base_url).rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"OANDA base_url must start with http:// or https://, "
+                                  f"got {base_url!r}")
+            self.environment = f"mmats:{url}"
+            oandapyV20.oandapyV20.TRADING_ENVIRONMENTS[self.environment] = {"api": url,
+                                                                             "stream": url}
+        else:
+            self.environment = "practice" if practice else "live"
+        self._api = oandapyV20.API(access_token=token, environment=self.environment,
+                                   request_params={"timeout": self.timeout_s})
+        self._hide = _hider(token)
+        self._rules_cache: dict[str, dict] = {}
+
+    def __repr__(self):
+        return f"OandaBroker(account={self.account_id!r}, environment={self.environment!r})"
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._api.close()
+
+    # -- market data ------------------------------------------------------------------
+
+    def fetch_candles(self, symbol: str, timeframe: str, since_ms: int | None,
+                      limit: int = 5000) -> pd.DataFrame:
+        """Complete mid-price candles of ``symbol`` opened at or after ``since_ms``.
+
+        Pages through ``/v3/instruments/{instrument}/candles`` with ``from``/``count`` until
+        ``limit`` candles, the end of the data or the bar still forming (which is dropped).
+        ``since_ms=None`` returns the latest ``limit`` complete candles (at most 5000).
+        Daily and 4-hour bars are aligned to UTC midnight. Returns the candle schema
+        (``ts`` = bar open time, UTC), oldest first.
+
+        >>> broker.fetch_candles("EUR/USD", "1h", since_ms=1_500_000_000_000, limit=100)  # doctest: +SKIP
+        """
+        granularity = GRANULARITIES.get(str(timeframe))
+        if granularity is None:
+            raise ConfigError(f"OANDA {symbol}: timeframe {timeframe!r} is not supported; use "
+                              f"one of {', '.join(GRANULARITIES)}")
+        instrument = to_instrument(symbol)
+        base = {"granularity": granularity, "price": "M", "dailyAlignment": 0,
+                "alignmentTimezone": "UTC"}
+        limit = int(limit)
+        rows: list[dict] = []
+        if since_ms is None:
+            count = max(1, min(limit + 1, MAX_CANDLES_PER_REQUEST))
+            request = oanda_instruments.InstrumentsCandles(instrument,
+                                                           params={**base, "count": count})
+            page = self._call(request, "fetch candles", symbol).get("candles", [])
+            rows = [c for c in page if c.get("complete")][-limit:] if limit > 0 else []
+        else:
+            cursor, include_first = _rfc3339(int(since_ms) * 1_000_000), True
+            while len(rows) < limit:
+                count = min(self.page_size, MAX_CANDLES_PER_REQUEST, limit - len(rows))
+                params = {**base, "from": cursor, "count": count}
+                if not include_first:
+                    params["includeFirst"] = "false"
+                request = oanda_instruments.InstrumentsCandles(instrument, params=params)
+                page = self._call(request, "fetch candles", symbol).get("candles", [])
+                complete = [c for c in page if c.get("complete")]
+                rows.extend(complete)
+                if len(page) < count or len(complete) < len(page):
+                    break  # the end of the data, or the bar still forming
+                cursor, include_first = page[-1]["time"], False
+        return self._frame(rows, symbol)
+
+    def _frame(self, rows: list[dict], symbol: str) -> pd.DataFrame:
+        if not rows:
+            return empty_candles()
+        try:
+            ts = pd.to_datetime([c["time"] for c in rows], utc=True, format="ISO8601")
+            ts_ns = ts.as_unit("ns").asi8
+            values = {key: np.array([float(c["mid"][key[0]]) for c in rows])
+                      for key in VALUE_COLUMNS if key != "volume"}
+            values["volume"] = np.array([float(c.get("volume", 0)) for c in rows])
+        except (KeyError, TypeError, ValueError) as err:
+            detail = f"{type(err).__name__}: {err}"
+            raise BrokerError(f"OANDA account {self.account_id}: candles of {symbol} are "
+                              f"malformed ({self._hide(detail)})") from None
+        if np.any(np.diff(ts_ns) <= 0):
+            raise BrokerError(f"OANDA account {self.account_id}: candles of {symbol} are not "
+                              "in strictly increasing time order")
+        return candles_from_arrays(ts_ns, values)
+
+    def price(self, symbol: str) -> dict:
+        """The current best ``{"bid", "ask", "ts"}`` of ``symbol`` (``ts``: UTC Timestamp)."""
+        request = oanda_pricing.PricingInfo(self.account_id,
+                                            params={"instruments": to_instrument(symbol)})
+        prices = self._call(request, "price", symbol).get("prices", [])
+        quote = next((p for p in prices if p.get("instrument") == to_instrument(symbol)), None)
+        if quote is None or not quote.get("bids") or not quote.get("asks"):
+            raise BrokerError(f"OANDA account {self.account_id}: no price for {symbol}")
+        return {"bid": float(quote["bids"][0]["price"]), "ask": float(quote["asks"][0]["price"]),
+                "ts": pd.Timestamp(quote["time"]).tz_convert("UTC")}
+
+    # -- execution --------------------------------------------------------------------
+
+    def instrument(self, symbol: str) -> dict:
+        """Trading rules of ``symbol``: lot size (``10**-tradeUnitsPrecision``), tick size
+        (``10**-displayPrecision``) and minimum notional (0: OANDA has a minimum trade size
+        in units instead, which :meth:`send` enforces)."""
+        rules = self._rules(symbol)
+        return {"lot_size": float(Decimal(1).scaleb(-rules["units_precision"])),
+                "tick_size": float(Decimal(1).scaleb(-rules["price_precision"])),
+                "min_notional": 0.0}
+
+    def _rules(self, symbol: str) -> dict:
+        instrument = to_instrument(symbol)
+        if instrument not in self._rules_cache:
+            request = oanda_accounts.AccountInstruments(self.account_id)
+            for spec in self._call(request, "read instruments", symbol).get("instruments", []):
+                self._rules_cache[spec["name"]] = {
+                    "units_precision": int(spec.get("tradeUnitsPrecision", 0)),
+                    "price_precision": int(spec.get("displayPrecision", 5)),
+                    "min_units": Decimal(str(spec.get("minimumTradeSize", "1"))),
+                }
+        if instrument not in self._rules_cache:
+            raise BrokerError(f"OANDA account {self.account_id}: {symbol} ({instrument}) is not "
+                              "tradeable in this account")
+        return self._rules_cache[instrument]
+
+    def send(self, order: dict) -> dict:
+        """Send a market (FOK, or IOC when asked) or limit (GTC) order; return its report.
+
+        Units are signed by side and rounded down to the instrument's
+        ``tradeUnitsPrecision``; a limit price is rounded to its ``displayPrecision``. The
+        client order id goes in ``clientExtensions.id`` (and the trade's), so
+        :meth:`lookup` can find the order after :class:`OutcomeUnknown`.
+        """
+        cid, symbol, side, qty, kind, price, time_in_force = self._check_order(order)
+        what = f"send {kind} {side} {symbol} (client id {cid})"
+        try:
+            rules = self._rules(symbol)
+        except BrokerError as err:
+            if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
+                raise
+            raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
+        units = _round_units(qty, rules["units_precision"])
+        if units < rules["min_units"] or units <= 0:
+            raise OrderRejected(
+                f"OANDA account {self.account_id}: {what}: {qty:g} units round to {units}, "
+                f"below the minimum trade size {rules['min_units']}", "UNITS_MINIMUM_NOT_MET")
+        body = {"type": kind.upper(), "instrument": to_instrument(symbol),
+                "units": _text(units if side == "buy" else -units),
+                "positionFill": "DEFAULT",
+                "clientExtensions": {"id": cid, "tag": _TAG},
+                "tradeClientExtensions": {"id": cid, "tag": _TAG}}
+        if kind == "market":
+            body["timeInForce"] = time_in_force if time_in_force in _MARKET_TIME_IN_FORCE else "FOK"
+        else:
+            body["timeInForce"] = time_in_force if time_in_force in _LIMIT_TIME_IN_FORCE else "GTC"
+            body["price"] = _text(_round_price(price, rules["price_precision"]))
+        request = oanda_orders.OrderCreate(self.account_id, data={"order": body})
+        refused = None
+        try:
+            response = self._call(request, what, idempotent=False, refusal=True)
+        except _Refused as err:
+            refused = err.failure
+        if refused is not None:
+            raise self._rejection(what, refused.body or {}, refused.detail)
+        info = {"client_order_id": cid, "symbol": symbol, "side": side, "qty": float(units)}
+        return self._create_report(info, response, what)
+
+    def _check_order(self, order: dict):
+        try:
+            cid = str(order["client_order_id"])
+            symbol = str(order["symbol"])
+            side = str(order["side"]).lower()
+            qty = float(order["qty"])
+            kind = str(order.get("type", "market")).lower()
+            price = order.get("price")
+            time_in_force = str(order.get("time_in_force") or "").upper()
+        except (KeyError, TypeError, ValueError) as err:
+            raise OrderRejected(f"OANDA account {self.account_id}: malformed order "
+                                f"({type(err).__name__}: {err}); see mmats.brokers.base for "
+                                "the order shape", "invalid_order") from None
+        problems = []
+        if not cid or len(cid) > 128:
+            problems.append("client_order_id must be 1..128 characters")
+        if side not in ("buy", "sell"):
+            problems.append(f"side must be buy or sell, not {side!r}")
+        if not qty > 0 or not np.isfinite(qty):
+            problems.append(f"qty must be > 0, not {qty!r}")
+        if kind not in ("market", "limit"):
+            problems.append(f"type must be market or limit, not {kind!r}")
+        if kind == "limit" and (price is None or not float(price) > 0):
+            problems.append(f"a limit order needs a price > 0, not {price!r}")
+        if problems:
+            raise OrderRejected(f"OANDA account {self.account_id}: order {cid or '?'} on "
+                                f"{symbol}: {'; '.join(problems)}", "invalid_order")
+        return cid, symbol, side, qty, kind, price, time_in_force
+
+    def _create_report(self, info: dict, response: dict, what: str) -> dict:
+        create = response.get("orderCreateTransaction") or {}
+        fill = response.get("orderFillTransaction")
+        cancel = response.get("orderCancelTransaction")
+        report = self._report(info, create.get("id"), fill, cancel,
+                              "canceled" if cancel else "filled" if fill else "open")
+        if cancel and report["filled_qty"] == 0:
+            reason = cancel.get("reason", "CANCELLED")
+            message = (f"OANDA account {self.account_id}: {what}: the venue cancelled the order "
+                       f"at once ({reason}); nothing was filled")
+            if reason in _FUNDS_REASONS:
+                raise InsufficientFunds(message)
+            raise OrderRejected(message, reason)
+        return report
+
+    def _report(self, info: dict, venue_order_id, fill: dict | None, cancel: dict | None,
+                status: str) -> dict:
+        filled_qty, avg_price, fee = 0.0, None, 0.0
+        if fill:
+            filled_qty = abs(float(fill.get("units", 0)))
+            if filled_qty > 0:
+                avg_price = float(fill["price"])
+            fee = (float(fill.get("commission", 0)) + float(fill.get("guaranteedExecutionFee", 0))
+                   - float(fill.get("financing", 0)))
+        return {"client_order_id": info["client_order_id"],
+                "venue_order_id": None if venue_order_id is None else str(venue_order_id),
+                "symbol": info["symbol"], "side": info["side"], "qty": info["qty"],
+                "filled_qty": filled_qty, "avg_price": avg_price, "fee": fee, "status": status,
+                "reason": cancel.get("reason") if cancel else None}
+
+    def _rejection(self, what: str, body: dict, detail: str) -> OrderRejected:
+        reject = next((v for k, v in body.items() if k.endswith("RejectTransaction")
+                       and isinstance(v, dict)), {})
+        reason = reject.get("rejectReason") or body.get("errorCode") or "rejected"
+        message = f"OANDA account {self.account_id}: {what}: rejected: {detail}"
+        if reason in _FUNDS_REASONS:
+            return InsufficientFunds(message)
+        return OrderRejected(message, reason)
+
+    def lookup(self, client_order_id: str, symbol: str | None = None) -> dict | None:
+        """The venue's report of the order with this client id, or None if it never arrived
+        (404 ``ORDER_DOESNT_EXIST``)."""
+        request = oanda_orders.OrderDetails(self.account_id, f"@{client_order_id}")
+        what = f"look up client id {client_order_id}"
+        refused = None
+        try:
+            order = self._call(request, what, symbol, refusal=True).get("order")
+        except _Refused as err:
+            refused = err.failure
+        if refused is not None:
+            if refused.status == 404 and (refused.body or {}).get("errorCode") in (
+                    None, "ORDER_DOESNT_EXIST"):
+                return None
+            raise BrokerError(f"OANDA account {self.account_id}: {what}"
+                              f"{' on ' + symbol if symbol else ''}: {refused.detail}")
+        if not order:
+            raise BrokerError(f"OANDA account {self.account_id}: {what}: the answer has no order")
+        return self._order_report(order)
+
+    def _order_report(self, order: dict) -> dict:
+        state = order.get("state")
+        if state not in _STATUS:
+            raise BrokerError(f"OANDA account {self.account_id}: order {order.get('id')} has an "
+                              f"unknown state {state!r}")
+        units = float(order.get("units", 0))
+        info = {"client_order_id": (order.get("clientExtensions") or {}).get("id"),
+                "symbol": to_symbol(order.get("instrument", "")),
+                "side": "buy" if units > 0 else "sell", "qty": abs(units)}
+        fill = cancel = None
+        if order.get("fillingTransactionID"):
+            fill = self._transaction(order["fillingTransactionID"], info["symbol"])
+        if state == "CANCELLED" and order.get("cancellingTransactionID"):
+            cancel = self._transaction(order["cancellingTransactionID"], info["symbol"])
+        return self._report(info, order.get("id"), fill, cancel, _STATUS[state])
+
+    def _transaction(self, transaction_id, symbol: str) -> dict:
+        request = oanda_transactions.TransactionDetails(self.account_id, str(transaction_id))
+        return self._call(request, f"read transaction {transaction_id}", symbol)["transaction"]
+
+    def cancel(self, client_order_id: str, symbol: str | None = None) -> dict | None:
+        """Cancel an open order by client id; return its final report, or None if the venue
+        never had it. An order already filled or cancelled returns its report as it is."""
+        request = oanda_orders.OrderCancel(self.account_id, f"@{client_order_id}")
+        what = f"cancel client id {client_order_id}"
+        refused = None
+        try:
+            self._call(request, what, symbol, refusal=True)
+        except _Refused as err:
+            refused = err.failure
+        report = self.lookup(client_order_id, symbol)
+        if refused is not None and report is not None and report["status"] == "open":
+            body = refused.body or {}
+            reject = body.get("orderCancelRejectTransaction") or {}
+            raise OrderRejected(f"OANDA account {self.account_id}: {what}"
+                                f"{' on ' + symbol if symbol else ''}: {refused.detail}",
+                                reject.get("rejectReason") or body.get("errorCode") or "rejected")
+        return report
+
+    def open_orders(self, symbol: str | None = None) -> list[dict]:
+        """Reports of the pending entry orders (of ``symbol``, or all); dependent orders
+        (take profit, stop loss on a trade) are not listed."""
+        request = oanda_orders.OrdersPending(self.account_id)
+        orders = self._call(request, "list open orders", symbol).get("orders", [])
+        wanted = None if symbol is None else to_instrument(symbol)
+        return [self._order_report(o) for o in orders
+                if o.get("instrument") and o.get("units") is not None
+                and (wanted is None or o["instrument"] == wanted)]
+
+    def trades(self) -> list[dict]:
+        """Open trades: ``{"trade_id", "symbol", "units" (signed), "price", "unrealized_pl",
+        "client_id"}``."""
+        request = oanda_trades.OpenTrades(self.account_id)
+        return [{"trade_id": t["id"], "symbol": to_symbol(t["instrument"]),
+                 "units": float(t["currentUnits"]), "price": float(t["price"]),
+                 "unrealized_pl": float(t.get("unrealizedPL", 0)),
+                 "client_id": (t.get("clientExtensions") or {}).get("id")}
+                for t in self._call(request, "list open trades").get("trades", [])]
+
+    # -- account state ----------------------------------------------------------------
+
+    def account_summary(self) -> dict:
+        """``{"currency", "balance", "nav", "margin_available", "margin_used",
+        "unrealized_pl"}``, amounts in the account currency."""
+        request = oanda_accounts.AccountSummary(self.account_id)
+        account = self._call(request, "read account summary")["account"]
+        return {"currency": account["currency"], "balance": float(account["balance"]),
+                "nav": float(account["NAV"]),
+                "margin_available": float(account["marginAvailable"]),
+                "margin_used": float(account["marginUsed"]),
+                "unrealized_pl": float(account.get("unrealizedPL", 0))}
+
+    def balances(self) -> dict[str, float]:
+        """``{account currency: balance}``; NAV and margin are in :meth:`account_summary`."""
+        summary = self.account_summary()
+        return {summary["currency"]: summary["balance"]}
+
+    def positions(self) -> dict[str, float]:
+        """Signed net units of each symbol with an open position."""
+        request = oanda_positions.OpenPositions(self.account_id)
+        net = {}
+        for position in self._call(request, "read positions").get("positions", []):
+            units = (float(position.get("long", {}).get("units", 0))
+                     + float(position.get("short", {}).get("units", 0)))
+            if units != 0:
+                net[to_symbol(position["instrument"])] = units
+        return net
+
+    # -- requests and errors ----------------------------------------------------------
+
+    def _call(self, endpoint, what: str, symbol: str | None = None, *,
+              idempotent: bool = True, refusal: bool = False) -> dict:
+        """Run one request with the retry policy and raise the outcome of base.py. A 4xx
+        (other than 401/403/429) raises :class:`_Refused` when ``refusal`` (the caller
+        interprets it), else :class:`BrokerError`. Errors are raised outside any ``except``
+        block so they carry no chained ``requests`` exception."""
+        where = f"OANDA account {self.account_id}: {what}{' on ' + symbol if symbol else ''}"
+        rate_limited = failed = 0
+        while True:
+            response, failure = self._attempt(endpoint)
+            if failure is None:
+                return response
+            if failure.kind == "auth":
+                raise AuthenticationFailed(f"{where}: credentials refused (HTTP {failure.status}"
+                                           f": {failure.detail}); check the token and that it "
+                                           "may use this account")
+            if failure.kind == "refused":
+                if refusal:
+                    raise _Refused(failure)
+                raise BrokerError(f"{where}: the venue refused the request ({failure.detail})")
+            if failure.kind == "rate":
+                wait = self.backoff_s * 2 ** rate_limited
+                rate_limited += 1
+                if rate_limited >= self.rate_limit_attempts:
+                    raise RateLimited(f"{where}: rate limited {rate_limited} times in a row "
+                                      f"(HTTP 429); wait {wait:g} s", retry_after=wait)
+                self._sleep(wait)
+                continue
+            if not idempotent:
+                raise self._send_failure(where, failure)
+            failed += 1
+            if failed >= self.read_attempts:
+                raise VenueUnavailable(f"{where}: {failure.detail} ({failed} attempts); "
+                                       "retry later")
+            self._sleep(self.backoff_s * 2 ** (failed - 1))
+
+    def _send_failure(self, where: str, failure: _Failure) -> BrokerError:
+        lookup = "look the order up by its client id before sending anything else"
+        if failure.kind == "unsent":
+            return VenueUnavailable(f"{where}: {failure.detail}; the order was not sent")
+        if failure.kind == "protocol" and "orderCreateTransaction" not in (failure.body or {}):
+            return VenueUnavailable(f"{where}: venue protocol error: {failure.detail}; the "
+                                    "answer shows no order created")
+        return OutcomeUnknown(f"{where}: {failure.detail}; the order may have reached the "
+                              f"venue: {lookup}")
+
+    def _attempt(self, endpoint) -> tuple[dict | None, _Failure | None]:
+        endpoint.response = None
+        try:
+            return self._api.request(endpoint), None
+        except V20Error as err:
+            return None, self._status_failure(int(err.code), str(err.msg))
+        except requests.exceptions.ConnectTimeout as err:
+            return None, _Failure("unsent", self._describe(err, "could not connect"))
+        except requests.exceptions.Timeout as err:
+            return None, _Failure("lost", self._describe(
+                err, f"no answer within {self.timeout_s:g} s"))
+        except requests.exceptions.ConnectionError as err:
+            if _refused_connection(err):
+                return None, _Failure("unsent", self._describe(err, "connection refused"))
+            return None, _Failure("lost", self._describe(err, "connection dropped"))
+        except requests.exceptions.RequestException as err:
+            return None, _Failure("lost", self._describe(err, "request failed"))
+        except json.JSONDecodeError as err:
+            return None, _Failure("garbled", self._describe(err, "unreadable answer"))
+        except ValueError as err:
+            body = endpoint.response if isinstance(endpoint.response, dict) else {}
+            return None, _Failure("protocol", self._describe(
+                err, f"unexpected status (expected {endpoint.expected_status})"), body=body)
+
+    def _status_failure(self, status: int, text: str) -> _Failure:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            reject = next((v for k, v in body.items() if k.endswith("RejectTransaction")
+                           and isinstance(v, dict)), {})
+            parts = [body.get("errorMessage"), reject.get("rejectReason") or body.get("errorCode")]
+            detail = " / ".join(str(p) for p in parts if p) or text[:200]
+        else:
+            body, detail = {}, text.strip()[:200]
+        detail = f"HTTP {status}: {self._hide(detail)}"
+        if status in (401, 403):
+            kind = "auth"
+        elif status == 429:
+            kind = "rate"
+        elif status >= 500:
+            kind = "server"
+        else:
+            kind = "refused"
+        return _Failure(kind, detail, status=status, body=body)
+
+    def _describe(self, err: Exception, what: str) -> str:
+        return f"{what} ({type(err).__name__}: {self._hide(str(err))[:300]})"
+
+
+def _hider(token: str):
+    """A function that blanks the token out of a text (defence in depth)."""
+    secret = str(token)
+
+    def hide(text: str) -> str:
+        return text.replace(secret, "***") if secret else text
+
+    return hide
+
+
+def _refused_connection(err: Exception) -> bool:
+    """True when the connection was never established (refused, no route, DNS): nothing
+    reached the venue. Walks the wrapped urllib3 errors."""
+    seen, stack = set(), [err]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if type(current).__name__ in ("NewConnectionError", "NameResolutionError"):
+            return True
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        stack.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
+        stack.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
+    return False
+
+
+def _rfc3339(ts_ns: int) -> str:
+    seconds, nanos = divmod(int(ts_ns), 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos:09d}Z"
+
+
+def _round_units(qty: float, precision: int) -> Decimal:
+    """Round a quantity down to ``precision`` decimals (never more than asked for)."""
+    try:
+        return Decimal(repr(float(qty))).quantize(Decimal(1).scaleb(-precision),
+                                                  rounding=ROUND_DOWN)
+    except InvalidOperation:
+        raise ConfigError(f"quantity {qty!r} cannot be rounded to {precision} decimals") from None
+
+
+def _round_price(price: float, precision: int) -> Decimal:
+    return Decimal(repr(float(price))).quantize(Decimal(1).scaleb(-precision),
+                                                rounding=ROUND_HALF_EVEN)
+
+
+def _text(number: Decimal) -> str:
+    return format(number, "f")

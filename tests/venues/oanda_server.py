@@ -1,0 +1,684 @@
+"""A local HTTP server speaking enough of the OANDA v20 REST dialect for the real
+oandapyV20 client, with an in-memory trading engine and fault injection.
+
+Shapes follow the example responses shipped in ``oandapyV20/endpoints/responses``.
+Served (``{a}`` is the account id, ``{o}`` an order id or ``@clientid``):
+
+- ``GET /v3/instruments/{instrument}/candles`` (``count``/``from``/``to``/``includeFirst``,
+  ``price`` M/B/A, ``complete`` flags; candles loaded with :meth:`OandaServer.load_candles`)
+- ``GET /v3/accounts/{a}/summary|instruments|pricing|pendingOrders|openTrades|openPositions``
+- ``POST /v3/accounts/{a}/orders`` (MARKET FOK/IOC, LIMIT GTC/GFD), ``GET .../orders/{o}``,
+  ``PUT .../orders/{o}/cancel``, ``GET .../transactions/{id}``
+
+The engine nets positions per instrument (FIFO trades, no hedging), fills market orders at
+the current mid plus/minus a half spread, rests limit orders until :meth:`set_price` makes
+them marketable, and cancels a fill that would use more margin than the NAV
+(``orderCancelTransaction`` reason ``INSUFFICIENT_MARGIN``, as OANDA does, with a 201).
+
+Faults (:meth:`fail_next`) apply to the next matching requests: ``"429"``, ``"500"``,
+``"503"``, ``"timeout"`` (answer after ``delay_s``, past the client's timeout; an order is
+processed first), ``"drop"`` (close the connection without acting), ``"lost_response"``
+(act, then close without answering), ``"wrong_status"`` (answer 200 ``{}`` without acting)
+and ``"accepted_200"`` (act, then answer 200 instead of 201).
+
+>>> with OandaServer() as server:              # doctest: +SKIP
+...     broker = OandaBroker(server.account_id, server.token, base_url=server.url)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from decimal import Decimal, InvalidOperation
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+import pandas as pd
+
+FAULTS = ("429", "500", "503", "timeout", "drop", "lost_response", "wrong_status",
+          "accepted_200")
+GRANULARITY_NS = {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14400,
+                  "D": 86400}
+INSTRUMENTS = {
+    # name: displayPrecision, tradeUnitsPrecision, minimumTradeSize, type, default mid
+    "EUR_USD": (5, 0, "1", "CURRENCY", 1.10000),
+    "USD_JPY": (3, 0, "1", "CURRENCY", 110.000),
+    "DE30_EUR": (1, 1, "0.1", "CFD", 12000.0),
+}
+
+
+def _now_text(ts_ns: int | None = None) -> str:
+    ts_ns = time.time_ns() if ts_ns is None else int(ts_ns)
+    seconds, nanos = divmod(ts_ns, 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos:09d}Z"
+
+
+def _parse_time(text: str) -> int:
+    """RFC 3339 or UNIX seconds to epoch nanoseconds."""
+    try:
+        return int(Decimal(text) * 1_000_000_000)
+    except InvalidOperation:
+        stamp = pd.Timestamp(text)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return int(stamp.value)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, payload: dict):
+        super().__init__(payload.get("errorMessage"))
+        self.status = status
+        self.payload = payload
+
+
+class OandaServer:
+    """The server and its engine. Start with :meth:`start` (or ``with``); tests read
+    :attr:`orders` (every order the venue accepted, in order), :attr:`rejections` and
+    :attr:`requests` (method, path, params, body of every request)."""
+
+    def __init__(self, *, token: str = "test-token-0123456789",
+                 account_id: str = "101-004-0000001-001", currency: str = "USD",
+                 balance: float = 100_000.0, leverage: float = 20.0,
+                 half_spread: float = 0.00005, commission_rate: float = 0.0,
+                 delay_s: float = 1.0):
+        self.token = token
+        self.account_id = account_id
+        self.currency = currency
+        self.delay_s = delay_s
+        self._defaults = {"balance": balance, "leverage": leverage, "half_spread": half_spread,
+                          "commission_rate": commission_rate}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._httpd = None
+        self._thread = None
+        self.candles: dict[tuple[str, str], pd.DataFrame] = {}
+        self.reset()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> OandaServer:
+        self._stopping.clear()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.owner = self
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join()
+            self._httpd = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def reset(self, **overrides) -> None:
+        """Forget orders, trades, transactions, faults and logs; restore balance, leverage,
+        prices, spread and commission (``overrides`` replace the constructor's values).
+        Loaded candles are kept."""
+        settings = {**self._defaults, **overrides}
+        with self._lock:
+            self.balance = float(settings["balance"])
+            self.leverage = float(settings["leverage"])
+            self.commission_rate = float(settings["commission_rate"])
+            # half_spread is given for 5-decimal pairs; scale it to each instrument's pip
+            self.half_spread = {name: float(settings["half_spread"]) * 10 ** max(0, 5 - spec[0])
+                                for name, spec in INSTRUMENTS.items()}
+            self.mid = {name: spec[4] for name, spec in INSTRUMENTS.items()}
+            self.orders: list[dict] = []
+            self.rejections: list[dict] = []
+            self.requests: list[dict] = []
+            self._orders: dict[str, dict] = {}
+            self._client_ids: dict[str, str] = {}
+            self._transactions: dict[str, dict] = {}
+            self._trades: list[dict] = []
+            self._faults: list[dict] = []
+            self._last_id = 1000
+
+    # -- test controls ------------------------------------------------------------------
+
+    def load_candles(self, instrument: str, granularity: str, frame: pd.DataFrame, *,
+                     incomplete_last: bool = True) -> None:
+        """Serve a candle-schema frame as mid candles; the last one is still forming
+        (``complete: false``) unless ``incomplete_last`` is False."""
+        if granularity not in GRANULARITY_NS:
+            raise ValueError(f"granularity {granularity!r} is not one of {list(GRANULARITY_NS)}")
+        data = frame[["ts", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
+        data = data.assign(ts_ns=pd.to_datetime(data["ts"], utc=True).astype("int64"),
+                           complete=True)
+        if incomplete_last and len(data):
+            data.loc[len(data) - 1, "complete"] = False
+        with self._lock:
+            self.candles[(instrument, granularity)] = data
+
+    def set_price(self, instrument: str, mid: float, half_spread: float | None = None) -> None:
+        """Move the market; resting limit orders that become marketable fill."""
+        with self._lock:
+            self.mid[instrument] = float(mid)
+            if half_spread is not None:
+                self.half_spread[instrument] = float(half_spread)
+            for order in list(self._orders.values()):
+                if order["state"] == "PENDING" and order["instrument"] == instrument:
+                    fill_price = self._marketable(order)
+                    if fill_price is not None:
+                        self._execute(order, fill_price, str(self._next_id()))
+
+    def fail_next(self, kind: str, count: int = 1, *, method: str | None = None,
+                  path: str | None = None) -> None:
+        """Answer the next ``count`` requests matching ``method`` and a ``path`` substring
+        with the fault ``kind`` (one of :data:`FAULTS`)."""
+        if kind not in FAULTS:
+            raise ValueError(f"fault {kind!r} is not one of {FAULTS}")
+        with self._lock:
+            self._faults.append({"kind": kind, "left": int(count), "method": method,
+                                 "path": path})
+
+    def faults_left(self) -> int:
+        with self._lock:
+            return sum(f["left"] for f in self._faults)
+
+    def order(self, specifier: str) -> dict | None:
+        """An order by id or ``@clientid`` (a copy)."""
+        with self._lock:
+            found = self._find(specifier)
+            return None if found is None else json.loads(json.dumps(found))
+
+    # -- engine -------------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+    def _tx(self, kind: str, **fields) -> dict:
+        tx = {"id": str(fields.pop("id", None) or self._next_id()), "time": _now_text(),
+              "type": kind, "accountID": self.account_id, "userID": 1435156, **fields}
+        tx.setdefault("batchID", tx["id"])
+        self._transactions[tx["id"]] = tx
+        return tx
+
+    def _bid_ask(self, instrument: str) -> tuple[float, float]:
+        mid, half = self.mid[instrument], self.half_spread[instrument]
+        return mid - half, mid + half
+
+    def _home_factor(self, instrument: str) -> float:
+        """Account currency per unit of the instrument's quote currency."""
+        base, quote = instrument.split("_")
+        if quote == self.currency:
+            return 1.0
+        if base == self.currency:
+            return 1.0 / self.mid[instrument]
+        if f"{quote}_{self.currency}" in self.mid:
+            return self.mid[f"{quote}_{self.currency}"]
+        if f"{self.currency}_{quote}" in self.mid:
+            return 1.0 / self.mid[f"{self.currency}_{quote}"]
+        return 1.0
+
+    def _net_units(self) -> dict[str, float]:
+        net: dict[str, float] = {}
+        for trade in self._trades:
+            if trade["state"] == "OPEN":
+                net[trade["instrument"]] = net.get(trade["instrument"], 0.0) + float(
+                    trade["currentUnits"])
+        return net
+
+    def _unrealized(self, trade: dict) -> float:
+        units = float(trade["currentUnits"])
+        bid, ask = self._bid_ask(trade["instrument"])
+        exit_price = bid if units > 0 else ask
+        return (exit_price - float(trade["price"])) * units * self._home_factor(
+            trade["instrument"])
+
+    def _margin_used(self, net: dict[str, float]) -> float:
+        return sum(abs(units) * self.mid[name] * self._home_factor(name) / self.leverage
+                   for name, units in net.items())
+
+    def _nav(self) -> float:
+        return self.balance + sum(self._unrealized(t) for t in self._trades
+                                  if t["state"] == "OPEN")
+
+    def _marketable(self, order: dict) -> float | None:
+        bid, ask = self._bid_ask(order["instrument"])
+        units = float(order["units"])
+        if order["type"] == "MARKET":
+            return ask if units > 0 else bid
+        limit = float(order["price"])
+        if units > 0 and ask <= limit:
+            return ask
+        if units < 0 and bid >= limit:
+            return bid
+        return None
+
+    def _cancel(self, order: dict, reason: str, batch: str) -> dict:
+        tx = self._tx("ORDER_CANCEL", orderID=order["id"], reason=reason, batchID=batch,
+                      clientOrderID=(order.get("clientExtensions") or {}).get("id"))
+        order.update(state="CANCELLED", cancellingTransactionID=tx["id"],
+                     cancelledTime=tx["time"])
+        return tx
+
+    def _execute(self, order: dict, price: float, batch: str) -> tuple[dict | None, dict | None]:
+        """Fill ``order`` at ``price`` unless the margin check fails; returns (fill, cancel)."""
+        instrument, units = order["instrument"], float(order["units"])
+        net = self._net_units()
+        before = net.get(instrument, 0.0)
+        after_net = {**net, instrument: before + units}
+        if (abs(before + units) > abs(before)
+                and self._margin_used(after_net) > self._nav()):
+            return None, self._cancel(order, "INSUFFICIENT_MARGIN", batch)
+        factor = self._home_factor(instrument)
+        fill_id = str(self._next_id())
+        remaining, pl, closed = units, 0.0, []
+        for trade in self._trades:
+            current = float(trade["currentUnits"])
+            if trade["state"] != "OPEN" or trade["instrument"] != instrument or (
+                    current * remaining >= 0):
+                continue
+            take = min(abs(current), abs(remaining))
+            signed = -take if current > 0 else take  # units of this fill closing the trade
+            realized = (price - float(trade["price"])) * -signed * factor
+            pl += realized
+            left = current + signed
+            trade["currentUnits"] = _units_text(left)
+            trade["realizedPL"] = f"{float(trade['realizedPL']) + realized:.4f}"
+            if left == 0:
+                trade.update(state="CLOSED", closeTime=_now_text())
+            closed.append({"tradeID": trade["id"], "units": _units_text(signed),
+                           "realizedPL": f"{realized:.4f}", "financing": "0.0000"})
+            remaining -= signed
+            if remaining == 0:
+                break
+        commission = self.commission_rate * abs(units) * price * factor
+        self.balance += pl - commission
+        fields = {"orderID": order["id"], "instrument": instrument, "units": order["units"],
+                  "price": f"{price:.{INSTRUMENTS[instrument][0]}f}",
+                  "fullVWAP": f"{price:.{INSTRUMENTS[instrument][0]}f}",
+                  "reason": f"{order['type']}_ORDER", "pl": f"{pl:.4f}", "financing": "0.0000",
+                  "commission": f"{commission:.4f}", "guaranteedExecutionFee": "0.0000",
+                  "accountBalance": f"{self.balance:.4f}", "batchID": batch,
+                  "clientOrderID": (order.get("clientExtensions") or {}).get("id")}
+        if closed:
+            fields["tradesClosed"] = closed
+        if remaining != 0:
+            trade = {"id": fill_id, "instrument": instrument, "price": fields["price"],
+                     "openTime": _now_text(), "initialUnits": _units_text(remaining),
+                     "currentUnits": _units_text(remaining), "state": "OPEN",
+                     "realizedPL": "0.0000", "financing": "0.0000",
+                     "clientExtensions": order.get("tradeClientExtensions") or {}}
+            self._trades.append(trade)
+            fields["tradeOpened"] = {"tradeID": fill_id, "units": trade["currentUnits"],
+                                     "price": trade["price"],
+                                     "clientExtensions": trade["clientExtensions"]}
+            order["tradeOpenedID"] = fill_id
+        fill = self._tx("ORDER_FILL", id=fill_id, **fields)
+        order.update(state="FILLED", fillingTransactionID=fill_id, filledTime=fill["time"])
+        return fill, None
+
+    def _find(self, specifier: str) -> dict | None:
+        specifier = unquote(specifier)
+        if specifier.startswith("@"):
+            specifier = self._client_ids.get(specifier[1:], "")
+        return self._orders.get(specifier)
+
+    def _reject(self, status: int, spec: dict, reason: str, message: str):
+        kind = str(spec.get("type", "MARKET")).upper()
+        tx = self._tx(f"{kind}_ORDER_REJECT", rejectReason=reason,
+                      **{k: v for k, v in spec.items() if k in (
+                          "instrument", "units", "price", "timeInForce", "clientExtensions")})
+        self.rejections.append({"reason": reason, "order": spec})
+        raise _BadRequest(status, {"orderRejectTransaction": tx, "relatedTransactionIDs": [
+            tx["id"]], "lastTransactionID": tx["id"], "errorCode": reason,
+            "errorMessage": message})
+
+    def _create(self, body: dict) -> tuple[int, dict]:
+        spec = body.get("order") if isinstance(body, dict) else None
+        if not isinstance(spec, dict):
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'order'"})
+        kind = str(spec.get("type", "MARKET")).upper()
+        if kind not in ("MARKET", "LIMIT"):
+            self._reject(400, spec, "TYPE_INVALID", f"Order type {kind} is not supported here")
+        instrument = spec.get("instrument")
+        if instrument not in INSTRUMENTS:
+            self._reject(400, spec, "INSTRUMENT_UNKNOWN", "The instrument specified is unknown")
+        display, unit_places, minimum = INSTRUMENTS[instrument][:3]
+        try:
+            units = Decimal(str(spec.get("units")))
+        except InvalidOperation:
+            self._reject(400, spec, "UNITS_INVALID", "The units specified are invalid")
+        if units == 0:
+            self._reject(400, spec, "UNITS_INVALID", "The units specified are zero")
+        if -units.as_tuple().exponent > unit_places:
+            self._reject(400, spec, "UNITS_PRECISION_EXCEEDED",
+                         "The Order units specified contain more precision than is allowed")
+        if abs(units) < Decimal(minimum):
+            self._reject(400, spec, "UNITS_MINIMUM_NOT_MET",
+                         "The Order units specified do not meet the minimum trade size")
+        time_in_force = spec.get("timeInForce", "FOK" if kind == "MARKET" else "GTC")
+        if time_in_force not in (("FOK", "IOC") if kind == "MARKET" else ("GTC", "GFD")):
+            self._reject(400, spec, "TIME_IN_FORCE_INVALID",
+                         f"The time in force {time_in_force} is not valid for a {kind} order")
+        if kind == "LIMIT":
+            try:
+                price = Decimal(str(spec.get("price")))
+            except InvalidOperation:
+                self._reject(400, spec, "PRICE_INVALID", "The price specified is invalid")
+            if -price.as_tuple().exponent > display or price <= 0:
+                self._reject(400, spec, "PRICE_PRECISION_EXCEEDED",
+                             "The price specified contains more precision than is allowed")
+        client_id = (spec.get("clientExtensions") or {}).get("id")
+        if client_id is not None and client_id in self._client_ids:
+            self._reject(400, spec, "CLIENT_ORDER_ID_ALREADY_EXISTS",
+                         "The client Order ID specified is already assigned to another Order")
+
+        create = self._tx(f"{kind}_ORDER", reason="CLIENT_ORDER", **{
+            k: v for k, v in spec.items() if k in (
+                "instrument", "units", "price", "timeInForce", "positionFill",
+                "clientExtensions", "tradeClientExtensions")})
+        order = {"id": create["id"], "createTime": create["time"], "type": kind,
+                 "instrument": instrument, "units": spec["units"], "timeInForce": time_in_force,
+                 "positionFill": spec.get("positionFill", "DEFAULT"), "state": "PENDING"}
+        if kind == "LIMIT":
+            order.update(price=spec["price"], triggerCondition="DEFAULT",
+                         partialFill="DEFAULT_FILL")
+        for key in ("clientExtensions", "tradeClientExtensions"):
+            if spec.get(key):
+                order[key] = dict(spec[key])
+        self._orders[order["id"]] = order
+        if client_id is not None:
+            self._client_ids[client_id] = order["id"]
+        self.orders.append({"id": order["id"], "client_id": client_id, "type": kind,
+                            "instrument": instrument, "units": spec["units"], "body": spec})
+
+        answer = {"orderCreateTransaction": create}
+        fill = cancel = None
+        price = self._marketable(order)
+        if price is not None:
+            fill, cancel = self._execute(order, price, create["id"])
+        if fill:
+            answer["orderFillTransaction"] = fill
+        if cancel:
+            answer["orderCancelTransaction"] = cancel
+        related = [t["id"] for t in (create, fill, cancel) if t]
+        answer.update(relatedTransactionIDs=related, lastTransactionID=str(self._last_id))
+        return 201, answer
+
+    # -- routes -------------------------------------------------------------------------
+
+    def route(self, method: str, path: str, params: dict, body) -> tuple[int, dict]:
+        with self._lock:
+            try:
+                return self._route(method, path, params, body)
+            except _BadRequest as err:
+                return err.status, err.payload
+
+    def _route(self, method, path, params, body):
+        match = re.fullmatch(r"/v3/instruments/([^/]+)/candles", path)
+        if match and method == "GET":
+            return 200, self._candles(unquote(match.group(1)), params)
+        match = re.fullmatch(r"/v3/accounts/([^/]+)(/.*)?", path)
+        if not match:
+            raise _BadRequest(404, {"errorMessage": f"The path {path} does not exist"})
+        if unquote(match.group(1)) != self.account_id:
+            raise _BadRequest(403, {"errorMessage": "The provided request was forbidden."})
+        rest = match.group(2) or ""
+        last = str(self._last_id)
+        if method == "POST" and rest == "/orders":
+            return self._create(body)
+        if method == "GET":
+            if rest == "/summary":
+                return 200, {"account": self._summary(), "lastTransactionID": last}
+            if rest == "/instruments":
+                return 200, {"instruments": self._instruments(params), "lastTransactionID": last}
+            if rest == "/pricing":
+                return 200, self._pricing(params)
+            if rest == "/pendingOrders":
+                return 200, {"orders": [o for o in self._orders.values()
+                                        if o["state"] == "PENDING"], "lastTransactionID": last}
+            if rest == "/openTrades":
+                trades = [{**t, "unrealizedPL": f"{self._unrealized(t):.4f}"}
+                          for t in reversed(self._trades) if t["state"] == "OPEN"]
+                return 200, {"trades": trades, "lastTransactionID": last}
+            if rest == "/openPositions":
+                return 200, {"positions": self._positions(), "lastTransactionID": last}
+            found = re.fullmatch(r"/transactions/(\d+)", rest)
+            if found:
+                tx = self._transactions.get(found.group(1))
+                if tx is None:
+                    raise _BadRequest(404, {"errorCode": "TRANSACTION_DOESNT_EXIST",
+                                            "errorMessage": "The transaction does not exist"})
+                return 200, {"transaction": tx, "lastTransactionID": last}
+            found = re.fullmatch(r"/orders/([^/]+)", rest)
+            if found:
+                order = self._find(found.group(1))
+                if order is None:
+                    raise _BadRequest(404, {"errorCode": "ORDER_DOESNT_EXIST",
+                                            "errorMessage": "The order ID specified does not "
+                                                            "exist"})
+                return 200, {"order": order, "lastTransactionID": last}
+        found = re.fullmatch(r"/orders/([^/]+)/cancel", rest)
+        if method == "PUT" and found:
+            order = self._find(found.group(1))
+            if order is None or order["state"] != "PENDING":
+                tx = self._tx("ORDER_CANCEL_REJECT", orderID=(order or {}).get("id"),
+                              rejectReason="ORDER_DOESNT_EXIST")
+                raise _BadRequest(404, {"orderCancelRejectTransaction": tx,
+                                        "relatedTransactionIDs": [tx["id"]],
+                                        "lastTransactionID": tx["id"],
+                                        "errorCode": "ORDER_DOESNT_EXIST",
+                                        "errorMessage": "The Order specified does not exist"})
+            tx = self._cancel(order, "CLIENT_REQUEST", str(self._last_id + 1))
+            return 200, {"orderCancelTransaction": tx, "relatedTransactionIDs": [tx["id"]],
+                         "lastTransactionID": tx["id"]}
+        raise _BadRequest(404 if method == "GET" else 405,
+                          {"errorMessage": f"{method} {path} is not served here"})
+
+    def _summary(self) -> dict:
+        net = self._net_units()
+        used = self._margin_used(net)
+        nav = self._nav()
+        return {"id": self.account_id, "alias": "lookalike", "currency": self.currency,
+                "balance": f"{self.balance:.4f}", "NAV": f"{nav:.4f}",
+                "unrealizedPL": f"{nav - self.balance:.4f}", "marginUsed": f"{used:.4f}",
+                "marginAvailable": f"{max(nav - used, 0.0):.4f}",
+                "marginRate": f"{1 / self.leverage:.4f}", "hedgingEnabled": False,
+                "openTradeCount": sum(t["state"] == "OPEN" for t in self._trades),
+                "openPositionCount": sum(1 for v in net.values() if v),
+                "pendingOrderCount": sum(o["state"] == "PENDING" for o in self._orders.values()),
+                "lastTransactionID": str(self._last_id)}
+
+    def _instruments(self, params: dict) -> list[dict]:
+        wanted = params.get("instruments")
+        names = wanted.split(",") if wanted else list(INSTRUMENTS)
+        return [{"name": name, "type": INSTRUMENTS[name][3], "displayName": name.replace("_", "/"),
+                 "displayPrecision": INSTRUMENTS[name][0],
+                 "tradeUnitsPrecision": INSTRUMENTS[name][1],
+                 "minimumTradeSize": INSTRUMENTS[name][2], "pipLocation": -4,
+                 "marginRate": f"{1 / self.leverage:.4f}", "maximumOrderUnits": "100000000",
+                 "maximumPositionSize": "0"} for name in names if name in INSTRUMENTS]
+
+    def _pricing(self, params: dict) -> dict:
+        names = [n for n in (params.get("instruments") or "").split(",") if n]
+        if not names or any(n not in INSTRUMENTS for n in names):
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'instruments'"})
+        now = _now_text()
+        prices = []
+        for name in names:
+            bid, ask = self._bid_ask(name)
+            places = INSTRUMENTS[name][0]
+            prices.append({"type": "PRICE", "instrument": name, "time": now,
+                           "status": "tradeable", "tradeable": True,
+                           "bids": [{"price": f"{bid:.{places}f}", "liquidity": 10_000_000}],
+                           "asks": [{"price": f"{ask:.{places}f}", "liquidity": 10_000_000}],
+                           "closeoutBid": f"{bid:.{places}f}", "closeoutAsk": f"{ask:.{places}f}"})
+        return {"prices": prices, "time": now}
+
+    def _positions(self) -> list[dict]:
+        positions = []
+        for name, units in self._net_units().items():
+            if not units:
+                continue
+            open_trades = [t for t in self._trades if t["state"] == "OPEN"
+                           and t["instrument"] == name]
+            average = np.average([float(t["price"]) for t in open_trades],
+                                 weights=[abs(float(t["currentUnits"])) for t in open_trades])
+            side = {"units": _units_text(units),
+                    "averagePrice": f"{average:.{INSTRUMENTS[name][0]}f}",
+                    "tradeIDs": [t["id"] for t in open_trades],
+                    "unrealizedPL": f"{sum(self._unrealized(t) for t in open_trades):.4f}"}
+            flat = {"units": "0", "unrealizedPL": "0.0000"}
+            positions.append({"instrument": name, "long": side if units > 0 else flat,
+                              "short": side if units < 0 else flat,
+                              "unrealizedPL": side["unrealizedPL"]})
+        return positions
+
+    def _candles(self, instrument: str, params: dict) -> dict:
+        if instrument not in INSTRUMENTS:
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'instrument'"})
+        granularity = params.get("granularity", "S5")
+        if granularity not in GRANULARITY_NS:
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'granularity'"})
+        components = params.get("price", "M")
+        if not components or set(components) - set("MBA"):
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'price'"})
+        count = params.get("count")
+        if count is not None and not (count.isdigit() and 0 < int(count) <= 5000):
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'count' "
+                                                    "(1 to 5000)"})
+        start, end = params.get("from"), params.get("to")
+        if start and end and count is not None:
+            raise _BadRequest(400, {"errorMessage": "'count' cannot be used with both 'from' "
+                                                    "and 'to'"})
+        try:
+            start_ns = None if start is None else _parse_time(start)
+            end_ns = None if end is None else _parse_time(end)
+        except ValueError:
+            raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'from' or "
+                                                    "'to'"}) from None
+        count = 500 if count is None else int(count)
+        data = self.candles.get((instrument, granularity))
+        if data is None:
+            rows = []
+        else:
+            ts = data["ts_ns"].to_numpy()
+            first, stop = 0, len(ts)
+            if start_ns is not None:
+                side = "left" if params.get("includeFirst", "true") != "false" else "right"
+                first = int(np.searchsorted(ts, start_ns, side=side))
+            if end_ns is not None:
+                stop = int(np.searchsorted(ts, end_ns, side="left"))
+            if start_ns is not None and end_ns is None:
+                stop = min(stop, first + count)
+            elif start_ns is None:
+                first = max(first, stop - count)
+            rows = data.iloc[first:stop]
+        places, half = INSTRUMENTS[instrument][0], self.half_spread[instrument]
+        candles = []
+        for row in ([] if data is None else rows.itertuples(index=False)):
+            candle = {"complete": bool(row.complete), "volume": int(round(row.volume)),
+                      "time": _now_text(row.ts_ns)}
+            for letter, key, shift in (("M", "mid", 0.0), ("B", "bid", -half),
+                                       ("A", "ask", half)):
+                if letter in components:
+                    candle[key] = {k[0]: f"{getattr(row, k) + shift:.{places}f}"
+                                   for k in ("open", "high", "low", "close")}
+            candles.append(candle)
+        return {"instrument": instrument, "granularity": granularity, "candles": candles}
+
+    # -- faults -------------------------------------------------------------------------
+
+    def take_fault(self, method: str, path: str) -> str | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault["left"] > 0 and fault["method"] in (None, method) and (
+                        fault["path"] is None or fault["path"] in path):
+                    fault["left"] -= 1
+                    return fault["kind"]
+        return None
+
+    def log(self, entry: dict) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+
+def _units_text(units: float) -> str:
+    text = f"{units:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "OandaLookalike/1.0"
+
+    def log_message(self, format, *args):  # noqa: A002 - silence the stderr log
+        pass
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_PATCH(self):
+        self._handle("PATCH")
+
+    def _handle(self, method: str) -> None:
+        owner: OandaServer = self.server.owner
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        owner.log({"method": method, "path": path, "params": params, "body": body})
+        fault = owner.take_fault(method, path)
+        if fault == "drop":
+            self.close_connection = True
+            return
+        if fault in ("429", "500", "503"):
+            messages = {"429": "Requests per second exceeded", "500": "Internal server error",
+                        "503": "Service unavailable"}
+            self._send(int(fault), {"errorMessage": messages[fault]})
+            return
+        if fault == "wrong_status":
+            self._send(200, {})
+            return
+        if self.headers.get("Authorization") != f"Bearer {owner.token}":
+            self._send(401, {"errorMessage": "Insufficient authorization to perform request."})
+            return
+        status, payload = owner.route(method, path, params, body)
+        if fault == "lost_response":
+            self.close_connection = True
+            return
+        if fault == "timeout":
+            owner._stopping.wait(owner.delay_s)
+        if fault == "accepted_200" and status == 201:
+            status = 200
+        self._send(status, payload)
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("RequestID", str(time.time_ns()))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a timeout fault)
