@@ -1,0 +1,578 @@
+"""The ccxt adapter: candles, orders and account state of any exchange ccxt knows.
+
+The only module that imports ccxt. What differs between venues is data
+(:data:`VENUE_FACTS`), not subclasses. Every ccxt error is mapped onto the outcomes of
+:mod:`mmats.brokers.base`:
+
+- 429/418 (``DDoSProtection``): wait the venue's ``Retry-After`` (read from the response
+  headers; ccxt ignores it) and retry, then :class:`RateLimited`;
+- timeouts, dropped connections, 5xx: reads are retried, then :class:`VenueUnavailable`;
+  an order that may have left raises :class:`OutcomeUnknown` and is never re-sent blindly
+  (only a connection that was never opened is retried);
+- insufficient balance: :class:`InsufficientFunds`; filters, bad parameters:
+  :class:`OrderRejected` (a duplicate client order id returns the existing order instead);
+- bad key, signature or permissions: :class:`AuthenticationFailed`.
+
+Messages name the exchange, the symbol and what was being done, and never carry the key,
+the secret or a request signature; no ccxt exception is chained to them (its request
+object holds the key in a header).
+
+>>> broker = CcxtBroker("binance", api_key=key, secret=secret, symbols=["BTC/USDT"])  # doctest: +SKIP
+>>> broker.send({"client_order_id": "mm-1", "symbol": "BTC/USDT", "side": "buy",
+...              "qty": 0.01, "type": "market", "price": None})     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import email.utils
+import math
+import re
+import time
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt
+import numpy as np
+import pandas as pd
+import requests
+import urllib3
+
+from mmats.brokers.base import (
+    AuthenticationFailed,
+    BrokerError,
+    InsufficientFunds,
+    OrderRejected,
+    OutcomeUnknown,
+    RateLimited,
+    VenueUnavailable,
+)
+from mmats.data.schema import VALUE_COLUMNS, candles_from_arrays
+from mmats.errors import ConfigError
+
+# Facts about a venue the adapter acts on; a venue not listed takes DEFAULT_FACTS.
+DEFAULT_FACTS = {
+    "client_id_param": "clientOrderId",   # create_order param carrying our client order id
+    "client_id_max_chars": 32,
+    "candles_per_request": None,          # None: ccxt's features table, else 500
+    "last_candle_forming": True,          # the newest candle may be the bar still forming
+    "duplicate_client_id": (),            # fragments of the venue's duplicate-id message
+    "order_lookup_has_fees": True,        # fetch_order reports fees (else read the trades)
+    "options": {},                        # ccxt options merged under the user's
+}
+_BINANCE = {
+    "client_id_param": "newClientOrderId",
+    "client_id_max_chars": 36,
+    "candles_per_request": 1000,
+    "last_candle_forming": True,
+    "duplicate_client_id": ("Duplicate order sent",),
+    "order_lookup_has_fees": False,       # GET /api/v3/order carries no fills
+    # One exchangeInfo call instead of six when a key is set; no warning for open orders
+    # of every symbol.
+    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                "fetchMargins": False, "fetchOpenOrders": {"warnWithoutSymbol": False}},
+}
+VENUE_FACTS = {"binance": _BINANCE, "binanceus": _BINANCE}
+
+_STATUS = {"open": "open", "closed": "filled", "canceled": "canceled",
+           "cancelled": "canceled", "expired": "expired", "rejected": "rejected"}
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_SIGNATURE = re.compile(r"(signature=)[^&\s\"']*", re.IGNORECASE)
+_NOT_SENT = (requests.exceptions.ConnectTimeout, urllib3.exceptions.NewConnectionError,
+             urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)
+_MESSAGE_CHARS = 300
+
+
+class CcxtBroker:
+    """Candles, orders and balances of one ccxt exchange (``exchange_id`` such as
+    ``"binance"``), implementing the Execution and AccountState ports and the candle
+    source of :func:`mmats.data.fetch.fetch_into_store`.
+
+    ``base_url`` replaces the scheme and host of every API URL and keeps each path (a
+    proxy, or a local test server); ``sandbox`` selects the venue's test network.
+    ``symbols`` are the markets whose base-asset balances :meth:`positions` reports.
+    Reads are retried ``retries`` times, ``backoff_s`` doubling, through ``sleep``; a
+    ``Retry-After`` longer than ``max_wait_s`` is not waited for but raised.
+    ``rate_limit`` keeps ccxt's own request throttle on.
+    """
+
+    def __init__(self, exchange_id: str, *, api_key=None, secret=None, sandbox=False,
+                 base_url=None, timeout_s=10.0, options=None, symbols=(), retries=3,
+                 backoff_s=0.5, max_wait_s=60.0, rate_limit=True, sleep=time.sleep,
+                 clock=time.time):
+        exchange_id = str(exchange_id).strip().lower()
+        if exchange_id not in ccxt.exchanges:
+            close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown exchange {exchange_id!r}: not one of ccxt's "
+                              f"{len(ccxt.exchanges)} exchange ids{hint}")
+        self.exchange_id = exchange_id
+        self.facts = {**DEFAULT_FACTS, **VENUE_FACTS.get(exchange_id, {})}
+        self.symbols = tuple(symbols)
+        _check_bases(exchange_id, self.symbols)
+        self.retries, self.backoff_s, self.max_wait_s = int(retries), backoff_s, max_wait_s
+        self._sleep, self._clock = sleep, clock
+        self._secrets = tuple(s for s in (api_key, secret) if s)
+        config = {"timeout": int(timeout_s * 1000), "enableRateLimit": bool(rate_limit)}
+        if api_key:
+            config["apiKey"] = api_key
+        if secret:
+            config["secret"] = secret
+        self._exchange = getattr(ccxt, exchange_id)(config)
+        _merge(self._exchange.options, copy.deepcopy(self.facts["options"]))
+        _merge(self._exchange.options, copy.deepcopy(options or {}))
+        if sandbox:
+            try:
+                if not self._exchange.urls.get("test"):
+                    raise ccxt.NotSupported(exchange_id)
+                self._exchange.set_sandbox_mode(True)
+            except ccxt.NotSupported:
+                raise ConfigError(f"{exchange_id} has no sandbox (test network) in ccxt; "
+                                  "drop sandbox or use base_url") from None
+        if base_url:
+            self._exchange.urls["api"] = _rebase(self._exchange.urls["api"], base_url)
+        self._markets_loaded = False
+
+    def __repr__(self) -> str:
+        keyed = "with key" if self._secrets else "public"
+        return f"CcxtBroker({self.exchange_id!r}, {keyed})"
+
+    # -- candles -------------------------------------------------------------------------
+
+    def fetch_candles(self, symbol: str, timeframe: str, since_ms: int,
+                      limit: int = 1000) -> pd.DataFrame:
+        """Up to ``limit`` bars opening at or after ``since_ms``, oldest first, in the
+        candle schema; the last one may be the bar still forming."""
+        self._market(symbol)
+        if self._exchange.timeframes and timeframe not in self._exchange.timeframes:
+            raise ConfigError(f"{self.exchange_id} has no {timeframe!r} candles; it offers "
+                              f"{', '.join(self._exchange.timeframes)}")
+        limit = max(1, min(int(limit), self._candles_per_request()))
+        rows = self._call(f"fetch {timeframe} candles", symbol, self._exchange.fetch_ohlcv,
+                          symbol, timeframe, since=int(since_ms), limit=limit)
+        table = np.array([[np.nan if v is None else v for v in row[:6]] for row in rows],
+                         dtype=np.float64).reshape(-1, 6)
+        ts_ns = table[:, 0].astype(np.int64) * 1_000_000
+        frame = candles_from_arrays(ts_ns, {c: table[:, i + 1]
+                                            for i, c in enumerate(VALUE_COLUMNS)})
+        frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
+        frame.attrs = {"venue": self.exchange_id, "symbol": symbol, "timeframe": timeframe,
+                       "last_bar_may_be_forming": bool(self.facts["last_candle_forming"])}
+        return frame
+
+    # -- execution -----------------------------------------------------------------------
+
+    def instrument(self, symbol: str) -> dict:
+        """``{"lot_size", "tick_size", "min_notional"}`` from the venue's market rules."""
+        market = self._market(symbol)
+        limits = market.get("limits") or {}
+        return {"lot_size": self._step(market, "amount"),
+                "tick_size": self._step(market, "price"),
+                "min_notional": float(((limits.get("cost") or {}).get("min")) or 0.0)}
+
+    def send(self, order: dict) -> dict:
+        """Round the order to the lot and tick sizes, check it against the minimum
+        notional, send it with its client order id; return the venue's report."""
+        cid, symbol, side, kind = _check_order(order, self.facts["client_id_max_chars"],
+                                               self.exchange_id)
+        label = f"{self.exchange_id} {symbol}: order {cid}"
+        try:
+            market = self._market(symbol)
+        except ConfigError as exc:
+            raise OrderRejected(f"{label} rejected: {exc}", "unknown_symbol") from None
+        rules = self.instrument(symbol)
+        minimum = float(((market.get("limits") or {}).get("amount") or {}).get("min") or 0.0)
+        qty = _to_step(order["qty"], rules["lot_size"], ROUND_FLOOR)
+        if qty <= 0 or qty < minimum:
+            raise OrderRejected(f"{label} rejected before sending: qty {order['qty']} rounds "
+                                f"down to {qty:g} at lot size {rules['lot_size']:g}, below the "
+                                f"minimum {max(minimum, rules['lot_size']):g}", "lot_size")
+        price = None
+        if kind == "limit":
+            # Rounded away from the market: never pay more, or sell for less, than asked.
+            rounding = ROUND_FLOOR if side == "buy" else ROUND_CEILING
+            price = _to_step(order["price"], rules["tick_size"], rounding)
+        if rules["min_notional"] > 0:
+            reference = price or order.get("price") or self._last_price(symbol)
+            if qty * reference < rules["min_notional"]:
+                raise OrderRejected(
+                    f"{label} rejected before sending: notional {qty:g} x {reference:g} = "
+                    f"{qty * reference:g} is below the minimum {rules['min_notional']:g}",
+                    "min_notional")
+        params = {self.facts["client_id_param"]: cid}
+        if kind == "limit":
+            params["timeInForce"] = order.get("time_in_force") or "GTC"
+        try:
+            placed = self._call(f"send {side} {kind} order {cid}", symbol,
+                                self._exchange.create_order, symbol, kind, side, qty, price,
+                                params, sends=True)
+        except OrderRejected as exc:
+            if exc.reason != "duplicate_client_id":
+                raise
+            existing = self.lookup(cid, symbol)
+            if existing is None or existing["side"] != side or not math.isclose(
+                    existing["qty"], qty, rel_tol=1e-9):
+                raise
+            return existing  # sent before (its answer was lost): the same order
+        return self._report(placed, symbol, cid)
+
+    def cancel(self, client_order_id: str, symbol: str) -> dict | None:
+        """Cancel an open order; its final report, or None if the venue never had it."""
+        self._market(symbol)
+        try:
+            done = self._call(f"cancel order {client_order_id}", symbol,
+                              self._exchange.cancel_order, None, symbol,
+                              {"clientOrderId": client_order_id}, not_found=True)
+        except _NotFound:
+            return self.lookup(client_order_id, symbol)  # already final, or never arrived
+        report = self._report(done, symbol, client_order_id)
+        if report["status"] == "canceled":
+            report["reason"] = report["reason"] or "canceled"
+        return report
+
+    def lookup(self, client_order_id: str, symbol: str) -> dict | None:
+        """The venue's report of the order with this client id, or None."""
+        self._market(symbol)
+        try:
+            found = self._call(f"look up order {client_order_id}", symbol,
+                               self._exchange.fetch_order, None, symbol,
+                               {"clientOrderId": client_order_id}, not_found=True)
+        except _NotFound:
+            return None
+        return self._report(found, symbol, client_order_id)
+
+    def open_orders(self, symbol: str | None = None) -> list[dict]:
+        """Reports of the open orders of ``symbol`` (every symbol when None)."""
+        if symbol is not None:
+            self._market(symbol)
+        found = self._call("list open orders", symbol, self._exchange.fetch_open_orders,
+                           symbol)
+        return [self._report(item, item.get("symbol") or symbol) for item in found]
+
+    # -- account -------------------------------------------------------------------------
+
+    def balances(self) -> dict[str, float]:
+        """Total (free + in orders) of each asset held; zero balances omitted."""
+        self._load_markets()
+        balance = self._call("fetch balances", None, self._exchange.fetch_balance)
+        return {asset: float(total) for asset, total in (balance.get("total") or {}).items()
+                if total}
+
+    def positions(self) -> dict[str, float]:
+        """Spot positions: the base-asset balance of each configured symbol."""
+        if not self.symbols:
+            return {}
+        held = self.balances()
+        found = {}
+        for symbol in self.symbols:
+            qty = held.get(self._market(symbol)["base"], 0.0)
+            if qty:
+                found[symbol] = qty
+        return found
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _load_markets(self) -> None:
+        if not self._markets_loaded:
+            self._call("load markets", None, self._exchange.load_markets)
+            self._markets_loaded = True
+
+    def _market(self, symbol: str) -> dict:
+        self._load_markets()
+        market = self._exchange.markets.get(symbol)
+        if market is None:
+            close = difflib.get_close_matches(str(symbol), list(self._exchange.markets), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"{self.exchange_id} has no market {symbol!r}{hint}")
+        return market
+
+    def _step(self, market: dict, what: str) -> float:
+        precision = (market.get("precision") or {}).get(what)
+        if precision is None:
+            return 0.0
+        if self._exchange.precisionMode == ccxt.TICK_SIZE:
+            return float(precision)
+        if self._exchange.precisionMode == ccxt.DECIMAL_PLACES:
+            return float(Decimal(1).scaleb(-int(precision)))
+        return 0.0  # significant digits: no fixed step
+
+    def _candles_per_request(self) -> int:
+        configured = self.facts["candles_per_request"]
+        if configured:
+            return int(configured)
+        features = (getattr(self._exchange, "features", None) or {}).get("spot") or {}
+        return int((features.get("fetchOHLCV") or {}).get("limit") or 500)
+
+    def _last_price(self, symbol: str) -> float:
+        ticker = self._call("fetch the last price", symbol, self._exchange.fetch_ticker, symbol)
+        price = ticker.get("last") or ticker.get("close")
+        if not price:
+            raise VenueUnavailable(f"{self.exchange_id} {symbol}: no last price to check the "
+                                   "minimum notional of a market order; pass the order's "
+                                   "expected price as 'price'")
+        return float(price)
+
+    def _report(self, placed: dict, symbol: str, client_order_id: str | None = None) -> dict:
+        filled = float(placed.get("filled") or 0.0)
+        average = placed.get("average")
+        if average is None and filled and placed.get("cost"):
+            average = float(placed["cost"]) / filled
+        status = _STATUS.get(str(placed.get("status")).lower(), "open")
+        if status == "open" and filled > 0:
+            status = "partially_filled"
+        fees = placed.get("fees") or ([placed["fee"]] if placed.get("fee") else [])
+        if filled > 0 and not fees and not self.facts["order_lookup_has_fees"]:
+            trades = self._call(f"fetch the fills of order {placed.get('id')}", symbol,
+                                self._exchange.fetch_order_trades, placed.get("id"), symbol)
+            fees = [fee for trade in trades for fee in (trade.get("fees") or
+                                                        [trade.get("fee")]) if fee]
+        market = self._market(symbol)
+        fee, other = _quote_fee(fees, market, average)
+        report = {
+            "client_order_id": placed.get("clientOrderId") or client_order_id,
+            "venue_order_id": str(placed.get("id")), "symbol": symbol,
+            "side": placed.get("side"), "qty": float(placed.get("amount") or 0.0),
+            "filled_qty": filled, "avg_price": None if average is None else float(average),
+            "fee": fee, "status": status,
+            "reason": "canceled" if status == "canceled" else None,
+        }
+        if other:
+            report["other_fees"] = other  # fees in a third currency (e.g. BNB), not converted
+        return report
+
+    def _call(self, what: str, symbol: str | None, method, *args, sends: bool = False,
+              not_found: bool = False, **kwargs):
+        """Call ccxt, retrying what is safe to retry, and map its errors."""
+        where = f"{self.exchange_id}{'' if symbol is None else ' ' + symbol}"
+        attempt = 0
+        while True:
+            self._exchange.last_response_headers = None
+            try:
+                return method(*args, **kwargs)
+            except ccxt.OrderNotFound as exc:
+                if not not_found:
+                    error = BrokerError(f"{where}: {what}: unknown order: {self._text(exc)}")
+                else:
+                    error = _NotFound(what)
+                wait = None
+            except ccxt.BaseError as exc:
+                error, wait = self._map(exc, where, what, sends, attempt)
+            # Raised outside the except block: the ccxt exception (whose request holds the
+            # key in a header) is not chained to ours.
+            if wait is None or attempt >= self.retries:
+                raise error
+            self._sleep(wait)
+            attempt += 1
+
+    def _map(self, exc, where: str, what: str, sends: bool, attempt: int):
+        """``(error, wait)``: the error to raise, and how long to wait before a retry (None:
+        do not retry)."""
+        detail = self._text(exc)
+        status = _http_status(exc)
+        backoff = self.backoff_s * 2 ** attempt
+        if isinstance(exc, ccxt.DDoSProtection) and status in (401, 403):
+            # Binance answers a revoked key with -2015, which ccxt reports as a rate limit
+            # once the key has worked before.
+            return AuthenticationFailed(f"{where}: {what}: credentials refused ({detail}); "
+                                        "check the API key, its permissions and IP list"), None
+        if isinstance(exc, ccxt.DDoSProtection):
+            retry_after = self._retry_after(exc)
+            wait = backoff if retry_after is None else retry_after
+            asked = "no Retry-After" if retry_after is None else f"Retry-After {retry_after:g} s"
+            error = RateLimited(f"{where}: {what}: rate limited after {attempt + 1} "
+                                f"attempt(s) (HTTP {status or '?'}, {asked}): {detail}",
+                                retry_after=wait)
+            return error, (wait if wait <= self.max_wait_s else None)
+        if isinstance(exc, ccxt.OperationFailed):  # timeouts, network errors, 5xx
+            if sends and not _never_sent(exc):
+                return OutcomeUnknown(
+                    f"{where}: {what}: the order may have reached the venue but the answer "
+                    f"was lost ({type(exc).__name__}: {detail}); look it up by client order id "
+                    "before sending anything else"), None
+            return VenueUnavailable(f"{where}: {what}: venue unavailable after "
+                                    f"{attempt + 1} attempt(s) ({type(exc).__name__}: "
+                                    f"{detail})"), backoff
+        if isinstance(exc, ccxt.AuthenticationError):  # includes PermissionDenied
+            return AuthenticationFailed(f"{where}: {what}: credentials refused ({detail}); "
+                                        "check the API key, its permissions and IP list"), None
+        if isinstance(exc, ccxt.InsufficientFunds):
+            return InsufficientFunds(f"{where}: {what}: insufficient funds: {detail}"), None
+        if isinstance(exc, (ccxt.InvalidOrder, ccxt.BadRequest)):
+            reason = _reject_reason(exc, detail, self.facts["duplicate_client_id"])
+            if sends:
+                return OrderRejected(f"{where}: {what}: rejected by the venue ({reason}): "
+                                     f"{detail}", reason), None
+            return BrokerError(f"{where}: {what}: the venue refused the request: {detail}"), None
+        if isinstance(exc, ccxt.ExchangeError) and sends:
+            return OrderRejected(f"{where}: {what}: rejected by the venue: {detail}"), None
+        if isinstance(exc, ccxt.ExchangeError):
+            return VenueUnavailable(f"{where}: {what}: venue error: {detail}"), None
+        return BrokerError(f"{where}: {what}: {type(exc).__name__}: {detail}"), None
+
+    def _retry_after(self, exc) -> float | None:
+        response = _http_response(exc)
+        headers = response.headers if response is not None else (
+            self._exchange.last_response_headers or {})
+        value = headers.get("Retry-After") if hasattr(headers, "get") else None
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:  # an HTTP date
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - self._clock())
+        except (TypeError, ValueError):
+            return None
+
+    def _text(self, exc) -> str:
+        """The ccxt message without secrets or signatures, shortened."""
+        text = " ".join(str(exc).split())
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = _SIGNATURE.sub(r"\1***", text)
+        return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS - 3] + "..."
+
+
+class _NotFound(BrokerError):
+    """The venue does not know the order (internal: lookup and cancel answer None)."""
+
+
+def _check_order(order: dict, max_chars: int, venue: str):
+    missing = [k for k in ("client_order_id", "symbol", "side", "qty", "type") if k not in order]
+    if missing:
+        raise OrderRejected(f"{venue}: order {order.get('client_order_id')!r} lacks "
+                            f"{', '.join(missing)}", "invalid_order")
+    cid, symbol = str(order["client_order_id"]), str(order["symbol"])
+    side, kind = str(order["side"]).lower(), str(order["type"]).lower()
+    label = f"{venue} {symbol}: order {cid}"
+    problems = []
+    if not _CLIENT_ID.match(cid) or len(cid) > max_chars:
+        problems.append(f"client order id must be 1-{max_chars} characters of "
+                        "[A-Za-z0-9_-]")
+    if side not in ("buy", "sell"):
+        problems.append(f"side {order['side']!r} is not buy or sell")
+    if kind not in ("market", "limit"):
+        problems.append(f"type {order['type']!r} is not market or limit")
+    qty = order["qty"]
+    if not isinstance(qty, (int, float)) or not math.isfinite(qty) or qty <= 0:
+        problems.append(f"qty {qty!r} is not a positive number")
+    price = order.get("price")
+    if kind == "limit" and (not isinstance(price, (int, float)) or not math.isfinite(price)
+                            or price <= 0):
+        problems.append(f"a limit order needs a positive price, got {price!r}")
+    if problems:
+        raise OrderRejected(f"{label} rejected before sending: {'; '.join(problems)}",
+                            "invalid_order")
+    return cid, symbol, side, kind
+
+
+def _to_step(value: float, step: float, rounding) -> float:
+    """``value`` rounded to a whole number of ``step`` (exact, in decimal)."""
+    if not step:
+        return float(value)
+    step_decimal = Decimal(repr(step))
+    units = (Decimal(repr(float(value))) / step_decimal).to_integral_value(rounding)
+    return float(units * step_decimal)
+
+
+def _quote_fee(fees, market: dict, average) -> tuple[float, dict]:
+    """Fees in the quote currency (base-currency fees converted at the average price), and
+    any fees in other currencies."""
+    total, other = 0.0, {}
+    for fee in fees:
+        cost = float(fee.get("cost") or 0.0)
+        currency = fee.get("currency")
+        if not cost:
+            continue
+        if currency in (None, market["quote"]):
+            total += cost
+        elif currency == market["base"] and average:
+            total += cost * float(average)
+        else:
+            other[currency] = other.get(currency, 0.0) + cost
+    return total, other
+
+
+def _reject_reason(exc, detail: str, duplicate_fragments) -> str:
+    if any(fragment in detail for fragment in duplicate_fragments) or isinstance(
+            exc, ccxt.DuplicateOrderId):
+        return "duplicate_client_id"
+    if "LOT_SIZE" in detail:
+        return "lot_size"
+    if "NOTIONAL" in detail:
+        return "min_notional"
+    if "PRICE_FILTER" in detail:
+        return "tick_size"
+    if isinstance(exc, ccxt.BadSymbol):
+        return "unknown_symbol"
+    return "rejected"
+
+
+def _chain(exc):
+    """The exception, its causes and contexts, and what they wrap, each once."""
+    seen, todo = set(), [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        todo += [item.__cause__, item.__context__, getattr(item, "reason", None)]
+        todo += [arg for arg in getattr(item, "args", ()) if isinstance(arg, BaseException)]
+
+
+def _http_response(exc):
+    for item in _chain(exc):
+        response = getattr(item, "response", None)
+        if getattr(response, "status_code", None) is not None:
+            return response
+    return None
+
+
+def _http_status(exc) -> int | None:
+    response = _http_response(exc)
+    return None if response is None else int(response.status_code)
+
+
+def _never_sent(exc) -> bool:
+    """True when the connection was never opened, so the request cannot have arrived."""
+    return _http_response(exc) is None and any(isinstance(item, _NOT_SENT)
+                                               for item in _chain(exc))
+
+
+def _rebase(urls, base_url: str):
+    """Every URL in ``urls`` (a string or nested dicts) with the scheme and host of
+    ``base_url``, its path appended to the base URL's own path."""
+    if isinstance(urls, dict):
+        return {name: _rebase(value, base_url) for name, value in urls.items()}
+    if not isinstance(urls, str) or "://" not in urls:
+        return urls
+    base = urlsplit(base_url)
+    if not base.scheme or not base.netloc:
+        raise ConfigError(f"base_url {base_url!r} needs a scheme and host, "
+                          "e.g. http://127.0.0.1:8080")
+    original = urlsplit(urls)
+    return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + original.path,
+                       original.query, ""))
+
+
+def _merge(target: dict, extra: dict) -> None:
+    """Merge ``extra`` into ``target``, nested dicts key by key."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _check_bases(exchange_id: str, symbols) -> None:
+    bases: dict[str, str] = {}
+    for symbol in symbols:
+        base = str(symbol).split("/")[0]
+        if base in bases:
+            raise ConfigError(f"{exchange_id}: symbols {bases[base]} and {symbol} share the "
+                              f"base asset {base}; a spot account cannot tell their positions "
+                              "apart, so trade only one of them")
+        bases[base] = symbol
