@@ -408,8 +408,10 @@ class OandaBroker:
         except _Refused as err:
             refused = err.failure
         if refused is not None:
-            if refused.status == 404 and (refused.body or {}).get("errorCode") in (
-                    None, "ORDER_DOESNT_EXIST"):
+            # Only the venue's own "no such order" means it never arrived: any other 404
+            # (a proxy's, say) must not make the runner send the order again.
+            if refused.status == 404 and (refused.body or {}).get("errorCode") == (
+                    "ORDER_DOESNT_EXIST"):
                 return None
             raise BrokerError(f"OANDA account {self.account_id}: {what}"
                               f"{' on ' + symbol if symbol else ''}: {refused.detail}")
