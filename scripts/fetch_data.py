@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Fetch candles from a venue into the candle store (resumable, idempotent).
+
+    python scripts/fetch_data.py binance BTC/USDT 1h --since 2024-01-01
+    python scripts/fetch_data.py binance ETH/BTC 5m --since 2024-06-01 --until 2024-07-01 --json
+    python scripts/fetch_data.py oanda EUR/USD 1h --since 2024-01-01 --sandbox
+
+VENUE is any ccxt exchange id (binance, kraken, okx, ...) or oanda. Pages are written to
+the store as they arrive: an interrupted fetch loses at most one page, and running the same
+command again continues where the store stops; bars already stored are not fetched again.
+The bar still forming is never stored. Missing bars (gaps) are listed at the end.
+
+Keys, when the venue needs them (public ccxt candles do not): MMATS_<VENUE>_API_KEY and
+MMATS_<VENUE>_SECRET, e.g. MMATS_BINANCE_API_KEY; for oanda MMATS_OANDA_TOKEN (or
+MMATS_OANDA_API_KEY) and MMATS_OANDA_ACCOUNT_ID.
+
+Exit codes: 0 fetched (or already up to date), 1 venue, data or configuration error
+(bars stored before it are kept: re-run to resume), 2 bad arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("venue", metavar="VENUE", help="ccxt exchange id (e.g. binance) or oanda")
+    parser.add_argument("symbol", metavar="SYMBOL", help="e.g. BTC/USDT or EUR/USD")
+    parser.add_argument("timeframe", metavar="TIMEFRAME", help="bar length, e.g. 1m, 1h, 1d")
+    parser.add_argument("--since", required=True, metavar="DATE",
+                        help="first bar to fetch (UTC), e.g. 2024-01-01")
+    parser.add_argument("--until", metavar="DATE",
+                        help="stop before bars opening at this time (default: now)")
+    parser.add_argument("--root", default=os.environ.get("MMATS_DATA_ROOT") or "data",
+                        help="store root (default: $MMATS_DATA_ROOT or ./data)")
+    parser.add_argument("--base-url", metavar="URL",
+                        help="talk to this server instead of the venue (a proxy or test server)")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="the venue's test environment (ccxt sandbox, OANDA practice)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON on stdout (no progress bar)")
+    args = parser.parse_args(argv)
+    args.venue = args.venue.strip().lower()
+    from mmats.data import timeframe_ns
+    from mmats.data.store import to_ns
+    from mmats.errors import ConfigError
+
+    try:
+        timeframe_ns(args.timeframe)
+        since = to_ns(args.since)
+        if args.until is not None and to_ns(args.until) <= since:
+            raise ConfigError(f"--until {args.until} must be after --since {args.since}")
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Imported after parsing so that --help answers at once.
+    from mmats.brokers.base import BrokerError
+    from mmats.data import CandleStore
+    from mmats.data.fetch import fetch_into_store
+    from mmats.errors import MMATSError
+
+    where = f"{args.venue} {args.symbol} {args.timeframe}"
+    store = CandleStore(args.root)
+    try:
+        source = make_source(args.venue, base_url=args.base_url, sandbox=args.sandbox)
+        report = fetch_into_store(source, store, args.venue, args.symbol, args.timeframe,
+                                  since=args.since, until=args.until,
+                                  progress=not args.json and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {where}; the bars fetched so far are stored, run the same "
+              "command again to continue", file=sys.stderr)
+        return 130
+    except (BrokerError, MMATSError) as exc:
+        print(f"error: {where}: {exc}", file=sys.stderr)
+        if store.path(args.venue, args.symbol, args.timeframe).is_file():
+            print("the bars fetched before the error are stored; run the same command again "
+                  "to continue", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+    return 0
+
+
+def make_source(venue: str, *, base_url=None, sandbox=False):
+    """The adapter that fetches ``venue``'s candles, with keys from the environment."""
+    from mmats.errors import ConfigError
+
+    prefix = "MMATS_" + re.sub(r"[^A-Z0-9]", "_", venue.upper())
+    if venue == "oanda":
+        try:
+            from mmats.brokers.oanda_broker import OandaBroker
+        except ImportError as exc:
+            raise ConfigError(f"the OANDA adapter cannot be imported ({exc}); install the live "
+                              "extra: pip install -e '.[live]'") from None
+        token = os.environ.get(f"{prefix}_TOKEN") or os.environ.get(f"{prefix}_API_KEY")
+        return OandaBroker(account_id=os.environ.get(f"{prefix}_ACCOUNT_ID"), token=token,
+                           practice=sandbox, base_url=base_url)
+    try:
+        from mmats.brokers.ccxt_broker import CcxtBroker
+    except ImportError as exc:
+        raise ConfigError(f"the ccxt adapter cannot be imported ({exc}); install the live "
+                          "extra: pip install -e '.[live]'") from None
+    return CcxtBroker(venue, api_key=os.environ.get(f"{prefix}_API_KEY"),
+                      secret=os.environ.get(f"{prefix}_SECRET"), sandbox=sandbox,
+                      base_url=base_url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
