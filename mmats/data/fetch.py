@@ -87,7 +87,8 @@ class FetchReport:
 
 def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timeframe: str, *,
                      since, until=None, now_ms: int | None = None, progress: bool = False,
-                     page_bars: int = PAGE_BARS, calendar: str | None = None) -> FetchReport:
+                     page_bars: int = PAGE_BARS, calendar: str | None = None,
+                     flush_s: float | None = None) -> FetchReport:
     """Fetch the closed bars of ``symbol`` opening in ``[since, until)`` into ``store``.
 
     Bars before the first stored one are fetched (back-fill), then bars after the last
@@ -98,6 +99,11 @@ def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timefr
     inferred) decides which missing bars count as gaps. ``since`` and ``until`` are
     anything :func:`~mmats.data.store.to_ns` reads: a date string, datetime, Timestamp or
     int nanoseconds.
+
+    Each page is written as it arrives. Every write rewrites the store's file, so for long
+    histories ``flush_s`` gathers pages and writes them together once ``flush_s`` seconds
+    have passed since the last write; pages gathered when an error or Ctrl-C stops the fetch
+    are still written, so only a hard kill loses them (at most ``flush_s`` of fetching).
 
     >>> report = fetch_into_store(CcxtBroker("binance"), CandleStore("data"), "binance",
     ...                           "BTC/USDT", "1h", since="2024-01-01")   # doctest: +SKIP
@@ -132,19 +138,20 @@ def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timefr
 
     bar = _progress_bar(progress, sum(-(-(hi - lo) // step_ms) for lo, hi in ranges),
                         f"{venue} {symbol} {timeframe}")
+    writer = _Writer(store, report, flush_s)
     try:
         for lo, hi in ranges:
-            _fetch_range(source, store, report, lo, hi, now_ms, step_ms, page_bars, bar)
+            _fetch_range(source, writer, report, lo, hi, now_ms, step_ms, page_bars, bar)
     finally:
+        writer.flush()  # pages that arrived are kept even when the fetch stops early
         if bar is not None:
             bar.close()
     _summarise(store, report, start_ms, end_ms, calendar)
     return report
 
 
-def _fetch_range(source, store, report, lo, hi, now_ms, step_ms, page_bars, bar) -> None:
-    """Pages of closed bars opening in ``[lo, hi)``, each written as soon as it arrives."""
-    label = f"{report.venue} {report.symbol} {report.timeframe}"
+def _fetch_range(source, writer, report, lo, hi, now_ms, step_ms, page_bars, bar) -> None:
+    """Pages of closed bars opening in ``[lo, hi)``, handed to ``writer`` as they arrive."""
     cursor = lo
     while cursor < hi:
         page = source.fetch_candles(report.symbol, report.timeframe, cursor, page_bars)
@@ -157,14 +164,39 @@ def _fetch_range(source, store, report, lo, hi, now_ms, step_ms, page_bars, bar)
         keep = ahead & (open_ms < hi) & ~forming
         report.forming_dropped += int(np.count_nonzero(forming))
         if keep.any():
-            written = store.write(report.venue, report.symbol, report.timeframe,
-                                  page.loc[keep], source=label)
-            report.bars_received += int(np.count_nonzero(keep))
-            report.bars_added += written.rows_added
+            writer.add(page.loc[keep])
         next_cursor = int(open_ms[ahead].max()) + step_ms
         if bar is not None:
             bar.update(-(-(min(next_cursor, hi) - cursor) // step_ms))
         cursor = next_cursor
+
+
+class _Writer:
+    """Writes pages to the store: each at once, or gathered for ``flush_s`` seconds."""
+
+    def __init__(self, store: CandleStore, report: FetchReport, flush_s: float | None):
+        if flush_s is not None and flush_s < 0:
+            raise ConfigError(f"flush_s must be >= 0 seconds, got {flush_s}")
+        self.store, self.report, self.flush_s = store, report, flush_s
+        self.pending: list[pd.DataFrame] = []
+        self.last_write = time.monotonic()
+
+    def add(self, rows: pd.DataFrame) -> None:
+        self.pending.append(rows)
+        self.report.bars_received += len(rows)
+        if self.flush_s is None or time.monotonic() - self.last_write >= self.flush_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        frames, self.pending = self.pending, []  # a failed write is not retried
+        report = self.report
+        rows = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        written = self.store.write(report.venue, report.symbol, report.timeframe, rows,
+                                   source=f"{report.venue} {report.symbol} {report.timeframe}")
+        report.bars_added += written.rows_added
+        self.last_write = time.monotonic()
 
 
 def _summarise(store, report, start_ms, end_ms, calendar) -> None:

@@ -44,10 +44,42 @@ def feeds_for(config: RunnerConfig) -> dict:
     return {market.name: StoreFeed(config.data_root, market.feed) for market in config.markets}
 
 
+def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
+                clock=time.time_ns) -> dict:
+    """The Execution/AccountState adapter of every market: the paper venue for
+    ``execution: paper`` (one SQLite account per market beside the journal; it charges
+    the fee and slippage of the market's first model), a venue adapter otherwise."""
+    from mmats.brokers.paper import PaperBroker
+    from mmats.live.runner import sleeves as all_sleeves
+
+    result = {}
+    by_market = {}
+    for sleeve in all_sleeves(config, cash):
+        by_market.setdefault(sleeve.market, sleeve)
+    for market in config.markets:
+        if not market.is_paper:
+            from mmats.brokers.connect import connect
+
+            result[market.name] = connect(config, market)
+            continue
+        first = by_market.get(market.name)
+        cfg = first.cfg[0] if first is not None else None
+        path = config.journal.with_name(f"{config.journal.stem}.{market.name}.paper.sqlite")
+        result[market.name] = PaperBroker(
+            path, feeds[market.name], market.timeframe, cash=cash,
+            fee_bps=float(cfg["fee_bps"]) if cfg is not None else 0.0,
+            slippage_bps=float(cfg["slippage_bps"]) if cfg is not None else 0.0,
+            leverage=max([float(s.cfg[0]["max_leverage"]) for s in all_sleeves(config, cash)
+                          if s.market == market.name] + [1.0]),
+            symbols=market.symbols, clock=clock)
+    return result
+
+
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
-              mode: str | None = None):
-    """Lock, journal the configuration if it changed, process every newly closed bar,
-    notify the signals, exit."""
+              mode: str | None = None, brokers: dict | None = None):
+    """Lock, journal the configuration if it changed, process every newly closed bar
+    (operator mode: recover, reconcile and send through the brokers), notify the signals
+    and alerts, exit."""
     mode = mode or config.mode
     with runner_lock(config.lock), Journal(config.journal) as journal:
         snapshot = config.snapshot()
@@ -55,8 +87,14 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
         if not last or last[0]["text"] != snapshot:
             journal.append_config_snapshot(snapshot)
         now_ns = now_ns or time.time_ns()
-        report = run_tick(config, feeds_for(config), journal, now_ns, cash=cash, mode=mode)
+        feeds = feeds_for(config)
+        if mode == "operator" and brokers is None:
+            brokers = brokers_for(config, feeds, cash=cash, clock=lambda: now_ns)
+        report = run_tick(config, feeds, journal, now_ns, cash=cash, mode=mode,
+                          brokers=brokers)
         stale = _halt_stale(config, journal, now_ns)
+    for title, message in report.alerts:
+        notify(config.notifications, title, message)
     for sleeve_id, message in stale:
         notify(config.notifications, "MMATS halted: stale data", f"{sleeve_id}: {message}")
     for signal in report.signals:
@@ -88,10 +126,37 @@ def _halt_stale(config, journal, now_ns) -> list[tuple[str, str]]:
     return halted
 
 
-def kill(config: RunnerConfig, *, user: str = "operator", reason: str = "") -> list[str]:
-    """Halt every sleeve: pending orders cancelled, a flatten at the next open for any
-    position, nothing new until :func:`resume_models`."""
-    return _change(config, None, "kill", user, reason, lambda state, now: halt(state, now))
+def kill(config: RunnerConfig, *, user: str = "operator", reason: str = "",
+         mode: str | None = None, brokers: dict | None = None,
+         cash: float = 10_000.0) -> list[str]:
+    """Halt every sleeve, nothing new until :func:`resume_models`. In operator mode the
+    venues' open orders of ours are cancelled and every position is flattened by market
+    orders now; otherwise pending orders are dropped and positions flatten at the next
+    bar's open."""
+    after = None
+    if (mode or config.mode) == "operator":
+        def after(journal, now):
+            _flatten_at_venues(config, journal, now, brokers, cash)
+    return _change(config, None, "kill", user, reason, lambda state, now: halt(state, now),
+                   after=after)
+
+
+def _flatten_at_venues(config, journal, now_ns, brokers, cash) -> None:
+    from mmats.live.operator import Desk
+    from mmats.live.runner import TickReport
+    from mmats.sleeve import new_state
+
+    all_sleeves = sleeves(config, cash)
+    if brokers is None:
+        brokers = brokers_for(config, feeds_for(config), cash=cash)
+    states = {s.id: journal.load_state(s.id) for s in all_sleeves}
+    states = {k: (v if v is not None else new_state(1.0)) for k, v in states.items()}
+    report = TickReport()
+    desk = Desk(config, all_sleeves, states, brokers, journal, now_ns, report)
+    desk.cancel_open_orders()
+    desk.send_pending({})
+    for title, message in report.alerts:
+        notify(config.notifications, title, message)
 
 
 def pause(config: RunnerConfig, model_id: str, *, user: str = "operator",
@@ -115,7 +180,8 @@ def resume_models(config: RunnerConfig, model_id: str | None = None, *,
     return _change(config, model_id, "resume", user, reason, lambda state, now: resume(state))
 
 
-def _change(config, model_id, action, user, reason, apply, symbol=None) -> list[str]:
+def _change(config, model_id, action, user, reason, apply, symbol=None,
+            after=None) -> list[str]:
     targets = [s for s in sleeves(config, 1.0) if model_id in (None, s.model_id)
                and symbol in (None, s.symbol)]
     if model_id is not None and not targets:
@@ -137,6 +203,8 @@ def _change(config, model_id, action, user, reason, apply, symbol=None) -> list[
                 journal.append_risk_event("CRITICAL", "global", "kill_switch",
                                           f"kill by {user}: {reason or 'no reason given'}",
                                           {"sleeves": changed})
+        if after is not None:
+            after(journal, now)
     notify(config.notifications, f"MMATS {action}",
            f"{action} {model_id or 'all'} by {user}: {', '.join(changed) or 'no sleeve yet'}")
     return changed

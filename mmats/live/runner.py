@@ -29,7 +29,7 @@ from mmats.errors import ConfigError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocks_new_exposure, new_book, scopes
-from mmats.nb.sim import on_bar, on_signal
+from mmats.nb.sim import on_bar, on_bar_venue, on_signal
 from mmats.nb.sizing import target_quantity
 from mmats.sleeve import new_state
 from mmats.strategy import Strategy, load_strategy
@@ -81,27 +81,45 @@ class TickReport:
     bars: int = 0
     signals: list[dict] = field(default_factory=list)
     fills: int = 0
+    orders: int = 0  # sent to a venue (operator mode)
+    rejects: int = 0
+    alerts: list[tuple[str, str]] = field(default_factory=list)  # (title, message)
+    balances: dict = field(default_factory=dict)  # per market, from the venue
+
+
+MODES = ("advisory", "paper", "operator")
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
-             now_ns: int, *, cash: float = 10_000.0, mode: str | None = None) -> TickReport:
+             now_ns: int, *, cash: float = 10_000.0, mode: str | None = None,
+             brokers: Mapping[str, object] | None = None) -> TickReport:
     """Process every bar that closed up to ``now_ns`` for every sleeve, then return.
 
     ``feeds`` maps market names to :class:`~mmats.brokers.base.DataFeed` adapters.
     Advisory mode journals signals only; paper mode also journals the orders and fills
-    of the kernel's fill model.
+    of the kernel's fill model; operator mode recovers and reconciles with ``brokers``
+    (market name -> Execution and AccountState adapter) first, and sends the decisions
+    to them at the end (:mod:`mmats.live.operator`).
     """
     mode = mode or config.mode
-    if mode not in ("advisory", "paper"):
-        raise ConfigError(f"mode {mode!r} is not available in this runner yet; use advisory "
-                          "or paper")
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "operator" and not brokers:
+        raise ConfigError("operator mode needs a broker for each market")
     report = TickReport()
     all_sleeves = sleeves(config, cash)
     states = {}
     for sleeve in all_sleeves:
         state = journal.load_state(sleeve.id, STATE_DTYPE)
         states[sleeve.id] = new_state(sleeve.cash) if state is None else state
-    book = _Book(config, all_sleeves, states, journal)
+    desk = None
+    if mode == "operator":
+        from mmats.live.operator import Desk
+
+        desk = Desk(config, all_sleeves, states, brokers, journal, now_ns, report)
+        desk.recover()  # before anything else is sent
+        desk.reconcile()
+    book = _Book(config, all_sleeves, states, journal, venue=desk is not None)
     items = []  # every bar that closed since each sleeve's last one
     for order, sleeve in enumerate(all_sleeves):
         last = int(states[sleeve.id][0]["last_bar_ts_ns"])
@@ -120,6 +138,7 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
                                           item.sleeve.params)
         return _last(output, -1)
 
+    volumes = {}
     for group in _closes(items):
         with journal.transaction():  # a crash leaves the whole close or none of it
             done, events = book.close(group, trailing_window_signal)
@@ -130,6 +149,9 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
                 journal.append_risk_event("CRITICAL", scope, kind, message, data, ts_ns=ts_ns)
             for scope in book.scopes:
                 journal.save_state(book_id(scope), scope.book, ts_ns=group[0].open_ns)
+        volumes.update({item.sleeve.id: item.prices[4] for item in group})
+    if desk is not None:  # only the newest decision of each sleeve goes to the venue
+        desk.send_pending(volumes)
     return report
 
 
@@ -168,8 +190,9 @@ class _Book:
     """The sleeves' states and the scopes' books, stepped one close at a time: the one
     sequence of events that the runner and the portfolio backtest share."""
 
-    def __init__(self, config, all_sleeves, states, journal=None):
+    def __init__(self, config, all_sleeves, states, journal=None, *, venue=False):
         self.states = states
+        self.venue = venue  # a venue executes the orders: no simulated fills
         self.scopes = scopes(config, all_sleeves)
         for scope in self.scopes:
             scope.book = journal.load_state(book_id(scope), BOOK_DTYPE) if journal else None
@@ -189,6 +212,10 @@ class _Book:
         done = []
         for item in group:
             record, cfg = self.states[item.sleeve.id][0], item.sleeve.cfg[0]
+            if self.venue:
+                on_bar_venue(record, cfg, item.open_ns, item.open_ns // DAY_NS, *item.prices)
+                done.append([item, [], None, None])
+                continue
             n_fills, n_orders, _ = on_bar(record, cfg, record["bars"], item.open_ns,
                                           item.open_ns // DAY_NS, *item.prices, *self.records)
             fills = [self.records[i].copy() for i in range(n_fills)]
@@ -273,7 +300,9 @@ def _level(record, distance, sign):
 def _client_id(sleeve: Sleeve, order) -> str:
     """Deterministic: model, symbol, decision time and the sleeve's order sequence, so a
     re-run after a crash produces the same id and never a second order."""
-    return f"{sleeve.id}:{int(order['decision_ts_ns'])}:{int(order['order_id'])}"
+    from mmats.live.operator import client_order_id
+
+    return client_order_id(sleeve.id, int(order["decision_ts_ns"]), int(order["order_id"]))
 
 
 @dataclass
@@ -287,11 +316,14 @@ class ReplayResult:
 
 
 def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_path,
-           *, cash: float = 10_000.0) -> ReplayResult:
-    """Run the configured runner in paper mode over stored history, one tick per bar
-    close, each tick opening the journal and loading its state as a cron run would.
+           *, cash: float = 10_000.0, mode: str = "paper") -> ReplayResult:
+    """Run the configured runner over stored history, one tick per bar close, each tick
+    opening the journal and loading its state as a cron run would.
 
-    ``candles`` maps each configured symbol to its history (candle schema).
+    ``candles`` maps each configured symbol to its history (candle schema). ``mode``
+    ``paper`` fills through the kernel's fill model (equal to the backtest); ``operator``
+    runs the operator path against the paper venue (one account per market beside the
+    journal), as a rehearsal of real orders.
     """
     feeds, closes = {}, []
     for market in config.markets:
@@ -302,9 +334,20 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
             frames[symbol] = candles[symbol]
         feeds[market.name] = ReplayFeed(frames, market.timeframe)
         closes += [feeds[market.name].close_times(s) for s in frames]
+    clock = [0]
+    brokers = None
+    if mode == "operator":
+        from dataclasses import replace
+
+        from mmats.live.control import brokers_for
+
+        config = replace(config, journal=Path(journal_path))
+        brokers = brokers_for(config, feeds, cash=cash, clock=lambda: clock[0])
     for now_ns in np.unique(np.concatenate(closes)):
+        clock[0] = int(now_ns)
         with Journal(journal_path) as journal:
-            run_tick(config, feeds, journal, int(now_ns), cash=cash, mode="paper")
+            run_tick(config, feeds, journal, int(now_ns), cash=cash, mode=mode,
+                     brokers=brokers)
     with Journal(journal_path) as journal:
         return _collect(config, journal, Path(journal_path), cash)
 
@@ -314,8 +357,10 @@ def _collect(config, journal, path, cash) -> ReplayResult:
     for sleeve in sleeves(config, cash):
         rows = journal.rows("sleeve_states", "sleeve_id = ?", (sleeve.id,))
         values = [np.frombuffer(row["state"], dtype=STATE_DTYPE)[0] for row in rows]
-        columns[sleeve.id] = pd.Series([v["equity"] for v in values],
-                                       index=pd.to_datetime([r["ts_ns"] for r in rows], utc=True))
+        series = pd.Series([v["equity"] for v in values],
+                           index=pd.to_datetime([r["ts_ns"] for r in rows], utc=True))
+        # operator mode also saves the state when an order is sent or filled
+        columns[sleeve.id] = series[~series.index.duplicated(keep="last")]
         states[sleeve.id] = journal.load_state(sleeve.id)
     equity = pd.DataFrame(columns)
     final = float(sum(state[0]["equity"] for state in states.values()))

@@ -183,3 +183,14 @@ def _close_trade(state, bar, ts_ns, reason, record):
     state.trade_direction = 0.0
     state.trade_pnl = 0.0
     state.trade_fees = 0.0
+
+
+@njit(cache=True)
+def adopt_position(state, position):
+    """Reconciliation within tolerance: the venue's position is the truth (fee dust taken
+    in the base asset, a rounding of the venue's). Cash is unchanged, so the difference
+    shows in equity at the last close."""
+    state.position = position
+    if position == 0.0:
+        state.avg_price = 0.0
+    state.equity = state.cash + position * state.last_close

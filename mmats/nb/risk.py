@@ -163,3 +163,10 @@ def _queue_risk_target(state, exposure, ts_ns):
     state.target_ts_ns = ts_ns
     state.pending_stop_distance = math.nan
     state.pending_take_profit_distance = math.nan
+
+
+@njit(cache=True)
+def order_refused(state):
+    """A venue refused the sleeve's order: the decision is tried again at the next close
+    while the signal persists (as when a gate blocks it)."""
+    state.last_signal = math.nan

@@ -186,14 +186,42 @@ def mark_to_market(state, cfg, close, volume):
 
 @njit(cache=True, inline="always")
 def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, order, trade):
+    position = state.position
+    side, quantity, price, status = _plan_order(state, cfg, bar, ts_ns, open_, low, high,
+                                                volume, order)
+    if side == 0:
+        return 0, 0, 0, False
+    n_fills = 0
+    n_trades = 0
+    entered = False
+    if (status == FILLED or status == PARTIAL) and quantity > 0.0:
+        if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, open_,
+                      state.target_reason, order.order_id, fill, trade):
+            n_trades = 1
+        n_fills = 1
+        order.filled_qty = side * quantity
+        entered = _after_fill(state, position, price)
+    if status != PARTIAL:
+        state.target = math.nan
+    return n_fills, 1, n_trades, entered
+
+
+@njit(cache=True, inline="always")
+def _plan_order(state, cfg, bar, ts_ns, reference, low, high, volume, order):
+    """Size the order the pending target asks for, priced from ``reference`` (slippage
+    kept inside [low, high]), and write it into ``order``.
+
+    Returns ``(side, quantity, price, status)``; side 0 means the position already is the
+    target (the target is cleared, no order).
+    """
     exposure = state.target
     fee_rate = cfg.fee_bps * 1e-4
     position = state.position
     if exposure == 0.0:
         estimate = 0.0
     else:
-        estimate = target_quantity(exposure, state.cash + position * open_, position, open_,
-                                   fee_rate)
+        estimate = target_quantity(exposure, state.cash + position * reference, position,
+                                   reference, fee_rate)
     allowed = reduce_only(state, estimate)
     if allowed != estimate:
         if allowed == 0.0:
@@ -203,10 +231,10 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, orde
         estimate = allowed
     if estimate == position:
         state.target = math.nan
-        return 0, 0, 0, False
+        return 0, 0.0, math.nan, FILLED
     side = 1 if estimate > position else -1
-    price = fill_price(open_, side, slippage_fraction(state, cfg, abs(estimate - position),
-                                                      volume), low, high)
+    price = fill_price(reference, side, slippage_fraction(state, cfg, abs(estimate - position),
+                                                          volume), low, high)
     if exposure == 0.0:
         wanted = -position
     else:
@@ -245,35 +273,90 @@ def _execute_target(state, cfg, bar, ts_ns, open_, high, low, volume, fill, orde
     order.status = status
     order.reason = state.target_reason
     state.next_order_id += 1
+    return side, quantity, price, status
 
-    n_fills = 0
-    n_trades = 0
-    entered = False
-    if (status == FILLED or status == PARTIAL) and quantity > 0.0:
-        if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, open_,
-                      state.target_reason, order.order_id, fill, trade):
-            n_trades = 1
-        n_fills = 1
-        order.filled_qty = side * quantity
-        now = state.position
-        grew = now != 0.0 and (position == 0.0 or (now > 0.0) != (position > 0.0)
-                               or abs(now) > abs(position))
-        if grew:
-            entered = True
-            if (now > 0.0) != (position > 0.0) or position == 0.0:
-                state.stop_price = math.nan
-                state.take_profit_price = math.nan
-            direction = 1.0 if now > 0.0 else -1.0
-            if not math.isnan(state.pending_stop_distance):
-                state.stop_price = price - direction * state.pending_stop_distance
-            if not math.isnan(state.pending_take_profit_distance):
-                state.take_profit_price = price + direction * state.pending_take_profit_distance
-        if now == 0.0:
+
+@njit(cache=True, inline="always")
+def _after_fill(state, position_before, price):
+    """Stop-loss and take-profit levels after a fill at ``price``: set from the pending
+    distances when the position grew or flipped, cleared when it is flat. Returns whether
+    the position grew (an entry)."""
+    now = state.position
+    grew = now != 0.0 and (position_before == 0.0 or (now > 0.0) != (position_before > 0.0)
+                           or abs(now) > abs(position_before))
+    if grew:
+        if (now > 0.0) != (position_before > 0.0) or position_before == 0.0:
             state.stop_price = math.nan
             state.take_profit_price = math.nan
+        direction = 1.0 if now > 0.0 else -1.0
+        if not math.isnan(state.pending_stop_distance):
+            state.stop_price = price - direction * state.pending_stop_distance
+        if not math.isnan(state.pending_take_profit_distance):
+            state.take_profit_price = price + direction * state.pending_take_profit_distance
+    if now == 0.0:
+        state.stop_price = math.nan
+        state.take_profit_price = math.nan
+    return grew
+
+
+@njit(cache=True)
+def on_bar_venue(state, cfg, ts_ns, day, open_, high, low, close, volume):
+    """``on_bar`` for a sleeve whose orders a venue executes (operator mode).
+
+    The same day roll, mark-to-market and limits, with no simulated fill: a stop-loss or
+    take-profit the bar touched queues an exit (target 0 with that reason) that the runner
+    sends as a market order, like the risk limits' orders. Returns the exit's reason, or
+    -1.
+    """
+    start_day(state, day)
+    reason = -1
+    if state.position != 0.0:
+        _, reason = stop_exit(state.position, state.stop_price, state.take_profit_price,
+                              open_, high, low, False)
+        if reason >= 0:
+            state.target = 0.0
+            state.target_reason = reason
+            state.target_ts_ns = ts_ns
+            state.stop_price = math.nan
+            state.take_profit_price = math.nan
+    mark_to_market(state, cfg, close, volume)
+    state.last_bar_ts_ns = ts_ns
+    check_limits(state, cfg, ts_ns)
+    return reason
+
+
+@njit(cache=True)
+def plan_venue_order(state, cfg, bar, ts_ns, reference, volume, order):
+    """The order to send to a venue for the pending target, sized at ``reference`` (the
+    last close) by the same sizing, reduce-only, lot, participation, notional and
+    minimum-notional rules as a simulated fill. Writes ``order`` and clears the target
+    (kept when a cap split it: the rest goes at the next bar).
+
+    Returns ``(side, quantity)``: side 0 for no order, quantity 0 when the order was
+    refused (its status says why).
+    """
+    side, quantity, _, status = _plan_order(state, cfg, bar, ts_ns, reference, 0.0, np.inf,
+                                            volume, order)
+    if side == 0:
+        return 0, 0.0
     if status != PARTIAL:
         state.target = math.nan
-    return n_fills, 1, n_trades, entered
+    if status != FILLED and status != PARTIAL:
+        return side, 0.0
+    return side, quantity
+
+
+@njit(cache=True)
+def venue_fill(state, cfg, bar, ts_ns, side, quantity, price, reason, order_id, fill, trade):
+    """Apply a fill a venue reported: the fill model's bookkeeping (``apply_fill``; pass a
+    ``cfg`` whose ``fee_bps`` is the venue's actual fee rate) and the stop levels of an
+    entry. Returns whether a trade was closed."""
+    position = state.position
+    closed = apply_fill(state, cfg, bar, ts_ns, side, quantity, price, price, reason,
+                        order_id, fill, trade)
+    _after_fill(state, position, price)
+    state.equity = state.cash + state.position * price  # the peak moves at the bar's mark
+    return closed
 
 
 @njit(cache=True, inline="always")

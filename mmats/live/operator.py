@@ -1,0 +1,359 @@
+"""Operator mode: the tick's venue side. Orders go to a broker (a venue adapter or the
+paper venue); fills come back from it.
+
+Per tick, before any new bar is processed:
+
+1. **recover** — every order whose outcome the journal does not know (sent, no answer;
+   not sent because the venue was down; still open) is looked up by its client id; fills
+   found are applied through the kernel, and an order the venue never saw is sent now,
+   with the same id. Nothing else is sent before this is done.
+2. **reconcile** — the venue's positions and open orders against the journal's: a
+   difference within ``reconcile_tolerance_pct`` is adopted (the venue is the truth) and
+   journaled; beyond it the symbol's sleeves are paused (HALTED, positions kept, nothing
+   sent) and the operator is told. Orders of ours the journal does not hold open are
+   cancelled.
+
+After the bars (``on_bar_venue``: stops and limits queue exits rather than simulate
+fills) and the decisions, **send** turns each sleeve's pending target into a market
+order sized by the kernel at the last close, journals it (``SENDING``) with the state in
+one transaction, sends it and journals the venue's answer. A refusal is journaled and the
+decision retried at the next close; two refusals in a row pause the sleeve; an
+authentication failure pauses the market. Every one of these is a risk event and an alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from base64 import b32encode
+from collections import defaultdict
+
+import numpy as np
+
+from mmats.brokers.base import (
+    FINAL_STATES,
+    AuthenticationFailed,
+    BrokerError,
+    OrderRejected,
+    OutcomeUnknown,
+)
+from mmats.nb.fills import adopt_position
+from mmats.nb.risk import order_refused
+from mmats.nb.risk import pause as pause_state
+from mmats.nb.sim import plan_venue_order, venue_fill
+from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus
+
+# journal statuses of an order whose outcome is not known yet
+UNSETTLED = ("SENDING", "UNKNOWN", "UNSENT", "open", "partially_filled")
+CLIENT_ID_PREFIX = "mm"
+REJECTS_TO_PAUSE = 2
+
+
+def client_order_id(sleeve_id: str, decision_ts_ns: int, order_id: int) -> str:
+    """Deterministic and short enough for every venue (32 characters of [a-z2-7]):
+    the same sleeve, decision time and order sequence always give the same id, so an
+    order re-sent after a crash is recognised by the venue instead of doubled."""
+    digest = hashlib.sha256(f"{sleeve_id}|{decision_ts_ns}|{order_id}".encode()).digest()
+    return CLIENT_ID_PREFIX + b32encode(digest).decode("ascii").lower()[:30]
+
+
+class Desk:
+    """One tick's dealings with the brokers: ``brokers`` maps market names to adapters
+    implementing :class:`~mmats.brokers.base.Execution` and ``AccountState``."""
+
+    def __init__(self, config, sleeves, states, brokers, journal, now_ns, report):
+        self.config = config
+        self.sleeves = {s.id: s for s in sleeves}
+        self.by_key = {(s.model_id, s.symbol): s for s in sleeves}
+        self.states = states
+        self.brokers = brokers
+        self.journal = journal
+        self.now_ns = now_ns
+        self.report = report
+        self.halted_markets: set[str] = set()
+        self.unsettled_markets: set[str] = set()
+        fills = np.zeros(1, dtype=FILL_DTYPE)
+        trades = np.zeros(1, dtype=TRADE_DTYPE)
+        self.fill, self.trade = fills[0], trades[0]
+
+    # -- 1. recover ------------------------------------------------------------------
+    def recover(self) -> None:
+        for cid, row in self._unsettled_orders().items():
+            sleeve = self.by_key.get((row["model_id"], row["symbol"]))
+            if sleeve is None or sleeve.market in self.halted_markets:
+                continue
+            broker = self.brokers[sleeve.market]
+            try:
+                venue = broker.lookup(cid, sleeve.symbol)
+            except AuthenticationFailed as error:
+                self._auth_failed(sleeve.market, error)
+                continue
+            except BrokerError as error:
+                self.unsettled_markets.add(sleeve.market)
+                self._event("WARNING", sleeve, "lookup_failed",
+                            f"{cid}: outcome still unknown ({error})", alert=False)
+                continue
+            order = _order_record(row)
+            if venue is not None:
+                self._settle(sleeve, cid, order, venue)
+            elif row["broker_status"] in ("SENDING", "UNKNOWN", "UNSENT"):
+                self._send(sleeve, cid, order, _side_of(order), abs(order["requested_qty"]))
+            else:  # the venue lost an order it had acknowledged
+                with self.journal.transaction():
+                    self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
+                                              broker_status="missing", ts_ns=self.now_ns)
+                    self._event("CRITICAL", sleeve, "order_missing",
+                                f"{cid} was open at the venue and is gone; the position is "
+                                "reconciled next")
+
+    def _unsettled_orders(self) -> dict[str, dict]:
+        last = {}
+        for row in self.journal.rows("orders"):
+            last[row["client_order_id"]] = row
+        return {cid: row for cid, row in last.items() if row["broker_status"] in UNSETTLED}
+
+    # -- 2. reconcile ----------------------------------------------------------------
+    def reconcile(self) -> None:
+        tolerance = self.config.reconcile_tolerance_pct / 100.0
+        for market in self.config.markets:
+            if market.name not in self.brokers or market.name in self.halted_markets \
+                    or market.name in self.unsettled_markets:
+                continue
+            broker = self.brokers[market.name]
+            try:
+                venue_positions = broker.positions()
+                venue_orders = broker.open_orders()
+                self.report.balances[market.name] = broker.balances()
+            except AuthenticationFailed as error:
+                self._auth_failed(market.name, error)
+                continue
+            except BrokerError as error:
+                self.report.alerts.append(("MMATS reconcile skipped",
+                                           f"{market.name}: {error}"))
+                continue
+            ours = defaultdict(list)
+            for sleeve in self.sleeves.values():
+                if sleeve.market == market.name:
+                    ours[sleeve.symbol].append(sleeve)
+            for symbol, members in ours.items():
+                held = sum(float(self.states[s.id][0]["position"]) for s in members)
+                venue = float(venue_positions.get(symbol, 0.0))
+                difference = venue - held
+                scale = max(abs(venue), abs(held))
+                if scale == 0.0 or abs(difference) <= 1e-12 * scale:
+                    continue
+                data = {"symbol": symbol, "journal": held, "venue": venue,
+                        "difference": difference}
+                if abs(difference) <= tolerance * scale:
+                    owner = max(members, key=lambda s: abs(self.states[s.id][0]["position"]))
+                    record = self.states[owner.id][0]
+                    with self.journal.transaction():
+                        adopt_position(record, float(record["position"]) + difference)
+                        self.journal.save_state(owner.id, self.states[owner.id],
+                                                ts_ns=self.now_ns)
+                        self._event("WARNING", owner, "reconcile_adopted",
+                                    f"{symbol}: venue holds {venue:.10g}, journal "
+                                    f"{held:.10g}; adopted the venue's", data, alert=False)
+                else:
+                    with self.journal.transaction():
+                        for sleeve in members:
+                            pause_state(self.states[sleeve.id][0])
+                            self.journal.save_state(sleeve.id, self.states[sleeve.id],
+                                                    ts_ns=self.now_ns)
+                        self._event("CRITICAL", members[0], "reconcile_mismatch",
+                                    f"{symbol}: venue holds {venue:.10g}, journal {held:.10g} "
+                                    f"(beyond {self.config.reconcile_tolerance_pct}%); "
+                                    "paused, nothing is sent until an operator resumes", data)
+            self._cancel_strays(market.name, broker, venue_orders)
+
+    def _cancel_strays(self, market, broker, venue_orders) -> None:
+        known = self._unsettled_orders()
+        for order in venue_orders:
+            cid = order.get("client_order_id") or ""
+            if not cid.startswith(CLIENT_ID_PREFIX) or cid in known:
+                continue
+            try:
+                broker.cancel(cid, order["symbol"])
+            except BrokerError as error:
+                self.report.alerts.append(("MMATS stray order", f"{cid}: {error}"))
+            self.journal.append_risk_event(
+                "WARNING", f"market:{market}", "stray_order_cancelled",
+                f"{cid} ({order['symbol']}) was open at the venue but settled in the journal",
+                {"order": order}, ts_ns=self.now_ns)
+
+    def cancel_open_orders(self) -> None:
+        """Cancel every open order of ours at every venue (the kill switch's first step)."""
+        for broker in self.brokers.values():
+            for venue in broker.open_orders():
+                cid = venue.get("client_order_id") or ""
+                if not cid.startswith(CLIENT_ID_PREFIX):
+                    continue
+                final = broker.cancel(cid, venue["symbol"]) or venue
+                rows = self.journal.orders_by_client_id(cid)
+                sleeve = self.by_key.get((rows[-1]["model_id"], rows[-1]["symbol"])) \
+                    if rows else None
+                if sleeve is not None:
+                    self._settle(sleeve, cid, _order_record(rows[-1]), final)
+
+    # -- 3. send ---------------------------------------------------------------------
+    def send_pending(self, volumes: dict[str, float]) -> None:
+        """Send an order for every sleeve with a pending target."""
+        for sleeve in self.sleeves.values():
+            record = self.states[sleeve.id][0]
+            if math.isnan(record["target"]) or sleeve.market in self.halted_markets \
+                    or sleeve.market not in self.brokers:
+                continue
+            volume = volumes.get(sleeve.id) or float(record["volume_ewm"]) or math.inf
+            orders = np.zeros(1, dtype=ORDER_DTYPE)
+            with self.journal.transaction():
+                side, quantity = plan_venue_order(record, sleeve.cfg[0], record["bars"],
+                                                  self.now_ns, record["last_close"], volume,
+                                                  orders[0])
+                if side == 0:
+                    self.journal.save_state(sleeve.id, self.states[sleeve.id],
+                                            ts_ns=self.now_ns)
+                    continue
+                cid = client_order_id(sleeve.id, int(orders[0]["decision_ts_ns"]),
+                                      int(orders[0]["order_id"]))
+                if quantity <= 0.0:  # the kernel refused it (lot size, minimum notional)
+                    status = OrderStatus(int(orders[0]["status"])).name
+                    self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, orders[0],
+                                              broker_status=f"NOT_SENT_{status}",
+                                              ts_ns=self.now_ns)
+                    self.journal.save_state(sleeve.id, self.states[sleeve.id],
+                                            ts_ns=self.now_ns)
+                    continue
+                orders[0]["requested_qty"] = side * quantity
+                self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, orders[0],
+                                          broker_status="SENDING", ts_ns=self.now_ns)
+                self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
+            self._send(sleeve, cid, orders[0], side, quantity)
+
+    def _send(self, sleeve, cid, order, side, quantity) -> None:
+        broker = self.brokers[sleeve.market]
+        request = {"client_order_id": cid, "symbol": sleeve.symbol,
+                   "side": "buy" if side > 0 else "sell", "qty": float(quantity),
+                   "type": "market", "price": None, "time_in_force": "GTC"}
+        try:
+            venue = broker.send(request)
+        except OutcomeUnknown as error:
+            self._status(sleeve, cid, order, "UNKNOWN")
+            self._event("WARNING", sleeve, "outcome_unknown",
+                        f"{cid}: {error}; looked up by client id before anything else is "
+                        "sent", alert=False)
+            self.unsettled_markets.add(sleeve.market)
+            return
+        except AuthenticationFailed as error:
+            self._status(sleeve, cid, order, "UNSENT")
+            self._auth_failed(sleeve.market, error)
+            return
+        except OrderRejected as error:
+            self._rejected(sleeve, cid, order, str(error), error.reason)
+            return
+        except BrokerError as error:  # unavailable or rate limited: tried again next tick
+            self._status(sleeve, cid, order, "UNSENT")
+            self._event("WARNING", sleeve, "venue_unavailable", f"{cid}: {error}",
+                        alert=False)
+            self.unsettled_markets.add(sleeve.market)
+            return
+        self.report.orders += 1
+        self._settle(sleeve, cid, order, venue)
+
+    def _settle(self, sleeve, cid, order, venue: dict) -> None:
+        """Apply the part of the venue's report the journal has not seen yet."""
+        if venue["status"] == "rejected":
+            self._rejected(sleeve, cid, order, venue.get("reason") or "rejected by the venue",
+                           venue.get("reason") or "rejected")
+            return
+        done = self.journal.rows("fills", "client_order_id = ?", (cid,))
+        filled = sum(f["qty"] for f in done)
+        notional = sum(f["qty"] * f["price"] for f in done)
+        fees = sum(f["fee"] for f in done)
+        new = float(venue["filled_qty"] or 0.0) - filled
+        record = self.states[sleeve.id][0]
+        with self.journal.transaction():
+            if new > 1e-12 * max(filled, 1.0) and venue.get("avg_price"):
+                price = (float(venue["filled_qty"]) * float(venue["avg_price"]) - notional) / new
+                fee = max(float(venue.get("fee") or 0.0) - fees, 0.0)
+                cfg = sleeve.cfg.copy()
+                cfg[0]["fee_bps"] = fee / (new * price) * 1e4
+                venue_fill(record, cfg[0], record["bars"], self.now_ns,
+                                    _side_of(order), new, price, int(order["reason"]),
+                                    int(order["order_id"]), self.fill, self.trade)
+                self.journal.append_fill(sleeve.model_id, sleeve.symbol, cid, self.fill,
+                                         ts_ns=self.now_ns)
+                self.report.fills += 1
+                order = order.copy()
+                order["filled_qty"] = _side_of(order) * float(venue["filled_qty"])
+            self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
+                                      broker_status=venue["status"], ts_ns=self.now_ns)
+            self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
+        if venue["status"] not in FINAL_STATES:
+            self.unsettled_markets.add(sleeve.market)
+
+    def _rejected(self, sleeve, cid, order, message, reason) -> None:
+        record = self.states[sleeve.id][0]
+        with self.journal.transaction():
+            order_refused(record)
+            self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
+                                      broker_status="rejected", ts_ns=self.now_ns)
+            self._event("WARNING", sleeve, "order_rejected", f"{cid}: {message}",
+                        {"reason": reason}, alert=False)
+            self.report.rejects += 1
+            if self._rejects_in_a_row(sleeve) >= REJECTS_TO_PAUSE:
+                pause_state(record)
+                self._event("CRITICAL", sleeve, "rejects_in_a_row",
+                            f"{REJECTS_TO_PAUSE} orders in a row refused (last: {message}); "
+                            "paused until an operator resumes")
+            self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
+
+    def _rejects_in_a_row(self, sleeve) -> int:
+        finals = []
+        for row in self.journal.rows("orders", "model_id = ? AND symbol = ?",
+                                     (sleeve.model_id, sleeve.symbol)):
+            if row["broker_status"] in FINAL_STATES:
+                finals.append(row["broker_status"])
+        count = 0
+        for status in reversed(finals):
+            if status != "rejected":
+                break
+            count += 1
+        return count
+
+    def _auth_failed(self, market: str, error) -> None:
+        self.halted_markets.add(market)
+        with self.journal.transaction():
+            for sleeve in self.sleeves.values():
+                if sleeve.market == market:
+                    pause_state(self.states[sleeve.id][0])
+                    self.journal.save_state(sleeve.id, self.states[sleeve.id],
+                                            ts_ns=self.now_ns)
+            self.journal.append_risk_event(
+                "CRITICAL", f"market:{market}", "authentication_failed",
+                f"{error}; the market's sleeves are paused until an operator resumes",
+                ts_ns=self.now_ns)
+        self.report.alerts.append(("MMATS halted: authentication failed",
+                                   f"{market}: {error}"))
+
+    def _status(self, sleeve, cid, order, status) -> None:
+        self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
+                                  broker_status=status, ts_ns=self.now_ns)
+
+    def _event(self, level, sleeve, kind, message, data=None, *, alert=True) -> None:
+        self.journal.append_risk_event(level, f"sleeve:{sleeve.id}", kind, message,
+                                       data or {}, ts_ns=self.now_ns)
+        if alert:
+            self.report.alerts.append((f"MMATS {kind.replace('_', ' ')}",
+                                       f"{sleeve.id}: {message}"))
+
+
+def _order_record(row: dict) -> np.ndarray:
+    order = np.zeros(1, dtype=ORDER_DTYPE)[0]
+    for name in ORDER_DTYPE.names:
+        if row.get(name) is not None:
+            order[name] = row[name]
+    return order
+
+
+def _side_of(order) -> int:
+    return 1 if order["requested_qty"] > 0 else -1

@@ -1,0 +1,542 @@
+"""Venue API keys: kept in the OS keyring, or in an encrypted file where there is none.
+
+Each venue holds a few named fields::
+
+    set_secret("binance", {"api_key": "...", "secret": "..."})
+    set_secret("oanda", {"token": "...", "account_id": "101-004-1234567-001"})
+    get_secret("oanda")["token"]          # the plain string, for the adapter
+    list_venues()                         # ['binance', 'oanda']
+    delete_secret("binance")              # True if there was something to delete
+
+Where they live:
+
+- The OS keyring (``keyring`` library: macOS Keychain, Windows Credential Locker, Secret
+  Service on a Linux desktop), service ``"mmats"``, one entry per venue holding the fields
+  as JSON, plus an index entry (keyrings cannot list their entries).
+- An encrypted file when ``MMATS_SECRETS_FILE`` names one, or when no keyring backend works
+  (keyring reports its ``fail`` or ``null`` backend, as on a headless Linux server; or keyring
+  is not installed). Default path: ``$XDG_CONFIG_HOME/mmats/secrets.enc`` (``~/.config``).
+  AES-256-GCM with a key derived from a passphrase by scrypt: a random salt per file, a
+  random 96-bit nonce per write, and the file's header (format version, scrypt parameters,
+  salt) bound as associated data, so a changed header or ciphertext fails to decrypt.
+  Written atomically (temp file, fsync, rename), mode 0600, under an exclusive lock.
+  The passphrase comes from ``MMATS_SECRETS_PASSPHRASE`` or an interactive prompt.
+
+A wrong passphrase raises :class:`WrongPassphraseError`; a damaged or altered file raises
+:class:`SecretsFileCorruptError`; both are :class:`SecretsError` and name the file.
+
+Keeping secrets out of output: :func:`get_secret` returns a :class:`SecretFields`, a dict
+whose repr shows ``'***'`` for every value (the values themselves stay plain strings, since
+venue SDKs need them); :func:`redact` masks known secret values in any text, and
+:class:`RedactingFilter` does the same for every record a logging handler emits.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import getpass
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import urllib.parse
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mmats.errors import MMATSError
+
+SERVICE = "mmats"
+FILE_ENV = "MMATS_SECRETS_FILE"
+PASSPHRASE_ENV = "MMATS_SECRETS_PASSPHRASE"
+MASK = "***"
+
+_FORMAT = "mmats-secrets"
+_VERSION = 1
+_SCRYPT = {"n": 2**15, "r": 8, "p": 1}  # ~32 MiB and ~0.1 s per derivation
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_SALT_BYTES = 16
+_INDEX = "__venues__"  # keyring entry listing the venues; venue names cannot start with "_"
+_VENUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+log = logging.getLogger(__name__)
+
+try:  # POSIX; elsewhere writes are still atomic but not serialised between processes.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+class SecretsError(MMATSError):
+    """Secrets could not be stored or read; the message says where and what to do."""
+
+
+class WrongPassphraseError(SecretsError):
+    """The passphrase does not open the secrets file."""
+
+
+class SecretsFileCorruptError(SecretsError):
+    """The secrets file is damaged or was altered: it fails its integrity check."""
+
+
+class SecretFields(dict):
+    """A venue's fields: a plain dict of str, except that its repr masks every value.
+
+    >>> SecretFields({"api_key": "abc", "secret": "xyz"})
+    SecretFields({'api_key': '***', 'secret': '***'})
+    """
+
+    def __repr__(self) -> str:
+        return f"SecretFields({ {name: MASK for name in self}!r})"
+
+    __str__ = __repr__
+
+
+# -- public API ------------------------------------------------------------------------------
+
+
+def set_secret(venue: str, fields: Mapping[str, str]) -> None:
+    """Store (or replace) the fields of ``venue``, e.g. ``{"api_key": ..., "secret": ...}``.
+
+    >>> set_secret("binance", {"api_key": "k", "secret": "s"})   # doctest: +SKIP
+    """
+    _backend().set(_check_venue(venue), _check_fields(venue, fields))
+
+
+def get_secret(venue: str) -> SecretFields | None:
+    """The fields stored for ``venue``, or None.
+
+    >>> get_secret("oanda")                                       # doctest: +SKIP
+    SecretFields({'token': '***', 'account_id': '***'})
+    """
+    fields = _backend().get(_check_venue(venue))
+    return None if fields is None else SecretFields(fields)
+
+
+def list_venues() -> list[str]:
+    """The venues that have secrets stored, sorted."""
+    return sorted(_backend().venues())
+
+
+def list_fields() -> dict[str, list[str]]:
+    """Each stored venue with the names (never the values) of its fields, in one read."""
+    stored = _backend().all()
+    return {venue: sorted(stored[venue]) for venue in sorted(stored)}
+
+
+def delete_secret(venue: str) -> bool:
+    """Forget ``venue``'s secrets; False if there were none."""
+    return _backend().delete(_check_venue(venue))
+
+
+def describe_backend() -> str:
+    """Where secrets are kept right now, e.g. ``'encrypted file /home/me/.config/...'``."""
+    return _backend().description
+
+
+def default_secrets_file() -> Path:
+    """``$MMATS_SECRETS_FILE``, else ``$XDG_CONFIG_HOME/mmats/secrets.enc`` (``~/.config``)."""
+    if os.environ.get(FILE_ENV):
+        return Path(os.environ[FILE_ENV]).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config) / "mmats" / "secrets.enc"
+
+
+def redact(text, secrets) -> str:
+    """``text`` with every occurrence of a secret value (and its URL-encoded form) replaced
+    by ``'***'``. ``secrets`` is a mapping (its values are used), one string, or an iterable
+    of strings and mappings.
+
+    >>> redact("GET /v3/accounts?token=s3cr3t failed", {"token": "s3cr3t"})
+    'GET /v3/accounts?token=*** failed'
+    """
+    text = str(text)
+    for value in _secret_values(secrets):
+        text = text.replace(value, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks secret values in messages, arguments and tracebacks.
+
+    Attach it to the handlers (a filter on a logger misses records of its child loggers)::
+
+        handler.addFilter(RedactingFilter(get_secret("oanda")))
+    """
+
+    def __init__(self, secrets):
+        super().__init__()
+        self._values = _secret_values(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._values:
+            record.msg = self._redact(record.getMessage())
+            record.args = None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self._redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self._redact(record.stack_info)
+        return True
+
+    def _redact(self, text: str) -> str:
+        for value in self._values:
+            text = text.replace(value, MASK)
+        return text
+
+
+def _secret_values(secrets) -> list[str]:
+    if secrets is None:
+        return []
+    if isinstance(secrets, str):
+        items = [secrets]
+    elif isinstance(secrets, Mapping):
+        items = list(secrets.values())
+    elif isinstance(secrets, Iterable):
+        items = []
+        for item in secrets:
+            items += list(item.values()) if isinstance(item, Mapping) else [item]
+    else:
+        raise TypeError(f"secrets must be a str, a mapping or an iterable, "
+                        f"not {type(secrets).__name__}")
+    values = set()
+    for item in items:
+        if item:
+            values.add(str(item))
+            values.add(urllib.parse.quote(str(item), safe=""))
+    # Longest first, so that a secret containing another is masked whole.
+    return sorted(values, key=len, reverse=True)
+
+
+def _check_venue(venue) -> str:
+    if not isinstance(venue, str) or not _VENUE_RE.match(venue):
+        raise SecretsError(f"venue name {venue!r} is not valid; use letters, digits, '.', '_' "
+                           "or '-', starting with a letter or digit (e.g. 'binance', 'oanda')")
+    return venue
+
+
+def _check_fields(venue: str, fields) -> dict[str, str]:
+    if not isinstance(fields, Mapping) or not fields:
+        raise SecretsError(f"{venue}: give the fields as a non-empty dict, e.g. "
+                           "{'api_key': ..., 'secret': ...}")
+    checked = {}
+    for name, value in fields.items():
+        if not isinstance(name, str) or not _FIELD_RE.match(name):
+            raise SecretsError(f"{venue}: field name {name!r} is not valid; use e.g. api_key")
+        if not isinstance(value, str) or not value:
+            # Never show the value: it may be a secret with a wrong type.
+            raise SecretsError(f"{venue}: field {name!r} must be a non-empty string")
+        checked[name] = value
+    return checked
+
+
+# -- backends ---------------------------------------------------------------------------------
+
+
+def _backend():
+    """The encrypted file if ``MMATS_SECRETS_FILE`` is set or no keyring works, else the
+    keyring."""
+    if os.environ.get(FILE_ENV):
+        return _EncryptedFile(default_secrets_file())
+    try:
+        import keyring
+        from keyring.backends import chainer, fail, null
+    except ImportError:
+        return _EncryptedFile(default_secrets_file())
+    ring = keyring.get_keyring()
+    if isinstance(ring, (fail.Keyring, null.Keyring)) or (
+            isinstance(ring, chainer.ChainerBackend) and not ring.backends):
+        return _EncryptedFile(default_secrets_file())
+    return _Keyring(ring)
+
+
+class _Keyring:
+    """One keyring entry per venue (JSON of the fields) and one index entry."""
+
+    def __init__(self, ring):
+        self.ring = ring
+        self.description = f"OS keyring ({type(ring).__module__}.{type(ring).__name__})"
+
+    def get(self, venue: str) -> dict[str, str] | None:
+        text = self._call("read", self.ring.get_password, SERVICE, venue)
+        if text is None:
+            return None
+        try:
+            entry = json.loads(text)
+            fields = entry["fields"]
+            if entry.get("version") != _VERSION or not isinstance(fields, dict):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            raise SecretsError(f"{self.description}: the entry {SERVICE}/{venue} was not written "
+                               f"by MMATS; delete it and store it again") from None
+        return fields
+
+    def set(self, venue: str, fields: dict[str, str]) -> None:
+        entry = json.dumps({"version": _VERSION, "fields": fields})
+        self._call("write", self.ring.set_password, SERVICE, venue, entry)
+        self._write_index(self.venues() | {venue})
+
+    def delete(self, venue: str) -> bool:
+        import keyring.errors
+
+        try:
+            self.ring.delete_password(SERVICE, venue)
+            deleted = True
+        except keyring.errors.PasswordDeleteError:
+            deleted = False
+        except keyring.errors.KeyringError as exc:
+            raise self._error("delete", exc) from None
+        self._write_index(self.venues() - {venue})
+        return deleted
+
+    def all(self) -> dict[str, dict[str, str]]:
+        stored = {venue: self.get(venue) for venue in self.venues()}
+        return {venue: fields for venue, fields in stored.items() if fields is not None}
+
+    def venues(self) -> set[str]:
+        text = self._call("read", self.ring.get_password, SERVICE, _INDEX)
+        try:
+            return set(json.loads(text)) if text else set()
+        except (ValueError, TypeError):
+            return set()
+
+    def _write_index(self, venues: set[str]) -> None:
+        self._call("write", self.ring.set_password, SERVICE, _INDEX, json.dumps(sorted(venues)))
+
+    def _call(self, action, function, *args):
+        import keyring.errors
+
+        try:
+            return function(*args)
+        except keyring.errors.KeyringError as exc:
+            raise self._error(action, exc) from None
+
+    def _error(self, action: str, exc: Exception) -> SecretsError:
+        return SecretsError(f"{self.description}: cannot {action} service {SERVICE!r}: "
+                            f"{type(exc).__name__}: {exc}. Unlock the keyring, or set "
+                            f"{FILE_ENV} to keep secrets in an encrypted file instead")
+
+
+class _EncryptedFile:
+    """All venues in one AES-GCM encrypted JSON document (see the module docstring)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.description = f"encrypted file {self.path}"
+
+    def get(self, venue: str) -> dict[str, str] | None:
+        if not self.path.exists():
+            return None
+        return self._read()[0].get(venue)
+
+    def venues(self) -> set[str]:
+        return set(self.all())
+
+    def all(self) -> dict[str, dict[str, str]]:
+        return self._read()[0] if self.path.exists() else {}
+
+    def set(self, venue: str, fields: dict[str, str]) -> None:
+        with self._locked():
+            if self.path.exists():
+                venues, header, key = self._read()
+            else:
+                venues, header, key = {}, *self._new_key()
+            venues[venue] = fields
+            self._write(venues, header, key)
+
+    def delete(self, venue: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self._locked():
+            venues, header, key = self._read()
+            if venue not in venues:
+                return False
+            del venues[venue]
+            self._write(venues, header, key)
+        return True
+
+    # -- format ---------------------------------------------------------------------------
+
+    def _new_key(self) -> tuple[dict, bytes]:
+        passphrase = _passphrase(f"New passphrase for {self.path}: ", confirm=True)
+        header = {"format": _FORMAT, "version": _VERSION, "kdf": "scrypt", **_SCRYPT,
+                  "salt": _b64(os.urandom(_SALT_BYTES))}
+        key, check = _derive(passphrase, header)
+        return {**header, "check": _b64(check)}, key
+
+    def _read(self) -> tuple[dict, dict, bytes]:
+        """``(venues, header, key)``; the passphrase is asked for (or read) once."""
+        aesgcm, invalid_tag, _ = _crypto()
+        try:
+            mode = self.path.stat().st_mode & 0o777
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise SecretsError(f"{self.path}: cannot read it: {exc}") from None
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o); run: chmod 600 %s",
+                        self.path, mode, self.path)
+        document = self._parse(raw)
+        header = {k: document[k] for k in ("format", "version", "kdf", "n", "r", "p", "salt")}
+        passphrase = _passphrase(f"Passphrase for {self.path}: ")
+        key, check = _derive(passphrase, header)
+        if not hmac.compare_digest(check, self._bytes(document, "check")):
+            raise WrongPassphraseError(
+                f"{self.path}: wrong passphrase (the passphrase does not match the one this "
+                f"file was written with; check {PASSPHRASE_ENV})")
+        try:
+            plain = aesgcm(key).decrypt(self._bytes(document, "nonce"),
+                                        self._bytes(document, "ciphertext"), _aad(header))
+            venues = json.loads(plain)["venues"]
+            if not isinstance(venues, dict):
+                raise ValueError
+        except invalid_tag:
+            raise SecretsFileCorruptError(
+                f"{self.path}: the file fails its integrity check: it was altered or damaged "
+                "after it was written. Restore it from a backup, or delete it and store the "
+                "keys again") from None
+        except (ValueError, KeyError, TypeError):
+            raise SecretsFileCorruptError(f"{self.path}: decrypted content is not an MMATS "
+                                          "secrets document") from None
+        return venues, {**header, "check": document["check"]}, key
+
+    def _parse(self, raw: bytes) -> dict:
+        try:
+            document = json.loads(raw)
+            if not isinstance(document, dict) or document.get("format") != _FORMAT:
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            raise SecretsFileCorruptError(
+                f"{self.path}: not an MMATS secrets file (or damaged beyond reading); move it "
+                f"aside or point {FILE_ENV} elsewhere") from None
+        if document.get("version") != _VERSION:
+            raise SecretsError(f"{self.path}: secrets file version {document.get('version')!r} "
+                               f"is not {_VERSION}; upgrade MMATS to read it")
+        missing = [k for k in ("kdf", "n", "r", "p", "salt", "check", "nonce", "ciphertext")
+                   if k not in document]
+        if missing or document["kdf"] != "scrypt" or not all(
+                isinstance(document[k], int) for k in ("n", "r", "p")):
+            raise SecretsFileCorruptError(f"{self.path}: the header is damaged "
+                                          f"({', '.join(missing) or 'kdf parameters'})")
+        if not (2 <= document["n"] <= 2**20 and 1 <= document["r"] <= 32
+                and 1 <= document["p"] <= 16):
+            raise SecretsFileCorruptError(f"{self.path}: scrypt parameters out of range")
+        return document
+
+    def _bytes(self, document: dict, name: str) -> bytes:
+        try:
+            return base64.b64decode(document[name], validate=True)
+        except (ValueError, TypeError):
+            raise SecretsFileCorruptError(f"{self.path}: the {name!r} field is damaged") from None
+
+    def _write(self, venues: dict, header: dict, key: bytes) -> None:
+        aesgcm, _, _ = _crypto()
+        public = {k: v for k, v in header.items() if k != "check"}
+        nonce = os.urandom(_NONCE_BYTES)
+        ciphertext = aesgcm(key).encrypt(nonce, json.dumps({"venues": venues}).encode(),
+                                         _aad(public))
+        document = {**header, "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+        _atomic_write(self.path, json.dumps(document, indent=1).encode() + b"\n")
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        lock = self.path.parent / f".{self.path.name}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def _aad(header: dict) -> bytes:
+    """The associated data: the header as canonical JSON (version, scrypt parameters, salt)."""
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _crypto():
+    """``(AESGCM, InvalidTag, Scrypt)`` from ``cryptography`` (a live/dev extra)."""
+    try:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+    except ImportError:
+        raise SecretsError("the encrypted secrets file needs the 'cryptography' package: "
+                           "pip install 'mmats[live]'") from None
+    return AESGCM, InvalidTag, Scrypt
+
+
+def _derive(passphrase: str, header: dict) -> tuple[bytes, bytes]:
+    """scrypt -> (AES key, key-check value); the check tells a wrong passphrase from damage."""
+    scrypt = _crypto()[2]
+    salt = base64.b64decode(header["salt"])
+    material = scrypt(salt=salt, length=2 * _KEY_BYTES, n=header["n"], r=header["r"],
+                      p=header["p"]).derive(passphrase.encode("utf-8"))
+    return material[:_KEY_BYTES], material[_KEY_BYTES:]
+
+
+def _passphrase(prompt: str, confirm: bool = False) -> str:
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None:
+        hint = f"set {PASSPHRASE_ENV}"
+        passphrase = ask_hidden(prompt, hint)
+        if confirm and ask_hidden("Repeat it: ", hint) != passphrase:
+            raise SecretsError("the two passphrases differ; nothing was written")
+    if not passphrase:
+        raise SecretsError(f"the secrets passphrase is empty; set {PASSPHRASE_ENV} or type one")
+    return passphrase
+
+
+def ask_hidden(prompt: str, hint: str) -> str:
+    """Ask on the terminal without echo; :class:`SecretsError` (ending with ``hint``) when
+    there is no terminal or the user cancels.
+
+    getpass would fall back to reading stdin with echo: refused instead, since stdin may be
+    carrying the secret values themselves, and an echoed secret lands in logs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt, stream=sys.stderr)
+        except (getpass.GetPassWarning, EOFError, OSError):
+            raise SecretsError(f"no terminal to ask {prompt.strip().rstrip(':')!r} without "
+                               f"echo; {hint}") from None
+        except KeyboardInterrupt:
+            raise SecretsError("cancelled; nothing was written") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write a 0600 temp file beside ``path``, fsync it, rename it over ``path``, fsync the
+    folder."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # not every OS lets you open a directory
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
