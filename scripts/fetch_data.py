@@ -49,6 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="talk to this server instead of the venue (a proxy or test server)")
     parser.add_argument("--sandbox", action="store_true",
                         help="the venue's test environment (ccxt sandbox, OANDA practice)")
+    parser.add_argument("--flush-seconds", type=float, metavar="S",
+                        help="gather pages and write them every S seconds (default: write "
+                             "each page at once; each write rewrites the file, so long 1m "
+                             "histories fetch much faster with e.g. 30)")
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON on stdout (no progress bar)")
     args = parser.parse_args(argv)
@@ -59,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     try:
         timeframe_ns(args.timeframe)
+        if args.flush_seconds is not None and args.flush_seconds < 0:
+            raise ConfigError(f"--flush-seconds must be >= 0, got {args.flush_seconds}")
         since = to_ns(args.since)
         if args.until is not None and to_ns(args.until) <= since:
             raise ConfigError(f"--until {args.until} must be after --since {args.since}")
@@ -81,6 +87,7 @@ def main(argv=None) -> int:
         source = make_source(args.venue, base_url=args.base_url, sandbox=args.sandbox)
         report = fetch_into_store(source, store, args.venue, args.symbol, args.timeframe,
                                   since=args.since, until=args.until,
+                                  flush_s=args.flush_seconds,
                                   progress=not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:
         print(f"\ninterrupted: {where}; the bars fetched so far are stored, run the same "

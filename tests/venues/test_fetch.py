@@ -81,6 +81,37 @@ def test_an_interrupted_fetch_resumes_to_the_same_store(server, make_broker, tmp
     pd.testing.assert_frame_equal(stored(tmp_path / "interrupted"), stored(tmp_path / "straight"))
 
 
+class CountingStore(CandleStore):
+    writes = 0
+
+    def write(self, *args, **kwargs):
+        self.writes += 1
+        return super().write(*args, **kwargs)
+
+
+def test_each_page_is_written_as_it_arrives(server, broker, tmp_path):
+    store = CountingStore(tmp_path)
+    fetch_into_store(broker, store, "binance", "BTC/USDT", "1m", since=stamp(FIRST_BAR_MS),
+                     now_ms=NOW_MS)
+    assert store.writes == 3
+
+
+def test_gathered_pages_are_written_together_and_kept_when_the_fetch_fails(server, broker,
+                                                                          tmp_path):
+    store = CountingStore(tmp_path)
+    server.fail("500", times=100, path=KLINES, after=2)
+    with pytest.raises(VenueUnavailable):
+        fetch_into_store(broker, store, "binance", "BTC/USDT", "1m",
+                         since=stamp(FIRST_BAR_MS), now_ms=NOW_MS, flush_s=3600)
+    assert store.writes == 1 and len(stored(tmp_path)) == 2000
+    server.clear_faults()
+    report = fetch_into_store(broker, store, "binance", "BTC/USDT", "1m",
+                              since=stamp(FIRST_BAR_MS), now_ms=NOW_MS, flush_s=3600)
+    assert store.writes == 2 and report.bars_added == CLOSED - 2000
+    pd.testing.assert_frame_equal(stored(tmp_path), expected(FIRST_BAR_MS, CLOSED),
+                                  check_like=True)
+
+
 def test_the_forming_bar_is_stored_once_closed_with_its_final_values(server, broker, tmp_path):
     fetch(broker, tmp_path)
     server.now_ms = NOW_MS + MINUTE_MS
@@ -183,7 +214,7 @@ def test_script_fetches_resumes_and_reports_gaps(repo, python, server, tmp_path)
     args = ["binance", "BTC/USDT", "1m", "--since", stamp(FIRST_BAR_MS).isoformat(),
             "--until", stamp(FIRST_BAR_MS + 1200 * MINUTE_MS).isoformat(),
             "--root", tmp_path, "--base-url", server.url]
-    done = run(repo, python, *args, "--json")
+    done = run(repo, python, *args, "--json", "--flush-seconds", "60")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (out["bars_added"], out["rows_stored"], out["missing_bars"]) == (1199, 1199, 1)
