@@ -113,8 +113,11 @@ class CcxtBroker:
         _check_bases(exchange_id, self.symbols)
         self.retries, self.backoff_s, self.max_wait_s = int(retries), backoff_s, max_wait_s
         self._sleep, self._clock = sleep, clock
-        self._secrets = tuple(s for s in (api_key, secret) if s)
-        config = {"timeout": int(timeout_s * 1000), "enableRateLimit": bool(rate_limit)}
+        self._keyed = bool(api_key or secret)
+        self._hide = _hider(api_key, secret)
+        if not timeout_s or float(timeout_s) <= 0:
+            raise ConfigError(f"{exchange_id}: timeout_s must be > 0 seconds, got {timeout_s!r}")
+        config = {"timeout": int(float(timeout_s) * 1000), "enableRateLimit": bool(rate_limit)}
         if api_key:
             config["apiKey"] = api_key
         if secret:
@@ -135,22 +138,24 @@ class CcxtBroker:
         self._markets_loaded = False
 
     def __repr__(self) -> str:
-        keyed = "with key" if self._secrets else "public"
+        keyed = "with key" if self._keyed else "public"
         return f"CcxtBroker({self.exchange_id!r}, {keyed})"
 
     # -- candles -------------------------------------------------------------------------
 
-    def fetch_candles(self, symbol: str, timeframe: str, since_ms: int,
+    def fetch_candles(self, symbol: str, timeframe: str, since_ms: int | None,
                       limit: int = 1000) -> pd.DataFrame:
-        """Up to ``limit`` bars opening at or after ``since_ms``, oldest first, in the
-        candle schema; the last one may be the bar still forming."""
+        """Up to ``limit`` bars opening at or after ``since_ms`` (None: the latest ones),
+        oldest first, in the candle schema; the last one may be the bar still forming.
+        ``limit`` is capped at what the venue sends in one request."""
         self._market(symbol)
         if self._exchange.timeframes and timeframe not in self._exchange.timeframes:
             raise ConfigError(f"{self.exchange_id} has no {timeframe!r} candles; it offers "
                               f"{', '.join(self._exchange.timeframes)}")
         limit = max(1, min(int(limit), self._candles_per_request()))
         rows = self._call(f"fetch {timeframe} candles", symbol, self._exchange.fetch_ohlcv,
-                          symbol, timeframe, since=int(since_ms), limit=limit)
+                          symbol, timeframe, since=None if since_ms is None else int(since_ms),
+                          limit=limit)
         table = np.array([[np.nan if v is None else v for v in row[:6]] for row in rows],
                          dtype=np.float64).reshape(-1, 6)
         ts_ns = table[:, 0].astype(np.int64) * 1_000_000
@@ -195,7 +200,7 @@ class CcxtBroker:
             price = _to_step(order["price"], rules["tick_size"], rounding)
         if rules["min_notional"] > 0:
             reference = price or order.get("price") or self._last_price(symbol)
-            if qty * reference < rules["min_notional"]:
+            if _decimal(qty) * _decimal(reference) < _decimal(rules["min_notional"]):
                 raise OrderRejected(
                     f"{label} rejected before sending: notional {qty:g} x {reference:g} = "
                     f"{qty * reference:g} is below the minimum {rules['min_notional']:g}",
@@ -428,10 +433,7 @@ class CcxtBroker:
 
     def _text(self, exc) -> str:
         """The ccxt message without secrets or signatures, shortened."""
-        text = " ".join(str(exc).split())
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        text = _SIGNATURE.sub(r"\1***", text)
+        text = self._hide(" ".join(str(exc).split()))
         return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS - 3] + "..."
 
 
@@ -468,12 +470,29 @@ def _check_order(order: dict, max_chars: int, venue: str):
     return cid, symbol, side, kind
 
 
+def _hider(*secrets):
+    """A function masking ``secrets`` and request signatures in a text (a closure, so the
+    secrets show in no repr or ``vars()``)."""
+    secrets = tuple(s for s in secrets if s)
+
+    def hide(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return _SIGNATURE.sub(r"\1***", text)
+
+    return hide
+
+
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(float(value)))
+
+
 def _to_step(value: float, step: float, rounding) -> float:
     """``value`` rounded to a whole number of ``step`` (exact, in decimal)."""
     if not step:
         return float(value)
-    step_decimal = Decimal(repr(step))
-    units = (Decimal(repr(float(value))) / step_decimal).to_integral_value(rounding)
+    step_decimal = _decimal(step)
+    units = (_decimal(value) / step_decimal).to_integral_value(rounding)
     return float(units * step_decimal)
 
 

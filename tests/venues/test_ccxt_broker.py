@@ -412,6 +412,22 @@ def test_the_gateway_echo_really_carries_the_key(server, broker):
 def test_repr_hides_the_key(broker):
     assert KEY not in repr(broker) and SECRET not in repr(broker)
     assert repr(broker) == "CcxtBroker('binance', with key)"
+    shown = {name: value for name, value in vars(broker).items() if name != "_exchange"}
+    assert KEY not in repr(shown) and SECRET not in repr(shown)
+
+
+def test_notional_at_the_minimum_exactly_is_sent(server, broker):
+    # 0.7 x 0.1 is 0.07 in decimal, as the venue computes it, but 0.06999... in floats.
+    assert 0.7 * 0.1 < 0.07
+    server.markets["ETHBTC"].min_notional = Decimal("0.07")
+    assert broker.send(limit("mm-edge-1", 0.7, 0.1, symbol="ETH/BTC"))["status"] == "filled"
+
+
+def test_latest_candles_without_since(broker):
+    frame = broker.fetch_candles("BTC/USDT", "1m", None, limit=5)
+    assert len(frame) == 5
+    assert frame["ts"].iloc[-1] == pd.Timestamp(NOW_MS // MINUTE_MS * MINUTE_MS, unit="ms",
+                                                tz="UTC")
 
 
 # -- construction --------------------------------------------------------------------------
