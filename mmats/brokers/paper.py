@@ -169,7 +169,7 @@ class PaperBroker:
             now = self.clock()
             bars = self.feed.closed_bars(row["symbol"], self.timeframe, since_ns=row["ts_ns"]
                                          - self.step_ns, until_ns=now)
-            bars = bars[bars["ts"].astype("int64") >= row["ts_ns"]] if len(bars) else bars
+            bars = bars[bars["ts"].dt.as_unit("ns").astype("int64") >= row["ts_ns"]] if len(bars) else bars
             if len(bars) == 0:
                 continue
             sign = 1 if row["side"] == "buy" else -1

@@ -28,7 +28,8 @@ class ReplayFeed:
         for symbol, frame in candles.items():
             frame = frame.reset_index(drop=True)
             self._frames[symbol] = frame
-            self._ts[symbol] = pd.to_datetime(frame["ts"], utc=True).astype("int64").to_numpy()
+            self._ts[symbol] = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns").astype(
+                "int64").to_numpy()
 
     def close_times(self, symbol: str) -> np.ndarray:
         """When each bar of ``symbol`` closes: the clock times a cron runner would tick at."""

@@ -19,7 +19,7 @@ class StoreFeed:
     def closed_bars(self, symbol, timeframe, *, since_ns, until_ns) -> pd.DataFrame:
         start = None if since_ns is None else pd.Timestamp(since_ns + 1, tz="UTC")
         frame = self.store.read(self.venue, symbol, timeframe, start=start)
-        ts = pd.to_datetime(frame["ts"], utc=True).astype("int64")
+        ts = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns").astype("int64")
         return frame[(ts + timeframe_ns(timeframe)).to_numpy() <= until_ns]
 
     def history(self, symbol, timeframe, *, end_ns, bars) -> pd.DataFrame:

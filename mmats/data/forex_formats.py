@@ -40,7 +40,7 @@ a server whose offset changes with the season open at different UTC hours in win
 summer, so they do not sit on one daily grid; import M1 or H1 bars and resample instead.
 
 Files may be plain, ``.gz``, or a ``.zip`` holding one ``.csv`` (as HistData ships them),
-in UTF-8 or UTF-16 with a byte-order mark (MetaTrader 5 writes UTF-16).
+in UTF-8 or UTF-16 (MetaTrader 5 exports are often UTF-16), with or without a byte-order mark.
 
 >>> df, rejects = read_forex_file("DAT_ASCII_EURUSD_M1_2024.csv", timeframe="1m")  # doctest: +SKIP
 >>> df, rejects = read_forex_file("EURUSD1.csv", utc_offset="America/New_York+07:00")  # doctest: +SKIP

@@ -41,10 +41,11 @@ from mmats.nb.fills import adopt_position
 from mmats.nb.risk import order_refused
 from mmats.nb.risk import pause as pause_state
 from mmats.nb.sim import plan_venue_order, venue_fill
-from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus
+from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus, TradingState
 
 # journal statuses of an order whose outcome is not known yet
 UNSETTLED = ("SENDING", "UNKNOWN", "UNSENT", "open", "partially_filled")
+# "abandoned": never reached the venue, and the sleeve was halted before it could go
 CLIENT_ID_PREFIX = "mm"
 REJECTS_TO_PAUSE = 2
 
@@ -97,7 +98,11 @@ class Desk:
             if venue is not None:
                 self._settle(sleeve, cid, order, venue)
             elif row["broker_status"] in ("SENDING", "UNKNOWN", "UNSENT"):
-                self._send(sleeve, cid, order, _side_of(order), abs(order["requested_qty"]))
+                if self._may_send(sleeve, order):
+                    self._send(sleeve, cid, order, _side_of(order),
+                               abs(order["requested_qty"]))
+                else:  # halted since: only an order that reduces the position still goes
+                    self._status(sleeve, cid, order, "abandoned")
             else:  # the venue lost an order it had acknowledged
                 with self.journal.transaction():
                     self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
@@ -105,6 +110,13 @@ class Desk:
                     self._event("CRITICAL", sleeve, "order_missing",
                                 f"{cid} was open at the venue and is gone; the position is "
                                 "reconciled next")
+
+    def _may_send(self, sleeve, order) -> bool:
+        record = self.states[sleeve.id][0]
+        if int(record["trading_state"]) != int(TradingState.HALTED):
+            return True
+        position = float(record["position"])
+        return abs(position + float(order["requested_qty"])) < abs(position)
 
     def _unsettled_orders(self) -> dict[str, dict]:
         last = {}
