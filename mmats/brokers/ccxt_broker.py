@@ -28,9 +28,10 @@ import copy
 import difflib
 import email.utils
 import math
+import numbers
 import re
 import time
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from urllib.parse import urlsplit, urlunsplit
 
 import ccxt
@@ -458,16 +459,19 @@ def _check_order(order: dict, max_chars: int, venue: str):
     if kind not in ("market", "limit"):
         problems.append(f"type {order['type']!r} is not market or limit")
     qty = order["qty"]
-    if not isinstance(qty, (int, float)) or not math.isfinite(qty) or qty <= 0:
+    if not _is_number(qty) or not math.isfinite(qty) or qty <= 0:
         problems.append(f"qty {qty!r} is not a positive number")
     price = order.get("price")
-    if kind == "limit" and (not isinstance(price, (int, float)) or not math.isfinite(price)
-                            or price <= 0):
+    if kind == "limit" and (not _is_number(price) or not math.isfinite(price) or price <= 0):
         problems.append(f"a limit order needs a positive price, got {price!r}")
     if problems:
         raise OrderRejected(f"{label} rejected before sending: {'; '.join(problems)}",
                             "invalid_order")
     return cid, symbol, side, kind
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _hider(*secrets):
@@ -488,12 +492,17 @@ def _decimal(value: float) -> Decimal:
 
 
 def _to_step(value: float, step: float, rounding) -> float:
-    """``value`` rounded to a whole number of ``step`` (exact, in decimal)."""
+    """``value`` rounded to a whole number of ``step`` (exact, in decimal). A value within
+    a billionth of a step of a whole number is float noise (0.3 computed as
+    0.29999999999999993) and is taken as that number, not rounded a step away."""
     if not step:
         return float(value)
     step_decimal = _decimal(step)
-    units = (_decimal(value) / step_decimal).to_integral_value(rounding)
-    return float(units * step_decimal)
+    ratio = _decimal(value) / step_decimal
+    nearest = ratio.to_integral_value(ROUND_HALF_EVEN)
+    if abs(ratio - nearest) <= Decimal("1e-9") * max(Decimal(1), abs(nearest)):
+        return float(nearest * step_decimal)
+    return float(ratio.to_integral_value(rounding) * step_decimal)
 
 
 def _quote_fee(fees, market: dict, average) -> tuple[float, dict]:

@@ -96,6 +96,22 @@ def test_market_order_fills_with_rounded_qty_and_fee_in_quote(server, broker):
     assert broker.positions() == {"BTC/USDT": pytest.approx(1.00999)}
 
 
+def test_numpy_quantities_are_accepted(server, broker):
+    import numpy as np
+
+    assert broker.send(market("mm-np-1", np.float64(0.01)))["status"] == "filled"
+    assert broker.send(limit("mm-np-2", np.int64(1), np.float64(100.0)))["status"] == "open"
+    assert [o.qty for o in server.orders] == [Decimal("0.010"), Decimal("1.000")]
+
+
+def test_float_noise_does_not_cost_a_lot(server, broker):
+    broker.send(market("mm-noise-1", 3 * 0.1, side="sell"))    # 0.30000000000000004
+    broker.send(market("mm-noise-2", 0.7 - 0.4, side="sell"))  # 0.29999999999999993
+    broker.send(market("mm-noise-3", 0.2999, side="sell"))     # a real shortfall
+    assert [o.qty for o in server.orders] == [Decimal("0.300"), Decimal("0.300"),
+                                              Decimal("0.299")]
+
+
 def test_limit_order_rests_fills_partly_and_is_canceled(server, broker):
     report = broker.send(limit("mm-lim-1", 0.01, 19000.009))
     assert report["status"] == "open" and report["filled_qty"] == 0.0
@@ -238,6 +254,8 @@ def test_filters_stricter_than_the_client_knew_are_rejected_by_the_venue(server,
     (market("x" * 37, 0.01), "1-36 characters"),
     (market("mm-1", -1.0), "positive number"),
     (market("mm-1", float("nan")), "positive number"),
+    (market("mm-1", True), "positive number"),
+    (market("mm-1", "0.01"), "positive number"),
     ({**market("mm-1", 0.01), "side": "hold"}, "side 'hold'"),
     (limit("mm-1", 0.01, None), "needs a positive price"),
     ({**market("mm-1", 0.01), "type": "stop"}, "type 'stop'"),
