@@ -6,12 +6,16 @@
     python scripts/live.py --config FILE kill --reason "..."                # flatten, halt
     python scripts/live.py --config FILE pause MODEL | resume [MODEL] | close SYMBOL | status
     python scripts/live.py --config FILE --replay [DATA] --json             # paper replay
+    python scripts/live.py --config FILE --mode operator --once             # real orders
 
 A tick reads the bars that closed since the last tick from the candle store (data_root),
-runs every model on the shared kernel, journals everything and exits. Replay runs the
-runner one tick per bar of stored history, each tick loading its state from the journal
-as a cron run would; for a one-model configuration it equals scripts/backtest.py.
-Operator mode (real orders) is not available in this version.
+runs every model on the shared kernel, journals everything and exits. Operator mode first
+looks up every order whose outcome is unknown and reconciles positions with each venue,
+then sends the decisions; against a real venue it needs `environment: prod` and
+--i-understand-live-trading (`execution: paper` rehearses it on the paper venue). Replay
+runs the runner one tick per bar of stored history, each tick loading its state from the
+journal as a cron run would; for a one-model configuration it equals scripts/backtest.py
+(--mode operator replays the operator path against the paper venue instead).
 """
 
 import argparse
@@ -75,7 +79,8 @@ def main(argv=None) -> int:
                 candles[symbol] = frame.iloc[: args.bars] if args.bars else frame
         journal = Path(args.journal) if args.journal else Path(
             tempfile.mkdtemp(prefix="mmats-replay-")) / "journal.sqlite"
-        result = replay(config, candles, journal, cash=args.cash)
+        result = replay(config, candles, journal, cash=args.cash,
+                        mode="operator" if args.mode == "operator" else "paper")
     except MMATSError as error:
         return fail(error)
     fills = [{"sleeve": f"{row['model_id']}:{row['symbol']}", "ts": row["ts"].isoformat(),
@@ -101,14 +106,19 @@ def run_live(args) -> int:
 
     config = load_config(args.config)
     command = args.command
+    mode = args.mode or config.mode
+    if mode == "operator":
+        check_can_trade(config, args.i_understand_live_trading, mode)
     if command:
         verb, rest = command[0], command[1:]
         if verb == "status":
             print_json(control.status(config))
             return 0
         if verb == "kill":
-            changed = control.kill(config, reason=args.reason)
-            print(f"halted {len(changed)} sleeve(s); positions flatten at the next bar's open")
+            changed = control.kill(config, reason=args.reason, mode=mode, cash=args.cash)
+            print(f"halted {len(changed)} sleeve(s); " + (
+                "open orders cancelled and positions flattened at the venues"
+                if mode == "operator" else "positions flatten at the next bar's open"))
             return 0
         if verb in ("pause", "resume"):
             if verb == "pause" and len(rest) != 1:
@@ -126,19 +136,16 @@ def run_live(args) -> int:
             return 0
         raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close or "
                           "status")
-    mode = args.mode or config.mode
-    if mode == "operator":
-        check_can_trade(config, args.i_understand_live_trading)
-        raise ConfigError("operator mode (real orders) is not available in this version")
     if not args.loop:
-        report = control.tick_once(config, mode=mode)
+        report = control.tick_once(config, mode=mode, cash=args.cash)
         print(f"{report.bars} new bar(s), {len(report.signals)} signal(s), "
-              f"{report.fills} fill(s)")
-        return 0
-    return loop(config, mode)
+              f"{report.orders} order(s) sent, {report.fills} fill(s), "
+              f"{report.rejects} refused")
+        return 1 if report.alerts else 0  # a fail-safe acted: cron mails the output
+    return loop(config, mode, args.cash)
 
 
-def loop(config, mode) -> int:
+def loop(config, mode, cash) -> int:
     """Tick after every bar close; on an unexpected error, halt everything and notify
     once rather than crash-looping."""
     import time
@@ -151,11 +158,12 @@ def loop(config, mode) -> int:
     settle_ns = 5_000_000_000  # give the fetcher a moment after the close
     while True:
         try:
-            control.tick_once(config, mode=mode)
+            control.tick_once(config, mode=mode, cash=cash)
         except control.RunnerBusy:
             pass
         except Exception as error:  # noqa: BLE001 - fail safe: halt, notify, stop
-            control.kill(config, user="runner", reason=f"unhandled {error!r}")
+            control.kill(config, user="runner", reason=f"unhandled {error!r}", mode=mode,
+                         cash=cash)
             notify(config.notifications, "MMATS halted", f"runner stopped: {error!r}")
             raise
         now = time.time_ns()

@@ -202,14 +202,16 @@ def parse_config(mapping: Any, source: str = "<dict>",
     return _Parser(source, Path(base_dir) if base_dir is not None else Path.cwd()).config(mapping)
 
 
-def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool) -> None:
+def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
+                    mode: str | None = None) -> None:
     """Refuse to start operator mode against a real venue unless it is meant.
 
     Operator mode with any market whose ``execution`` is not ``paper`` needs
     ``environment: prod`` and the explicit ``i_understand_live_trading`` flag; advisory and
-    paper modes (and operator mode on paper execution) run in any environment.
+    paper modes (and operator mode on paper execution) run in any environment. ``mode``
+    overrides the configuration's (the command line's ``--mode``).
     """
-    if config.mode != "operator":
+    if (mode or config.mode) != "operator":
         return
     real = [m for m in config.markets if not m.is_paper]
     if not real:

@@ -71,8 +71,10 @@ class Desk:
         self.journal = journal
         self.now_ns = now_ns
         self.report = report
-        self.halted_markets: set[str] = set()
-        self.unsettled_markets: set[str] = set()
+        self.halted_markets: set[str] = set()  # authentication failed
+        self.unsettled_markets: set[str] = set()  # an outcome is unknown: send nothing
+        self.waiting: set[str] = set()  # sleeves whose order the venue is still working
+        self.mismatched: set[tuple[str, str]] = set()  # (market, symbol) beyond tolerance
         fills = np.zeros(1, dtype=FILL_DTYPE)
         trades = np.zeros(1, dtype=TRADE_DTYPE)
         self.fill, self.trade = fills[0], trades[0]
@@ -167,6 +169,7 @@ class Desk:
                                     f"{symbol}: venue holds {venue:.10g}, journal "
                                     f"{held:.10g}; adopted the venue's", data, alert=False)
                 else:
+                    self.mismatched.add((market.name, symbol))
                     with self.journal.transaction():
                         for sleeve in members:
                             pause_state(self.states[sleeve.id][0])
@@ -212,9 +215,11 @@ class Desk:
         """Send an order for every sleeve with a pending target."""
         for sleeve in self.sleeves.values():
             record = self.states[sleeve.id][0]
-            if math.isnan(record["target"]) or sleeve.market in self.halted_markets \
-                    or sleeve.market not in self.brokers:
-                continue
+            if math.isnan(record["target"]) or sleeve.market not in self.brokers \
+                    or sleeve.market in self.halted_markets \
+                    or sleeve.market in self.unsettled_markets or sleeve.id in self.waiting \
+                    or (sleeve.market, sleeve.symbol) in self.mismatched:
+                continue  # the target stays pending for a later tick
             volume = volumes.get(sleeve.id) or float(record["volume_ewm"]) or math.inf
             orders = np.zeros(1, dtype=ORDER_DTYPE)
             with self.journal.transaction():
@@ -301,7 +306,7 @@ class Desk:
                                       broker_status=venue["status"], ts_ns=self.now_ns)
             self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
         if venue["status"] not in FINAL_STATES:
-            self.unsettled_markets.add(sleeve.market)
+            self.waiting.add(sleeve.id)
 
     def _rejected(self, sleeve, cid, order, message, reason) -> None:
         record = self.states[sleeve.id][0]

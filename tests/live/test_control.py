@@ -124,9 +124,18 @@ def test_script_once_status_kill(setup, repo, python):
     assert status["ema:ETH/BTC"]["last_bar_ts_ns"] == candles["ts"].iloc[249].value
     assert run("kill", "--reason", "drill").returncode == 0
     assert json.loads(run("status").stdout)["ema:ETH/BTC"]["trading_state"] == "HALTED"
+    # execution: paper rehearses operator mode; this journal's advisory position was never
+    # held at the (paper) venue: the mismatch pauses the sleeve and nothing is sent
     operator = run("--mode", "operator")
-    assert operator.returncode == 2 and "not available" in operator.stderr
+    assert operator.returncode == 1, operator.stderr
+    assert "reconcile mismatch" in operator.stdout and "venue holds 0" in operator.stdout
+    assert "0 new bar(s)" in operator.stdout and "0 order(s) sent" in operator.stdout
     assert run("bogus").returncode == 2
+    real = json.loads(path.read_text())
+    real["markets"]["crypto"]["execution"] = "binance"
+    path.write_text(json.dumps(real))
+    refused = run("--mode", "operator", "--i-understand-live-trading")
+    assert refused.returncode == 2 and "environment: prod" in refused.stderr
 
 
 def test_stale_data_halts_with_a_notification(setup):
