@@ -14,7 +14,8 @@ from mmats.errors import ConfigError, MMATSError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.notify import notify
-from mmats.live.runner import run_tick, sleeves
+from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
+from mmats.live.runner import book_id, run_tick, sleeves
 from mmats.nb.risk import flatten, halt, resume
 from mmats.nb.risk import pause as pause_state
 from mmats.types import TradingState
@@ -177,7 +178,24 @@ def close_symbol(config: RunnerConfig, symbol: str, *, user: str = "operator",
 
 def resume_models(config: RunnerConfig, model_id: str | None = None, *,
                   user: str = "operator", reason: str = "") -> list[str]:
-    return _change(config, model_id, "resume", user, reason, lambda state, now: resume(state))
+    """ACTIVE again. The global and market books over the resumed sleeves measure
+    drawdown from here (a scope halted by its drawdown limit would otherwise stay halted
+    with its old peak)."""
+    def reset_books(journal, now):
+        all_sleeves = sleeves(config, 1.0)
+        resumed = {s.id for s in all_sleeves if model_id in (None, s.model_id)}
+        states = {s.id: journal.load_state(s.id) for s in all_sleeves}
+        for scope in scopes(config, all_sleeves):
+            book = journal.load_state(book_id(scope), BOOK_DTYPE)
+            if book is None or not resumed & set(scope.sleeve_ids):
+                continue
+            if any(states[i] is None for i in scope.sleeve_ids):
+                continue
+            reset_book(book, scope.equity(states))
+            journal.save_state(book_id(scope), book, ts_ns=now)
+
+    return _change(config, model_id, "resume", user, reason, lambda state, now: resume(state),
+                   after=reset_books)
 
 
 def _change(config, model_id, action, user, reason, apply, symbol=None,

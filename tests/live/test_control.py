@@ -1,5 +1,6 @@
 """Ticks from the candle store (as cron runs them) and the operator's controls."""
 
+import dataclasses
 import json
 import subprocess
 
@@ -10,6 +11,7 @@ from mmats.data import CandleStore, load
 from mmats.live import control
 from mmats.live.config import parse_config
 from mmats.live.journal import Journal
+from mmats.live.portfolio import BOOK_DTYPE
 from mmats.live.runner import replay
 from mmats.types import TradingState
 
@@ -166,3 +168,24 @@ def test_close_symbol_flattens_without_halting(setup):
         assert journal.rows("operator_actions")[-1]["target"] == "ETH/BTC"
     with pytest.raises(Exception, match="no market trades 'BTC/USD'"):
         control.close_symbol(config, "BTC/USD")
+
+
+def test_resume_after_a_global_drawdown_halt_measures_from_here(setup):
+    config, store, candles, tmp_path = setup
+    store.write("bittrex", "ETH/BTC", "5m", candles)
+    config = dataclasses.replace(config, global_risk=dataclasses.replace(
+        config.global_risk, max_drawdown_pct=0.3))
+    for bar in range(30, 400):
+        control.tick_once(config, now_ns=close_of(candles, bar))
+        with Journal(config.journal) as journal:
+            book = journal.load_state("__book__:global", BOOK_DTYPE)
+        if book[0]["halted"]:
+            break
+    assert book[0]["halted"] and control.status(config)["ema:ETH/BTC"]["trading_state"] \
+        == "HALTED"
+    control.resume_models(config)
+    with Journal(config.journal) as journal:
+        book = journal.load_state("__book__:global", BOOK_DTYPE)[0]
+        equity = journal.load_state("ema:ETH/BTC")[0]["equity"]
+    assert book["halted"] == 0 and book["equity_peak"] == equity
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
