@@ -88,6 +88,9 @@ def main(argv=None) -> int:
         report = fetch_into_store(source, store, args.venue, args.symbol, args.timeframe,
                                   since=args.since, until=args.until,
                                   flush_s=args.flush_seconds,
+                                  # ccxt venues are crypto exchanges: missing bars are
+                                  # counted on a 24/7 calendar, not guessed from the data
+                                  calendar=None if args.venue == "oanda" else "24/7",
                                   progress=not args.json and sys.stderr.isatty())
     except KeyboardInterrupt:
         print(f"\ninterrupted: {where}; the bars fetched so far are stored, run the same "
