@@ -343,13 +343,28 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
 
         config = replace(config, journal=Path(journal_path))
         brokers = brokers_for(config, feeds, cash=cash, clock=lambda: clock[0])
-    for now_ns in np.unique(np.concatenate(closes)):
+    times = np.unique(np.concatenate(closes))
+    with Journal(journal_path) as journal:  # a restarted replay goes on from its last tick
+        times = times[times >= _last_tick(config, journal, cash)]
+    for now_ns in times:
         clock[0] = int(now_ns)
         with Journal(journal_path) as journal:
             run_tick(config, feeds, journal, int(now_ns), cash=cash, mode=mode,
                      brokers=brokers)
     with Journal(journal_path) as journal:
         return _collect(config, journal, Path(journal_path), cash)
+
+
+def _last_tick(config, journal, cash) -> int:
+    """When the journal's last tick ran: the close of the bar every sleeve processed last
+    (0 for a new journal, or while a sleeve has not started)."""
+    last = []
+    for sleeve in sleeves(config, cash):
+        state = journal.load_state(sleeve.id)
+        if state is None:
+            return 0
+        last.append(int(state[0]["last_bar_ts_ns"]) + timeframe_ns(sleeve.timeframe))
+    return min(last, default=0)
 
 
 def _collect(config, journal, path, cash) -> ReplayResult:

@@ -112,3 +112,63 @@ def test_restart_after_the_last_bar_does_nothing(tmp_path):
     assert len(again.fills) == len(first.fills)
     with Journal(tmp_path / "j.sqlite") as journal:
         assert len(journal.rows("ticks")) == 2 * 300
+
+
+OPERATOR_BARS = 400
+OPERATOR_CHILD = CHILD.replace("replay(config, candles, sys.argv[1])",
+                               "replay(config, candles, sys.argv[1], mode='operator')")
+
+
+def test_kill_9_in_operator_mode_never_doubles_an_order(tmp_path):
+    """Operator mode against the paper venue: the venue's order log, the journal's fills
+    and the positions after 30 kills and restarts equal an uninterrupted run's."""
+    config = {**CONFIG, "mode": "operator"}
+    path = tmp_path / "crash.sqlite"
+    child_source = OPERATOR_CHILD.format(config=config, bars=OPERATOR_BARS)
+    rng = random.Random(5)
+    killed_mid_run = 0
+    for _ in range(30):
+        before = _rows(path)
+        child = subprocess.Popen([sys.executable, "-c", child_source, str(path)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        while _rows(path) == before and child.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        killed_mid_run += child.returncode == -signal.SIGKILL
+        child.stdout.close()
+    assert killed_mid_run >= 20
+    finished = subprocess.run([sys.executable, "-c", child_source, str(path)],
+                              capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr
+
+    clean_path = tmp_path / "clean.sqlite"
+    clean = replay(parse_config(config),
+                   {"ETH/BTC": load("bittrex:ETH/BTC:5m").iloc[:OPERATOR_BARS]}, clean_path,
+                   mode="operator")
+    crashed_log, clean_log = _venue_log(tmp_path / "crash"), _venue_log(tmp_path / "clean")
+    assert len(clean_log) > 10
+    assert crashed_log == clean_log  # same orders, same ids, once each
+    with Journal(path) as journal:
+        assert journal.verify().ok
+        fills = journal.fills_frame()
+        ticks = journal.rows("ticks")
+        states = {sleeve_id: journal.load_state(sleeve_id) for sleeve_id in clean.states}
+    assert len(ticks) == 2 * OPERATOR_BARS
+    np.testing.assert_array_equal(fills["bar"].to_numpy(), clean.fills["bar"])
+    np.testing.assert_array_equal(fills["price"].to_numpy(), clean.fills["price"])
+    np.testing.assert_array_equal(fills["qty"].to_numpy(), clean.fills["qty"])
+    for sleeve_id, state in clean.states.items():
+        for field in ("position", "cash", "equity", "n_trades"):
+            assert states[sleeve_id][0][field] == state[0][field], (sleeve_id, field)
+
+
+def _venue_log(stem):
+    venue = sqlite3.connect(f"{stem}.crypto.paper.sqlite")
+    try:
+        return venue.execute("SELECT client_order_id, side, qty, filled_qty, avg_price, fee "
+                             "FROM orders ORDER BY seq").fetchall()
+    finally:
+        venue.close()
