@@ -53,6 +53,8 @@ def main(argv=None) -> int:
                         "file, so a replay never mixes with the live journal)")
     parser.add_argument("--bars", type=int, help="replay only the first N bars")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--now", help="the tick's clock (ISO time, or ns since the epoch) "
+                        "instead of the wall clock: for rehearsals against a test venue")
     args = parser.parse_args(argv)
     if args.replay is None:
         try:
@@ -137,7 +139,7 @@ def run_live(args) -> int:
         raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close or "
                           "status")
     if not args.loop:
-        report = control.tick_once(config, mode=mode, cash=args.cash)
+        report = control.tick_once(config, mode=mode, cash=args.cash, now_ns=_now(args.now))
         print(f"{report.bars} new bar(s), {len(report.signals)} signal(s), "
               f"{report.orders} order(s) sent, {report.fills} fill(s), "
               f"{report.rejects} refused")
@@ -168,6 +170,17 @@ def loop(config, mode, cash) -> int:
             raise
         now = time.time_ns()
         time.sleep(((now // step + 1) * step + settle_ns - now) / 1e9)
+
+
+def _now(text):
+    if text is None:
+        return None
+    import pandas as pd
+
+    try:
+        return int(text) if text.isdigit() else pd.Timestamp(text, tz="UTC").value
+    except ValueError:
+        raise ConfigError(f"--now {text!r} is neither an ISO time nor nanoseconds") from None
 
 
 def _fills_frame(path):

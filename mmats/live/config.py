@@ -53,7 +53,9 @@ MARKET_TYPES = ("crypto", "forex", "stocks")
 PAPER_EXECUTION = "paper"
 
 _TOP_KEYS = ("mode", "environment", "risk", "market", "markets", "models", "notifications",
-             "journal", "data_root", "lock", "stale_after_bars", "reconcile_tolerance_pct")
+             "journal", "data_root", "lock", "stale_after_bars", "reconcile_tolerance_pct",
+             "venues")
+_VENUE_KEYS = ("exchange", "sandbox", "base_url", "timeout_s")
 _MARKET_KEYS = ("name", "type", "feed", "execution", "symbols", "timeframe", "risk")
 _MODEL_KEYS = ("id", "strategy", "file", "params", "market", "symbols", "allocation",
                "risk", "costs")
@@ -88,8 +90,22 @@ class RiskLimits:
 
 
 @dataclass(frozen=True)
+class VenueConfig:
+    """How to reach a venue: its ccxt exchange id (or ``oanda``), the testnet/practice
+    switch and an optional base URL (a proxy, or the tests' local servers). Keys are not
+    here: they live in the OS keyring or the encrypted secrets file (``scripts/keys.py``)."""
+
+    name: str
+    exchange: str
+    sandbox: bool = False
+    base_url: str | None = None
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class MarketConfig:
-    """One market: where its candles come from, where its orders go, what it trades."""
+    """One market: where its candles come from, where its orders go, what it trades.
+    ``backup_feeds`` take over, in order, when the feed errors or goes stale."""
 
     name: str
     type: str
@@ -98,6 +114,11 @@ class MarketConfig:
     symbols: tuple[str, ...]
     timeframe: str
     risk: RiskLimits = RiskLimits()
+    backup_feeds: tuple[str, ...] = ()
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        return (self.feed, *self.backup_feeds)
 
     @property
     def is_paper(self) -> bool:
@@ -133,7 +154,21 @@ class RunnerConfig:
     lock: Path = Path("journal/mmats.lock")
     stale_after_bars: int = 3
     reconcile_tolerance_pct: float = 0.5
+    venues: tuple[VenueConfig, ...] = ()
     source: str = "<dict>"
+
+    def venue(self, name: str) -> VenueConfig:
+        """The venue called ``name``: as configured under ``venues:``, else the ccxt
+        exchange (or OANDA) of that name with default settings."""
+        for venue in self.venues:
+            if venue.name == name:
+                return venue
+        return VenueConfig(name=name, exchange=name)
+
+    def is_live_feed(self, name: str) -> bool:
+        """Whether the runner fetches this feed's candles itself (it is listed under
+        ``venues:``); other feeds are store folders filled by imports or fetch_data.py."""
+        return any(venue.name == name for venue in self.venues)
 
     def market(self, name: str) -> MarketConfig:
         for market in self.markets:
@@ -162,6 +197,7 @@ class RunnerConfig:
             "lock": str(self.lock),
             "stale_after_bars": self.stale_after_bars,
             "reconcile_tolerance_pct": self.reconcile_tolerance_pct,
+            "venues": [asdict(v) for v in self.venues],
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -457,10 +493,19 @@ class _Parser:
             timeframe_ns(timeframe)
         except ConfigError as error:
             self.fail(_join(path, "timeframe"), str(error))
+        feeds = values["feed"]
+        if isinstance(feeds, list):
+            if not 1 <= len(feeds) <= 3:
+                self.fail(_join(path, "feed"), "must be a feed name or a list of one to three "
+                                               f"(primary first), got {feeds!r}")
+            feeds = [self.name(f, _join(_join(path, "feed"), i)) for i, f in enumerate(feeds)]
+        else:
+            feeds = [self.name(feeds, _join(path, "feed"))]
         return MarketConfig(
             name=name,
             type=market_type,
-            feed=self.name(values["feed"], _join(path, "feed")),
+            feed=feeds[0],
+            backup_feeds=tuple(feeds[1:]),
             execution=self.name(values.get("execution", PAPER_EXECUTION),
                                 _join(path, "execution")),
             symbols=self.strings(values["symbols"], _join(path, "symbols")),
@@ -634,6 +679,29 @@ class _Parser:
             urls.append(text)
         return tuple(urls)
 
+    def venues(self, value) -> tuple[VenueConfig, ...]:
+        if not isinstance(value, dict):
+            self.fail("venues", f"must be a mapping from venue name to settings, got {value!r}")
+        result = []
+        for key, item in value.items():
+            name = self.name(key, "venues")
+            path = _join("venues", name)
+            values = self.mapping(item or {}, path, _VENUE_KEYS)
+            sandbox = values.get("sandbox", False)
+            if not isinstance(sandbox, bool):
+                self.fail(_join(path, "sandbox"), f"must be true or false, got {sandbox!r}")
+            base_url = values.get("base_url")
+            if base_url is not None and (not isinstance(base_url, str)
+                                         or not base_url.startswith(("http://", "https://"))):
+                self.fail(_join(path, "base_url"), f"must be an http(s) URL, got {base_url!r}")
+            result.append(VenueConfig(
+                name=name,
+                exchange=self.name(values.get("exchange", name), _join(path, "exchange")),
+                sandbox=sandbox, base_url=base_url,
+                timeout_s=self.number(values.get("timeout_s", 10.0), _join(path, "timeout_s"),
+                                      minimum=0.1)))
+        return tuple(result)
+
     def config(self, top) -> RunnerConfig:
         if top is None:
             self.fail("", "the configuration is empty; it needs market: (or markets:) and "
@@ -659,5 +727,6 @@ class _Parser:
                                           minimum=1),
             reconcile_tolerance_pct=self.percent(top.get("reconcile_tolerance_pct", 0.5),
                                                  "reconcile_tolerance_pct", allow_zero=True),
+            venues=self.venues(top.get("venues", {})),
             source=self.source,
         )

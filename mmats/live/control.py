@@ -16,6 +16,7 @@ from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
 from mmats.live.runner import book_id, run_tick, sleeves
+from mmats.live.sync import sync_candles
 from mmats.nb.risk import flatten, halt, resume
 from mmats.nb.risk import pause as pause_state
 from mmats.types import TradingState
@@ -41,8 +42,12 @@ def runner_lock(path):
         handle.close()
 
 
-def feeds_for(config: RunnerConfig) -> dict:
-    return {market.name: StoreFeed(config.data_root, market.feed) for market in config.markets}
+def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
+    """A store feed per market, reading the folder of its active feed (the primary unless
+    a failover chose another)."""
+    active = active or {}
+    return {market.name: StoreFeed(config.data_root, active.get(market.name, market.feed))
+            for market in config.markets}
 
 
 def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
@@ -77,10 +82,12 @@ def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
 
 
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
-              mode: str | None = None, brokers: dict | None = None):
+              mode: str | None = None, brokers: dict | None = None,
+              sources: dict | None = None):
     """Lock, journal the configuration if it changed, process every newly closed bar
     (operator mode: recover, reconcile and send through the brokers), notify the signals
-    and alerts, exit."""
+    and alerts, exit. Live feeds are synced into the store first (:mod:`mmats.live.sync`;
+    ``sources`` overrides their candle sources)."""
     mode = mode or config.mode
     with runner_lock(config.lock), Journal(config.journal) as journal:
         snapshot = config.snapshot()
@@ -88,12 +95,14 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
         if not last or last[0]["text"] != snapshot:
             journal.append_config_snapshot(snapshot)
         now_ns = now_ns or time.time_ns()
-        feeds = feeds_for(config)
+        active, sync_alerts = sync_candles(config, journal, now_ns, sources=sources)
+        feeds = feeds_for(config, active)
         if mode == "operator" and brokers is None:
             brokers = brokers_for(config, feeds, cash=cash, clock=lambda: now_ns)
         report = run_tick(config, feeds, journal, now_ns, cash=cash, mode=mode,
                           brokers=brokers)
         stale = _halt_stale(config, journal, now_ns)
+    report.alerts[:0] = sync_alerts
     for title, message in report.alerts:
         notify(config.notifications, title, message)
     for sleeve_id, message in stale:
