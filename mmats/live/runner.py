@@ -71,9 +71,21 @@ def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
             result.append(Sleeve(
                 id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
                 market=market.name, timeframe=market.timeframe,
-                strategy=load_strategy(model.strategy), params=dict(model.params), cfg=record,
+                strategy=_strategy(model), params=dict(model.params), cfg=record,
                 cash=cash * model.allocation / len(model.symbols)))
     return result
+
+
+_LOADED: dict[tuple[str, str], Strategy] = {}
+
+
+def _strategy(model) -> Strategy:
+    """The model's strategy, loaded once per process (a loop or a replay ticks many
+    times); keyed by the file's hash too, so an edited strategy is loaded again."""
+    key = (str(model.strategy), model.strategy_hash)
+    if key not in _LOADED:
+        _LOADED[key] = load_strategy(model.strategy)
+    return _LOADED[key]
 
 
 @dataclass
