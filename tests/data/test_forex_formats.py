@@ -121,7 +121,7 @@ def test_mt4_new_york_close_server_follows_us_daylight_saving(tmp_path):
 
 def test_mt5_export_with_header_tick_volume_and_utf16(tmp_path):
     frame = bars()
-    for encoding in ("utf-8", "utf-16"):
+    for encoding in ("utf-8", "utf-16", "utf-16-le"):  # with and without a byte-order mark
         path = write(tmp_path / f"EURUSD_M1_{encoding}.csv", mt5_lines(frame), encoding)
         assert detect_format(path) == "mt5"
         clean, rejects = read_forex_file(path, utc_offset="+03:00", timeframe="1m")
