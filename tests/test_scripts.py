@@ -20,7 +20,7 @@ def run(repo, python, *args):
 
 @pytest.mark.parametrize("script", ["backtest", "sweep", "check_strategy", "import_data",
                                     "check_data", "walkforward", "montecarlo", "live",
-                                    "journal"])
+                                    "journal", "fetch_data", "keys"])
 def test_help(repo, python, script):
     done = run(repo, python, f"scripts/{script}.py", "--help")
     assert done.returncode == 0 and "usage" in done.stdout
