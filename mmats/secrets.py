@@ -118,6 +118,12 @@ def get_secret(venue: str) -> SecretFields | None:
     return None if fields is None else SecretFields(fields)
 
 
+def available_without_prompt() -> bool:
+    """Whether :func:`get_secret` can answer without asking anyone: a working keyring, or
+    the encrypted file with ``MMATS_SECRETS_PASSPHRASE`` set (cron has no terminal)."""
+    return isinstance(_backend(), _Keyring) or bool(os.environ.get(PASSPHRASE_ENV))
+
+
 def list_venues() -> list[str]:
     """The venues that have secrets stored, sorted."""
     return sorted(_backend().venues())

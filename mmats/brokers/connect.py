@@ -32,25 +32,15 @@ def credentials(venue_name: str) -> dict:
             fields[field] = value
     if fields:
         return fields
-    from mmats.secrets import SecretsError, get_secret
+    from mmats.secrets import SecretsError, available_without_prompt, get_secret
 
-    if not os.environ.get("MMATS_SECRETS_FILE") and not os.environ.get(
-            "MMATS_SECRETS_PASSPHRASE") and not _keyring_works():
+    if not available_without_prompt():
         return {}  # no store to read without prompting (cron has no terminal)
     try:
         stored = get_secret(venue_name)
     except SecretsError as error:
         raise ConfigError(f"venue {venue_name}: could not read its keys: {error}") from None
     return dict(stored) if stored else {}
-
-
-def _keyring_works() -> bool:
-    try:
-        import keyring
-        from keyring.backends import fail, null
-    except ImportError:
-        return False
-    return not isinstance(keyring.get_keyring(), fail.Keyring | null.Keyring)
 
 
 def connect(config, market, *, symbols=None, keys: dict | None = None):

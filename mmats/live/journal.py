@@ -216,10 +216,13 @@ class Journal:
     """An append-only SQLite journal (WAL, ``synchronous=FULL``), one connection each.
 
     ``create=False`` refuses a missing file instead of creating an empty journal.
+    ``durable=False`` (``synchronous=OFF``) is for scratch journals such as a replay's:
+    a crash of the process still leaves whole transactions only, but a power cut may lose
+    the newest ones.
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
-                 timeout_s: float = 30.0):
+                 timeout_s: float = 30.0, durable: bool = True):
         self.path = Path(path)
         self._in_transaction = False
         if not create and not self.path.is_file():
@@ -227,7 +230,7 @@ class Journal:
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             if create:
                 self._create_schema()

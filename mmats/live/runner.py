@@ -332,7 +332,9 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
     """Run the configured runner over stored history, one tick per bar close, each tick
     opening the journal and loading its state as a cron run would.
 
-    ``candles`` maps each configured symbol to its history (candle schema). ``mode``
+    ``candles`` maps each configured symbol to its history (candle schema); the journal
+    is written without fsyncs (a replay is scratch; its transactions are the runner's).
+    ``mode``
     ``paper`` fills through the kernel's fill model (equal to the backtest); ``operator``
     runs the operator path against the paper venue (one account per market beside the
     journal), as a rehearsal of real orders.
@@ -360,7 +362,7 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
         times = times[times >= _last_tick(config, journal, cash)]
     for now_ns in times:
         clock[0] = int(now_ns)
-        with Journal(journal_path) as journal:
+        with Journal(journal_path, durable=False) as journal:  # a replay's is scratch
             run_tick(config, feeds, journal, int(now_ns), cash=cash, mode=mode,
                      brokers=brokers)
     with Journal(journal_path) as journal:
