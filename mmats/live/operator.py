@@ -24,6 +24,7 @@ authentication failure pauses the market. Every one of these is a risk event and
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from base64 import b32encode
 from collections import defaultdict
@@ -149,6 +150,7 @@ class Desk:
             for sleeve in self.sleeves.values():
                 if sleeve.market == market.name:
                     ours[sleeve.symbol].append(sleeve)
+            self._check_balances(market, self.report.balances[market.name], ours, tolerance)
             for symbol, members in ours.items():
                 held = sum(float(self.states[s.id][0]["position"]) for s in members)
                 venue = float(venue_positions.get(symbol, 0.0))
@@ -180,6 +182,36 @@ class Desk:
                                     f"(beyond {self.config.reconcile_tolerance_pct}%); "
                                     "paused, nothing is sent until an operator resumes", data)
             self._cancel_strays(market.name, broker, venue_orders)
+
+    def _check_balances(self, market, balances, ours, tolerance) -> None:
+        """Journal the venue's balances when they change; on a spot crypto market, warn
+        when the quote currency held is short of the cash the sleeves believe they have
+        (orders would be refused)."""
+        scope = f"market:{market.name}"
+        rows = self.journal.rows("risk_events", "scope = ? AND kind = 'venue_balances'",
+                                 (scope,))
+        snapshot = {asset: float(amount) for asset, amount in sorted(balances.items())}
+        if not rows or json.loads(rows[-1]["data"]) != snapshot:
+            self.journal.append_risk_event("INFO", scope, "venue_balances",
+                                           f"{market.name} balances at the venue", snapshot,
+                                           ts_ns=self.now_ns)
+        if market.type != "crypto":
+            return  # margin accounts: the balance does not move when a position opens
+        quotes = {symbol.split("/")[1] for symbol in ours if "/" in symbol}
+        if len(quotes) != 1:
+            return
+        quote = quotes.pop()
+        believed = sum(float(self.states[s.id][0]["cash"]) for members in ours.values()
+                       for s in members)
+        held = float(balances.get(quote, 0.0))
+        if held < believed * (1.0 - tolerance) - 1e-12:
+            self.journal.append_risk_event(
+                "WARNING", scope, "balance_short",
+                f"{market.name}: the venue holds {held:.10g} {quote}, the sleeves count on "
+                f"{believed:.10g}; buys may be refused", {"venue": held, "journal": believed},
+                ts_ns=self.now_ns)
+            self.report.alerts.append(("MMATS balance short", f"{market.name}: venue "
+                                       f"{held:.10g} {quote} < journal {believed:.10g}"))
 
     def _cancel_strays(self, market, broker, venue_orders) -> None:
         known = self._unsettled_orders()

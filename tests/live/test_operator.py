@@ -4,6 +4,7 @@ authentication failures pausing, reconciliation, and the kill switch through the
 
 Faults are injected by wrapping the real paper venue (it still keeps the order log)."""
 
+import json
 import sqlite3
 
 import numpy as np
@@ -331,3 +332,22 @@ def test_kill_cancels_and_flattens_through_the_broker(tmp_path):
         control.tick_once(config, now_ns=candles["ts"].iloc[later].value + FIVE_MINUTES,
                           brokers=brokers)
     assert len(venue.orders()) == orders_after_kill  # nothing trades until resume
+
+
+def test_venue_balances_are_journaled_and_a_short_quote_balance_warns(tmp_path):
+    rig = Rig(tmp_path, chained_candles(120))
+    rig.run(0, 15)  # still warming up: flat, all cash
+    assert rig.venue.orders() == [] and rig.state()["cash"] == 10_000.0
+    snapshots = [e for e in rig.journal_rows("risk_events") if e["kind"] == "venue_balances"]
+    assert snapshots and json.loads(snapshots[0]["data"]) == {"BTC": 10_000.0}
+    assert not [e for e in rig.journal_rows("risk_events") if e["kind"] == "balance_short"]
+    venue = sqlite3.connect(tmp_path / "venue.sqlite")  # someone withdrew half the cash
+    venue.execute("UPDATE account SET value = value / 2 WHERE key = 'cash:BTC'")
+    venue.commit()
+    venue.close()
+    rig.tick(15)
+    short = [e for e in rig.journal_rows("risk_events") if e["kind"] == "balance_short"]
+    assert len(short) == 1 and json.loads(short[0]["data"])["venue"] == 5_000.0
+    assert any("balance short" in title for title, _ in rig.reports[-1].alerts)
+    kinds = [e["kind"] for e in rig.journal_rows("risk_events")]
+    assert kinds.count("venue_balances") == 2  # journaled again because they changed
