@@ -59,6 +59,31 @@ def client_order_id(sleeve_id: str, decision_ts_ns: int, order_id: int) -> str:
     return CLIENT_ID_PREFIX + b32encode(digest).decode("ascii").lower()[:30]
 
 
+def with_venue_rules(sleeves, brokers) -> list:
+    """The sleeves with each venue's lot size and minimum notional in their kernel
+    settings (the stricter of the model's and the venue's), so the kernel sizes orders
+    the venue accepts; a venue that cannot say now leaves the sleeve as configured (its
+    adapter still checks before sending)."""
+    from dataclasses import replace
+
+    result = []
+    for sleeve in sleeves:
+        broker = brokers.get(sleeve.market)
+        try:
+            rules = broker.instrument(sleeve.symbol) if broker is not None else None
+        except BrokerError:
+            rules = None
+        if not rules:
+            result.append(sleeve)
+            continue
+        cfg = sleeve.cfg.copy()
+        cfg[0]["lot_size"] = max(float(cfg[0]["lot_size"]), float(rules.get("lot_size") or 0))
+        cfg[0]["min_notional"] = max(float(cfg[0]["min_notional"]),
+                                     float(rules.get("min_notional") or 0))
+        result.append(replace(sleeve, cfg=cfg))
+    return result
+
+
 class Desk:
     """One tick's dealings with the brokers: ``brokers`` maps market names to adapters
     implementing :class:`~mmats.brokers.base.Execution` and ``AccountState``."""

@@ -126,8 +126,9 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
         states[sleeve.id] = new_state(sleeve.cash) if state is None else state
     desk = None
     if mode == "operator":
-        from mmats.live.operator import Desk
+        from mmats.live.operator import Desk, with_venue_rules
 
+        all_sleeves = with_venue_rules(all_sleeves, brokers)
         desk = Desk(config, all_sleeves, states, brokers, journal, now_ns, report)
         desk.recover()  # before anything else is sent
         desk.reconcile()

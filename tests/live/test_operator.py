@@ -90,13 +90,14 @@ class Faulty:
 class Rig:
     """Ticks one bar close at a time over ``candles``, with a (faulty) paper venue."""
 
-    def __init__(self, tmp_path, candles, config=None):
+    def __init__(self, tmp_path, candles, config=None, **venue_rules):
         self.config = config or config_for(tmp_path)
         self.feed = ReplayFeed({"ETH/BTC": candles}, "5m")
         self.closes = self.feed.close_times("ETH/BTC")
         self.now = 0
         self.venue = PaperBroker(tmp_path / "venue.sqlite", self.feed, "5m", cash=10_000,
-                                 fee_bps=10, symbols=["ETH/BTC"], clock=lambda: self.now)
+                                 fee_bps=10, symbols=["ETH/BTC"], clock=lambda: self.now,
+                                 **venue_rules)
         self.broker = Faulty(self.venue)
         self.reports = []
 
@@ -351,3 +352,13 @@ def test_venue_balances_are_journaled_and_a_short_quote_balance_warns(tmp_path):
     assert any("balance short" in title for title, _ in rig.reports[-1].alerts)
     kinds = [e["kind"] for e in rig.journal_rows("risk_events")]
     assert kinds.count("venue_balances") == 2  # journaled again because they changed
+
+
+def test_orders_are_sized_to_the_venues_lot_size(tmp_path):
+    rig = Rig(tmp_path, chained_candles(300), lot_size=0.5, min_notional=20.0)
+    rig.run(0, 300)
+    orders = rig.venue.orders()
+    assert len(orders) > 5
+    assert all(abs(o["qty"] / 0.5 - round(o["qty"] / 0.5)) < 1e-9 for o in orders)
+    assert sum(r.rejects for r in rig.reports) == 0
+    assert rig.state()["position"] == pytest.approx(rig.venue.positions().get("ETH/BTC", 0))
