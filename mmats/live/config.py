@@ -242,14 +242,16 @@ def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
                     mode: str | None = None) -> None:
     """Refuse to start operator mode against a real venue unless it is meant.
 
-    Operator mode with any market whose ``execution`` is not ``paper`` needs
+    Operator mode with any market whose ``execution`` is a real venue (not ``paper``, not
+    a venue with ``sandbox: true``: a testnet or practice account) needs
     ``environment: prod`` and the explicit ``i_understand_live_trading`` flag; advisory and
     paper modes (and operator mode on paper execution) run in any environment. ``mode``
     overrides the configuration's (the command line's ``--mode``).
     """
     if (mode or config.mode) != "operator":
         return
-    real = [m for m in config.markets if not m.is_paper]
+    real = [m for m in config.markets
+            if not m.is_paper and not config.venue(m.execution).sandbox]
     if not real:
         return
     missing = []

@@ -75,6 +75,9 @@ def test_example_configs_load_and_their_data_exists(path):
     assert config.models and config.markets
     check_can_trade(config, i_understand_live_trading=False)
     for market in config.markets:
+        if config.is_live_feed(market.feed):  # the tick fetches it from the venue
+            assert all(config.venue(feed).exchange for feed in market.feeds)
+            continue
         for symbol in market.symbols:
             located = resolve_source(f"{market.feed}:{symbol}:{market.timeframe}",
                                      root=config.data_root)
@@ -350,6 +353,41 @@ def test_operator_mode_against_a_real_venue_needs_prod_and_the_flag():
         assert ("which was not given" in message) == (not flag)
     mapping["environment"] = "prod"
     check_can_trade(parse_config(mapping), i_understand_live_trading=True)
+    # a testnet (sandbox) is a rehearsal too
+    mapping["environment"] = "dev"
+    mapping["venues"] = {"binance": {"sandbox": True}}
+    check_can_trade(parse_config(mapping), i_understand_live_trading=False)
+    mapping["venues"] = {"binance": {"sandbox": False}}
+    with pytest.raises(ConfigError):
+        check_can_trade(parse_config(mapping), i_understand_live_trading=False)
+
+
+@pytest.mark.parametrize(("venues", "key_path", "fragment"), [
+    ({"binance": {"sandbox": "yes"}}, "venues.binance.sandbox", "true or false"),
+    ({"binance": {"base_url": "ftp://x"}}, "venues.binance.base_url", "http(s) URL"),
+    ({"binance": {"timeout_s": 0}}, "venues.binance.timeout_s", ">= 0.1"),
+    ({"binance": {"api_key": "abc"}}, "venues.binance.api_key", "secret"),
+    ({"binance": {"colour": "red"}}, "venues.binance.colour", "unknown key"),
+    (["binance"], "venues", "mapping"),
+])
+def test_bad_venue_settings_are_named(venues, key_path, fragment):
+    mapping = base()
+    mapping["venues"] = venues
+    message = error_of(mapping)
+    assert key_path in message and fragment in message, message
+
+
+def test_a_market_may_list_backup_feeds():
+    mapping = base()
+    mapping["markets"]["crypto"]["feed"] = ["binance", "kraken"]
+    mapping["venues"] = {"binance": {}, "kraken": {"exchange": "kraken"}}
+    config = parse_config(mapping)
+    market = config.markets[0]
+    assert market.feed == "binance" and market.feeds == ("binance", "kraken")
+    assert config.is_live_feed("kraken") and not config.is_live_feed("bittrex")
+    assert config.venue("oanda").exchange == "oanda"  # unlisted: defaults
+    mapping["markets"]["crypto"]["feed"] = []
+    assert "markets.crypto.feed" in error_of(mapping)
 
 
 def test_snapshot_is_deterministic_canonical_and_secret_free():
