@@ -147,10 +147,11 @@ class Desk:
         return abs(position + float(order["requested_qty"])) < abs(position)
 
     def _unsettled_orders(self) -> dict[str, dict]:
-        last = {}
-        for row in self.journal.rows("orders"):
-            last[row["client_order_id"]] = row
-        return {cid: row for cid, row in last.items() if row["broker_status"] in UNSETTLED}
+        marks = ", ".join("?" * len(UNSETTLED))
+        rows = self.journal.rows(
+            "orders", "seq IN (SELECT MAX(seq) FROM orders GROUP BY client_order_id) AND "
+            f"broker_status IN ({marks})", UNSETTLED)
+        return {row["client_order_id"]: row for row in rows}
 
     # -- 2. reconcile ----------------------------------------------------------------
     def reconcile(self) -> None:
@@ -359,6 +360,9 @@ class Desk:
                 self.report.fills += 1
                 order = order.copy()
                 order["filled_qty"] = _side_of(order) * float(venue["filled_qty"])
+            if venue["status"] in ("canceled", "expired") and \
+                    float(venue["filled_qty"] or 0.0) < abs(float(order["requested_qty"])):
+                order_refused(record)  # the unfilled rest is decided again at the next close
             self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
                                       broker_status=venue["status"], ts_ns=self.now_ns)
             self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)

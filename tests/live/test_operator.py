@@ -84,6 +84,9 @@ class Faulty:
             raise AuthenticationFailed("paper: invalid API key")
         if fault == "down":
             raise VenueUnavailable("paper: 503")
+        if fault == "half":  # an IOC order the venue filled in part, then cancelled
+            report = self.inner.send({**order, "qty": order["qty"] / 2})
+            return {**report, "qty": order["qty"], "status": "canceled"}
         return self.inner.send(order)
 
 
@@ -362,3 +365,18 @@ def test_orders_are_sized_to_the_venues_lot_size(tmp_path):
     assert all(abs(o["qty"] / 0.5 - round(o["qty"] / 0.5)) < 1e-9 for o in orders)
     assert sum(r.rejects for r in rig.reports) == 0
     assert rig.state()["position"] == pytest.approx(rig.venue.positions().get("ETH/BTC", 0))
+
+
+def test_a_partly_filled_cancelled_order_is_completed_at_the_next_close(tmp_path):
+    rig = Rig(tmp_path, chained_candles(300))
+    rig.broker.faults = ["half"]
+    index = 0
+    while rig.broker.sent == 0:
+        rig.tick(index)
+        index += 1
+    half = float(rig.state()["position"])
+    assert half == pytest.approx(rig.venue.positions()["ETH/BTC"])
+    rig.tick(index)  # the rest is decided again and sent
+    assert rig.broker.sent == 2
+    assert abs(rig.state()["position"]) == pytest.approx(2 * abs(half), rel=0.02)
+    assert rig.state()["position"] == pytest.approx(rig.venue.positions()["ETH/BTC"])
