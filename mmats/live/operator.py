@@ -270,39 +270,40 @@ class Desk:
 
     # -- 3. send ---------------------------------------------------------------------
     def send_pending(self, volumes: dict[str, float]) -> None:
-        """Send an order for every sleeve with a pending target."""
-        for sleeve in self.sleeves.values():
-            record = self.states[sleeve.id][0]
-            if math.isnan(record["target"]) or sleeve.market not in self.brokers \
-                    or sleeve.market in self.halted_markets \
-                    or sleeve.market in self.unsettled_markets or sleeve.id in self.waiting \
-                    or (sleeve.market, sleeve.symbol) in self.mismatched:
-                continue  # the target stays pending for a later tick
-            volume = volumes.get(sleeve.id) or float(record["volume_ewm"]) or math.inf
-            orders = np.zeros(1, dtype=ORDER_DTYPE)
-            with self.journal.transaction():
+        """Send an order for every sleeve with a pending target: all of them planned and
+        journaled (``SENDING``) in one transaction, one fsync, then sent one by one."""
+        planned = []
+        with self.journal.transaction():
+            for sleeve in self.sleeves.values():
+                record = self.states[sleeve.id][0]
+                if math.isnan(record["target"]) or sleeve.market not in self.brokers \
+                        or sleeve.market in self.halted_markets \
+                        or sleeve.market in self.unsettled_markets \
+                        or sleeve.id in self.waiting \
+                        or (sleeve.market, sleeve.symbol) in self.mismatched:
+                    continue  # the target stays pending for a later tick
+                volume = volumes.get(sleeve.id) or float(record["volume_ewm"]) or math.inf
+                order = np.zeros(1, dtype=ORDER_DTYPE)[0]
                 side, quantity = plan_venue_order(record, sleeve.cfg[0], record["bars"],
                                                   self.now_ns, record["last_close"], volume,
-                                                  orders[0])
-                if side == 0:
-                    self.journal.save_state(sleeve.id, self.states[sleeve.id],
-                                            ts_ns=self.now_ns)
-                    continue
-                cid = client_order_id(sleeve.id, int(orders[0]["decision_ts_ns"]),
-                                      int(orders[0]["order_id"]))
-                if quantity <= 0.0:  # the kernel refused it (lot size, minimum notional)
-                    status = OrderStatus(int(orders[0]["status"])).name
-                    self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, orders[0],
-                                              broker_status=f"NOT_SENT_{status}",
-                                              ts_ns=self.now_ns)
-                    self.journal.save_state(sleeve.id, self.states[sleeve.id],
-                                            ts_ns=self.now_ns)
-                    continue
-                orders[0]["requested_qty"] = side * quantity
-                self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, orders[0],
-                                          broker_status="SENDING", ts_ns=self.now_ns)
+                                                  order)
+                if side != 0:
+                    cid = client_order_id(sleeve.id, int(order["decision_ts_ns"]),
+                                          int(order["order_id"]))
+                    if quantity <= 0.0:  # the kernel refused it (lot size, minimum notional)
+                        status = f"NOT_SENT_{OrderStatus(int(order['status'])).name}"
+                    else:
+                        status = "SENDING"
+                        order["requested_qty"] = side * quantity
+                        planned.append((sleeve, cid, order, side, quantity))
+                    self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
+                                              broker_status=status, ts_ns=self.now_ns)
                 self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
-            self._send(sleeve, cid, orders[0], side, quantity)
+        for sleeve, cid, order, side, quantity in planned:
+            if sleeve.market in self.unsettled_markets or sleeve.market in self.halted_markets:
+                self._status(sleeve, cid, order, "UNSENT")  # looked up first, next tick
+                continue
+            self._send(sleeve, cid, order, side, quantity)
 
     def _send(self, sleeve, cid, order, side, quantity) -> None:
         broker = self.brokers[sleeve.market]
@@ -348,7 +349,9 @@ class Desk:
         record = self.states[sleeve.id][0]
         with self.journal.transaction():
             if new > 1e-12 * max(filled, 1.0) and venue.get("avg_price"):
-                price = (float(venue["filled_qty"]) * float(venue["avg_price"]) - notional) / new
+                # the first fill is at the venue's price itself (q x p / q may be off an ulp)
+                price = float(venue["avg_price"]) if not done else (
+                    float(venue["filled_qty"]) * float(venue["avg_price"]) - notional) / new
                 fee = max(float(venue.get("fee") or 0.0) - fees, 0.0)
                 cfg = sleeve.cfg.copy()
                 cfg[0]["fee_bps"] = fee / (new * price) * 1e4
