@@ -49,10 +49,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="talk to this server instead of the venue (a proxy or test server)")
     parser.add_argument("--sandbox", action="store_true",
                         help="the venue's test environment (ccxt sandbox, OANDA practice)")
-    parser.add_argument("--flush-seconds", type=float, metavar="S",
-                        help="gather pages and write them every S seconds (default: write "
-                             "each page at once; each write rewrites the file, so long 1m "
-                             "histories fetch much faster with e.g. 30)")
+    parser.add_argument("--flush-seconds", type=float, metavar="S", default=10.0,
+                        help="gather pages and write them every S seconds (default 10; 0 "
+                             "writes each page at once). Each write rewrites the file, so "
+                             "long 1m histories fetch much faster gathered; pages gathered "
+                             "when the fetch stops are written, and a hard kill loses at "
+                             "most S seconds of fetching, fetched again by the next run")
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON on stdout (no progress bar)")
     args = parser.parse_args(argv)
