@@ -8,6 +8,8 @@ slow answer, a dropped connection, an order accepted whose answer is lost).
                       price="20000")
     server.set_balance("USDT", "1000")
     server.add_klines("BTCUSDT", "1m", first_open_ms=...)
+    server.load_klines("ETHBTC", "5m", candles)   # or serve a candle-schema frame
+    server.set_now(close_ms)   # the clock; also POST /_control?now_ms=..&symbol=..&price=..
     server.fail("429", times=2, retry_after=3)
     ...
     server.stop()
@@ -19,6 +21,7 @@ that an OPEN order carries), which makes any blind re-send visible in the tests.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import hmac
@@ -98,11 +101,13 @@ class Order:
 
 @dataclass
 class Klines:
-    """Bars from ``first_open_ms`` up to the server's now, minus ``missing`` open times."""
+    """Bars from ``first_open_ms`` up to the server's now, minus ``missing`` open times;
+    with ``table`` (open ms, open, high, low, close, volume rows), exactly those bars."""
 
     step_ms: int
     first_open_ms: int
     missing: frozenset = frozenset()
+    table: list | None = None
 
 
 @dataclass
@@ -215,6 +220,26 @@ class BinanceServer:
         with self.lock:
             self.klines[(symbol, interval)] = Klines(step, first_open_ms, frozenset(missing))
 
+    def load_klines(self, symbol: str, interval: str, frame) -> None:
+        """Serve a candle-schema frame (``ts`` = bar open, UTC) as ``symbol``'s klines: the
+        bars opened by the server's now, the newest one still forming while now is before
+        its close (shown as its open price, no volume: nothing of its future leaks)."""
+        step = _interval_ms(interval)
+        ts_ms = [int(stamp.value // 1_000_000) for stamp in frame["ts"]]
+        table = [(t, *map(float, row)) for t, row in zip(
+            ts_ms, frame[["open", "high", "low", "close", "volume"]].itertuples(index=False),
+            strict=True)]
+        if any(t % step for t in ts_ms):
+            raise ValueError(f"{symbol} {interval}: bar open times are not on the grid")
+        with self.lock:
+            self.klines[(symbol, interval)] = Klines(step, ts_ms[0] if ts_ms else 0,
+                                                     table=table)
+
+    def set_now(self, now_ms) -> None:
+        """Pin the server's clock (None: the wall clock again)."""
+        with self.lock:
+            self.now_ms = None if now_ms is None else int(now_ms)
+
     def fail(self, kind: str, times: int = 1, *, path: str | None = None,
              retry_after: float | str | None = None, delay_s: float = 0.0,
              after: int = 0) -> None:
@@ -314,6 +339,8 @@ class BinanceServer:
         limit = min(int(params.get("limit", 500)), 1000)
         step, now = series.step_ms, self.now()
         last_open = min(now, int(params.get("endTime", now)))
+        if series.table is not None:
+            return self._table_klines(series, params, last_open, limit)
         if "startTime" in params:
             start = max(int(params["startTime"]), series.first_open_ms)
             open_ms = -(-start // step) * step
@@ -329,6 +356,31 @@ class BinanceServer:
                              f"{v / 2:.8f}", f"{v * c / 2:.8f}", "0"])
             open_ms += step
         return rows
+
+    def _table_klines(self, series: Klines, params, last_open: int, limit: int) -> list:
+        opens = [row[0] for row in series.table]
+        if "startTime" in params:
+            first = bisect.bisect_left(opens, int(params["startTime"]))
+            rows = series.table[first:bisect.bisect_right(opens, last_open)][:limit]
+        else:
+            rows = series.table[:bisect.bisect_right(opens, last_open)][-limit:]
+        answer = []
+        for open_ms, o, h, lo, c, v in rows:
+            if open_ms + series.step_ms > self.now():  # still forming: its open only
+                h = lo = c = o
+                v = 0.0
+            answer.append([open_ms, f"{o:.8f}", f"{h:.8f}", f"{lo:.8f}", f"{c:.8f}",
+                           f"{v:.8f}", open_ms + series.step_ms - 1, f"{v * c:.8f}", 10,
+                           f"{v / 2:.8f}", f"{v * c / 2:.8f}", "0"])
+        return answer
+
+    def _control(self, params):
+        """Not Binance: the tests' clock and price, for a runner in another process."""
+        if "now_ms" in params:
+            self.now_ms = int(params["now_ms"])
+        if "symbol" in params:
+            self.markets[params["symbol"]].price = Decimal(params["price"])
+        return {"now_ms": self.now_ms}
 
     def _account(self, params):
         balances = [{"asset": asset, "free": _s(free), "locked": _s(locked)}
@@ -477,6 +529,7 @@ _ROUTES = {
     ("DELETE", "/api/v3/order"): BinanceServer._cancel_order,
     ("GET", "/api/v3/openOrders"): BinanceServer._open_orders,
     ("GET", "/api/v3/myTrades"): BinanceServer._my_trades,
+    ("POST", "/_control"): BinanceServer._control,
 }
 
 

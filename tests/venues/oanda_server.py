@@ -5,7 +5,8 @@ Shapes follow the example responses shipped in ``oandapyV20/endpoints/responses`
 Served (``{a}`` is the account id, ``{o}`` an order id or ``@clientid``):
 
 - ``GET /v3/instruments/{instrument}/candles`` (``count``/``from``/``to``/``includeFirst``,
-  ``price`` M/B/A, ``complete`` flags; candles loaded with :meth:`OandaServer.load_candles`)
+  ``price`` M/B/A, ``complete`` flags; candles loaded with :meth:`OandaServer.load_candles`,
+  cut at the clock of :meth:`OandaServer.set_now` when one is set)
 - ``GET /v3/accounts/{a}/summary|instruments|pricing|pendingOrders|openTrades|openPositions``
 - ``POST /v3/accounts/{a}/orders`` (MARKET FOK/IOC, LIMIT GTC/GFD), ``GET .../orders/{o}``,
   ``PUT .../orders/{o}/cancel``, ``GET .../transactions/{id}``
@@ -94,6 +95,7 @@ class OandaServer:
         self._httpd = None
         self._thread = None
         self.candles: dict[tuple[str, str], pd.DataFrame] = {}
+        self.now_ns: int | None = None  # None: every loaded candle is served
         self.reset()
 
     # -- life cycle ---------------------------------------------------------------------
@@ -164,6 +166,18 @@ class OandaServer:
             data.loc[len(data) - 1, "complete"] = False
         with self._lock:
             self.candles[(instrument, granularity)] = data
+
+    def set_now(self, now_ns: int | None) -> None:
+        """Pin the clock for candles: only candles opened by ``now_ns`` are served, and the
+        one still forming is incomplete and shows its open only (None: serve them all)."""
+        with self._lock:
+            self.now_ns = None if now_ns is None else int(now_ns)
+
+    def fills(self) -> list[dict]:
+        """Every ``ORDER_FILL`` transaction, oldest first (copies)."""
+        with self._lock:
+            found = [tx for tx in self._transactions.values() if tx["type"] == "ORDER_FILL"]
+            return json.loads(json.dumps(sorted(found, key=lambda tx: int(tx["id"]))))
 
     def set_price(self, instrument: str, mid: float, half_spread: float | None = None) -> None:
         """Move the market; resting limit orders that become marketable fill."""
@@ -568,6 +582,8 @@ class OandaServer:
                                                     "'to'"}) from None
         count = 500 if count is None else int(count)
         data = self.candles.get((instrument, granularity))
+        if data is not None and self.now_ns is not None:
+            data = _as_of(data, self.now_ns, GRANULARITY_NS[granularity] * 1_000_000_000)
         if data is None:
             rows = []
         else:
@@ -610,6 +626,17 @@ class OandaServer:
     def log(self, entry: dict) -> None:
         with self._lock:
             self.requests.append(entry)
+
+
+def _as_of(data: pd.DataFrame, now_ns: int, step_ns: int) -> pd.DataFrame:
+    """The candles opened by ``now_ns``; the one still forming shows its open only."""
+    data = data[data["ts_ns"] <= now_ns].copy()
+    forming = (data["ts_ns"] + step_ns > now_ns).to_numpy()
+    data["complete"] = ~forming
+    for column in ("high", "low", "close"):
+        data.loc[forming, column] = data.loc[forming, "open"]
+    data.loc[forming, "volume"] = 0.0
+    return data
 
 
 def _units_text(units: float) -> str:
