@@ -19,7 +19,9 @@ An order report (what ``send`` and ``lookup`` return, and each item of ``open_or
     {"client_order_id": ..., "venue_order_id": str, "symbol": ..., "side": ...,
      "qty": float, "filled_qty": float (>= 0, cumulative), "avg_price": float | None,
      "fee": float (cumulative, in the quote currency), "status": one of ORDER_STATES,
-     "reason": str | None (why it was rejected or cancelled)}
+     "reason": str | None (why it was rejected or cancelled),
+     "fee_base": float (optional: the part of ``fee`` the venue took in the base asset,
+                 in base units, withheld from the quantity received rather than paid)}
 
 Every adapter maps its venue's errors onto the four outcomes the runner acts on:
 retry (:class:`VenueUnavailable`), back off (:class:`RateLimited`), reject

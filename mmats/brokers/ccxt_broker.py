@@ -334,13 +334,13 @@ class CcxtBroker:
             fees = [fee for trade in trades for fee in (trade.get("fees") or
                                                         [trade.get("fee")]) if fee]
         market = self._market(symbol)
-        fee, other = _quote_fee(fees, market, average)
+        fee, fee_base, other = _quote_fee(fees, market, average)
         report = {
             "client_order_id": placed.get("clientOrderId") or client_order_id,
             "venue_order_id": str(placed.get("id")), "symbol": symbol,
             "side": placed.get("side"), "qty": float(placed.get("amount") or 0.0),
             "filled_qty": filled, "avg_price": None if average is None else float(average),
-            "fee": fee, "status": status,
+            "fee": fee, "fee_base": fee_base, "status": status,
             "reason": "canceled" if status == "canceled" else None,
         }
         if other:
@@ -505,10 +505,11 @@ def _to_step(value: float, step: float, rounding) -> float:
     return float(ratio.to_integral_value(rounding) * step_decimal)
 
 
-def _quote_fee(fees, market: dict, average) -> tuple[float, dict]:
-    """Fees in the quote currency (base-currency fees converted at the average price), and
-    any fees in other currencies."""
-    total, other = 0.0, {}
+def _quote_fee(fees, market: dict, average) -> tuple[float, float, dict]:
+    """Fees in the quote currency (base-currency fees converted at the average price), the
+    part taken in the base currency (withheld from the quantity received, not paid in
+    cash), and any fees in other currencies."""
+    total, base, other = 0.0, 0.0, {}
     for fee in fees:
         cost = float(fee.get("cost") or 0.0)
         currency = fee.get("currency")
@@ -518,9 +519,10 @@ def _quote_fee(fees, market: dict, average) -> tuple[float, dict]:
             total += cost
         elif currency == market["base"] and average:
             total += cost * float(average)
+            base += cost
         else:
             other[currency] = other.get(currency, 0.0) + cost
-    return total, other
+    return total, base, other
 
 
 def _reject_reason(exc, detail: str, duplicate_fragments) -> str:

@@ -38,7 +38,7 @@ from mmats.brokers.base import (
     OrderRejected,
     OutcomeUnknown,
 )
-from mmats.nb.fills import adopt_position
+from mmats.nb.fills import adopt_position, fee_in_base
 from mmats.nb.risk import order_refused
 from mmats.nb.risk import pause as pause_state
 from mmats.nb.sim import plan_venue_order, venue_fill
@@ -182,7 +182,13 @@ class Desk:
                 venue = float(venue_positions.get(symbol, 0.0))
                 difference = venue - held
                 scale = max(abs(venue), abs(held))
-                if scale == 0.0 or abs(difference) <= 1e-12 * scale:
+                if scale == 0.0 or difference == 0.0:
+                    continue
+                if abs(difference) <= max(1e-12 * scale, 1e-12):  # float dust, not news
+                    owner = max(members, key=lambda s: abs(self.states[s.id][0]["position"]))
+                    adopt_position(self.states[owner.id][0],
+                                   float(self.states[owner.id][0]["position"]) + difference)
+                    self.journal.save_state(owner.id, self.states[owner.id], ts_ns=self.now_ns)
                     continue
                 data = {"symbol": symbol, "journal": held, "venue": venue,
                         "difference": difference}
@@ -355,9 +361,13 @@ class Desk:
                 fee = max(float(venue.get("fee") or 0.0) - fees, 0.0)
                 cfg = sleeve.cfg.copy()
                 cfg[0]["fee_bps"] = fee / (new * price) * 1e4
-                venue_fill(record, cfg[0], record["bars"], self.now_ns,
-                                    _side_of(order), new, price, int(order["reason"]),
-                                    int(order["order_id"]), self.fill, self.trade)
+                venue_fill(record, cfg[0], record["bars"], self.now_ns, _side_of(order), new,
+                           price, int(order["reason"]), int(order["order_id"]), self.fill,
+                           self.trade)
+                base_fee = float(venue.get("fee_base") or 0.0) * new / float(
+                    venue["filled_qty"])
+                if base_fee > 0.0:  # withheld from the quantity, not paid in cash
+                    fee_in_base(record, self.fill, base_fee, price)
                 self.journal.append_fill(sleeve.model_id, sleeve.symbol, cid, self.fill,
                                          ts_ns=self.now_ns)
                 self.report.fills += 1

@@ -194,3 +194,17 @@ def adopt_position(state, position):
     if position == 0.0:
         state.avg_price = 0.0
     state.equity = state.cash + position * state.last_close
+
+
+@njit(cache=True)
+def fee_in_base(state, fill, base_fee, price):
+    """A venue took (part of) a fill's fee in the base asset: it was withheld from the
+    quantity received, not paid in cash. ``apply_fill`` charged it to cash as
+    ``base_fee × price``; give that back and take ``base_fee`` from the position instead
+    (equity is the same; cash and position now match the venue's)."""
+    state.cash += base_fee * price
+    state.position -= base_fee * (1.0 if state.position >= 0.0 else -1.0)
+    if abs(state.position) <= 1e-12 * base_fee:
+        state.position = 0.0
+    fill.cash_after = state.cash
+    fill.position_after = state.position

@@ -88,7 +88,7 @@ def test_market_order_fills_with_rounded_qty_and_fee_in_quote(server, broker):
     assert report == {"client_order_id": "mm-buy-1", "venue_order_id": "1",
                       "symbol": "BTC/USDT", "side": "buy", "qty": 0.01, "filled_qty": 0.01,
                       "avg_price": 20000.0, "fee": pytest.approx(0.2), "status": "filled",
-                      "reason": None}
+                      "reason": None, "fee_base": pytest.approx(1e-5)}  # taken in BTC
     sent = server.orders[0]
     assert (sent.client_order_id, sent.qty) == ("mm-buy-1", Decimal("0.010"))
     # Commission is taken in BTC on a buy: 0.1 % of 0.01 BTC, worth 0.2 USDT.
