@@ -163,7 +163,9 @@ class Desk:
             broker = self.brokers[market.name]
             try:
                 venue_positions = broker.positions()
-                venue_orders = broker.open_orders()
+                # per symbol: cheaper at venues that weigh an all-symbols query heavily
+                venue_orders = [o for symbol in market.symbols
+                                for o in broker.open_orders(symbol)]
                 self.report.balances[market.name] = broker.balances()
             except AuthenticationFailed as error:
                 self._auth_failed(market.name, error)
