@@ -88,17 +88,20 @@ class FetchReport:
 def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timeframe: str, *,
                      since, until=None, now_ms: int | None = None, progress: bool = False,
                      page_bars: int = PAGE_BARS, calendar: str | None = None,
-                     flush_s: float | None = None) -> FetchReport:
+                     flush_s: float | None = None, backfill: bool = True,
+                     summarise: bool = True) -> FetchReport:
     """Fetch the closed bars of ``symbol`` opening in ``[since, until)`` into ``store``.
 
-    Bars before the first stored one are fetched (back-fill), then bars after the last
-    stored one; bars between them are assumed stored and are not asked for again, so a gap
+    Bars before the first stored one are fetched (back-fill; ``backfill=False`` skips
+    them), then bars after the last stored one; bars between them are assumed stored and are not asked for again, so a gap
     inside stored data is reported, not re-fetched. ``until`` defaults to now
     (``now_ms``, default the wall clock); a bar is stored only once its close time
     (open + timeframe) is at or before now. ``calendar`` (default: the venue's, else
     inferred) decides which missing bars count as gaps. ``since`` and ``until`` are
     anything :func:`~mmats.data.store.to_ns` reads: a date string, datetime, Timestamp or
     int nanoseconds.
+
+    ``summarise=False`` skips the gap report (the runner's per-tick sync).
 
     Each page is written as it arrives. Every write rewrites the store's file, so for long
     histories ``flush_s`` gathers pages and writes them together once ``flush_s`` seconds
@@ -130,8 +133,9 @@ def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timefr
     first_ms, last_ms = _stored_bounds(store, venue, symbol, timeframe)
     if first_ms is None:
         ranges = [(start_ms, end_ms)]
-    else:  # back-fill before the stored bars, then continue after them
-        ranges = [(start_ms, min(first_ms, end_ms)), (max(start_ms, last_ms + step_ms), end_ms)]
+    else:  # back-fill before the stored bars (unless told not to), then continue after
+        ranges = [(start_ms, min(first_ms, end_ms))] if backfill else []
+        ranges.append((max(start_ms, last_ms + step_ms), end_ms))
     # A bar opening at t can be stored once t + step <= now.
     ranges = [(lo, min(hi, now_ms - step_ms + 1)) for lo, hi in ranges]
     ranges = [(lo, hi) for lo, hi in ranges if lo < hi]
@@ -146,7 +150,8 @@ def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timefr
         writer.flush()  # pages that arrived are kept even when the fetch stops early
         if bar is not None:
             bar.close()
-    _summarise(store, report, start_ms, end_ms, calendar)
+    if summarise:  # the runner's per-tick sync skips the gap report
+        _summarise(store, report, start_ms, end_ms, calendar)
     return report
 
 

@@ -46,9 +46,12 @@ def sync_candles(config, journal, now_ns: int, *, sources: dict | None = None,
                         source = sources[feed] = open_venue(config.venue(feed),
                                                             symbols=market.symbols)
                     for symbol in market.symbols:
+                        # history back to the lookback once (an empty store); then only
+                        # what is new
                         fetch_into_store(source, store, feed, symbol, market.timeframe,
                                          since=now_ns - lookback_bars * step,
-                                         now_ms=now_ns // MS)
+                                         now_ms=now_ns // MS, backfill=False,
+                                         summarise=False)
                 age = _age_in_bars(store, feed, market, now_ns, step)
             except (BrokerError, DataError) as error:
                 problems.append(f"{feed}: {error}")
