@@ -13,13 +13,14 @@ Prints figures; it never asserts timings. For each run (median of ``--repeat``):
 
 ccxt's own request throttle (``enableRateLimit``, 50 ms a request for binance) is off unless
 ``--rate-limit`` is given: it measures politeness, not the fetcher. ``--flush-seconds S``
-gathers pages and writes them every S seconds instead of one write per page.
+gathers pages and writes them every S seconds (default 10, as ``scripts/fetch_data.py``);
+0 writes each page at once.
 
 Examples::
 
     python benchmarks/bench_fetch.py
     python benchmarks/bench_fetch.py --candles 20000 --repeat 3 --json
-    python benchmarks/bench_fetch.py --flush-seconds 5
+    python benchmarks/bench_fetch.py --flush-seconds 0
 """
 
 from __future__ import annotations
@@ -90,8 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="median of N runs (3)")
     parser.add_argument("--rate-limit", action="store_true",
                         help="keep ccxt's request throttle on")
-    parser.add_argument("--flush-seconds", type=float, metavar="S",
-                        help="write gathered pages every S seconds (default: every page)")
+    parser.add_argument("--flush-seconds", type=float, metavar="S", default=10.0,
+                        help="write gathered pages every S seconds (default 10, as "
+                             "fetch_data.py; 0: every page)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
         return 0
     print(f"fetch {args.candles:,} 1m candles from the local Binance look-alike "
           f"(median of {args.repeat}; ccxt throttle {'on' if args.rate_limit else 'off'}; "
-          + ("a write per page)" if args.flush_seconds is None
+          + ("a write per page)" if not args.flush_seconds
              else f"writes every {args.flush_seconds:g} s)"))
     print(f"  wall              {median['wall_s']:8.3f} s   "
           f"{figures['candles_per_s_wall']:>10,} candles/s")
