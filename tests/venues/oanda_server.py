@@ -10,6 +10,9 @@ Served (``{a}`` is the account id, ``{o}`` an order id or ``@clientid``):
 - ``GET /v3/accounts/{a}/summary|instruments|pricing|pendingOrders|openTrades|openPositions``
 - ``POST /v3/accounts/{a}/orders`` (MARKET FOK/IOC, LIMIT GTC/GFD), ``GET .../orders/{o}``,
   ``PUT .../orders/{o}/cancel``, ``GET .../transactions/{id}``
+- not OANDA: ``POST /_control?now_ns=..&instrument=..&mid=..`` (no token), the clock of
+  :meth:`OandaServer.set_now` and the price of :meth:`OandaServer.set_price` for a runner
+  in another process
 
 The engine nets positions per instrument (FIFO trades, no hedging), fills market orders at
 the current mid plus/minus a half spread, rests limit orders until :meth:`set_price` makes
@@ -204,6 +207,12 @@ class OandaServer:
     def faults_left(self) -> int:
         with self._lock:
             return sum(f["left"] for f in self._faults)
+
+    def count(self, method: str, pattern: str) -> int:
+        """Requests with this method whose path matches ``pattern`` (``re.search``)."""
+        with self._lock:
+            return sum(1 for r in self.requests
+                       if r["method"] == method and re.search(pattern, r["path"]))
 
     def order(self, specifier: str) -> dict | None:
         """An order by id or ``@clientid`` (a copy)."""
@@ -438,6 +447,8 @@ class OandaServer:
                 return err.status, err.payload
 
     def _route(self, method, path, params, body):
+        if method == "POST" and path == "/_control":
+            return 200, self._control(params)
         match = re.fullmatch(r"/v3/instruments/([^/]+)/candles", path)
         if match and method == "GET":
             return 200, self._candles(unquote(match.group(1)), params)
@@ -497,6 +508,14 @@ class OandaServer:
                          "lastTransactionID": tx["id"]}
         raise _BadRequest(404 if method == "GET" else 405,
                           {"errorMessage": f"{method} {path} is not served here"})
+
+    def _control(self, params: dict) -> dict:
+        """Not OANDA: the tests' clock and price, for a runner in another process."""
+        if "now_ns" in params:
+            self.set_now(int(params["now_ns"]))
+        if "instrument" in params:
+            self.set_price(params["instrument"], float(params["mid"]))
+        return {"now_ns": self.now_ns}
 
     def _summary(self) -> dict:
         net = self._net_units()
@@ -685,7 +704,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "wrong_status":
             self._send(200, {})
             return
-        if self.headers.get("Authorization") != f"Bearer {owner.token}":
+        if path != "/_control" and (
+                self.headers.get("Authorization") != f"Bearer {owner.token}"):
             self._send(401, {"errorMessage": "Insufficient authorization to perform request."})
             return
         status, payload = owner.route(method, path, params, body)

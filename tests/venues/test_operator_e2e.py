@@ -12,11 +12,14 @@ How the ticks run (a subprocess costs ~4 s: imports, and ccxt's rate limiter wai
   ``MMATS_BINANCE_API_KEY``/``_SECRET``. The other 126 run ``control.tick_once`` in
   process with one ``CcxtBroker`` built as connect builds it, rate limiter off. Positions
   are read back with ``scripts/live.py ... status``.
-- kill -9: a child process runs ``control.tick_once`` bar after bar (the same in-process
-  adapter); it is killed 24 times and restarted, each restart re-running the close of the
-  last bar the journal holds, as cron would. See the test for where the kills land.
-- OANDA: 120 ticks through ``control.tick_once`` with the adapters built from the
-  configuration (no rate limiter to skip), three of them through ``scripts/live.py``.
+- OANDA (``oanda_run``): 120 ticks through ``control.tick_once`` with the adapters built
+  from the configuration (no rate limiter to skip), three of them through
+  ``scripts/live.py``.
+- kill -9, for each venue: a child process runs ``control.tick_once`` bar after bar (for
+  Binance the same in-process adapter, for OANDA the adapters built from the
+  configuration), setting the venue's clock and price through its ``/_control`` route; it
+  is killed 24 times and restarted, each restart re-running the close of the last bar the
+  journal holds, as cron would. See ``_kill_and_finish`` for where the kills land.
 - Feed failover: eight in-process ticks, the primary feed's klines failing for two.
 
 Binance charges its commission in the asset received, as the real venue does without
@@ -72,6 +75,10 @@ TICK = Decimal("0.00001")  # ETHBTC price step; with the 0.001 lot, q x p has 8 
 START, BARS = 100, 130  # ticks at the closes of bars START .. START + BARS - 1
 SCRIPT_TICKS = (0, 1, 64, BARS - 1)
 SLEEVE = "ema:ETH/BTC"
+CASH_USD, HALF_SPREAD, OANDA_BARS = 100_000.0, 0.00005, 120
+OANDA_SLEEVE = "rsi:EUR/USD"
+OANDA_ENV = {"MMATS_OANDA_TOKEN": TOKEN, "MMATS_OANDA_ACCOUNT_ID": ACCOUNT}
+KILL_DELAY_S = 0.5  # how late the venues answer orders and look-ups in the kill tests
 
 
 def _venue_price(close: float) -> Decimal:
@@ -117,6 +124,23 @@ def _binance_config(folder: Path, url: str) -> Path:
          "risk": {"allow_short": False}})
 
 
+def _oanda(candles) -> OandaServer:
+    server = OandaServer(token=TOKEN, account_id=ACCOUNT, balance=CASH_USD,
+                         half_spread=HALF_SPREAD).start()
+    server.load_candles("EUR_USD", "H1", candles)
+    return server
+
+
+def _oanda_config(folder: Path, url: str) -> Path:
+    return _config(
+        folder, {"oanda": {"exchange": "oanda", "base_url": url, "timeout_s": 2}},
+        {"name": "forex", "type": "forex", "feed": "oanda", "execution": "oanda",
+         "symbols": ["EUR/USD"], "timeframe": "1h"},
+        {"id": "rsi", "strategy": "rsi_reversion", "market": "forex",
+         "params": {"period": 7, "lower": 35, "upper": 65, "short": 1},
+         "costs": {"slippage_bps": 0.5}})
+
+
 def _script(config: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--config", str(config), "--mode",
                            "operator", "--i-understand-live-trading", *args],
@@ -134,10 +158,10 @@ def _same(a: float, b: float) -> bool:
 
 
 @dataclass
-class BinanceRun:
+class VenueRun:
     folder: Path
     config: Path
-    server: BinanceServer
+    server: BinanceServer | OandaServer
     closes: list[int]
     outputs: list[str] = field(default_factory=list)  # stdout and stderr of the scripts
     status: dict = field(default_factory=dict)
@@ -152,7 +176,7 @@ def binance_run(tmp_path_factory):
     config = load_config(config_path)
     env = {"MMATS_BINANCE_API_KEY": KEY, "MMATS_BINANCE_SECRET": SECRET}
     broker = _fast_ccxt(server.url)
-    run = BinanceRun(folder, config_path, server, [])
+    run = VenueRun(folder, config_path, server, [])
     for position in range(BARS):
         index = START + position
         close = candles["ts"].iloc[index].value + FIVE_MINUTES_NS
@@ -274,43 +298,54 @@ def test_binance_run_leaves_no_key_or_secret_in_any_file(binance_run):
 
 
 CRASH_CHILD = textwrap.dedent("""
+    import json
     import sys
     import urllib.request
     from decimal import Decimal
 
-    from mmats.brokers.ccxt_broker import CcxtBroker
-    from mmats.brokers.connect import credentials
     from mmats.data import load
     from mmats.live import control
     from mmats.live.config import load_config
     from mmats.live.journal import Journal
 
-    config_path, url, start, stop, cash = sys.argv[1:6]
-    config = load_config(config_path)
-    candles = load("bittrex:ETH/BTC:5m")
-    keys = credentials("binance")
-    broker = CcxtBroker("binance", api_key=keys["api_key"], secret=keys["secret"],
-                        base_url=url, timeout_s=2, symbols=["ETH/BTC"], rate_limit=False,
-                        retries=1, backoff_s=0.01)
-    step = {step}
-    first = int(start)
+    run = json.loads(sys.argv[1])
+    config = load_config(run["config"])
+    candles = load(run["dataset"])
+    adapters = {}  # OANDA: built from the configuration's venues, keys from the environment
+    if run["venue"] == "binance":  # the in-process adapter, without the rate limiter
+        from mmats.brokers.ccxt_broker import CcxtBroker
+        from mmats.brokers.connect import credentials
+
+        keys = credentials("binance")
+        broker = CcxtBroker("binance", api_key=keys["api_key"], secret=keys["secret"],
+                            base_url=run["url"], timeout_s=2, symbols=["ETH/BTC"],
+                            rate_limit=False, retries=1, backoff_s=0.01)
+        adapters = {"brokers": {"crypto": broker}, "sources": {"binance": broker}}
+    first = run["start"]
     with Journal(config.journal) as journal:  # go on from the last close journaled
-        state = journal.load_state({sleeve!r})
+        state = journal.load_state(run["sleeve"])
     if state is not None:  # (a first tick killed midway left an earlier bar)
         last = int(state[0]["last_bar_ts_ns"])
         first = max(first, int((candles["ts"].astype("int64") == last).to_numpy().argmax()))
     print("ready", first, flush=True)
-    for index in range(first, int(stop)):
-        close = candles["ts"].iloc[index].value + step
-        price = Decimal(repr(float(candles["close"].iloc[index]))).quantize(Decimal({tick!r}))
-        request = urllib.request.Request(
-            f"{{url}}/_control?now_ms={{close // 1_000_000}}&symbol=ETHBTC&price={{price}}",
-            method="POST")
+    for index in range(first, run["stop"]):
+        close = candles["ts"].iloc[index].value + run["step_ns"]
+        price = Decimal(repr(float(candles["close"].iloc[index])))
+        if run["tick"]:  # on the venue's price step
+            price = price.quantize(Decimal(run["tick"]))
+        query = run["control"].format(now_ms=close // 1_000_000, now_ns=close, price=price)
+        request = urllib.request.Request(f"{run['url']}/_control?{query}", method="POST")
         urllib.request.urlopen(request, timeout=5).read()
-        control.tick_once(config, cash=float(cash), now_ns=close, mode="operator",
-                          brokers={{"crypto": broker}}, sources={{"binance": broker}})
+        control.tick_once(config, cash=run["cash"], now_ns=close, mode="operator",
+                          **adapters)
     print("done", flush=True)
-""").format(step=FIVE_MINUTES_NS, sleeve=SLEEVE, tick=str(TICK))
+""")
+
+
+def _crash_command(config: Path, **run) -> list[str]:
+    """The crash child's command line: ticks from bar START to ``run["stop"]``."""
+    return [sys.executable, "-c", CRASH_CHILD,
+            json.dumps({"config": str(config), "start": START, **run})]
 
 
 def _chain_rows(path: Path) -> int:
@@ -326,67 +361,97 @@ def _chain_rows(path: Path) -> int:
         connection.close()
 
 
-def test_kill_9_during_binance_ticks_never_doubles_an_order(tmp_path, binance_run):
-    """Killed 20+ times and restarted: the venue's order log, the journal's fills and the
-    positions equal the uninterrupted run's (``binance_run``).
+def _kill_and_finish(command: list[str], env: dict, journal_path: Path, *, posts, lookups,
+                     orders, clean_orders: int, lives: int = 24) -> list[str]:
+    """Start the crash child ``lives`` times, SIGKILL it at a random moment each time, then
+    let it run to the end; return where each kill was aimed.
 
-    The venue answers orders and order look-ups 0.5 s after acting on them, and the kills
-    cycle through three kinds of random moment: while an order's answer is on its way
-    (the venue has it, the journal says SENDING), while the restart looks that order up,
-    and twice anywhere while ticks are under way."""
+    The venue answers orders and order look-ups ``KILL_DELAY_S`` after acting on them
+    (``posts``, ``lookups`` and ``orders`` count its order POSTs, look-ups and accepted
+    orders), and the kills cycle through three kinds of random moment: while an order's
+    answer is on its way (the venue has it, the journal says SENDING), while the restart
+    looks that order up, and twice anywhere while ticks are under way."""
+    rng = random.Random(7)
+    killed, kinds = 0, []
+    for life in range(lives):
+        kind = ("in_flight", "recovering", "anywhere", "anywhere")[life % 4]
+        if kind == "in_flight" and orders() >= clean_orders:
+            kind = "anywhere"  # no order left to catch in flight
+        if kind == "recovering" and kinds[-1] != "in_flight":
+            kind = "anywhere"
+        kinds.append(kind)
+        rows, sent, looked_up = _chain_rows(journal_path), posts(), lookups()
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                 env=env)
+        assert child.stdout.readline().startswith("ready")
+        if kind == "in_flight":  # the venue has the order; its answer is delayed
+            while posts() == sent and child.poll() is None:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, KILL_DELAY_S * 0.6))
+        elif kind == "recovering":  # the restart is looking the order up
+            while lookups() == looked_up and child.poll() is None:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, KILL_DELAY_S * 0.6))
+        else:  # while ticks are under way, not while the restart imports
+            while _chain_rows(journal_path) == rows and child.poll() is None:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.2))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        killed += child.returncode == -signal.SIGKILL
+        with Journal(journal_path) as journal:
+            assert journal.verify().ok
+            statuses = {row["client_order_id"]: row["broker_status"]
+                        for row in journal.rows("orders")}
+        if kind != "anywhere":  # the order's outcome was unknown to the journal
+            assert "SENDING" in statuses.values(), (life, kind)
+    assert killed >= 20
+    assert kinds.count("in_flight") >= 4 and kinds.count("recovering") >= 4
+    finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env,
+                              timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.split()[-1] == "done"
+    return kinds
+
+
+def _journal_after_kills(journal_path: Path, cids: list[str], sleeve: str):
+    """The journal's checks after the kills: its chain verifies, one order at the venue
+    (``cids``, in order) per decision, a fill for each, each bar ticked once. Returns the
+    fills and the sleeve's state."""
+    with Journal(journal_path) as journal:
+        assert journal.verify().ok
+        orders, fills = journal.rows("orders"), journal.rows("fills")
+        ticks = journal.rows("ticks")
+        state = journal.load_state(sleeve)[0]
+    decided_at = {row["client_order_id"]: row["decision_ts_ns"] for row in orders}
+    per_decision = collections.Counter(decided_at[cid] for cid in cids)
+    assert set(per_decision.values()) == {1}
+    assert [f["client_order_id"] for f in fills] == cids
+    assert len({row["bar_ts_ns"] for row in ticks}) == len(ticks)  # each bar once
+    return fills, state
+
+
+def test_kill_9_during_binance_ticks_never_doubles_an_order(tmp_path, binance_run):
+    """Killed 20+ times and restarted (``_kill_and_finish``): the venue's order log, the
+    journal's fills and the positions equal the uninterrupted run's (``binance_run``)."""
     candles = load("bittrex:ETH/BTC:5m")
     server = _binance(candles)
-    delay_s, order_path = 0.5, "/api/v3/order"
-    server.fail("delay", times=10**6, path=order_path, delay_s=delay_s)
+    order_path = "/api/v3/order"
+    server.fail("delay", times=10**6, path=order_path, delay_s=KILL_DELAY_S)
     try:
         config = _binance_config(tmp_path, server.url)
         journal_path = load_config(config).journal
         env = {**os.environ, "MMATS_BINANCE_API_KEY": KEY, "MMATS_BINANCE_SECRET": SECRET}
-        command = [sys.executable, "-c", CRASH_CHILD, str(config), server.url, str(START),
-                   str(START + BARS), str(CASH_BTC)]
-        rng = random.Random(7)
-        orders_in_clean_run = len(binance_run.server.orders)
-        killed, kinds = 0, []
-        for life in range(24):
-            kind = ("in_flight", "recovering", "anywhere", "anywhere")[life % 4]
-            if kind == "in_flight" and len(server.orders) >= orders_in_clean_run:
-                kind = "anywhere"  # no order left to catch in flight
-            if kind == "recovering" and kinds[-1] != "in_flight":
-                kind = "anywhere"
-            kinds.append(kind)
-            rows, posts = _chain_rows(journal_path), server.count("POST", order_path)
-            lookups = server.count("GET", order_path)
-            child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                                     env=env)
-            assert child.stdout.readline().startswith("ready")
-            if kind == "in_flight":  # the venue has the order; its answer is delayed
-                while server.count("POST", order_path) == posts and child.poll() is None:
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0.0, delay_s * 0.6))
-            elif kind == "recovering":  # the restart is looking the order up
-                while server.count("GET", order_path) == lookups and child.poll() is None:
-                    time.sleep(0.002)
-                time.sleep(rng.uniform(0.0, delay_s * 0.6))
-            else:  # while ticks are under way, not while the restart imports
-                while _chain_rows(journal_path) == rows and child.poll() is None:
-                    time.sleep(0.005)
-                time.sleep(rng.uniform(0.0, 0.2))
-            child.send_signal(signal.SIGKILL)
-            child.wait()
-            child.stdout.close()
-            killed += child.returncode == -signal.SIGKILL
-            with Journal(journal_path) as journal:
-                assert journal.verify().ok
-                statuses = {row["client_order_id"]: row["broker_status"]
-                            for row in journal.rows("orders")}
-            if kind != "anywhere":  # the order's outcome was unknown to the journal
-                assert "SENDING" in statuses.values(), (life, kind)
-        assert killed >= 20
-        assert kinds.count("in_flight") >= 4 and kinds.count("recovering") >= 4
-        finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env,
-                                  timeout=600)
-        assert finished.returncode == 0, finished.stderr
-        assert finished.stdout.split()[-1] == "done"
+        command = _crash_command(
+            config, venue="binance", url=server.url, dataset="bittrex:ETH/BTC:5m",
+            stop=START + BARS, cash=CASH_BTC, sleeve=SLEEVE, step_ns=FIVE_MINUTES_NS,
+            tick=str(TICK), control="now_ms={now_ms}&symbol=ETHBTC&price={price}")
+        _kill_and_finish(command, env, journal_path,
+                         posts=lambda: server.count("POST", order_path),
+                         lookups=lambda: server.count("GET", order_path),
+                         orders=lambda: len(server.orders),
+                         clean_orders=len(binance_run.server.orders))
         # the re-run of the last close that the clean run made, then compare
         broker = _fast_ccxt(server.url)
         control.tick_once(load_config(config), cash=CASH_BTC, now_ns=binance_run.closes[-1],
@@ -402,20 +467,10 @@ def test_kill_9_during_binance_ticks_never_doubles_an_order(tmp_path, binance_ru
                      o.time_ms) for o in orders]
 
         assert log(crashed) == log(clean)
-        with Journal(journal_path) as journal:
-            assert journal.verify().ok
-            orders, fills = journal.rows("orders"), journal.rows("fills")
-            ticks = journal.rows("ticks")
-            state = journal.load_state(SLEEVE)[0]
-        # one decision, one order at the venue
-        decided_at = {row["client_order_id"]: row["decision_ts_ns"] for row in orders}
-        per_decision = collections.Counter(decided_at[cid] for cid in cids)
-        assert set(per_decision.values()) == {1}
-        assert [f["client_order_id"] for f in fills] == cids
+        fills, state = _journal_after_kills(journal_path, cids, SLEEVE)
         for order, fill in zip(crashed, fills, strict=True):
             assert fill["qty"] == float(order.executed_qty)
             assert fill["price"] == float(order.fills[0]["price"])
-        assert len({row["bar_ts_ns"] for row in ticks}) == len(ticks)  # each bar once
         for asset in ("ETH", "BTC"):
             assert server.balance(asset) == binance_run.server.balance(asset)
         assert _same(float(state["position"]), float(server.balance("ETH")[0]))
@@ -424,83 +479,132 @@ def test_kill_9_during_binance_ticks_never_doubles_an_order(tmp_path, binance_ru
         server.stop()
 
 
-def test_oanda_journal_order_log_and_positions_agree(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def oanda_run(tmp_path_factory):
     candles = load("fx:EUR_USD:1h")
-    cash, half_spread = 100_000.0, 0.00005
-    server = OandaServer(token=TOKEN, account_id=ACCOUNT, balance=cash,
-                         half_spread=half_spread).start()
+    folder = tmp_path_factory.mktemp("oanda")
+    server = _oanda(candles)
     try:
-        server.load_candles("EUR_USD", "H1", candles)
-        config_path = _config(
-            tmp_path, {"oanda": {"exchange": "oanda", "base_url": server.url, "timeout_s": 2}},
-            {"name": "forex", "type": "forex", "feed": "oanda", "execution": "oanda",
-             "symbols": ["EUR/USD"], "timeframe": "1h"},
-            {"id": "rsi", "strategy": "rsi_reversion", "market": "forex",
-             "params": {"period": 7, "lower": 35, "upper": 65, "short": 1},
-             "costs": {"slippage_bps": 0.5}})
+        config_path = _oanda_config(folder, server.url)
         config = load_config(config_path)
-        env = {"MMATS_OANDA_TOKEN": TOKEN, "MMATS_OANDA_ACCOUNT_ID": ACCOUNT}
-        for name, value in env.items():  # the in-process ticks' connect() reads them too
-            monkeypatch.setenv(name, value)
-        bars, outputs = 120, []
-        for position in range(bars):
-            index = START + position
-            close = candles["ts"].iloc[index].value + HOUR_NS
-            server.set_now(close)
-            server.set_price("EUR_USD", float(candles["close"].iloc[index]))
-            if position in (0, bars // 2, bars - 1):
-                done = _script(config_path, "--now", str(close), "--cash", str(cash),
-                               "--once", env=env)
-                outputs += [done.stdout, done.stderr]
-                assert done.returncode == 0, done.stdout + done.stderr
-            else:
-                report = control.tick_once(config, cash=cash, now_ns=close, mode="operator")
-                assert report.bars == 1 and report.alerts == [], report
-        for text in outputs:
-            assert TOKEN not in text
+        run = VenueRun(folder, config_path, server, [])
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in OANDA_ENV.items():  # the in-process ticks' connect() too
+                patch.setenv(name, value)
+            for position in range(OANDA_BARS):
+                index = START + position
+                close = candles["ts"].iloc[index].value + HOUR_NS
+                server.set_now(close)
+                server.set_price("EUR_USD", float(candles["close"].iloc[index]))
+                run.closes.append(close)
+                if position in (0, OANDA_BARS // 2, OANDA_BARS - 1):
+                    done = _script(config_path, "--now", str(close), "--cash", str(CASH_USD),
+                                   "--once", env=OANDA_ENV)
+                    run.outputs += [done.stdout, done.stderr]
+                    assert done.returncode == 0, done.stdout + done.stderr
+                else:
+                    report = control.tick_once(config, cash=CASH_USD, now_ns=close,
+                                               mode="operator")
+                    assert report.bars == 1 and report.alerts == [], report
+        yield run
+    finally:
+        server.stop()
 
-        with Journal(config.journal) as journal:
-            assert journal.verify().ok
-            orders, fills = journal.rows("orders"), journal.rows("fills")
-            kinds = {row["kind"] for row in journal.rows("risk_events")}
-            state = journal.load_state("rsi:EUR/USD")[0]
-        accepted, venue_fills = server.orders, server.fills()
-        assert len(accepted) >= 6
-        cids = [o["client_id"] for o in accepted]
-        posts = [r for r in server.requests if r["method"] == "POST"
-                 and r["path"].endswith("/orders")]
-        assert len(set(cids)) == len(cids) == len(posts)
-        assert cids == [r["client_order_id"] for r in orders if r["broker_status"] == "SENDING"]
-        assert [r["broker_status"] for r in orders] == ["SENDING", "filled"] * len(cids)
-        assert [f["clientOrderID"] for f in venue_fills] == cids
-        assert [f["client_order_id"] for f in fills] == cids
-        signed = []
-        for venue_fill, fill in zip(venue_fills, fills, strict=True):
+
+def _oanda_broker(server: OandaServer) -> OandaBroker:
+    return OandaBroker(ACCOUNT, TOKEN, base_url=server.url, timeout_s=2)
+
+
+def test_oanda_journal_order_log_and_positions_agree(oanda_run):
+    candles = load("fx:EUR_USD:1h")
+    server = oanda_run.server
+    for text in oanda_run.outputs:
+        assert TOKEN not in text
+
+    with Journal(load_config(oanda_run.config).journal) as journal:
+        assert journal.verify().ok
+        orders, fills = journal.rows("orders"), journal.rows("fills")
+        kinds = {row["kind"] for row in journal.rows("risk_events")}
+        state = journal.load_state(OANDA_SLEEVE)[0]
+    accepted, venue_fills = server.orders, server.fills()
+    assert len(accepted) >= 6
+    cids = [o["client_id"] for o in accepted]
+    assert len(set(cids)) == len(cids) == server.count("POST", r"/orders$")
+    assert cids == [r["client_order_id"] for r in orders if r["broker_status"] == "SENDING"]
+    assert [r["broker_status"] for r in orders] == ["SENDING", "filled"] * len(cids)
+    assert [f["clientOrderID"] for f in venue_fills] == cids
+    assert [f["client_order_id"] for f in fills] == cids
+    signed = []
+    for venue_fill, fill in zip(venue_fills, fills, strict=True):
+        units = float(venue_fill["units"])
+        assert fill["side"] == (1 if units > 0 else -1)
+        assert fill["qty"] == abs(units)
+        assert fill["price"] == float(venue_fill["price"])
+        assert fill["fee"] == 0.0
+        signed.append(units)
+    held_after = list(itertools.accumulate(signed))
+    assert min(held_after) < 0 < max(held_after)  # it went short and long
+    # each order filled at the close of the bar just ticked, across the spread
+    bar_close = dict(zip([ts.value for ts in candles["ts"]], candles["close"], strict=True))
+    sending = [r for r in orders if r["broker_status"] == "SENDING"]
+    for row, venue_fill in zip(sending, venue_fills, strict=True):
+        side = 1 if float(venue_fill["units"]) > 0 else -1
+        mid = bar_close[row["order_ts_ns"] - HOUR_NS]  # the order's time is the tick's
+        assert venue_fill["price"] == f"{mid + side * HALF_SPREAD:.5f}"
+    assert not kinds & {"reconcile_adopted", "reconcile_mismatch", "order_rejected",
+                        "outcome_unknown", "stale_data"}
+
+    broker = _oanda_broker(server)
+    held = broker.positions().get("EUR/USD", 0.0)
+    assert held == float(state["position"]) == sum(signed)
+    # the journal marks at the mid close, the venue at the side a close would take
+    nav = broker.account_summary()["nav"]
+    assert float(state["equity"]) == pytest.approx(nav + abs(held) * HALF_SPREAD, abs=0.01)
+
+
+def test_kill_9_during_oanda_ticks_never_doubles_an_order(tmp_path, oanda_run):
+    """Killed 20+ times and restarted (``_kill_and_finish``), the adapters built from the
+    configuration's ``venues:``: the venue's order log and fills, the journal's fills and
+    the account equal the uninterrupted run's (``oanda_run``)."""
+    server = _oanda(load("fx:EUR_USD:1h"))
+    server.delay_s = KILL_DELAY_S  # within the adapter's 2 s: an answer late, not lost
+    server.fail_next("timeout", count=10**6, path="/orders")  # order POSTs and look-ups
+    try:
+        config = _oanda_config(tmp_path, server.url)
+        journal_path = load_config(config).journal
+        command = _crash_command(
+            config, venue="oanda", url=server.url, dataset="fx:EUR_USD:1h",
+            stop=START + OANDA_BARS, cash=CASH_USD, sleeve=OANDA_SLEEVE, step_ns=HOUR_NS,
+            tick=None, control="now_ns={now_ns}&instrument=EUR_USD&mid={price}")
+        kinds = _kill_and_finish(command, {**os.environ, **OANDA_ENV}, journal_path,
+                                 posts=lambda: server.count("POST", r"/orders$"),
+                                 lookups=lambda: server.count("GET", r"/orders/@"),
+                                 orders=lambda: len(server.orders),
+                                 clean_orders=len(oanda_run.server.orders))
+        print("kills aimed:", collections.Counter(kinds))
+
+        clean = oanda_run.server
+        cids = [o["client_id"] for o in server.orders]
+        assert len(set(cids)) == len(cids) == server.count("POST", r"/orders$")
+
+        def log(venue: OandaServer) -> list[tuple]:
+            orders = [(o["client_id"], o["type"], o["instrument"], o["units"])
+                      for o in venue.orders]
+            fills = [(f["clientOrderID"], f["units"], f["price"], f["pl"])
+                     for f in venue.fills()]
+            return orders + fills
+
+        assert log(server) == log(clean)
+        fills, state = _journal_after_kills(journal_path, cids, OANDA_SLEEVE)
+        for venue_fill, fill in zip(server.fills(), fills, strict=True):
             units = float(venue_fill["units"])
-            assert fill["side"] == (1 if units > 0 else -1)
-            assert fill["qty"] == abs(units)
-            assert fill["price"] == float(venue_fill["price"])
-            assert fill["fee"] == 0.0
-            signed.append(units)
-        held_after = list(itertools.accumulate(signed))
-        assert min(held_after) < 0 < max(held_after)  # it went short and long
-        # each order filled at the close of the bar just ticked, across the spread
-        bar_close = dict(zip([ts.value for ts in candles["ts"]], candles["close"], strict=True))
-        sending = [r for r in orders if r["broker_status"] == "SENDING"]
-        for row, venue_fill in zip(sending, venue_fills, strict=True):
-            side = 1 if float(venue_fill["units"]) > 0 else -1
-            mid = bar_close[row["order_ts_ns"] - HOUR_NS]  # the order's time is the tick's
-            assert venue_fill["price"] == f"{mid + side * half_spread:.5f}"
-        assert not kinds & {"reconcile_adopted", "reconcile_mismatch", "order_rejected",
-                            "outcome_unknown", "stale_data"}
-
-        broker = OandaBroker(ACCOUNT, TOKEN, base_url=server.url, timeout_s=2)
-        held = broker.positions().get("EUR/USD", 0.0)
-        assert held == float(state["position"]) == sum(signed)
-        # the journal marks at the mid close, the venue at the side a close would take
-        nav = broker.account_summary()["nav"]
-        assert float(state["equity"]) == pytest.approx(nav + abs(held) * half_spread,
-                                                       abs=0.01)
+            assert (fill["client_order_id"], fill["side"], fill["qty"], fill["price"]) == (
+                venue_fill["clientOrderID"], 1 if units > 0 else -1, abs(units),
+                float(venue_fill["price"]))
+        crashed, uninterrupted = _oanda_broker(server), _oanda_broker(clean)
+        assert crashed.positions().get("EUR/USD", 0.0) == float(state["position"])
+        assert crashed.positions() == uninterrupted.positions()
+        assert crashed.account_summary() == uninterrupted.account_summary()
     finally:
         server.stop()
 
