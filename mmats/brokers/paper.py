@@ -29,7 +29,7 @@ from pathlib import Path
 from mmats.brokers.base import FINAL_STATES, InsufficientFunds, OrderRejected
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, DataError
-from mmats.nb.fills import fill_price
+from mmats.nb.fills import fee_of, fill_price
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS orders (seq INTEGER PRIMARY KEY, client_order_id TEXT "
@@ -194,7 +194,7 @@ class PaperBroker:
         quote = quote_of(symbol)
         cash = self._get(f"cash:{quote}", self.cash)
         position = self._get(f"position:{symbol}", 0.0)
-        fee = qty * price * self.fee_bps * 1e-4
+        fee = float(fee_of(qty, price, self.fee_bps))  # the kernel's fee rule
         new_cash = cash - sign * qty * price - fee
         new_position = position + sign * qty
         if abs(new_position) <= 1e-12 * max(abs(position), qty):

@@ -39,10 +39,10 @@ from mmats.brokers.base import (
     OutcomeUnknown,
 )
 from mmats.nb.fills import adopt_position, fee_in_base
-from mmats.nb.risk import order_refused
+from mmats.nb.risk import order_refused, reduce_only
 from mmats.nb.risk import pause as pause_state
 from mmats.nb.sim import plan_venue_order, venue_fill
-from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus, TradingState
+from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus
 
 # journal statuses of an order whose outcome is not known yet
 UNSETTLED = ("SENDING", "UNKNOWN", "UNSENT", "open", "partially_filled")
@@ -129,7 +129,7 @@ class Desk:
                 if self._may_send(sleeve, order):
                     self._send(sleeve, cid, order, _side_of(order),
                                abs(order["requested_qty"]))
-                else:  # halted since: only an order that reduces the position still goes
+                else:  # halted or reducing since, and the order would not reduce
                     self._status(sleeve, cid, order, "abandoned")
             else:  # the venue lost an order it had acknowledged
                 with self.journal.transaction():
@@ -140,11 +140,11 @@ class Desk:
                                 "reconciled next")
 
     def _may_send(self, sleeve, order) -> bool:
+        """Whether the trading state still allows the order as it was planned: the
+        kernel's fill-time rule (a REDUCING or HALTED sleeve may only move toward flat)."""
         record = self.states[sleeve.id][0]
-        if int(record["trading_state"]) != int(TradingState.HALTED):
-            return True
-        position = float(record["position"])
-        return abs(position + float(order["requested_qty"])) < abs(position)
+        target = float(record["position"]) + float(order["requested_qty"])
+        return reduce_only(record, target) == target
 
     def _unsettled_orders(self) -> dict[str, dict]:
         marks = ", ".join("?" * len(UNSETTLED))

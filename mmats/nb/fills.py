@@ -18,6 +18,12 @@ TAKE_PROFIT = int(FillReason.TAKE_PROFIT)
 
 
 @njit(cache=True, inline="always")
+def fee_of(quantity, price, fee_bps):
+    """The fee of trading ``quantity`` (unsigned) at ``price``, in the quote currency."""
+    return quantity * price * fee_bps * 1e-4
+
+
+@njit(cache=True, inline="always")
 def slippage_fraction(state, cfg, quantity, bar_volume):
     """Adverse price move, as a fraction of price, for trading ``quantity`` (unsigned).
 
@@ -85,7 +91,7 @@ def apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
     record. Returns whether a trade was closed. (Records, not arrays, are passed so the
     per-bar path carries no reference counting.)
     """
-    fee = quantity * price * cfg.fee_bps * 1e-4
+    fee = fee_of(quantity, price, cfg.fee_bps)
     signed = side * quantity
     previous = state.position
     closing = 0.0
