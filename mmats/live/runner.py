@@ -7,9 +7,11 @@ close, at this bar's open: the paper broker), compute the strategy on its traili
 window and hand the value to the kernel's ``on_signal``; journal the bar, the signal,
 orders, fills and the new state. Nothing here re-implements a sizing, gate or fill rule.
 
-This module holds the advisory and paper paths and the replay that proves them equal to
-the backtest. Operator mode (real orders through venue adapters), reconciliation, the
-lock, the kill switch and the portfolio-level limits come on top of the same tick.
+In operator mode the same tick first recovers and reconciles with the brokers, steps
+the bars with ``on_bar_venue`` (no simulated fills: a venue executes) and ends by
+sending the decisions (:mod:`mmats.live.operator`). This module also holds the replay
+that proves the runner equal to the backtest, and the portfolio backtest; the lock, the
+controls and the store-fed tick are in :mod:`mmats.live.control`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mmats.data.calendar import periods_per_year, timeframe_ns
 from mmats.errors import ConfigError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
+from mmats.live.operator import client_order_id
 from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocks_new_exposure, new_book, scopes
 from mmats.nb.sim import on_bar, on_bar_venue, on_signal
 from mmats.nb.sizing import target_quantity
@@ -313,8 +316,6 @@ def _level(record, distance, sign):
 def _client_id(sleeve: Sleeve, order) -> str:
     """Deterministic: model, symbol, decision time and the sleeve's order sequence, so a
     re-run after a crash produces the same id and never a second order."""
-    from mmats.live.operator import client_order_id
-
     return client_order_id(sleeve.id, int(order["decision_ts_ns"]), int(order["order_id"]))
 
 
