@@ -5,9 +5,9 @@ Measured, on the bundled ETH/BTC 5-minute sample, operator mode against the pape
 
 1. **Decision latency**: from the start of a tick (the new bar already in the store) to
    the order handed to the broker (``send`` called), for a tick whose model decides to
-   trade; median over the ticks that send. One model, then 10 models (the figure per
-   model is the 10-model latency of the first send divided by nothing: it is the time to
-   the first order; the whole tick is also printed). Target <= 1 ms median per model.
+   trade; median over the ticks that send. One model, then 10 models (for 10 models it
+   is the time to the first order, all ten bars processed; the whole tick is also
+   printed). Target <= 1 ms median per model.
 2. **Replay throughput**: bar-events (one sleeve, one bar) per second of (a) the journaled
    replay, one tick per bar, each tick opening the journal and loading the states as a
    cron run would, and (b) the portfolio backtest of the same configuration (the same
