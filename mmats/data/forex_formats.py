@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 
 from mmats.data.io import PARQUET_SUFFIXES, read_candle_file
-from mmats.data.schema import MAX_LISTED_REJECTS, VALUE_COLUMNS, Reject, validate_candles
+from mmats.data.schema import VALUE_COLUMNS, Reject, format_rejects, validate_candles
 from mmats.errors import CandleValidationError, ConfigError, DataError
 
 FORMATS = ("mt4", "mt5", "histdata")
@@ -458,7 +458,7 @@ def _parse(label: str, lines: list[str], layout: Layout, header_lines: int, cloc
     rejects = [Reject(label, i + 1, reasons[i]) for i in sorted(reasons)]
     rows = int(np.count_nonzero(~blank))
     if rejects and strict:
-        raise CandleValidationError(_format_rejects(label, rejects, rows, header_lines), rejects)
+        raise CandleValidationError(format_rejects(label, rejects, rows, header_lines), rejects)
     checked.attrs["validation"].update(rows_in=rows, rejected=len(rejects))
     checked.attrs.update(source=label, format=layout.name, utc_offset=describe_clock(clock))
     return checked, rejects
@@ -481,19 +481,3 @@ def _format_hint(layout: Layout) -> str:
 def _show(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _format_rejects(source: str, rejects: list[Reject], rows: int, header_lines: int) -> str:
-    """Like :func:`mmats.data.schema.format_rejects`, with line numbers that count the header
-    lines this layout really has (none for MT4 and HistData)."""
-    lines = [f"{source}: {len(rejects)} of {rows} row(s) rejected; nothing was written."]
-    for reject in rejects[:MAX_LISTED_REJECTS]:
-        where = f"row {reject.row}" if reject.row else "file"
-        if reject.row and header_lines:
-            where += f" (line {reject.row + header_lines})"
-        lines.append(f"  {where}: {reject.reason}")
-    if len(rejects) > MAX_LISTED_REJECTS:
-        lines.append(f"  ... and {len(rejects) - MAX_LISTED_REJECTS} more")
-    lines.append("Fix these rows, or keep only the good ones with strict=False "
-                 "(scripts/import_data.py --reject-bad).")
-    return "\n".join(lines)

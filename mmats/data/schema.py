@@ -313,14 +313,20 @@ def _show(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def format_rejects(source: str, rejects: list[Reject], rows: int) -> str:
-    """The error message for rejected rows: source, first rows with reasons, total count."""
-    csv_like = str(source).lower().endswith((".csv", ".csv.gz", ".txt"))
+def format_rejects(source: str, rejects: list[Reject], rows: int,
+                   header_lines: int | None = None) -> str:
+    """The error message for rejected rows: source, first rows with reasons, total count.
+
+    ``header_lines`` (default: one for a CSV or text file, else none) turns a data row
+    into the file's line number in the message.
+    """
+    if header_lines is None:
+        header_lines = 1 if str(source).lower().endswith((".csv", ".csv.gz", ".txt")) else 0
     lines = [f"{source}: {len(rejects)} of {rows} row(s) rejected; nothing was written."]
     for reject in rejects[:MAX_LISTED_REJECTS]:
         where = f"row {reject.row}" if reject.row else "file"
-        if csv_like and reject.row:
-            where += f" (line {reject.row + 1})"
+        if header_lines and reject.row:
+            where += f" (line {reject.row + header_lines})"
         lines.append(f"  {where}: {reject.reason}")
     if len(rejects) > MAX_LISTED_REJECTS:
         lines.append(f"  ... and {len(rejects) - MAX_LISTED_REJECTS} more")
