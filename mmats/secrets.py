@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mmats.errors import MMATSError
+from mmats.files import write_durably
 
 SERVICE = "mmats"
 FILE_ENV = "MMATS_SECRETS_FILE"
@@ -524,24 +525,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     """Write a 0600 temp file beside ``path``, fsync it, rename it over ``path``, fsync the
     folder."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # not every OS lets you open a directory
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+    write_durably(path, lambda handle: handle.write(data), prefix=f".{path.name}.", mode=0o600)
 
 
 def _b64(data: bytes) -> str:

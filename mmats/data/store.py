@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 from mmats.data.calendar import calendar_for_venue, infer_calendar, timeframe_ns
 from mmats.data.schema import COLUMNS, VALUE_COLUMNS, _validate, candles_from_arrays, grid_phase
 from mmats.errors import ConfigError, DataError
+from mmats.files import write_durably
 
 try:  # POSIX; elsewhere writes are still atomic but not serialised between processes.
     import fcntl
@@ -366,27 +366,8 @@ def _temp_prefix(path: Path) -> str:
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
     """Write to a temp file beside ``path``, fsync it, rename over ``path``, fsync the dir."""
-    temp = path.parent / f"{_temp_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    try:
-        with open(temp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every OS lets you open a directory
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_durably(path, lambda handle: pq.write_table(table, handle, compression="zstd"),
+                  prefix=_temp_prefix(path))
 
 
 def _remove_stale_temp_files(path: Path) -> None:
