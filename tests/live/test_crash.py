@@ -45,24 +45,7 @@ CHILD = textwrap.dedent("""
 def test_kill_9_during_ticks_then_restart(tmp_path):
     path = tmp_path / "crash.sqlite"
     child_source = CHILD.format(config=CONFIG, bars=BARS)
-    rng = random.Random(11)
-    killed_mid_run = 0
-    for _ in range(50):
-        before = _rows(path)
-        child = subprocess.Popen([sys.executable, "-c", child_source, str(path)],
-                                 stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        # kill while new bars are being journaled, not while the restart re-reads old ones
-        while _rows(path) == before and child.poll() is None:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.1))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        killed_mid_run += child.returncode == -signal.SIGKILL
-        child.stdout.close()
-        with Journal(path) as journal:
-            report = journal.verify()
-            assert report.ok, report.problems
+    killed_mid_run = _kill_repeatedly(path, child_source, 50, random.Random(11), 0.1)
     assert killed_mid_run >= 40
     finished = subprocess.run([sys.executable, "-c", child_source, str(path)],
                               capture_output=True, text=True, timeout=900)
@@ -88,6 +71,29 @@ def test_kill_9_during_ticks_then_restart(tmp_path):
     with Journal(path) as journal:
         for sleeve_id, state in clean.states.items():
             assert journal.load_state(sleeve_id).tobytes() == state.tobytes()
+
+
+def _kill_repeatedly(path, child_source, trials, rng, max_wait_s) -> int:
+    """Start the child, SIGKILL it at a random moment after it journals a new row, check
+    the journal's chain; ``trials`` times. Returns how many kills landed mid-run."""
+    killed_mid_run = 0
+    for _ in range(trials):
+        before = _rows(path)
+        child = subprocess.Popen([sys.executable, "-c", child_source, str(path)],
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        # kill while new bars are being journaled, not while the restart re-reads old ones
+        while _rows(path) == before and child.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, max_wait_s))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        killed_mid_run += child.returncode == -signal.SIGKILL
+        child.stdout.close()
+        with Journal(path) as journal:
+            report = journal.verify()
+            assert report.ok, report.problems
+    return killed_mid_run
 
 
 def _rows(path) -> int:
@@ -125,20 +131,7 @@ def test_kill_9_in_operator_mode_never_doubles_an_order(tmp_path):
     config = {**CONFIG, "mode": "operator"}
     path = tmp_path / "crash.sqlite"
     child_source = OPERATOR_CHILD.format(config=config, bars=OPERATOR_BARS)
-    rng = random.Random(5)
-    killed_mid_run = 0
-    for _ in range(30):
-        before = _rows(path)
-        child = subprocess.Popen([sys.executable, "-c", child_source, str(path)],
-                                 stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        while _rows(path) == before and child.poll() is None:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.15))
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        killed_mid_run += child.returncode == -signal.SIGKILL
-        child.stdout.close()
+    killed_mid_run = _kill_repeatedly(path, child_source, 30, random.Random(5), 0.15)
     assert killed_mid_run >= 20
     finished = subprocess.run([sys.executable, "-c", child_source, str(path)],
                               capture_output=True, text=True, timeout=900)
