@@ -116,6 +116,15 @@ class Rig:
         for index in range(start, stop):
             self.tick(index)
 
+    def tick_until_sent(self, sends, start=0) -> int:
+        """Tick from close ``start`` until the venue has been sent ``sends`` orders in all
+        (faults included); returns the next close to tick."""
+        index = start
+        while self.broker.sent < sends:
+            self.tick(index)
+            index += 1
+        return index
+
     def state(self, sleeve="ema:ETH/BTC"):
         with Journal(self.config.journal) as journal:
             return journal.load_state(sleeve)[0]
@@ -179,10 +188,7 @@ def test_a_lost_answer_is_looked_up_by_client_id_and_never_sent_twice(tmp_path):
     assert first_order > 0  # the EMA crossed by now
     rig.broker.faults = ["lose_response"] * 50
     before = len(rig.venue.orders())
-    index = 40
-    while rig.broker.sent == first_order:
-        rig.tick(index)
-        index += 1
+    index = rig.tick_until_sent(first_order + 1, start=40)
     cid = rig.venue.orders()[-1]["client_order_id"]
     assert len(rig.venue.orders()) == before + 1
     assert [r["broker_status"] for r in rig.journal_rows(
@@ -205,10 +211,7 @@ def test_a_lost_answer_is_looked_up_by_client_id_and_never_sent_twice(tmp_path):
 def test_an_order_that_never_arrived_is_sent_again_with_the_same_id(tmp_path):
     rig = Rig(tmp_path, chained_candles(300))
     rig.broker.faults = ["never_arrives"]
-    index = 0
-    while rig.broker.sent == 0:
-        rig.tick(index)
-        index += 1
+    index = rig.tick_until_sent(1)
     assert rig.venue.orders() == []
     rows = rig.journal_rows("orders")
     cid = rows[-1]["client_order_id"]
@@ -221,10 +224,7 @@ def test_an_order_that_never_arrived_is_sent_again_with_the_same_id(tmp_path):
 def test_two_refusals_in_a_row_pause_the_sleeve(tmp_path):
     rig = Rig(tmp_path, chained_candles(300))
     rig.broker.faults = ["reject", "reject"]
-    index = 0
-    while rig.broker.sent < 2:
-        rig.tick(index)
-        index += 1
+    index = rig.tick_until_sent(2)
     assert rig.state()["trading_state"] == int(TradingState.HALTED)
     events = [e["kind"] for e in rig.journal_rows("risk_events")]
     assert events.count("order_rejected") == 2 and "rejects_in_a_row" in events
@@ -236,10 +236,7 @@ def test_two_refusals_in_a_row_pause_the_sleeve(tmp_path):
 def test_one_refusal_is_retried_at_the_next_close(tmp_path):
     rig = Rig(tmp_path, chained_candles(300))
     rig.broker.faults = ["reject"]
-    index = 0
-    while rig.broker.sent < 2:
-        rig.tick(index)
-        index += 1
+    rig.tick_until_sent(2)
     assert rig.state()["trading_state"] == int(TradingState.ACTIVE)
     assert len(rig.venue.orders()) == 1  # the retry reached the venue
 
@@ -247,10 +244,7 @@ def test_one_refusal_is_retried_at_the_next_close(tmp_path):
 def test_authentication_failure_pauses_the_market_and_alerts(tmp_path):
     rig = Rig(tmp_path, chained_candles(300))
     rig.broker.faults = ["auth"]
-    index = 0
-    while rig.broker.sent == 0:
-        rig.tick(index)
-        index += 1
+    index = rig.tick_until_sent(1)
     assert rig.state()["trading_state"] == int(TradingState.HALTED)
     assert "authentication_failed" in [e["kind"] for e in rig.journal_rows("risk_events")]
     assert any("authentication" in title for r in rig.reports for title, _ in r.alerts)
@@ -261,10 +255,7 @@ def test_authentication_failure_pauses_the_market_and_alerts(tmp_path):
 def test_venue_down_leaves_the_order_for_the_next_tick(tmp_path):
     rig = Rig(tmp_path, chained_candles(300))
     rig.broker.faults = ["down"]
-    index = 0
-    while rig.broker.sent == 0:
-        rig.tick(index)
-        index += 1
+    index = rig.tick_until_sent(1)
     assert rig.journal_rows("orders")[-1]["broker_status"] == "UNSENT"
     rig.tick(index)
     assert len(rig.venue.orders()) == 1
@@ -370,10 +361,7 @@ def test_orders_are_sized_to_the_venues_lot_size(tmp_path):
 def test_a_partly_filled_cancelled_order_is_completed_at_the_next_close(tmp_path):
     rig = Rig(tmp_path, chained_candles(300))
     rig.broker.faults = ["half"]
-    index = 0
-    while rig.broker.sent == 0:
-        rig.tick(index)
-        index += 1
+    index = rig.tick_until_sent(1)
     half = float(rig.state()["position"])
     assert half == pytest.approx(rig.venue.positions()["ETH/BTC"])
     rig.tick(index)  # the rest is decided again and sent
