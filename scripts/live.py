@@ -109,7 +109,9 @@ def run_live(args) -> int:
     config = load_config(args.config)
     command = args.command
     mode = args.mode or config.mode
-    if mode == "operator":
+    # kill, status, pause and close only reduce risk: never refused for want of the flag;
+    # a tick and a resume (trading again) on a real venue need it
+    if mode == "operator" and (not command or command[0] == "resume"):
         check_can_trade(config, args.i_understand_live_trading, mode)
     if command:
         verb, rest = command[0], command[1:]
@@ -117,10 +119,10 @@ def run_live(args) -> int:
             print_json(control.status(config))
             return 0
         if verb == "kill":
-            changed = control.kill(config, reason=args.reason, mode=mode, cash=args.cash)
-            print(f"halted {len(changed)} sleeve(s); " + (
-                "open orders cancelled and positions flattened at the venues"
-                if mode == "operator" else "positions flatten at the next bar's open"))
+            if rest:
+                raise ConfigError("kill takes no argument (it halts everything); give the "
+                                  "reason with --reason")
+            print(control.kill(config, reason=args.reason, mode=mode, cash=args.cash))
             return 0
         if verb in ("pause", "resume"):
             if verb == "pause" and len(rest) != 1:

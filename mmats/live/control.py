@@ -7,11 +7,13 @@ import contextlib
 import fcntl
 import os
 import time
+from dataclasses import dataclass
 
 from mmats.brokers.store_feed import StoreFeed
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, MMATSError
 from mmats.live.config import RunnerConfig
+from mmats.live import kill as killswitch
 from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
@@ -26,17 +28,27 @@ class RunnerBusy(MMATSError):
     """Another tick holds the runner's lock."""
 
 
+KILL_LOCK_WAIT_S = 1.0  # how long a kill waits for a tick to finish before leaving it
+
+
 @contextlib.contextmanager
-def runner_lock(path):
-    """An exclusive lock, so two ticks (a slow one and the next cron run) never overlap."""
+def runner_lock(path, *, wait_s: float = 0.0):
+    """An exclusive lock, so two ticks (a slow one and the next cron run) never overlap;
+    ``wait_s`` > 0 waits that long for the holder before giving up."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunnerBusy(f"another runner tick holds {path}; this one exits") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunnerBusy(f"another runner tick holds {path}; this one "
+                                     "exits") from None
+                time.sleep(0.05)
         yield
     finally:
         handle.close()
@@ -136,47 +148,84 @@ def _halt_stale(config, journal, now_ns) -> list[tuple[str, str]]:
     return halted
 
 
-def kill(config: RunnerConfig, *, user: str = "operator", reason: str = "",
+@dataclass
+class KillOutcome:
+    """What a kill did: the sleeves it halted in the journal (empty when a running tick
+    books it, ``deferred``), whether it acted at the venues, and what went wrong there."""
+
+    sleeves: list[str]
+    acted_at_venues: bool
+    deferred: bool
+    problems: list[str]
+
+    def __str__(self) -> str:
+        text = ("kill recorded; the running tick halts the sleeves before it sends anything"
+                if self.deferred else f"halted {len(self.sleeves)} sleeve(s)")
+        text += ("; open orders cancelled and positions flattened at the venues"
+                 if self.acted_at_venues else "; positions flatten at the next bar's open")
+        return text + "".join(f"\n  problem: {p}" for p in self.problems)
+
+
+def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
          mode: str | None = None, brokers: dict | None = None,
-         cash: float = 10_000.0) -> list[str]:
-    """Halt every sleeve, nothing new until :func:`resume_models`. In operator mode the
-    venues' open orders of ours are cancelled and every position is flattened by market
-    orders now; otherwise pending orders are dropped and positions flatten at the next
+         cash: float = 10_000.0) -> KillOutcome:
+    """Halt every sleeve, nothing new until :func:`resume_models`; never refused.
+
+    The request is written first (every tick checks it before each close and each
+    order). In operator mode the venues' open orders of ours are then cancelled and every
+    position flattened by market orders, at once and without the runner's lock. The halt
+    and the fills are booked in the journal now if no tick holds the lock, else by that
+    tick (:mod:`mmats.live.kill`). Outside operator mode positions flatten at the next
     bar's open."""
-    after = None
-    if (mode or config.mode) == "operator":
-        def after(journal, now):
-            _flatten_at_venues(config, journal, now, brokers, cash)
-    return _change(config, None, "kill", user, reason, lambda state, now: halt(state, now),
-                   after=after)
+    user = user or killswitch.os_user()
+    request = killswitch.new_request(user, reason)
+    killswitch.write_request(config.journal, request)
+    operator = (mode or config.mode) == "operator"
+    problems = []
+    if operator:
+        if brokers is None:
+            brokers = brokers_for(config, feeds_for(config), cash=cash)
+        problems = killswitch.flatten_at_venues(config, brokers, request)
+        killswitch.write_request(config.journal, request)  # with its orders, for booking
+    changed, deferred = [], False
+    try:
+        with runner_lock(config.lock, wait_s=KILL_LOCK_WAIT_S), \
+                Journal(config.journal) as journal:
+            journal.append_operator_action("kill", "all", user, reason)
+            changed = _book_kill(config, journal, request, brokers if operator else None,
+                                 cash)
+    except RunnerBusy:  # a tick is running: it books the kill at its next check
+        deferred = True
+        with Journal(config.journal) as journal:
+            journal.append_operator_action("kill", "all", user, reason)
+    outcome = KillOutcome(changed, operator, deferred, problems)
+    notify(config.notifications, "MMATS kill", f"kill by {user}: {outcome}")
+    return outcome
 
 
-def _flatten_at_venues(config, journal, now_ns, brokers, cash) -> None:
-    from mmats.live.operator import Desk
+def _book_kill(config, journal, request, brokers, cash) -> list[str]:
+    from mmats.live.operator import Desk, with_venue_rules
     from mmats.live.runner import TickReport
-    from mmats.sleeve import new_state
 
     all_sleeves = sleeves(config, cash)
-    if brokers is None:
-        brokers = brokers_for(config, feeds_for(config), cash=cash)
     states = {s.id: journal.load_state(s.id) for s in all_sleeves}
-    states = {k: (v if v is not None else new_state(1.0)) for k, v in states.items()}
-    report = TickReport()
-    desk = Desk(config, all_sleeves, states, brokers, journal, now_ns, report)
-    desk.cancel_open_orders()
-    desk.send_pending({})
-    for title, message in report.alerts:
-        notify(config.notifications, title, message)
+    states = {k: v for k, v in states.items() if v is not None}
+    desk = None
+    if brokers is not None:
+        all_sleeves = with_venue_rules(all_sleeves, brokers)
+        desk = Desk(config, all_sleeves, states, brokers, journal, time.time_ns(),
+                    TickReport())
+    return killswitch.book(journal, desk, all_sleeves, states, request, time.time_ns())
 
 
-def pause(config: RunnerConfig, model_id: str, *, user: str = "operator",
+def pause(config: RunnerConfig, model_id: str, *, user: str | None = None,
           reason: str = "") -> list[str]:
     """Stop a model opening anything: HALTED but positions kept (a later signal change
     can still only take them to flat)."""
     return _change(config, model_id, "pause", user, reason, lambda state, now: pause_state(state))
 
 
-def close_symbol(config: RunnerConfig, symbol: str, *, user: str = "operator",
+def close_symbol(config: RunnerConfig, symbol: str, *, user: str | None = None,
                  reason: str = "") -> list[str]:
     """Flatten every sleeve trading ``symbol`` at the next open; they keep trading after."""
     if not any(symbol in m.symbols for m in config.markets):
@@ -186,10 +235,23 @@ def close_symbol(config: RunnerConfig, symbol: str, *, user: str = "operator",
 
 
 def resume_models(config: RunnerConfig, model_id: str | None = None, *,
-                  user: str = "operator", reason: str = "") -> list[str]:
+                  user: str | None = None, reason: str = "") -> list[str]:
     """ACTIVE again. The global and market books over the resumed sleeves measure
     drawdown from here (a scope halted by its drawdown limit would otherwise stay halted
-    with its old peak)."""
+    with its old peak). While the kill switch is on, only a resume of every model (no
+    ``model_id``) lifts it, and only once the kill is booked in the journal."""
+    def check_kill(journal):
+        request = killswitch.read_request(config.journal)
+        if request is None:
+            return
+        if model_id is not None:
+            raise ConfigError(f"{config.source}: the kill switch is on; resume every model "
+                              "(no MODEL) to lift it")
+        if not killswitch.booked(journal, request):
+            raise ConfigError(f"{config.source}: the kill of {request.get('user', '?')} is "
+                              "not booked in the journal yet (a tick books it); try again "
+                              "after the next tick")
+
     def reset_books(journal, now):
         all_sleeves = sleeves(config, 1.0)
         resumed = {s.id for s in all_sleeves if model_id in (None, s.model_id)}
@@ -202,13 +264,16 @@ def resume_models(config: RunnerConfig, model_id: str | None = None, *,
                 continue
             reset_book(book, scope.equity(states))
             journal.save_state(book_id(scope), book, ts_ns=now)
+        if model_id is None:
+            killswitch.clear_request(config.journal)
 
     return _change(config, model_id, "resume", user, reason, lambda state, now: resume(state),
-                   after=reset_books)
+                   after=reset_books, before=check_kill)
 
 
 def _change(config, model_id, action, user, reason, apply, symbol=None,
-            after=None) -> list[str]:
+            after=None, before=None) -> list[str]:
+    user = user or killswitch.os_user()
     targets = [s for s in sleeves(config, 1.0) if model_id in (None, s.model_id)
                and symbol in (None, s.symbol)]
     if model_id is not None and not targets:
@@ -217,6 +282,8 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
     changed = []
     now = time.time_ns()
     with runner_lock(config.lock), Journal(config.journal) as journal:
+        if before is not None:
+            before(journal)
         with journal.transaction():
             for sleeve in targets:
                 state = journal.load_state(sleeve.id)
@@ -226,10 +293,6 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
                 journal.save_state(sleeve.id, state, ts_ns=now)
                 changed.append(sleeve.id)
             journal.append_operator_action(action, symbol or model_id or "all", user, reason)
-            if action == "kill":
-                journal.append_risk_event("CRITICAL", "global", "kill_switch",
-                                          f"kill by {user}: {reason or 'no reason given'}",
-                                          {"sleeves": changed})
         if after is not None:
             after(journal, now)
     notify(config.notifications, f"MMATS {action}",

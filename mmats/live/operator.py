@@ -88,8 +88,10 @@ class Desk:
     """One tick's dealings with the brokers: ``brokers`` maps market names to adapters
     implementing :class:`~mmats.brokers.base.Execution` and ``AccountState``."""
 
-    def __init__(self, config, sleeves, states, brokers, journal, now_ns, report):
+    def __init__(self, config, sleeves, states, brokers, journal, now_ns, report,
+                 killed=lambda: False):
         self.config = config
+        self.killed = killed  # the kill switch: checked before every order
         self.sleeves = {s.id: s for s in sleeves}
         self.by_key = {(s.model_id, s.symbol): s for s in sleeves}
         self.states = states
@@ -281,6 +283,8 @@ class Desk:
         """Send an order for every sleeve with a pending target: all of them planned and
         journaled (``SENDING``) in one transaction, one fsync, then sent one by one."""
         planned = []
+        if self.killed():
+            return  # killed: nothing more goes out (the targets stay in the states)
         with self.journal.transaction():
             for sleeve in self.sleeves.values():
                 record = self.states[sleeve.id][0]
@@ -314,6 +318,9 @@ class Desk:
             self._send(sleeve, cid, order, side, quantity)
 
     def _send(self, sleeve, cid, order, side, quantity) -> None:
+        if self.killed():  # a kill came while this tick ran: it sends nothing more
+            self._status(sleeve, cid, order, "abandoned")
+            return
         broker = self.brokers[sleeve.market]
         request = {"client_order_id": cid, "symbol": sleeve.symbol,
                    "side": "buy" if side > 0 else "sell", "qty": float(quantity),
@@ -341,6 +348,11 @@ class Desk:
             self.unsettled_markets.add(sleeve.market)
             return
         self.report.orders += 1
+        self._settle(sleeve, cid, order, venue)
+
+    def book_report(self, sleeve, cid, order, venue: dict) -> None:
+        """Book a venue's report of an order of ``sleeve`` (e.g. the kill switch's
+        flattening fill): the fills the journal has not seen, the order's status."""
         self._settle(sleeve, cid, order, venue)
 
     def _settle(self, sleeve, cid, order, venue: dict) -> None:

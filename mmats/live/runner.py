@@ -16,6 +16,7 @@ controls and the store-fed tick are in :mod:`mmats.live.control`.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ from mmats.data.calendar import periods_per_year, timeframe_ns
 from mmats.errors import ConfigError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
+from mmats.live.kill import book, booked, is_killed, read_request
 from mmats.live.operator import client_order_id
 from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocks_new_exposure, new_book, scopes
 from mmats.nb.sim import on_bar, on_bar_venue, on_signal
@@ -127,13 +129,18 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
     for sleeve in all_sleeves:
         state = journal.load_state(sleeve.id, STATE_DTYPE)
         states[sleeve.id] = new_state(sleeve.cash) if state is None else state
+    killed = functools.partial(is_killed, journal.path)
     desk = None
     if mode == "operator":
         from mmats.live.operator import Desk, with_venue_rules
 
         all_sleeves = with_venue_rules(all_sleeves, brokers)
-        desk = Desk(config, all_sleeves, states, brokers, journal, now_ns, report)
+        desk = Desk(config, all_sleeves, states, brokers, journal, now_ns, report,
+                    killed=killed)
         desk.recover()  # before anything else is sent
+    obey_kill = _KillCheck(killed, journal, desk, all_sleeves, states, now_ns, report)
+    obey_kill()  # a kill's fills are booked before the positions are reconciled
+    if desk is not None:
         desk.reconcile()
     book = _Book(config, all_sleeves, states, journal, venue=desk is not None)
     items = []  # every bar that closed since each sleeve's last one
@@ -156,6 +163,7 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
 
     volumes = {}
     for group in _closes(items):
+        obey_kill()  # between closes: a kill that came meanwhile halts the sleeves now
         with journal.transaction():  # a crash leaves the whole close or none of it
             done, events = book.close(group, trailing_window_signal)
             for item, fills, order, (stop, take) in done:
@@ -168,7 +176,29 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
         volumes.update({item.sleeve.id: item.prices[4] for item in group})
     if desk is not None:  # only the newest decision of each sleeve goes to the venue
         desk.send_pending(volumes)
+    obey_kill()
     return report
+
+
+class _KillCheck:
+    """Obey the kill switch once it is on: book the kill (halt every sleeve, book its
+    flattening fills) once per request, in this tick's own states (:mod:`mmats.live.kill`)."""
+
+    def __init__(self, killed, journal, desk, all_sleeves, states, now_ns, report):
+        self.killed, self.journal, self.desk = killed, journal, desk
+        self.sleeves, self.states, self.now_ns, self.report = all_sleeves, states, now_ns, report
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done or not self.killed():
+            return
+        self.done = True
+        request = read_request(self.journal.path)
+        if request is None or booked(self.journal, request):
+            return
+        book(self.journal, self.desk, self.sleeves, self.states, request, self.now_ns)
+        self.report.alerts.append(("MMATS kill booked", f"kill by {request.get('user')}: "
+                                   f"{len(self.sleeves)} sleeve(s) halted"))
 
 
 @dataclass(frozen=True)

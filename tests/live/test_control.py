@@ -67,7 +67,7 @@ def test_kill_flattens_at_the_next_open_and_blocks_until_resume(setup):
             with_position = bar
             break
     assert with_position is not None
-    assert control.kill(config, reason="test") == ["ema:ETH/BTC"]
+    assert control.kill(config, reason="test").sleeves == ["ema:ETH/BTC"]
     status = control.status(config)["ema:ETH/BTC"]
     assert status["trading_state"] == "HALTED" and status["position"] > 0
     control.tick_once(config, now_ns=close_of(candles, 399))

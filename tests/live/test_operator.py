@@ -313,8 +313,8 @@ def test_kill_cancels_and_flattens_through_the_broker(tmp_path):
     assert venue.positions()["ETH/BTC"] != 0.0
     venue.send({"client_order_id": "mm" + "r" * 30, "symbol": "ETH/BTC", "side": "buy",
                 "qty": 0.01, "type": "limit", "price": 1e-9})
-    changed = control.kill(config, mode="operator", brokers=brokers, reason="test")
-    assert changed == ["ema:ETH/BTC"]
+    outcome = control.kill(config, mode="operator", brokers=brokers, reason="test")
+    assert outcome.sleeves == ["ema:ETH/BTC"] and not outcome.deferred
     assert venue.positions() == {}
     assert venue.open_orders() == []
     with Journal(config.journal) as journal:
