@@ -104,13 +104,14 @@ def flatten_at_venues(config, brokers: dict, request: dict) -> list[str]:
         broker = brokers.get(market.name)
         if broker is None:
             continue
-        try:
-            for order in broker.open_orders():
-                cid = order.get("client_order_id") or ""
-                if cid.startswith(CLIENT_ID_PREFIX):
-                    broker.cancel(cid, order["symbol"])
-        except BrokerError as error:
-            problems.append(f"{market.name}: cancelling open orders: {error}")
+        for symbol in market.symbols:  # per symbol: an all-symbols query weighs more
+            try:
+                for order in broker.open_orders(symbol):
+                    cid = order.get("client_order_id") or ""
+                    if cid.startswith(CLIENT_ID_PREFIX):
+                        broker.cancel(cid, order["symbol"])
+            except BrokerError as error:
+                problems.append(f"{market.name}: cancelling {symbol} orders: {error}")
         try:
             positions = broker.positions()
         except BrokerError as error:
