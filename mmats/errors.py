@@ -17,6 +17,18 @@ class CandleValidationError(DataError):
         self.rejects = list(rejects)
 
 
+class BadBarError(DataError):
+    """A stored or served bar has values no trade may be based on (NaN, infinite, a price
+    <= 0, a negative volume, high < low...): ``symbol``, ``ts_ns`` (its open time) and
+    ``reason`` say which and why, so a runner can record it as a data fault and skip it."""
+
+    def __init__(self, message, symbol=None, ts_ns=None, reason=None):
+        super().__init__(message)
+        self.symbol = symbol
+        self.ts_ns = ts_ns
+        self.reason = reason
+
+
 class StrategyError(MMATSError):
     """A strategy could not be loaded, or its output broke the contract."""
 

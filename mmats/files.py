@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -37,3 +38,49 @@ def fsync_folder(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def restored_on_error(paths: Iterable[Path]):
+    """Keep the current version of each of ``paths`` while the block runs; if it raises,
+    put every file back as it was (removing the ones that did not exist), then re-raise.
+
+    Several durable writes become all-or-nothing::
+
+        with restored_on_error([a, b]):
+            write_durably(a, ...)
+            write_durably(b, ...)   # fails: a is its old self again
+
+    Each kept version is a hard link ``.{name}.{pid}.keep`` beside the file (free, since
+    :func:`write_durably` replaces a file by rename and never changes it in place), or a
+    copy where links are not allowed. A hard kill inside the block leaves the new files
+    and the ``.keep`` links behind; nothing reads the links, delete them at leisure.
+    """
+    kept: dict[Path, Path | None] = {}
+    try:
+        for path in dict.fromkeys(Path(p) for p in paths):
+            keep = None
+            if path.exists():
+                keep = path.parent / f".{path.name}.{os.getpid()}.keep"
+                with contextlib.suppress(FileNotFoundError):
+                    keep.unlink()
+                try:
+                    os.link(path, keep)
+                except OSError:
+                    shutil.copy2(path, keep)
+            kept[path] = keep
+        yield
+    except BaseException:
+        for path, keep in kept.items():
+            if keep is None:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            else:
+                os.replace(keep, path)
+            fsync_folder(path.parent)
+        raise
+    else:
+        for keep in kept.values():
+            if keep is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    keep.unlink()

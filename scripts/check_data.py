@@ -6,9 +6,10 @@
     python scripts/check_data.py my.csv --timeframe 1h --calendar forex
 
 The file is read as is (not validated), so the report can describe a bad file: duplicate,
-unsorted, unparseable or off-grid timestamps, NaN, non-positive prices, negative volume,
-high < low and OHLC inconsistencies are problems. Missing bars (gaps), zero-volume bars and
-outlier returns are warnings only: real markets have holidays and outages.
+unsorted, unparseable or off-grid timestamps, NaN or infinite values, non-positive prices,
+negative volume, high < low and OHLC inconsistencies are problems. Missing bars (gaps),
+zero-volume bars and outlier returns are warnings only: real markets have holidays and
+outages.
 
 Exit codes: 0 no problems (warnings allowed), 1 problems found, 2 unreadable or bad arguments.
 """

@@ -17,11 +17,13 @@ broker's server time, which --tz names: a fixed offset (+02:00), an IANA zone
 "New York close" server); default UTC.
 
 Strict by default: every file is validated first, and if any row of any file is bad nothing
-is written and the bad rows (file, row, reason) are listed on stderr (exit 1). With
---reject-bad the good rows are written and each rejected row is printed on stderr (exit 0).
-Appends are idempotent: re-importing an overlapping range adds no duplicates; a bar whose
-values changed takes the new values and is reported. --resample-to rebuilds longer
-timeframes from the whole stored series (complete bars only) and stores them too.
+is written and the bad rows (file, row, reason) are listed on stderr (exit 1). The files are
+then written as one transaction: if any write fails (a file off the stored bars' grid, a
+full disk), every stored file is put back as it was. With --reject-bad the good rows are
+written and each rejected row is printed on stderr (exit 0). Appends are idempotent:
+re-importing an overlapping range adds no duplicates; a bar whose values changed takes the
+new values and is reported. --resample-to rebuilds longer timeframes from the whole stored
+series (complete bars only) and stores them too.
 
 Exit codes: 0 imported, 1 bad data or unreadable file (nothing written), 2 bad arguments.
 """
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
     from mmats.data import CandleStore, resample
     from mmats.data.forex_formats import read_forex_file
     from mmats.errors import CandleValidationError, ConfigError, DataError
+    from mmats.files import restored_on_error
 
     store = CandleStore(args.root)
     loaded, rejected, formats, failed = [], [], {}, False
@@ -114,17 +117,25 @@ def main(argv=None) -> int:
 
     reports = []
     try:
-        for file, clean in loaded:
-            reports.append(store.write(args.venue, args.symbol, args.timeframe, clean,
-                                       source=str(file)))
-        if args.targets:
-            full = store.read(args.venue, args.symbol, args.timeframe)
-            for target in args.targets:
-                bars = resample(full, target)
-                reports.append(store.write(args.venue, args.symbol, target, bars,
-                                           source=f"resampled from {args.timeframe}"))
-    except (DataError, ConfigError) as exc:
+        paths = [store.path(args.venue, args.symbol, timeframe)
+                 for timeframe in (args.timeframe, *args.targets)]
+        with restored_on_error(paths):  # one transaction: every file, or none of them
+            for file, clean in loaded:
+                reports.append(store.write(args.venue, args.symbol, args.timeframe, clean,
+                                           source=str(file)))
+            if args.targets:
+                full = store.read(args.venue, args.symbol, args.timeframe)
+                for target in args.targets:
+                    bars = resample(full, target)
+                    reports.append(store.write(args.venue, args.symbol, target, bars,
+                                               source=f"resampled from {args.timeframe}"))
+    except CandleValidationError as exc:
+        print(exc, file=sys.stderr)
+        print("no file was imported; the store is as it was.", file=sys.stderr)
+        return 1
+    except (DataError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print("no file was imported; the store is as it was.", file=sys.stderr)
         return 1
 
     if args.json:

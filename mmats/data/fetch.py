@@ -23,8 +23,9 @@ import pandas as pd
 
 from mmats.data.calendar import calendar_for_venue, infer_calendar, timeframe_ns
 from mmats.data.quality import GapEvent, quality_report
+from mmats.data.schema import MAX_LISTED_REJECTS, VALUE_COLUMNS, Reject, frame_bad_bars
 from mmats.data.store import CandleStore, to_ns
-from mmats.errors import ConfigError, DataError
+from mmats.errors import CandleValidationError, ConfigError, DataError
 
 _NS_PER_MS = 1_000_000
 PAGE_BARS = 1000
@@ -169,7 +170,7 @@ def _fetch_range(source, writer, report, lo, hi, now_ms, step_ms, page_bars, bar
         keep = ahead & (open_ms < hi) & ~forming
         report.forming_dropped += int(np.count_nonzero(forming))
         if keep.any():
-            writer.add(page.loc[keep])
+            writer.add(_checked(page.loc[keep], report))
         next_cursor = int(open_ms[ahead].max()) + step_ms
         if bar is not None:
             bar.update(-(-(min(next_cursor, hi) - cursor) // step_ms))
@@ -224,6 +225,28 @@ def _summarise(store, report, start_ms, end_ms, calendar) -> None:
     report.missing_bars = quality.missing_bars
     report.gaps = sorted((g for g in quality.largest_gaps if g.missing_bars > 0),
                          key=lambda gap: gap.start)
+
+
+def _checked(rows: pd.DataFrame, report: FetchReport) -> pd.DataFrame:
+    """``rows`` unchanged, or :class:`CandleValidationError` naming the venue, the symbol,
+    the timeframe and the open time of every bar with values no trade may use (NaN, inf,
+    a price <= 0, a negative volume...): a venue's bad bar is not stored, and not dropped
+    silently either."""
+    if any(column not in rows.columns for column in VALUE_COLUMNS):
+        return rows  # the store's validation names the missing columns
+    bad = frame_bad_bars(rows)
+    if not bad:
+        return rows
+    label = f"{report.venue}:{report.symbol}:{report.timeframe}"
+    opens = pd.to_datetime(rows["ts"], utc=True).reset_index(drop=True)
+    rejects = [Reject(label, i + 1, f"bar opening {opens.iloc[i]}: {reason}")
+               for i, reason in bad.items()]
+    lines = [f"{label}: the venue sent {len(rejects)} bad bar(s) in a page of {len(rows)}; "
+             "that page was not stored (pages before it were)."]
+    lines += [f"  {reject.reason}" for reject in rejects[:MAX_LISTED_REJECTS]]
+    if len(rejects) > MAX_LISTED_REJECTS:
+        lines.append(f"  ... and {len(rejects) - MAX_LISTED_REJECTS} more")
+    raise CandleValidationError("\n".join(lines), rejects)
 
 
 def _open_ms(page: pd.DataFrame) -> np.ndarray:

@@ -2,10 +2,10 @@
 
 :func:`quality_report` describes a frame without changing or rejecting anything, so it can
 explain what is wrong with a bad file. It separates **problems** (the data breaks the
-schema: unparseable, duplicate, unsorted or off-grid timestamps, NaN, non-positive prices,
-negative volume, ``high < low``, OHLC inconsistencies, missing columns) from **warnings**
-(the data is valid but incomplete or unusual: missing bars, zero-volume bars, outlier
-returns). ``report.ok`` is True when there are no problems.
+schema: unparseable, duplicate, unsorted or off-grid timestamps, NaN or infinite values,
+non-positive prices, negative volume, ``high < low``, OHLC inconsistencies, missing
+columns) from **warnings** (the data is valid but incomplete or unusual: missing bars,
+zero-volume bars, outlier returns). ``report.ok`` is True when there are no problems.
 
 Missing bars are counted against the calendar:
 
@@ -54,6 +54,7 @@ _PROBLEMS = (
     ("unsorted_ts", "timestamps out of order"),
     ("off_grid_ts", "timestamps off the timeframe grid"),
     ("nan_cells", "NaN or non-numeric OHLCV cells"),
+    ("infinite_values", "rows with an infinite OHLCV value"),
     ("non_positive_prices", "rows with a price <= 0"),
     ("negative_volume", "rows with negative volume"),
     ("high_below_low", "rows with high < low"),
@@ -105,6 +106,7 @@ class QualityReport:
     unsorted_ts: int = 0
     off_grid_ts: int = 0
     nan_cells: int = 0
+    infinite_values: int = 0
     non_positive_prices: int = 0
     negative_volume: int = 0
     high_below_low: int = 0
@@ -234,6 +236,10 @@ def quality_report(df: pd.DataFrame, timeframe: str | None = None, calendar: str
     if nan_cells:
         examples["nan_cells"] = [int(r) + 1 for r in np.flatnonzero(nan_rows)[:_EXAMPLES]]
     o, h, lo, c, v = (values[k] for k in VALUE_COLUMNS)
+    infinite = np.zeros(n, dtype=bool)
+    for column in present:
+        infinite |= np.isinf(values[column])
+    count("infinite_values", infinite)
     with np.errstate(invalid="ignore"):
         nonpositive = np.zeros(n, dtype=bool)
         for column in PRICE_COLUMNS:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mmats.data.calendar import timeframe_ns
-from mmats.errors import CandleValidationError, DataError
+from mmats.errors import BadBarError, CandleValidationError, DataError
 
 COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 VALUE_COLUMNS = COLUMNS[1:]
@@ -155,8 +155,8 @@ def validate_candles(df: pd.DataFrame, source: str = "<frame>", timeframe: str |
                      strict: bool = True) -> tuple[pd.DataFrame, list[Reject]]:
     """Check a frame against the candle schema; return ``(clean_df, rejects)``.
 
-    A row is rejected for: an unparseable ``ts``; a NaN or non-numeric OHLCV value; a price
-    <= 0; a negative volume; ``high < low``; ``high < max(open, close)`` or
+    A row is rejected for: an unparseable ``ts``; a NaN, infinite or non-numeric OHLCV
+    value; a price <= 0; a negative volume; ``high < low``; ``high < max(open, close)`` or
     ``low > min(open, close)``; a ``ts`` off the timeframe grid (when ``timeframe`` is
     given); a ``ts`` that appears again with different values (every such row is rejected).
     Exact duplicate rows are collapsed and unsorted rows sorted; both are counted in
@@ -189,13 +189,7 @@ def _validate(df, source, timeframe, strict, phase_ns: int | None = None):
               for c in VALUE_COLUMNS}
     nan = {c: np.isnan(values[c]) for c in VALUE_COLUMNS}
 
-    o, h, lo, c, v = (values[k] for k in VALUE_COLUMNS)
-    with np.errstate(invalid="ignore"):
-        nonpositive = (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0)
-        negative_volume = v < 0
-        high_below_low = h < lo
-        high_below_body = h < np.fmax(o, c)
-        low_above_body = lo > np.fmin(o, c)
+    defects = _defects(values)
     any_nan = np.zeros(n, dtype=bool)
     for column in VALUE_COLUMNS:
         any_nan |= nan[column]
@@ -205,13 +199,13 @@ def _validate(df, source, timeframe, strict, phase_ns: int | None = None):
         phase = grid_phase(good_ts, step_ns) if phase_ns is None else phase_ns
         off_grid = ~ts_bad & (ts_ns % step_ns != phase)
 
-    row_bad = (ts_bad | any_nan | nonpositive | negative_volume | high_below_low
-               | high_below_body | low_above_body | off_grid)
+    row_bad = ts_bad | any_nan | off_grid
+    for mask in defects.values():
+        row_bad |= mask
     reasons: dict[int, list[str]] = {}
     for i in np.flatnonzero(row_bad):
-        reasons[int(i)] = _row_reasons(i, ts_bad, ts_ns, raw, values, nan, nonpositive,
-                                       negative_volume, high_below_low, high_below_body,
-                                       low_above_body, off_grid, timeframe)
+        reasons[int(i)] = _row_reasons(i, ts_bad, ts_ns, raw, values, nan, defects, off_grid,
+                                       timeframe)
 
     # Duplicates among the otherwise good rows: identical ones collapse, conflicting ones fail.
     good = np.flatnonzero(~row_bad)
@@ -276,8 +270,7 @@ def _check_columns(frame: pd.DataFrame, source: str) -> None:
         )
 
 
-def _row_reasons(i, ts_bad, ts_ns, raw, values, nan, nonpositive, negative_volume,
-                 high_below_low, high_below_body, low_above_body, off_grid, timeframe):
+def _row_reasons(i, ts_bad, ts_ns, raw, values, nan, defects, off_grid, timeframe):
     reasons = []
     if ts_bad[i]:
         reasons.append(f"unparseable ts {_show(raw['ts'].iloc[i])}")
@@ -291,21 +284,116 @@ def _row_reasons(i, ts_bad, ts_ns, raw, values, nan, nonpositive, negative_volum
                 reasons.append(f"{column} is not a number: {_show(original)}")
     if nan_columns:
         reasons.append(f"NaN in {', '.join(nan_columns)}")
-    if nonpositive[i]:
-        bad = [f"{k}={values[k][i]:g}" for k in PRICE_COLUMNS if values[k][i] <= 0]
-        reasons.append(f"non-positive price ({', '.join(bad)})")
-    if negative_volume[i]:
-        reasons.append(f"negative volume ({values['volume'][i]:g})")
-    if high_below_low[i]:
-        reasons.append(f"high < low (high={values['high'][i]:g}, low={values['low'][i]:g})")
-    if high_below_body[i]:
-        reasons.append("high < max(open, close)")
-    if low_above_body[i]:
-        reasons.append("low > min(open, close)")
+    reasons += _defect_reasons(i, values, defects)
     if off_grid[i]:
         when = pd.Timestamp(int(ts_ns[i]), tz="UTC")
         reasons.append(f"ts {when} is off the {timeframe} grid")
     return reasons
+
+
+def _defects(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Row masks of what is wrong with the (float) values of bars, NaN aside: an infinite
+    value, a price <= 0, a negative volume, high < low, a body outside [low, high]."""
+    o, h, lo, c, v = (values[k] for k in VALUE_COLUMNS)
+    infinite = np.zeros(o.shape, dtype=bool)
+    for column in VALUE_COLUMNS:
+        infinite |= np.isinf(values[column])
+    with np.errstate(invalid="ignore"):
+        return {
+            "infinite": infinite,
+            "nonpositive": (o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0),
+            "negative_volume": v < 0,
+            "high_below_low": h < lo,
+            "high_below_body": h < np.fmax(o, c),
+            "low_above_body": lo > np.fmin(o, c),
+        }
+
+
+def _defect_reasons(i, values, defects) -> list[str]:
+    """The reasons for row ``i`` of :func:`_defects`, naming the columns and values."""
+    reasons = []
+    if defects["infinite"][i]:
+        bad = [f"{k}={values[k][i]:g}" for k in VALUE_COLUMNS if np.isinf(values[k][i])]
+        reasons.append(f"infinite value ({', '.join(bad)})")
+    if defects["nonpositive"][i]:
+        bad = [f"{k}={values[k][i]:g}" for k in PRICE_COLUMNS if values[k][i] <= 0]
+        reasons.append(f"non-positive price ({', '.join(bad)})")
+    if defects["negative_volume"][i]:
+        reasons.append(f"negative volume ({values['volume'][i]:g})")
+    if defects["high_below_low"][i]:
+        reasons.append(f"high < low (high={values['high'][i]:g}, low={values['low'][i]:g})")
+    if defects["high_below_body"][i]:
+        reasons.append("high < max(open, close)")
+    if defects["low_above_body"][i]:
+        reasons.append("low > min(open, close)")
+    return reasons
+
+
+def bad_bars(values: dict[str, np.ndarray]) -> dict[int, str]:
+    """Index -> reason for every bar whose values no trade may be based on.
+
+    ``values`` maps open, high, low, close and volume to equal-length arrays. A bar is bad
+    for a NaN or infinite value, a price <= 0, a negative volume, ``high < low`` or a body
+    outside ``[low, high]``: the same rules :func:`validate_candles` applies to a file.
+
+    >>> bad_bars({"open": [1.0, 1.0], "high": [1.1, float("inf")], "low": [0.9, 0.9],
+    ...           "close": [1.0, 1.0], "volume": [5.0, 5.0]})
+    {1: 'infinite value (high=inf)'}
+    """
+    values = {k: np.asarray(values[k], dtype=np.float64) for k in VALUE_COLUMNS}
+    defects = _defects(values)
+    bad = np.zeros(values["open"].shape, dtype=bool)
+    for mask in defects.values():
+        bad |= mask
+    for column in VALUE_COLUMNS:
+        bad |= np.isnan(values[column])
+    found = {}
+    for i in np.flatnonzero(bad):
+        nan_columns = [k for k in VALUE_COLUMNS if np.isnan(values[k][i])]
+        reasons = [f"NaN in {', '.join(nan_columns)}"] if nan_columns else []
+        found[int(i)] = "; ".join(reasons + _defect_reasons(i, values, defects))
+    return found
+
+
+def bad_bar_reason(open, high, low, close, volume) -> str | None:
+    """Why one bar must not reach a strategy or an order, or None when it is sound.
+
+    >>> bad_bar_reason(1.0, 1.1, 0.9, 1.0, 5.0) is None
+    True
+    >>> bad_bar_reason(1.0, float("inf"), 0.9, 1.0, 5.0)
+    'infinite value (high=inf)'
+    """
+    given = dict(zip(VALUE_COLUMNS, (open, high, low, close, volume), strict=True))
+    values = {}
+    for column, value in given.items():
+        try:
+            values[column] = np.array([float(value)])
+        except (TypeError, ValueError):
+            return f"{column} is not a number: {_show(value)}"
+    return bad_bars(values).get(0)
+
+
+def served_bars(frame: pd.DataFrame, first: int, last: int, symbol: str, timeframe: str,
+                source: str, bad: dict[int, str]) -> pd.DataFrame:
+    """``frame.iloc[first:last]`` for a data feed, or :class:`BadBarError` naming the symbol
+    and the open time of the first bad bar in that range; ``bad`` is :func:`bad_bars` of
+    the whole frame, computed once."""
+    hits = [i for i in bad if first <= i < last]
+    if hits:
+        i = min(hits)
+        ts_ns = int(pd.Timestamp(frame["ts"].iloc[i]).value)
+        when = pd.Timestamp(ts_ns, tz="UTC")
+        raise BadBarError(f"{source}: {symbol} {timeframe} bar opening {when} is bad: "
+                          f"{bad[i]}; it is not served to a strategy. Fix or remove it "
+                          "(scripts/check_data.py lists every bad row)",
+                          symbol=symbol, ts_ns=ts_ns, reason=bad[i])
+    return frame.iloc[first:last]
+
+
+def frame_bad_bars(frame: pd.DataFrame) -> dict[int, str]:
+    """:func:`bad_bars` of a candle frame's value columns (by position)."""
+    return bad_bars({c: pd.to_numeric(frame[c], errors="coerce").to_numpy(
+        dtype=np.float64, na_value=np.nan) for c in VALUE_COLUMNS})
 
 
 def _show(value) -> str:

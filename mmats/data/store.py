@@ -268,7 +268,9 @@ class CandleStore:
             raise DataError(f"{path}: DuckDB could not read it: {exc}") from None
         arrays = {"ts": _as_ns(result["ts"])}
         for column in VALUE_COLUMNS:
-            arrays[column] = np.ascontiguousarray(np.asarray(result[column], dtype=np.float64))
+            # A null (a file written behind the store's back) is NaN, never a silent 0.
+            values = np.ma.filled(np.ma.asarray(result[column], dtype=np.float64), np.nan)
+            arrays[column] = np.ascontiguousarray(values)
         return arrays
 
 

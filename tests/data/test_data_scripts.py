@@ -104,3 +104,57 @@ def test_check_data_exit_codes_and_json(tmp_path, csvs):
     assert bad.returncode == 1
     assert "PROBLEMS FOUND" in bad.stdout and "high < low (rows 5)" in bad.stdout
     assert missing.returncode == 2 and "nope.csv: no such file" in missing.stderr
+
+
+def test_an_infinite_value_is_refused_by_import_and_reported_by_check(tmp_path, eth_btc):
+    bars = eth_btc.iloc[:20].copy()
+    bars.loc[6, "high"] = float("inf")
+    bars.to_csv(tmp_path / "inf.csv", index=False)
+    bars.to_parquet(tmp_path / "inf.parquet")
+    imported, checked_csv, checked_parquet = run_all([
+        ("import_data.py", tmp_path / "inf.csv", "--venue", "bittrex", "--symbol", "ETH/BTC",
+         "--timeframe", "5m", "--root", tmp_path / "store"),
+        ("check_data.py", tmp_path / "inf.csv"),
+        ("check_data.py", tmp_path / "inf.parquet"),
+    ], cwd=tmp_path)
+    assert imported.returncode == 1
+    assert f"{tmp_path / 'inf.csv'}: 1 of 20 row(s) rejected" in imported.stderr
+    assert "row 7 (line 8): infinite value (high=inf)" in imported.stderr
+    assert "Traceback" not in imported.stderr
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("*.parquet"))
+    for checked in (checked_csv, checked_parquet):
+        assert checked.returncode == 1, checked.stderr
+        assert "1 rows with an infinite OHLCV value (rows 7)" in checked.stdout
+
+
+def test_a_multi_file_import_is_one_transaction(tmp_path, eth_btc):
+    """a.csv is good, b.csv is not: the store is left byte for byte as it was, whether b fails
+    when read or only when written (its bars are off the stored bars' 5m grid)."""
+    root = tmp_path / "store"
+    store = CandleStore(root)
+    store.write("bittrex", "ETH/BTC", "5m", eth_btc.iloc[:100])
+    stored = store.path("bittrex", "ETH/BTC", "5m")
+    before = stored.read_bytes()
+    eth_btc.iloc[100:200].to_csv(tmp_path / "a.csv", index=False)
+    bad_row = eth_btc.iloc[200:230].copy()
+    bad_row.loc[203, "close"] = 0.0
+    bad_row.to_csv(tmp_path / "b_bad_row.csv", index=False)
+    off_grid = eth_btc.iloc[300:330].copy()
+    off_grid["ts"] += pd.Timedelta(minutes=2)
+    off_grid.to_csv(tmp_path / "b_off_grid.csv", index=False)
+    common = ["--venue", "bittrex", "--symbol", "ETH/BTC", "--timeframe", "5m", "--root", root,
+              "--resample-to", "1h"]
+    read_fails, write_fails = run_all([
+        ("import_data.py", tmp_path / "a.csv", tmp_path / "b_bad_row.csv", *common),
+        ("import_data.py", tmp_path / "a.csv", tmp_path / "b_off_grid.csv", *common),
+    ], cwd=tmp_path)
+    assert read_fails.returncode == 1
+    assert f"{tmp_path / 'b_bad_row.csv'}: 1 of 30 row(s) rejected" in read_fails.stderr
+    assert "row 4 (line 5): non-positive price (close=0)" in read_fails.stderr
+    assert write_fails.returncode == 1
+    assert f"{tmp_path / 'b_off_grid.csv'}: 30 of 30 row(s) rejected" in write_fails.stderr
+    assert "row 1 (line 2): ts 2018-01-11 05:57:00+00:00 is off the 5m grid" in write_fails.stderr
+    assert "the store is as it was" in write_fails.stderr
+    assert stored.read_bytes() == before
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == [
+        ".ETH_BTC_5m.parquet.lock", "ETH_BTC_5m.parquet"]
