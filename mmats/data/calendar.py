@@ -124,3 +124,44 @@ def periods_per_year(timeframe: str, calendar: str) -> float:
         return 252.0 * _DAY_NS / step
     session_ns = 6.5 * 3_600_000_000_000
     return 252.0 * max(session_ns / step, 1.0)
+
+
+_HOUR_NS = 3_600_000_000_000
+# Trading hours of a weekday (0 = Monday) in ns after midnight UTC, kept on the safe side
+# for a silence check: forex closes Friday 21:00 (the summer close; 22:00 in winter) and
+# opens Sunday 22:00 (the winter open); US stocks trade 14:30-20:00 UTC in every season.
+_FOREX_HOURS = {0: ((0, 24),), 1: ((0, 24),), 2: ((0, 24),), 3: ((0, 24),), 4: ((0, 21),),
+                5: (), 6: ((22, 24),)}
+_STOCK_SESSION = ((14.5, 20),)
+_MAX_DAYS = 62  # beyond two months of silence the answer no longer matters: stale
+
+
+def trading_ns_between(calendar: str, start_ns: int, end_ns: int, step_ns: int) -> int:
+    """How much of ``[start_ns, end_ns)`` the market of ``calendar`` trades, in ns: the
+    time in which a bar of ``step_ns`` could have closed. A weekend (forex, stocks) or a
+    night (stocks) is not silence. Stocks with daily or longer bars count whole weekdays;
+    exchange holidays are not known and count as trading days.
+
+    >>> friday_22h, sunday_23h = 1_700_863_200_000_000_000, 1_701_039_600_000_000_000
+    >>> trading_ns_between("forex", friday_22h, sunday_23h, 3_600_000_000_000) // 3_600_000_000_000
+    1
+    """
+    check_calendar(calendar)
+    if end_ns <= start_ns:
+        return 0
+    if calendar == "24/7" or (end_ns - start_ns) > _MAX_DAYS * _DAY_NS:
+        return end_ns - start_ns
+    total = 0
+    for day in range(start_ns // _DAY_NS, (end_ns - 1) // _DAY_NS + 1):
+        weekday = (day + 3) % 7  # 1970-01-01 was a Thursday
+        if calendar == "forex":
+            hours = _FOREX_HOURS[weekday]
+        elif weekday >= 5:
+            hours = ()
+        else:
+            hours = ((0, 24),) if step_ns >= _DAY_NS else _STOCK_SESSION
+        for first, last in hours:
+            opens = day * _DAY_NS + int(first * _HOUR_NS)
+            closes = day * _DAY_NS + int(last * _HOUR_NS)
+            total += max(0, min(closes, end_ns) - max(opens, start_ns))
+    return total

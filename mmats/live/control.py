@@ -10,14 +10,14 @@ import time
 from dataclasses import dataclass
 
 from mmats.brokers.store_feed import StoreFeed
-from mmats.data.calendar import timeframe_ns
+from mmats.data.calendar import timeframe_ns, trading_ns_between
 from mmats.errors import ConfigError, MMATSError
 from mmats.live.config import RunnerConfig
 from mmats.live import kill as killswitch
 from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
-from mmats.live.runner import book_id, run_tick, sleeves
+from mmats.live.runner import CALENDAR_OF_MARKET, book_id, run_tick, sleeves
 from mmats.live.sync import sync_candles
 from mmats.nb.risk import flatten, halt, resume
 from mmats.nb.risk import pause as pause_state
@@ -127,15 +127,18 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
 
 
 def _halt_stale(config, journal, now_ns) -> list[tuple[str, str]]:
-    """Fail safe: a sleeve whose newest bar is more than ``stale_after_bars`` bars old
-    (its feed stopped) is halted and flattened, with a risk event."""
+    """Fail safe: a sleeve whose newest bar is more than ``stale_after_bars`` bars of its
+    market's trading time old (its feed stopped; a forex weekend or a stock market's
+    night is not silence) is halted and flattened, with a risk event."""
     halted = []
     for sleeve in sleeves(config, 1.0):
         state = journal.load_state(sleeve.id)
         if state is None or state[0]["trading_state"] == int(TradingState.HALTED):
             continue
         step = timeframe_ns(sleeve.timeframe)
-        age_bars = (now_ns - (int(state[0]["last_bar_ts_ns"]) + step)) / step
+        calendar = CALENDAR_OF_MARKET[config.market(sleeve.market).type]
+        age_bars = trading_ns_between(calendar, int(state[0]["last_bar_ts_ns"]) + step,
+                                      now_ns, step) / step
         if age_bars > config.stale_after_bars:
             message = (f"no new bar for {age_bars:.1f} bars (limit {config.stale_after_bars}); "
                        "halted, positions flatten at the next bar's open")
