@@ -119,7 +119,7 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
         notify(config.notifications, title, message)
     for sleeve_id, message in stale:
         notify(config.notifications, "MMATS halted: stale data", f"{sleeve_id}: {message}")
-    for signal in report.signals:
+    for signal in report.fresh_signals():
         notify(config.notifications, f"MMATS {mode} signal",
                f"{signal['model_id']} {signal['symbol']}: {signal['action']} "
                f"{signal['qty']:.8g} (target exposure {signal['meta']['target_exposure']})")

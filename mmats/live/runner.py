@@ -102,6 +102,14 @@ class TickReport:
     rejects: int = 0
     alerts: list[tuple[str, str]] = field(default_factory=list)  # (title, message)
     balances: dict = field(default_factory=dict)  # per market, from the venue
+    newest_bar: dict = field(default_factory=dict)  # sleeve id -> newest bar processed
+
+    def fresh_signals(self) -> list[dict]:
+        """The signals decided at each sleeve's newest bar: what is news to a person. A
+        first tick warming up on history, or one catching up after downtime, journals
+        every decision but only these are notified."""
+        return [s for s in self.signals
+                if self.newest_bar.get(f"{s['model_id']}:{s['symbol']}") == s["ts_ns"]]
 
 
 MODES = ("advisory", "paper", "operator")
@@ -301,6 +309,7 @@ def _journal_bar(item, state, fills, order, stop, take, journal, mode, report):
     journal.append_signal(**signal)
     journal.save_state(sleeve.id, state, ts_ns=ts_ns)
     report.bars += 1
+    report.newest_bar[sleeve.id] = ts_ns
     if signal["action"] != "HOLD":
         report.signals.append(signal)
 

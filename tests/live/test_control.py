@@ -53,8 +53,15 @@ def test_cron_ticks_from_the_store_equal_a_replay(setup):
         assert journal.load_state("ema:ETH/BTC").tobytes() == clean.states["ema:ETH/BTC"].tobytes()
         assert len(journal.rows("config_snapshots")) == 1  # unchanged config: one snapshot
         assert journal.verify().ok
-    notes = (tmp_path / "notes.log").read_text()
-    assert "MMATS paper signal" in notes and "ema ETH/BTC: BUY" in notes
+        # only the decisions at each tick's newest bar (248, then 399) are notified
+        newest = {candles["ts"].iloc[248].value, candles["ts"].iloc[399].value}
+        fresh = [r for r in journal.rows("signals")
+                 if r["action"] != "HOLD" and r["ts_ns"] in newest]
+    notes_file = tmp_path / "notes.log"
+    notes = notes_file.read_text() if notes_file.exists() else ""
+    assert notes.count("MMATS paper signal") == len(fresh)
+    for row in fresh:
+        assert f"ema ETH/BTC: {row['action']}" in notes
 
 
 def test_kill_flattens_at_the_next_open_and_blocks_until_resume(setup):
@@ -121,7 +128,12 @@ def test_script_once_status_kill(setup, repo, python):
     once = run("--once")
     assert once.returncode == 0, once.stderr
     assert "250 new bar(s)" in once.stdout  # the clock is now: every stored bar has closed
-    assert "[MMATS advisory signal] ema ETH/BTC: BUY" in once.stdout  # console notices
+    with Journal(tmp_path / "j.sqlite") as journal:  # only the newest decision is news
+        fresh = [r for r in journal.rows("signals") if r["action"] != "HOLD"
+                 and r["ts_ns"] == candles["ts"].iloc[249].value]
+    assert once.stdout.count("[MMATS advisory signal]") == len(fresh)
+    for row in fresh:
+        assert f"[MMATS advisory signal] ema ETH/BTC: {row['action']}" in once.stdout
     status = json.loads(run("status").stdout)
     assert status["ema:ETH/BTC"]["last_bar_ts_ns"] == candles["ts"].iloc[249].value
     assert run("kill", "--reason", "drill").returncode == 0
@@ -189,3 +201,19 @@ def test_resume_after_a_global_drawdown_halt_measures_from_here(setup):
         equity = journal.load_state("ema:ETH/BTC")[0]["equity"]
     assert book["halted"] == 0 and book["equity_peak"] == equity
     assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
+
+
+def test_a_first_tick_notifies_only_the_newest_decision(setup):
+    """A fresh journal's first tick warms up on 250 bars of history: every decision is
+    journaled, but only the one at the newest bar is news."""
+    config, store, candles, tmp_path = setup
+    report = control.tick_once(config, now_ns=close_of(candles, 249))
+    assert report.bars == 250 and len(report.signals) > 5  # history held many decisions
+    with Journal(config.journal) as journal:
+        journaled = [r for r in journal.rows("signals") if r["action"] != "HOLD"]
+    assert len(journaled) == len(report.signals)
+    newest = candles["ts"].iloc[249].value
+    notes = (tmp_path / "notes.log").read_text() if (tmp_path / "notes.log").exists() else ""
+    notified = [line for line in notes.splitlines() if "signal" in line]
+    expected = [s for s in report.signals if s["ts_ns"] == newest]
+    assert len(notified) == len(expected) <= 1
