@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from mmats.brokers.store_feed import StoreFeed
 from mmats.data.calendar import timeframe_ns, trading_ns_between
 from mmats.errors import ConfigError, MMATSError
+from mmats.files import write_durably
 from mmats.live.config import RunnerConfig
 from mmats.live import kill as killswitch
 from mmats.live.journal import Journal
@@ -99,8 +101,54 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
     """Lock, journal the configuration if it changed, process every newly closed bar
     (operator mode: recover, reconcile and send through the brokers), notify the signals
     and alerts, exit. Live feeds are synced into the store first (:mod:`mmats.live.sync`;
-    ``sources`` overrides their candle sources)."""
+    ``sources`` overrides their candle sources).
+
+    A tick that fails (an error no fail-safe handles) is counted; after
+    ``FAILURES_TO_HALT`` in a row the runner kills itself (halt, flatten, one
+    notification) instead of failing the same way forever."""
     mode = mode or config.mode
+    try:
+        report = _tick(config, cash, now_ns, mode, brokers, sources)
+    except RunnerBusy:
+        raise
+    except Exception as error:
+        _tick_failed(config, error, mode, cash)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        _failures_path(config).unlink()
+    return report
+
+
+FAILURES_TO_HALT = 3
+
+
+def _failures_path(config):
+    return config.journal.with_name(config.journal.name + ".failures")
+
+
+def _tick_failed(config, error, mode, cash) -> None:
+    """Count a failed tick (in a file beside the journal: the journal itself may be what
+    fails); the ``FAILURES_TO_HALT``-th in a row kills trading, and notifies once."""
+    path = _failures_path(config)
+    try:
+        count = json.loads(path.read_text())["count"] + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        count = 1
+    text = json.dumps({"count": count, "last_error": f"{error!r}"}).encode()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(path, lambda handle: handle.write(text), prefix=".failures.")
+    if count != FAILURES_TO_HALT:
+        return
+    reason = f"{count} ticks in a row failed; last: {error}"
+    try:
+        kill(config, user="runner", reason=reason, mode=mode, cash=cash)
+    except Exception as kill_error:  # noqa: BLE001 - still say so, once
+        notify(config.notifications, "MMATS halted: ticks failing",
+               f"{reason}; the kill itself failed: {kill_error}")
+
+
+def _tick(config, cash, now_ns, mode, brokers, sources):
     with runner_lock(config.lock), Journal(config.journal) as journal:
         snapshot = config.snapshot()
         last = journal.rows("config_snapshots")[-1:]
@@ -202,7 +250,8 @@ def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
         with Journal(config.journal) as journal:
             journal.append_operator_action("kill", "all", user, reason)
     outcome = KillOutcome(changed, operator, deferred, problems)
-    notify(config.notifications, "MMATS kill", f"kill by {user}: {outcome}")
+    notify(config.notifications, "MMATS kill",
+           f"kill by {user} ({reason or 'no reason given'}): {outcome}")
     return outcome
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import pandas as pd
 
 from mmats.brokers.replay import ReplayFeed
 from mmats.data.calendar import periods_per_year, timeframe_ns
-from mmats.errors import ConfigError
+from mmats.errors import BadBarError, ConfigError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.kill import book, booked, is_killed, read_request
@@ -152,19 +153,22 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
         desk.reconcile()
     book = _Book(config, all_sleeves, states, journal, venue=desk is not None)
     items = []  # every bar that closed since each sleeve's last one
+    faults = _DataFaults(journal, now_ns, report)
     for order, sleeve in enumerate(all_sleeves):
         last = int(states[sleeve.id][0]["last_bar_ts_ns"])
-        bars = feeds[sleeve.market].closed_bars(sleeve.symbol, sleeve.timeframe,
-                                                since_ns=None if last < 0 else last,
-                                                until_ns=now_ns)
-        for bar in bars.itertuples(index=False):
+        for bar in _good_bars(feeds[sleeve.market], sleeve, None if last < 0 else last,
+                              now_ns, faults):
             items.append(_item(order, sleeve, pd.Timestamp(bar.ts).value,
                                (bar.open, bar.high, bar.low, bar.close, bar.volume)))
 
     def trailing_window_signal(item):
-        window = feeds[item.sleeve.market].history(
-            item.sleeve.symbol, item.sleeve.timeframe, end_ns=item.open_ns,
-            bars=item.sleeve.strategy.lookback(item.sleeve.params))
+        try:
+            window = feeds[item.sleeve.market].history(
+                item.sleeve.symbol, item.sleeve.timeframe, end_ns=item.open_ns,
+                bars=item.sleeve.strategy.lookback(item.sleeve.params))
+        except BadBarError as error:  # a bad bar in the window: no opinion, keep holding
+            faults.add(item.sleeve, error)
+            return math.nan, math.nan, math.nan
         output = item.sleeve.strategy.run({n: window[n].to_numpy() for n in PRICES},
                                           item.sleeve.params)
         return _last(output, -1)
@@ -207,6 +211,46 @@ class _KillCheck:
         book(self.journal, self.desk, self.sleeves, self.states, request, self.now_ns)
         self.report.alerts.append(("MMATS kill booked", f"kill by {request.get('user')}: "
                                    f"{len(self.sleeves)} sleeve(s) halted"))
+
+
+MAX_BAD_BARS_PER_TICK = 100
+
+
+def _good_bars(feed, sleeve, since_ns, until_ns, faults):
+    """The sleeve's closed bars, less the bad ones (journaled as data faults and skipped:
+    a bad bar never reaches the kernel, the bars after it go on)."""
+    for _ in range(MAX_BAD_BARS_PER_TICK):
+        try:
+            yield from feed.closed_bars(sleeve.symbol, sleeve.timeframe, since_ns=since_ns,
+                                        until_ns=until_ns).itertuples(index=False)
+            return
+        except BadBarError as error:
+            faults.add(sleeve, error)
+            if error.ts_ns is None or (since_ns is not None and error.ts_ns <= since_ns):
+                return  # cannot step past it: the stale-data halt decides
+            yield from feed.closed_bars(sleeve.symbol, sleeve.timeframe, since_ns=since_ns,
+                                        until_ns=error.ts_ns).itertuples(index=False)
+            since_ns = error.ts_ns
+
+
+class _DataFaults:
+    """Bad bars met by a tick: each journaled once (a risk event per sleeve and bar) and
+    alerted once; the same bar met again by a later tick is not news."""
+
+    def __init__(self, journal, now_ns, report):
+        self.journal, self.now_ns, self.report = journal, now_ns, report
+
+    def add(self, sleeve, error) -> None:
+        scope = f"sleeve:{sleeve.id}"
+        seen = {json.loads(row["data"] or "{}").get("bar_ts_ns") for row in
+                self.journal.rows("risk_events", "kind = 'data_fault' AND scope = ?",
+                                  (scope,))}
+        if error.ts_ns in seen:
+            return
+        self.journal.append_risk_event("WARNING", scope, "data_fault", f"skipped: {error}",
+                                       {"bar_ts_ns": error.ts_ns, "reason": error.reason},
+                                       ts_ns=self.now_ns)
+        self.report.alerts.append(("MMATS data fault", f"{sleeve.id}: {error}"))
 
 
 @dataclass(frozen=True)
