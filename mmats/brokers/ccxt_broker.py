@@ -180,6 +180,7 @@ class CcxtBroker:
     def send(self, order: dict) -> dict:
         """Round the order to the lot and tick sizes, check it against the minimum
         notional, send it with its client order id; return the venue's report."""
+        _guard_send(self, order)  # no order to a real endpoint without prod + the flag
         cid, symbol, side, kind = _check_order(order, self.facts["client_id_max_chars"],
                                                self.exchange_id)
         label = f"{self.exchange_id} {symbol}: order {cid}"
@@ -606,3 +607,57 @@ def _check_bases(exchange_id: str, symbols) -> None:
                               f"base asset {base}; a spot account cannot tell their positions "
                               "apart, so trade only one of them")
         bases[base] = symbol
+
+
+# --- the real-money guard's facts (mmats.brokers.connect holds the rule) -----------------
+
+_SANDBOX_HOSTS: dict[str, frozenset] = {}
+
+
+def sandbox_hosts(exchange_id: str) -> frozenset:
+    """Hosts of the test network ccxt itself names for ``exchange_id`` (the entries of its
+    ``urls['test']``), less any host of its production ``urls['api']``. Builds no
+    connection.
+
+    >>> sorted(sandbox_hosts("binance"))
+    ['testnet.binance.vision', 'testnet.binancefuture.com']
+    """
+    exchange_id = str(exchange_id).strip().lower()
+    if exchange_id not in _SANDBOX_HOSTS:
+        exchange = _bare_exchange(exchange_id)
+        test = {urlsplit(url).hostname for url in _flat_urls(exchange.urls.get("test"))}
+        real = {urlsplit(url).hostname for url in _flat_urls(exchange.urls.get("api"))}
+        _SANDBOX_HOSTS[exchange_id] = frozenset(h.lower() for h in test - real if h)
+    return _SANDBOX_HOSTS[exchange_id]
+
+
+def api_urls(exchange_id: str, *, sandbox: bool = False) -> tuple[str, ...]:
+    """The URLs ccxt calls for ``exchange_id``: ``urls['api']``, or ``urls['test']`` for
+    its sandbox (:class:`ConfigError` if it has none)."""
+    exchange = _bare_exchange(str(exchange_id).strip().lower())
+    urls = _flat_urls(exchange.urls.get("test" if sandbox else "api"))
+    if sandbox and not urls:
+        raise ConfigError(f"{exchange_id} has no sandbox (test network) in ccxt; drop "
+                          "sandbox or use base_url")
+    return urls
+
+
+def _bare_exchange(exchange_id: str):
+    if exchange_id not in ccxt.exchanges:
+        raise ConfigError(f"unknown exchange {exchange_id!r}: not one of ccxt's exchange ids")
+    return getattr(ccxt, exchange_id)()
+
+
+def _flat_urls(urls) -> tuple[str, ...]:
+    if isinstance(urls, dict):
+        return tuple(url for value in urls.values() for url in _flat_urls(value))
+    return (urls,) if isinstance(urls, str) and "://" in urls else ()
+
+
+def _guard_send(broker, order: dict) -> None:
+    """Refuse an order for a real endpoint this adapter was not allowed (first line of
+    ``send``; see :func:`mmats.brokers.connect.guard_order`)."""
+    from mmats.brokers.connect import guard_order
+
+    guard_order(broker, order, _flat_urls(broker._exchange.urls.get("api")),
+                sandbox_hosts(broker.exchange_id), broker.exchange_id)

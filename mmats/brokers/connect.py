@@ -12,13 +12,55 @@ Credentials, first found wins:
 
 Adapters are imported here lazily, so only a configuration that uses a venue needs its
 SDK; only the adapter modules import ccxt or oandapyV20.
+
+No unguarded road to real money. Orders may go only to a *test endpoint* — a loopback
+address (127.0.0.0/8, ::1, ``localhost``: read from the URL, never looked up in DNS; any
+other host name is not loopback) or the sandbox the venue's library names itself (ccxt's
+``exchange.urls['test']``, OANDA's practice hosts) — or to a real one when the
+configuration says ``environment: prod`` *and* the operator gave
+``--i-understand-live-trading``. However a venue is labelled (``sandbox: true`` with a
+``base_url`` elsewhere), any other endpoint is real. The rule is checked twice:
+
+- at start-up, :func:`mmats.live.config.check_can_trade` (through :func:`refusal`);
+- in the adapter, at the top of every ``send``, whatever built it: each adapter carries
+  :data:`REAL_MONEY_ATTRIBUTE`, what it may send to a real endpoint (:data:`REFUSED` when
+  absent, so an adapter built by hand or by a script is refused too), and
+  :func:`guard_order` refuses the rest before any request.
+
+The callers choose with :func:`connect`'s ``purpose``:
+
+- ``"trade"`` (the tick): a real endpoint needs prod and ``live_trading_allowed=True``,
+  else :class:`~mmats.errors.ConfigError` before the adapter is built;
+- ``"reduce"`` (kill, close: risk-reducing, no live-trading flag): built always; with
+  ``environment: prod`` it may send orders that only shrink a position the venue reports
+  (a kill can flatten a real account), otherwise nothing to a real endpoint;
+- ``"read"`` (status, reconciliation reports): built always, sends nothing to a real
+  endpoint.
+
+Candles, balances, positions, open orders and cancels are never refused.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+from urllib.parse import urlsplit
 
+from mmats.brokers.base import OrderRejected
 from mmats.errors import ConfigError
+from mmats.redact import redact_url
+
+PURPOSES = ("trade", "reduce", "read")
+REAL_MONEY_ATTRIBUTE = "real_money_orders"
+ALLOWED, REDUCE_ONLY, REFUSED = "allowed", "reduce_only", "refused"
+
+
+class RealMoneyRefused(OrderRejected):
+    """An order for a real endpoint that the prod + live-trading decision did not allow;
+    nothing was sent."""
+
+    def __init__(self, message):
+        super().__init__(message, "real_money_guard")
 
 
 def credentials(venue_name: str) -> dict:
@@ -43,23 +85,168 @@ def credentials(venue_name: str) -> dict:
     return dict(stored) if stored else {}
 
 
-def connect(config, market, *, symbols=None, keys: dict | None = None):
-    """The Execution/AccountState adapter for ``market.execution``."""
-    return open_venue(config.venue(market.execution),
-                      symbols=symbols if symbols is not None else market.symbols, keys=keys)
+def connect(config, market, *, symbols=None, keys: dict | None = None,
+            live_trading_allowed: bool = False, purpose: str = "trade"):
+    """The Execution/AccountState adapter for ``market.execution``.
+
+    ``live_trading_allowed`` is the operator's ``--i-understand-live-trading``;
+    ``purpose`` is ``"trade"``, ``"reduce"`` (kill, close) or ``"read"`` (see the module
+    docstring). A ``"trade"`` adapter for a real endpoint without ``environment: prod``
+    and the flag raises :class:`ConfigError` before it is built.
+
+    >>> broker = connect(config, config.market("crypto"), purpose="reduce")  # doctest: +SKIP
+    """
+    if purpose not in PURPOSES:
+        raise ConfigError(f"connect: purpose {purpose!r} is not one of {', '.join(PURPOSES)}")
+    venue = config.venue(market.execution)
+    allowed = live_trading_allowed and config.environment == "prod"
+    if purpose == "trade":
+        problem = refusal(config, market, live_trading_allowed)
+        if problem:
+            raise ConfigError(f"{config.source}: {problem}")
+        orders = ALLOWED
+    elif purpose == "reduce":
+        orders = ALLOWED if allowed else REDUCE_ONLY if config.environment == "prod" else REFUSED
+    else:
+        orders = REFUSED
+    return open_venue(venue, symbols=symbols if symbols is not None else market.symbols,
+                      keys=keys, real_money_orders=orders)
 
 
-def open_venue(venue, *, symbols=(), keys: dict | None = None):
+def open_venue(venue, *, symbols=(), keys: dict | None = None, real_money_orders=REFUSED):
     """An adapter for a :class:`~mmats.live.config.VenueConfig` (also a candle source:
-    ``fetch_candles``)."""
+    ``fetch_candles``). ``real_money_orders`` is what it may send if its endpoint is real
+    (:data:`ALLOWED`, :data:`REDUCE_ONLY` or :data:`REFUSED`); only :func:`connect`
+    decides more than :data:`REFUSED`."""
+    if real_money_orders not in (ALLOWED, REDUCE_ONLY, REFUSED):
+        raise ConfigError(f"real_money_orders {real_money_orders!r} is not one of "
+                          f"{ALLOWED}, {REDUCE_ONLY}, {REFUSED}")
     keys = credentials(venue.name) if keys is None else keys
     if venue.exchange == "oanda":
         from mmats.brokers.oanda_broker import OandaBroker
 
-        return OandaBroker(keys.get("account_id"), keys.get("token"), practice=venue.sandbox,
-                           base_url=venue.base_url, timeout_s=venue.timeout_s)
-    from mmats.brokers.ccxt_broker import CcxtBroker
+        broker = OandaBroker(keys.get("account_id"), keys.get("token"),
+                             practice=venue.sandbox, base_url=venue.base_url,
+                             timeout_s=venue.timeout_s)
+    else:
+        from mmats.brokers.ccxt_broker import CcxtBroker
 
-    return CcxtBroker(venue.exchange, api_key=keys.get("api_key"), secret=keys.get("secret"),
-                      sandbox=venue.sandbox, base_url=venue.base_url,
-                      timeout_s=venue.timeout_s, symbols=tuple(symbols))
+        broker = CcxtBroker(venue.exchange, api_key=keys.get("api_key"),
+                            secret=keys.get("secret"), sandbox=venue.sandbox,
+                            base_url=venue.base_url, timeout_s=venue.timeout_s,
+                            symbols=tuple(symbols))
+    setattr(broker, REAL_MONEY_ATTRIBUTE, real_money_orders)
+    return broker
+
+
+# --- the real-money rule ------------------------------------------------------------
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url``'s host is a loopback address (127.0.0.0/8, ::1) or ``localhost``,
+    read from the URL text alone: no DNS, so any other name is not loopback.
+
+    >>> is_loopback("http://127.0.0.2:8080/api"), is_loopback("http://[::1]:9")
+    (True, True)
+    >>> is_loopback("http://localhost.example.com"), is_loopback("http://10.1.2.3:9")
+    (False, False)
+    """
+    try:
+        host = urlsplit(str(url)).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    if host.rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def is_test_url(url: str, sandbox_hosts) -> bool:
+    """Whether ``url`` is loopback or on one of the library's named ``sandbox_hosts``."""
+    if is_loopback(url):
+        return True
+    try:
+        host = urlsplit(str(url)).hostname
+    except ValueError:
+        return False
+    return bool(host) and host.rstrip(".").lower() in sandbox_hosts
+
+
+def venue_endpoints(venue) -> tuple[tuple[str, ...], frozenset]:
+    """``(the URLs the venue's adapter would call, the library's sandbox hosts)``, worked
+    out from the configuration alone: nothing is built or requested."""
+    if venue.exchange == "oanda":
+        from mmats.brokers import oanda_broker as adapter
+    else:
+        from mmats.brokers import ccxt_broker as adapter
+    hosts = adapter.sandbox_hosts(venue.exchange)
+    if venue.base_url:
+        return (str(venue.base_url),), hosts
+    return adapter.api_urls(venue.exchange, sandbox=venue.sandbox), hosts
+
+
+def real_endpoint(venue) -> str | None:
+    """The first real (not test) URL the venue would be called at, None if all are test
+    endpoints."""
+    urls, hosts = venue_endpoints(venue)
+    return next((url for url in urls if not is_test_url(url, hosts)), None)
+
+
+def refusal(config, market, live_trading_allowed: bool) -> str | None:
+    """Why orders for ``market`` may not be sent (None when they may): the one statement
+    of the real-money rule, used by ``check_can_trade`` and :func:`connect`."""
+    if market.is_paper:
+        return None
+    venue = config.venue(market.execution)
+    url = real_endpoint(venue)
+    if url is None:
+        return None
+    missing = []
+    if config.environment != "prod":
+        missing.append(f"environment: prod (this config says {config.environment!r})")
+    if not live_trading_allowed:
+        missing.append("the explicit i_understand_live_trading flag "
+                       "(--i-understand-live-trading), which was not given")
+    if not missing:
+        return None
+    label = " (labelled sandbox: true)" if venue.sandbox else ""
+    return (f"mode: operator sends real orders ({market.name} -> {market.execution} at "
+            f"{redact_url(url)}{label}); that needs both environment: prod and the "
+            f"i_understand_live_trading flag. Missing: {'; '.join(missing)}. Orders go "
+            "without them only to execution: paper, a loopback base_url (127.0.0.1, ::1, "
+            "localhost) or the venue's own sandbox (sandbox: true and no base_url).")
+
+
+def guard_order(broker, order: dict, urls, sandbox_hosts, label: str) -> None:
+    """Refuse ``order`` with :class:`RealMoneyRefused` before any request if one of
+    ``urls`` (where the adapter sends it) is real and the adapter's
+    :data:`REAL_MONEY_ATTRIBUTE` does not allow it. With :data:`REDUCE_ONLY` an order
+    passes when it shrinks the position the venue reports (a read) and no more."""
+    real = [url for url in urls if not is_test_url(url, sandbox_hosts)]
+    if not real:
+        return
+    allowed = getattr(broker, REAL_MONEY_ATTRIBUTE, REFUSED)
+    if allowed == ALLOWED:
+        return
+    symbol, side = order.get("symbol"), order.get("side")
+    where = f"{label} {symbol}: order {order.get('client_order_id')}"
+    if allowed == REDUCE_ONLY:
+        held = float(broker.positions().get(symbol, 0.0))
+        qty = float(order.get("qty") or 0.0)
+        shrinks = (held > 0 and side == "sell") or (held < 0 and side == "buy")
+        if shrinks and 0 < qty <= abs(held) * (1 + 1e-9):
+            return
+        raise RealMoneyRefused(
+            f"{where} refused before sending: {redact_url(real[0])} is a real endpoint and "
+            f"this adapter may only reduce positions (environment: prod, no "
+            f"--i-understand-live-trading); {side} {qty:g} does not shrink the {held:g} held")
+    raise RealMoneyRefused(
+        f"{where} refused before sending: {redact_url(real[0])} is a real endpoint, and "
+        "real orders need environment: prod and --i-understand-live-trading (built through "
+        "mmats.brokers.connect.connect(..., live_trading_allowed=True))")

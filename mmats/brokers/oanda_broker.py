@@ -295,6 +295,7 @@ class OandaBroker:
         client order id goes in ``clientExtensions.id`` (and the trade's), so
         :meth:`lookup` can find the order after :class:`OutcomeUnknown`.
         """
+        _guard_send(self, order)  # no order to a real endpoint without prod + the flag
         cid, symbol, side, qty, kind, price, time_in_force = self._check_order(order)
         what = f"send {kind} {side} {symbol} (client id {cid})"
         try:
@@ -655,3 +656,29 @@ def _round_price(price: float, precision: int) -> Decimal:
 
 def _text(number: Decimal) -> str:
     return format(number, "f")
+
+
+# --- the real-money guard's facts (mmats.brokers.connect holds the rule) -----------------
+
+
+def sandbox_hosts(exchange_id: str = "oanda") -> frozenset:
+    """Hosts of OANDA's practice environment as oandapyV20 names them
+    (``api-fxpractice.oanda.com``, ``stream-fxpractice.oanda.com``)."""
+    from urllib.parse import urlsplit
+
+    practice = oandapyV20.oandapyV20.TRADING_ENVIRONMENTS["practice"]
+    return frozenset(urlsplit(url).hostname.lower() for url in practice.values())
+
+
+def api_urls(exchange_id: str = "oanda", *, sandbox: bool = False) -> tuple[str, ...]:
+    """The REST URL oandapyV20 calls: practice with ``sandbox``, else live."""
+    return (oandapyV20.oandapyV20.TRADING_ENVIRONMENTS["practice" if sandbox else "live"]["api"],)
+
+
+def _guard_send(broker, order: dict) -> None:
+    """Refuse an order for a real endpoint this adapter was not allowed (first line of
+    ``send``; see :func:`mmats.brokers.connect.guard_order`)."""
+    from mmats.brokers.connect import guard_order
+
+    url = oandapyV20.oandapyV20.TRADING_ENVIRONMENTS[broker.environment]["api"]
+    guard_order(broker, order, (url,), sandbox_hosts(), f"OANDA account {broker.account_id}")

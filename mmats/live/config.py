@@ -44,6 +44,7 @@ import yaml
 
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, StrategyError
+from mmats.redact import redact_url
 from mmats.sleeve import SleeveConfig
 from mmats.strategy import load_strategy
 
@@ -179,7 +180,8 @@ class RunnerConfig:
 
     def snapshot(self) -> str:
         """Canonical JSON of the configuration for the journal: sorted keys, no spaces,
-        notification URLs cut to their scheme (they may embed tokens)."""
+        credentials inside URLs (notifications, venues' ``base_url``) masked by
+        :func:`mmats.redact.redact_url`."""
         data = {
             "mode": self.mode,
             "environment": self.environment,
@@ -191,13 +193,14 @@ class RunnerConfig:
                  "allocation": m.allocation, "sleeve": m.sleeve.to_dict()}
                 for m in self.models
             ],
-            "notifications": [_redact_url(url) for url in self.notifications],
+            "notifications": [redact_url(url) for url in self.notifications],
             "journal": str(self.journal),
             "data_root": str(self.data_root),
             "lock": str(self.lock),
             "stale_after_bars": self.stale_after_bars,
             "reconcile_tolerance_pct": self.reconcile_tolerance_pct,
-            "venues": [asdict(v) for v in self.venues],
+            "venues": [{**asdict(v), "base_url": None if v.base_url is None
+                        else redact_url(v.base_url)} for v in self.venues],
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
@@ -240,33 +243,26 @@ def parse_config(mapping: Any, source: str = "<dict>",
 
 def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
                     mode: str | None = None) -> None:
-    """Refuse to start operator mode against a real venue unless it is meant.
+    """Refuse to start operator mode if any order could reach real money unmeant.
 
-    Operator mode with any market whose ``execution`` is a real venue (not ``paper``, not
-    a venue with ``sandbox: true``: a testnet or practice account) needs
-    ``environment: prod`` and the explicit ``i_understand_live_trading`` flag; advisory and
-    paper modes (and operator mode on paper execution) run in any environment. ``mode``
-    overrides the configuration's (the command line's ``--mode``).
+    Orders may go without further ado only to the paper venue (``execution: paper``), a
+    loopback ``base_url`` (127.0.0.0/8, ::1, ``localhost``; no DNS) or the sandbox the
+    venue's library names (``sandbox: true`` and no ``base_url``: ccxt's ``urls['test']``,
+    OANDA practice). Any other endpoint is real, whatever the labels say, and needs
+    ``environment: prod`` and the explicit ``i_understand_live_trading`` flag. Advisory and
+    paper modes place no real orders and run in any environment. ``mode`` overrides the
+    configuration's (the command line's ``--mode``). The same rule guards every adapter's
+    ``send`` (:mod:`mmats.brokers.connect`).
     """
     if (mode or config.mode) != "operator":
         return
-    real = [m for m in config.markets
-            if not m.is_paper and not config.venue(m.execution).sandbox]
-    if not real:
-        return
-    missing = []
-    if config.environment != "prod":
-        missing.append(f"environment: prod (this config says {config.environment!r})")
-    if not i_understand_live_trading:
-        missing.append("the explicit i_understand_live_trading flag "
-                       "(--i-understand-live-trading), which was not given")
-    if missing:
-        venues = ", ".join(f"{m.name} -> {m.execution}" for m in real)
-        raise ConfigError(
-            f"{config.source}: mode: operator sends real orders ({venues}); that needs both "
-            f"environment: prod and the i_understand_live_trading flag. Missing: "
-            f"{'; '.join(missing)}. Use mode: paper or execution: paper to trade without money."
-        )
+    from mmats.brokers.connect import refusal
+
+    for market in config.markets:
+        problem = refusal(config, market, i_understand_live_trading)
+        if problem:
+            raise ConfigError(f"{config.source}: {problem} Use mode: paper or execution: "
+                              "paper to trade without money.")
 
 
 class _Loader(yaml.SafeLoader):
@@ -305,11 +301,6 @@ def _is_secret_key(key: str) -> bool:
     if any(word in _SECRET_WORDS for word in words):
         return True
     return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False))
-
-
-def _redact_url(url: str) -> str:
-    scheme, separator, _ = url.partition("://")
-    return f"{scheme}://***" if separator else url
 
 
 class _Parser:

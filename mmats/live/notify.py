@@ -1,4 +1,9 @@
-"""Notifications: console and file by default, any apprise URL if apprise is installed."""
+"""Notifications: console and file by default, any apprise URL if apprise is installed.
+
+Titles, bodies and failure reports pass through :func:`mmats.redact.redact_urls` first:
+an exception text from a venue may quote a URL carrying a key (``https://user:pass@...``,
+``?token=...``), and a notification channel is no place for it.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,19 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mmats.errors import ConfigError
+from mmats.redact import redact_url, redact_urls
 
 
 def notify(urls, title: str, body: str) -> list[str]:
     """Send a message to every URL; return the ones that failed (never raises for a
     delivery failure, so a broken channel cannot stop a tick)."""
     failed = []
+    title, body = redact_urls(title), redact_urls(body)
     for url in urls:
         try:
             _send(url, title, body)
         except Exception as error:  # noqa: BLE001 - a channel failure is reported, not fatal
-            failed.append(f"{_scheme(url)}: {type(error).__name__}: {error}")
+            failed.append(redact_urls(f"{_scheme(url)}: {type(error).__name__}: {error}"))
     return failed
 
 
@@ -43,4 +50,4 @@ def _send(url: str, title: str, body: str) -> None:
 
 
 def _scheme(url: str) -> str:
-    return url if url == "console" else urlparse(url).scheme or url
+    return url if url == "console" else urlparse(url).scheme or redact_url(url)

@@ -1,0 +1,79 @@
+"""Masking credentials that ride inside URLs: ``https://user:pass@host`` and query or
+fragment parameters such as ``?token=...``, ``&api_key=...``, ``#access_token=...``.
+
+One helper for every place a URL may be shown: journal snapshots of the configuration,
+log lines and notifications (an exception text from a venue may quote the URL it
+called). :func:`mmats.secrets.redact` masks *known* secret values; this module masks
+credentials by their *position* in a URL, so it also covers values it was never told.
+
+>>> redact_url("https://bot:s3cret@hooks.example.com/x?chat=1&token=abc")
+'https://***@hooks.example.com/x?chat=1&token=***'
+>>> redact_url("tgram://123456:AAbot-token/4242")
+'tgram://***'
+>>> redact_urls("POST https://u:p@10.0.0.1/api failed: 401")
+'POST https://***@10.0.0.1/api failed: 401'
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+
+# A URL inside free text: a scheme, ://, then anything up to whitespace or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# Parameter names whose value is a credential (matched as substrings, case-insensitive).
+_SECRET_NAME = re.compile(r"token|key|secret|pass|pwd|sig|auth|credential|session|bearer|jwt",
+                          re.IGNORECASE)
+_WEB_SCHEMES = ("http", "https", "ws", "wss", "file", "ftp", "ftps", "sftp")
+_PARAMETER = re.compile(r"([^&;=?#]+)=([^&;#]*)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its user-info and the values of credential-like query and fragment
+    parameters replaced by ``***``; scheme, host, port and path are kept (say where, not
+    with what). Other schemes (apprise services: ``tgram://bottoken/chat``,
+    ``discord://id/token``) keep only their scheme, since their host and path are the
+    credential. Text that is not a ``scheme://`` URL is returned unchanged."""
+    url = str(url)
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    if scheme.lower() not in _WEB_SCHEMES:
+        return f"{scheme}://{MASK}"
+    end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            end = min(end, index)
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        authority = f"{MASK}@{authority.rpartition('@')[2]}"
+    return f"{scheme}://{authority}{_mask_parameters(tail)}"
+
+
+def redact_urls(text) -> str:
+    """``text`` with :func:`redact_url` applied to every URL in it (error messages,
+    notification bodies, log lines)."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), str(text))
+
+
+def _mask_parameters(tail: str) -> str:
+    path, mark, parameters = _split_parameters(tail)
+    if not mark:
+        return tail
+
+    def mask(match: re.Match) -> str:
+        name = match.group(1)
+        return f"{name}={MASK}" if _SECRET_NAME.search(name) else match.group(0)
+
+    return path + mark + _PARAMETER.sub(mask, parameters)
+
+
+def _split_parameters(tail: str) -> tuple[str, str, str]:
+    """``(path, "?" or "#", the rest)``: the part after the first ``?`` or ``#``."""
+    positions = [index for index in (tail.find("?"), tail.find("#")) if index != -1]
+    if not positions:
+        return tail, "", ""
+    first = min(positions)
+    return tail[:first], tail[first], tail[first + 1:]
