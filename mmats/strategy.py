@@ -13,6 +13,12 @@ and ``manifest.toml``) with:
   anything;
 - optionally ``valid(**params)``: False for combinations a sweep should skip.
 
+Parameters are checked where every path meets (config load, ``backtest``, ``sweep``, the
+command line): each value must be a finite number of the parameter's type (int when
+every value in ``PARAMS`` and ``DEFAULTS`` is an int) and sign (> 0 when all of them are
+positive, >= 0 when none is negative: a window cannot be 0 or -15); a single parameter
+set must also pass ``valid()``. A sweep skips the grid combinations ``valid()`` rejects.
+
 Example::
 
     strategy = load_strategy("ema_cross")
@@ -25,11 +31,13 @@ import hashlib
 import importlib.util
 import inspect
 import itertools
+import math
+import numbers
 import os
 import sys
 import tomllib
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,15 +72,23 @@ class Strategy:
     grid: dict[str, list]
     defaults: dict[str, Any]
     source_hash: str
+    param_signs: dict[str, str] = field(default_factory=dict)  # positive, non-negative, any
 
     @property
     def is_numba(self) -> bool:
         return hasattr(self.signal, "py_func")
 
     def resolve_params(self, params: dict | None = None) -> dict[str, Any]:
-        """DEFAULTS overlaid with ``params``, cast to each parameter's type.
+        """DEFAULTS overlaid with ``params``, each checked by :meth:`param_value`, the set
+        checked by the strategy's ``valid()``.
 
-        Unknown names raise :class:`ConfigError` listing the known ones.
+        Unknown names, a bad value or a set ``valid()`` rejects raise
+        :class:`ConfigError` naming the parameter and value.
+
+        >>> load_strategy("ema_cross").resolve_params({"fast": 0})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mmats.errors.ConfigError: parameter 'fast' of strategy 'ema_cross' must be > 0 ...
         """
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.param_names))
@@ -82,22 +98,35 @@ class Strategy:
                 f"its parameters are {', '.join(self.param_names)}"
             )
         merged = {**self.defaults, **params}
-        return {name: self._cast(name, merged[name]) for name in self.param_names}
+        resolved = {name: self.param_value(name, merged[name]) for name in self.param_names}
+        if not self.is_valid(resolved):
+            given = ", ".join(f"{name}={resolved[name]!r}" for name in self.param_names)
+            raise ConfigError(f"strategy {self.name!r} rejects {given}: its valid() returns "
+                              "False for this combination")
+        return resolved
 
-    def _cast(self, name, value):
+    def param_value(self, name: str, value):
+        """``value`` as parameter ``name`` takes it: a finite number of its type (int
+        parameters refuse 2.5) and sign (see the module docstring), else
+        :class:`ConfigError` naming both."""
         kind = self.param_types[name]
+        where = f"parameter {name!r} of strategy {self.name!r}"
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real | str):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"parameter {name!r} of strategy {self.name!r} must be a number, got {value!r}"
-            ) from None
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        sign = self.param_signs.get(name, "any")
+        if (sign == "positive" and not number > 0) or (sign == "non-negative" and number < 0):
+            bound = "> 0" if sign == "positive" else ">= 0"
+            raise ConfigError(f"{where} must be {bound} (every value of its PARAMS and "
+                              f"DEFAULTS is), got {value!r}")
         if kind is int:
             if number != int(number):
-                raise ConfigError(
-                    f"parameter {name!r} of strategy {self.name!r} takes whole numbers, "
-                    f"got {value!r}"
-                )
+                raise ConfigError(f"{where} takes whole numbers, got {value!r}")
             return int(number)
         return number
 
@@ -138,7 +167,7 @@ class Strategy:
                 values = [values]
             if len(values) == 0:
                 raise ConfigError(f"grid for parameter {name!r} is empty")
-            axes.append([self._cast(name, value) for value in values])
+            axes.append([self.param_value(name, value) for value in values])
         valid, skipped = [], 0
         for combo in itertools.product(*axes):
             params = dict(zip(self.param_names, combo, strict=True))
@@ -330,12 +359,16 @@ def _describe(module: ModuleType, name: str, path: Path, digest: str) -> Strateg
                 f"{list(param_names)}; missing {missing}, unknown {extra}"
             )
     grid = {key: list(grid[key]) for key in param_names}
-    param_types = {}
+    param_types, param_signs = {}, {}
     for key in param_names:
         values = grid[key] + [defaults[key]]
         whole = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in values)
         param_types[key] = int if whole else float
-    return Strategy(
+        numeric = [float(v) for v in values if isinstance(v, numbers.Real)]
+        lowest = min(numeric) if len(numeric) == len(values) else -math.inf
+        param_signs[key] = ("positive" if lowest > 0 else "non-negative" if lowest >= 0
+                            else "any")
+    strategy = Strategy(
         name=name,
         path=Path(path),
         module=module,
@@ -345,7 +378,13 @@ def _describe(module: ModuleType, name: str, path: Path, digest: str) -> Strateg
         grid=grid,
         defaults={key: defaults[key] for key in param_names},
         source_hash=digest,
+        param_signs=param_signs,
     )
+    try:
+        strategy.resolve_params()
+    except ConfigError as error:
+        raise StrategyError(f"strategy {path}: its DEFAULTS are refused: {error}") from None
+    return strategy
 
 
 def cache_dir() -> Path:

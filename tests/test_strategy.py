@@ -144,3 +144,82 @@ def test_combinations_skip_invalid_and_count():
 def test_validate_output_accepts_nan_as_keep():
     out = validate_output("x", np.array([np.nan, 1.0, -1.0, 0.0]), 4)
     assert np.isnan(out.exposure[0])
+
+
+# --- bad values stop at the door: one check for config, backtest, sweep and the CLI ------
+
+@pytest.mark.parametrize("params, message", [
+    ({"fast": -15}, "parameter 'fast' of strategy 'ema_cross' must be > 0.*got -15"),
+    ({"fast": 0}, "parameter 'fast' .* must be > 0.*got 0"),
+    ({"slow": 2.5}, "parameter 'slow' .* takes whole numbers, got 2.5"),
+    ({"fast": float("nan")}, "parameter 'fast' .* finite"),
+    ({"fast": float("inf")}, "parameter 'fast' .* finite"),
+    ({"fast": True}, "parameter 'fast' .* must be a number, got True"),
+    ({"fast": 60, "slow": 50}, "rejects fast=60, slow=50: its valid\\(\\) returns False"),
+])
+def test_a_bad_parameter_set_is_refused_with_name_and_value(params, message):
+    strategy = load_strategy("ema_cross")
+    with pytest.raises(ConfigError, match=message):
+        strategy.resolve_params(params)
+
+
+def test_signs_come_from_params_and_defaults(write_strategy):
+    path = write_strategy("signs", """
+import numpy as np
+PARAMS = {"window": [5, 10], "flag": [0, 1], "shift": [-1.0, 1.0], "scale": [0.5]}
+DEFAULTS = {"window": 5, "flag": 0, "shift": 0.0, "scale": 1.0}
+def signal(open, high, low, close, volume, window, flag, shift, scale):
+    return np.zeros(close.shape[0])
+""")
+    strategy = load_strategy(path)
+    assert strategy.param_signs == {"window": "positive", "flag": "non-negative",
+                                    "shift": "any", "scale": "positive"}
+    assert strategy.resolve_params({"flag": 0, "shift": -3.5})["shift"] == -3.5
+    with pytest.raises(ConfigError, match="'flag' .* must be >= 0.*got -1"):
+        strategy.resolve_params({"flag": -1})
+    with pytest.raises(ConfigError, match="'scale' .* must be > 0.*got 0"):
+        strategy.resolve_params({"scale": 0})
+
+
+def test_defaults_that_valid_rejects_are_a_load_error(write_strategy):
+    path = write_strategy("selfish", HEADER + """
+def valid(n):
+    return n > 1
+def signal(open, high, low, close, volume, n):
+    return np.zeros(close.shape[0])
+""")
+    with pytest.raises(StrategyError, match="DEFAULTS are refused.*valid"):
+        load_strategy(path)
+
+
+def test_backtest_sweep_and_walkforward_refuse_bad_values(eth_btc):
+    from mmats.backtest import backtest, sweep
+    from mmats.cli import parse_grid, parse_params
+
+    with pytest.raises(ConfigError, match="'fast' .* > 0.*got 0"):
+        backtest("ema_cross", eth_btc, parse_params("fast=0"))
+    with pytest.raises(ConfigError, match="rejects fast=60, slow=50"):
+        backtest("ema_cross", eth_btc, {"fast": 60})
+    with pytest.raises(ConfigError, match="'slow' .* whole numbers, got 20.5"):
+        sweep("ema_cross", eth_btc, parse_grid("slow=20.5|30"))
+    with pytest.raises(ConfigError, match="'fast' .* > 0.*got -5"):
+        sweep("ema_cross", eth_btc, {"fast": [-5, 10], "slow": [50]})
+    # a grid may still hold combinations valid() skips (fast >= slow): filtered, counted
+    combos, skipped = load_strategy("ema_cross").combinations({"fast": [10, 60],
+                                                               "slow": [50]})
+    assert combos == [{"fast": 10, "slow": 50}] and skipped == 1
+
+
+def test_the_backtest_command_refuses_a_zero_window():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "scripts/backtest.py", "--strategy", "ema_cross",
+                           "--data", "data/sample/bittrex/ETH_BTC_5m.parquet",
+                           "--params", "fast=0"], capture_output=True, text=True, cwd=repo,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "parameter 'fast' of strategy 'ema_cross' must be > 0" in done.stderr
+    assert "Traceback" not in done.stderr

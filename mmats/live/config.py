@@ -221,6 +221,10 @@ def load_config(path: str | os.PathLike) -> RunnerConfig:
         raise ConfigError(f"{source}: cannot read the configuration: {error}") from None
     try:
         mapping = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except _TooLarge as error:
+        raise ConfigError(f"{source}: refused: {error}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: refused: the document nests too deeply") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -265,8 +269,64 @@ def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
                               "paper to trade without money.")
 
 
+_MAX_NODES = 100_000  # after alias expansion; a configuration has a few hundred
+# YAML 1.2 floats: PyYAML's YAML 1.1 rule wants a dot, so it reads 1e9 as the string '1e9'.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.VERBOSE)
+
+
+class _TooLarge(yaml.YAMLError):
+    """The document expands (through aliases) beyond :data:`_MAX_NODES` nodes."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of keeping the last one silently."""
+    """SafeLoader that rejects duplicate keys instead of keeping the last one silently,
+    reads ``1e9`` as a number, and refuses documents whose aliases expand past
+    :data:`_MAX_NODES` nodes (a "billion laughs" fails at once instead of spinning)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node, sizes: dict, open_nodes: set) -> int:
+    """Nodes under ``node`` counting each alias as a full copy (memoized per node, so the
+    cost is the number of distinct nodes); raises :class:`_TooLarge` past the bound."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise _TooLarge(f"line {node.start_mark.line + 1}: an alias refers to the node that "
+                        "contains it (a recursive structure)")
+    open_nodes.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [item for pair in node.value for item in pair]
+    else:
+        children = []
+    for child in children:
+        total += _expanded_size(child, sizes, open_nodes)
+        if total > _MAX_NODES:
+            raise _TooLarge(f"the document expands to more than {_MAX_NODES:,} values "
+                            "through its aliases (*name); a configuration needs far fewer")
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def _construct_mapping(loader, node, deep=False):
@@ -558,16 +618,16 @@ class _Parser:
         params_path = _join(path, "params")
         self.mapping(params, params_path, strategy.param_names)
         for name, item in params.items():
-            if isinstance(item, bool):
+            if isinstance(item, str):  # YAML numbers are numbers; a string is a typo
                 self.fail(_join(params_path, name), f"must be a number, got {item!r}")
             try:
-                strategy.resolve_params({name: item})
+                strategy.param_value(name, item)
             except ConfigError as error:
                 self.fail(_join(params_path, name), str(error))
-        resolved = strategy.resolve_params(params)
-        if not strategy.is_valid(resolved):
-            self.fail(params_path, f"strategy {strategy.name!r} rejects {resolved} "
-                                   "(its valid() returns False)")
+        try:
+            resolved = strategy.resolve_params(params)
+        except ConfigError as error:
+            self.fail(params_path, str(error))
 
         names = [m.name for m in markets]
         if "market" in values:

@@ -4,9 +4,11 @@ import copy
 import json
 import re
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mmats.data.io import resolve_source
 from mmats.errors import ConfigError
@@ -407,3 +409,45 @@ def test_snapshot_is_deterministic_canonical_and_secret_free():
     assert data["markets"][1]["risk"]["max_open_positions"] == 1
     mapping["models"][0]["params"]["fast"] = 11
     assert parse_config(mapping).snapshot() != first
+
+
+# --- bad values stop at the door ------------------------------------------------------
+
+@pytest.mark.parametrize("params, key_path, fragment", [
+    ({"fast": -15, "slow": 60}, "models[0].params.fast", "must be > 0"),
+    ({"fast": 0}, "models[0].params.fast", "must be > 0"),
+    ({"fast": 2.5}, "models[0].params.fast", "whole numbers, got 2.5"),
+    ({"fast": "10"}, "models[0].params.fast", "must be a number"),
+    ({"fast": True}, "models[0].params.fast", "must be a number"),
+    ({"fast": 60, "slow": 40}, "models[0].params", "rejects fast=60, slow=40"),
+])
+def test_strategy_parameters_are_checked_by_the_strategy(params, key_path, fragment):
+    mapping = base()
+    mapping["models"][0]["params"] = params
+    message = error_of(mapping)
+    assert f"{key_path}: " in message and fragment in message, message
+
+
+def test_yaml_exponents_are_numbers(tmp_path):
+    text = SHORTHAND.replace("./models/ema_cross.py", "ema_cross").replace(
+        "leverage: 2", "leverage: 2\n  max_order_notional: 1e9")
+    text = text.replace("{fast: 15, slow: 60}", "{fast: 1.5e1, slow: 6E+1}")
+    config = load_config(write(tmp_path, text))
+    assert config.global_risk.max_order_notional == 1e9
+    assert config.models[0].params == {"fast": 15, "slow": 60}
+    assert yaml.safe_load("x: 1e9") == {"x": "1e9"}  # the stock loader is left alone
+
+
+def test_a_billion_laughs_fails_fast(tmp_path):
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    path = write(tmp_path, "\n".join(lines) + "\nmode: *l9\n")
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than .* aliases"):
+        load_config(path)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(ConfigError, match="recursive"):
+        load_config(write(tmp_path, "risk: &r [1, *r]\n", name="loop.yaml"))
+    small = write(tmp_path, SHORTHAND.replace("./models/ema_cross.py", "ema_cross")
+                  .replace("risk:\n", "risk: &limits\n") + "mode: advisory\n", name="ok.yaml")
+    assert load_config(small).mode == "advisory"  # anchors themselves are fine
