@@ -74,6 +74,19 @@ def _number(text, name):
     return float(number)
 
 
+def check_date(option: str, text: str | None) -> None:
+    """Refuse a date option that cannot be read, or that nanoseconds cannot hold (the year
+    3024 parses, then overflows): :class:`ConfigError` naming the option and the value."""
+    if text is None:
+        return
+    from mmats.data.store import to_ns
+
+    try:
+        to_ns(text)
+    except ConfigError as error:
+        raise ConfigError(f"{option}: {error}") from None
+
+
 def add_cost_options(parser: argparse.ArgumentParser) -> None:
     """Options that build the :class:`~mmats.sleeve.SleeveConfig` of a run."""
     group = parser.add_argument_group("costs, sizing and risk")

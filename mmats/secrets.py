@@ -23,7 +23,9 @@ Where they live:
   The passphrase comes from ``MMATS_SECRETS_PASSPHRASE`` or an interactive prompt.
 
 A wrong passphrase raises :class:`WrongPassphraseError`; a damaged or altered file raises
-:class:`SecretsFileCorruptError`; both are :class:`SecretsError` and name the file.
+:class:`SecretsFileCorruptError` ("damaged file"); both are :class:`SecretsError` and name
+the file. The header's scrypt cost is bounded before any derivation, and a SHA-256 of the
+header tells a changed salt or cost from a wrong passphrase.
 
 Keeping secrets out of output: :func:`get_secret` returns a :class:`SecretFields`, a dict
 whose repr shows ``'***'`` for every value (the values themselves stay plain strings, since
@@ -36,6 +38,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import getpass
+import hashlib
 import hmac
 import json
 import logging
@@ -61,6 +64,12 @@ _SCRYPT = {"n": 2**15, "r": 8, "p": 1}  # ~32 MiB and ~0.1 s per derivation
 _KEY_BYTES = 32
 _NONCE_BYTES = 12
 _SALT_BYTES = 16
+# A file's scrypt cost is checked against these before deriving (a damaged header must not
+# hang or exhaust memory): n a power of two, at most 128 MiB and 8x the default work.
+_SCRYPT_MIN_N, _SCRYPT_MAX_N = 2**14, 2**20
+_SCRYPT_MAX_BYTES = 2**27
+_SCRYPT_MAX_WORK = 8 * _SCRYPT["n"] * _SCRYPT["r"] * _SCRYPT["p"]
+_HEADER = ("format", "version", "kdf", "n", "r", "p", "salt")
 _INDEX = "__venues__"  # keyring entry listing the venues; venue names cannot start with "_"
 _VENUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -389,7 +398,7 @@ class _EncryptedFile:
             log.warning("%s is readable by others (mode %o); run: chmod 600 %s",
                         self.path, mode, self.path)
         document = self._parse(raw)
-        header = {k: document[k] for k in ("format", "version", "kdf", "n", "r", "p", "salt")}
+        header = {k: document[k] for k in _HEADER}
         passphrase = _passphrase(f"Passphrase for {self.path}: ")
         key, check = _derive(passphrase, header)
         if not hmac.compare_digest(check, self._bytes(document, "check")):
@@ -427,19 +436,38 @@ class _EncryptedFile:
         missing = [k for k in ("kdf", "n", "r", "p", "salt", "check", "nonce", "ciphertext")
                    if k not in document]
         if missing or document["kdf"] != "scrypt" or not all(
-                isinstance(document[k], int) for k in ("n", "r", "p")):
-            raise SecretsFileCorruptError(f"{self.path}: the header is damaged "
+                type(document[k]) is int for k in ("n", "r", "p")):
+            raise SecretsFileCorruptError(f"{self.path}: damaged file: the header is damaged "
                                           f"({', '.join(missing) or 'kdf parameters'})")
-        if not (2 <= document["n"] <= 2**20 and 1 <= document["r"] <= 32
-                and 1 <= document["p"] <= 16):
-            raise SecretsFileCorruptError(f"{self.path}: scrypt parameters out of range")
+        # Bounded before any derivation: a damaged cost must not hang or exhaust memory.
+        n, r, p = document["n"], document["r"], document["p"]
+        if not (_SCRYPT_MIN_N <= n <= _SCRYPT_MAX_N and n & (n - 1) == 0 and 1 <= r <= 32
+                and 1 <= p <= 16 and 128 * n * r <= _SCRYPT_MAX_BYTES
+                and n * r * p <= _SCRYPT_MAX_WORK):
+            raise SecretsFileCorruptError(
+                f"{self.path}: damaged file: scrypt parameters out of range (n={n}, r={r}, "
+                f"p={p}; MMATS writes n={_SCRYPT['n']}, r={_SCRYPT['r']}, p={_SCRYPT['p']})")
+        if len(self._bytes(document, "salt")) != _SALT_BYTES:
+            raise SecretsFileCorruptError(f"{self.path}: damaged file: the salt is not "
+                                          f"{_SALT_BYTES} bytes")
+        if len(self._bytes(document, "check")) != _KEY_BYTES:
+            raise SecretsFileCorruptError(f"{self.path}: damaged file: the key check is not "
+                                          f"{_KEY_BYTES} bytes")
+        header = {k: document[k] for k in _HEADER}
+        digest = document.get("header_sha256")  # absent from files written before it
+        if digest is not None and not hmac.compare_digest(str(digest), _digest(header)):
+            raise SecretsFileCorruptError(
+                f"{self.path}: damaged file: the header (salt or scrypt parameters) was "
+                "changed after the file was written. Restore it from a backup, or delete it "
+                "and store the keys again")
         return document
 
     def _bytes(self, document: dict, name: str) -> bytes:
         try:
             return base64.b64decode(document[name], validate=True)
         except (ValueError, TypeError):
-            raise SecretsFileCorruptError(f"{self.path}: the {name!r} field is damaged") from None
+            raise SecretsFileCorruptError(f"{self.path}: damaged file: the {name!r} field is "
+                                          "damaged") from None
 
     def _write(self, venues: dict, header: dict, key: bytes) -> None:
         aesgcm, _, _ = _crypto()
@@ -447,7 +475,8 @@ class _EncryptedFile:
         nonce = os.urandom(_NONCE_BYTES)
         ciphertext = aesgcm(key).encrypt(nonce, json.dumps({"venues": venues}).encode(),
                                          _aad(public))
-        document = {**header, "nonce": _b64(nonce), "ciphertext": _b64(ciphertext)}
+        document = {**header, "header_sha256": _digest(public), "nonce": _b64(nonce),
+                    "ciphertext": _b64(ciphertext)}
         _atomic_write(self.path, json.dumps(document, indent=1).encode() + b"\n")
 
     @contextlib.contextmanager
@@ -468,6 +497,12 @@ class _EncryptedFile:
 def _aad(header: dict) -> bytes:
     """The associated data: the header as canonical JSON (version, scrypt parameters, salt)."""
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _digest(header: dict) -> str:
+    """SHA-256 of the header: tells a damaged header from a wrong passphrase (a changed
+    salt or cost derives another key, which would otherwise look like a wrong passphrase)."""
+    return hashlib.sha256(_aad(header)).hexdigest()
 
 
 def _crypto():

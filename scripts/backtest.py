@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
+    check_date,
     fail,
     parse_params,
     print_json,
@@ -45,6 +46,9 @@ def main(argv=None) -> int:
         from mmats.backtest import backtest
         from mmats.data import load
 
+        if args.start is None or not args.start.isdigit():  # digits: a bar index
+            check_date("--start", args.start)
+        check_date("--end", args.end)
         candles = load(args.data, root=args.root, end=args.end, timeframe=args.timeframe)
         result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
                           timeframe=args.timeframe, calendar=args.calendar, start=args.start,

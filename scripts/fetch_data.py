@@ -59,6 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="print the report as JSON on stdout (no progress bar)")
     args = parser.parse_args(argv)
     args.venue = args.venue.strip().lower()
+    from mmats.cli import check_date
     from mmats.data import timeframe_ns
     from mmats.data.store import to_ns
     from mmats.errors import ConfigError
@@ -67,6 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         timeframe_ns(args.timeframe)
         if args.flush_seconds is not None and args.flush_seconds < 0:
             raise ConfigError(f"--flush-seconds must be >= 0, got {args.flush_seconds}")
+        check_date("--since", args.since)
+        check_date("--until", args.until)
         since = to_ns(args.since)
         if args.until is not None and to_ns(args.until) <= since:
             raise ConfigError(f"--until {args.until} must be after --since {args.since}")
@@ -85,7 +88,9 @@ def main(argv=None) -> int:
 
     where = f"{args.venue} {args.symbol} {args.timeframe}"
     store = CandleStore(args.root)
+    path = None
     try:
+        path = store.path(args.venue, args.symbol, args.timeframe)  # a bad root fails first
         source = make_source(args.venue, base_url=args.base_url, sandbox=args.sandbox)
         report = fetch_into_store(source, store, args.venue, args.symbol, args.timeframe,
                                   since=args.since, until=args.until,
@@ -100,7 +105,7 @@ def main(argv=None) -> int:
         return 130
     except (BrokerError, MMATSError) as exc:
         print(f"error: {where}: {exc}", file=sys.stderr)
-        if store.path(args.venue, args.symbol, args.timeframe).is_file():
+        if path is not None and path.is_file():
             print("the bars fetched before the error are stored; run the same command again "
                   "to continue", file=sys.stderr)
         return 1

@@ -175,14 +175,28 @@ def loop(config, mode, cash) -> int:
 
 
 def _now(text):
+    """``--now`` as nanoseconds since the epoch: an ISO time (naive = UTC) or an integer
+    count of nanoseconds, between 1970 and 2262 (what int64 nanoseconds hold)."""
     if text is None:
         return None
     import pandas as pd
 
+    now_ns = None
     try:
-        return int(text) if text.isdigit() else pd.Timestamp(text, tz="UTC").value
+        if text.strip().lstrip("+-").isdigit():
+            now_ns = int(text)
+        else:
+            stamp = pd.Timestamp(text)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            now_ns = stamp.as_unit("ns").value
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        pass  # out of range: said below
     except ValueError:
         raise ConfigError(f"--now {text!r} is neither an ISO time nor nanoseconds") from None
+    if now_ns is None or not 0 <= now_ns < 2**63:
+        raise ConfigError(f"--now {text!r} is out of range: give a time between 1970 and "
+                          f"{pd.Timestamp.max:%Y-%m-%d}, as ISO or nanoseconds since the epoch")
+    return now_ns
 
 
 def _fills_frame(path):

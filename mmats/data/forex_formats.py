@@ -53,6 +53,7 @@ import datetime as dt
 import gzip
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -312,21 +313,31 @@ def _sniff(path: Path, refuse: bool = True) -> str:
 def _read_head(path: Path) -> tuple[str, str]:
     """The member name and the decoded first bytes of a plain, gzip or zip file."""
     member, handle = _open(path)
-    with handle:
-        data = handle.read(_SNIFF_BYTES)
+    data = _read(path, handle, _SNIFF_BYTES)
     return member, _decode(data, path, partial=True)
 
 
 def _read_lines(path: Path) -> tuple[str, list[str]]:
     """``(label, lines)`` of the whole file; the label names a zip member too."""
     member, handle = _open(path)
-    with handle:
-        data = handle.read()
+    data = _read(path, handle)
     label = str(path) if member == path.name else f"{path}:{member}"
     return label, _decode(data, path).splitlines()
 
 
+def _read(path: Path, handle, size: int = -1) -> bytes:
+    """Up to ``size`` bytes (all by default) of an open plain, gzip or zip member, closed
+    after; a truncated or corrupt archive is a :class:`DataError` naming ``path``."""
+    try:
+        with handle:
+            return handle.read(size)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
+
+
 def _open(path: Path):
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a candle file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -89,6 +90,9 @@ def resolve_source(source, root=None) -> Located:
     spec = None if Path(text).exists() else parse_spec(text)
     if spec is None:
         path = Path(text)
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder, not a candle file; give a .csv or .parquet "
+                            "file in it, or a VENUE:SYMBOL:TIMEFRAME spec with --root")
         if not path.is_file():
             hint = "" if path.suffix else (" (nor a VENUE:SYMBOL:TIMEFRAME spec such as "
                                            "'bittrex:ETH/BTC:5m')")
@@ -132,6 +136,8 @@ def read_raw_candles(path) -> pd.DataFrame:
     if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
         raise DataError(f"{path}: unknown file type; candle files end in "
                         f"{', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a candle file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
@@ -141,8 +147,9 @@ def read_raw_candles(path) -> pd.DataFrame:
             frame = pq.read_table(path).to_pandas()
             if not isinstance(frame.index, pd.RangeIndex):
                 frame = frame.reset_index()
-    except (OSError, ValueError, pa.ArrowException, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read it: {exc}") from None
+    except (OSError, EOFError, zlib.error, ValueError, pa.ArrowException,
+            pd.errors.ParserError) as exc:  # EOFError: a truncated .gz
+        raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
     frame, dropped = _map_columns(frame, str(path))
     frame.attrs = {"source": str(path), "dropped_columns": dropped}
     return frame

@@ -114,6 +114,10 @@ def _datetimes_to_ns(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         series = series.dt.tz_localize("UTC")
     else:
         series = series.dt.tz_convert("UTC")
+    # Dates nanoseconds cannot hold (pandas parses the year 3024 at a coarser unit) are bad.
+    outside = ((series < pd.Timestamp.min.tz_localize("UTC"))
+               | (series > pd.Timestamp.max.tz_localize("UTC")))
+    series = series.where(~outside)
     bad = series.isna().to_numpy()
     ts_ns = series.dt.as_unit("ns").to_numpy(dtype="M8[ns]").view(np.int64).copy()
     ts_ns[bad] = 0
@@ -273,7 +277,7 @@ def _check_columns(frame: pd.DataFrame, source: str) -> None:
 def _row_reasons(i, ts_bad, ts_ns, raw, values, nan, defects, off_grid, timeframe):
     reasons = []
     if ts_bad[i]:
-        reasons.append(f"unparseable ts {_show(raw['ts'].iloc[i])}")
+        reasons.append(_ts_reason(raw["ts"].iloc[i]))
     nan_columns = []
     for column in VALUE_COLUMNS:
         if nan[column][i]:
@@ -289,6 +293,18 @@ def _row_reasons(i, ts_bad, ts_ns, raw, values, nan, defects, off_grid, timefram
         when = pd.Timestamp(int(ts_ns[i]), tz="UTC")
         reasons.append(f"ts {when} is off the {timeframe} grid")
     return reasons
+
+
+def _ts_reason(value) -> str:
+    """Why a ts was not read: unparseable, or a date outside what nanoseconds hold."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        stamp = None
+    if stamp is not None and not pd.isna(stamp) and not isinstance(value, (int, float)):
+        return (f"ts {_show(value)} is outside the dates MMATS can hold "
+                f"({pd.Timestamp.min:%Y-%m-%d} .. {pd.Timestamp.max:%Y-%m-%d})")
+    return f"unparseable ts {_show(value)}"
 
 
 def _defects(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -72,7 +72,11 @@ def to_ns(when) -> int | None:
     if pd.isna(stamp):
         raise ConfigError(f"cannot read {when!r} as a date/time")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return int(stamp.as_unit("ns").value)
+    try:
+        return int(stamp.as_unit("ns").value)
+    except (ValueError, OverflowError):  # pandas' OutOfBoundsDatetime is a ValueError
+        raise ConfigError(f"{when!r} is outside the dates MMATS can hold "
+                          f"({pd.Timestamp.min:%Y-%m-%d} .. {pd.Timestamp.max:%Y-%m-%d})") from None
 
 
 class Conflict(NamedTuple):
@@ -145,6 +149,9 @@ class CandleStore:
     def path(self, venue: str, symbol: str, timeframe: str) -> Path:
         """Where the file for this key lives (whether or not it exists)."""
         timeframe_ns(timeframe)
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"{self.root}: the candle store root is a file, not a folder; "
+                            "point --root, MMATS_DATA_ROOT or data_root at a folder")
         return self.root / _check_venue(venue) / f"{symbol_key(symbol)}_{timeframe}.parquet"
 
     # -- writing -------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""Every script over a table of bad inputs: a plain error naming the input and a non-zero
+exit code, never a Python traceback.
+
+The cases run once, together (each subprocess pays the interpreter and the imports), and
+each is then checked by its own test. Exit codes follow the scripts' contract: 2 for usage
+or an unreadable input where the script says so; import_data.py and keys.py use 1 for bad
+data, an unreadable file or a damaged secrets file, as their --help says.
+"""
+
+import gzip
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "sample"
+PASSPHRASE = "correct horse battery staple"
+
+
+class Case(NamedTuple):
+    id: str
+    script: str
+    args: tuple
+    code: int          # expected exit code
+    names: str         # the input the message's first line must name
+    says: str          # and what it must say about it
+    stream: str = "stderr"
+    env: dict = {}
+
+
+DAMAGED_SECRETS = {
+    "salt_not_base64.enc": {"salt": "!!not base64!!"},
+    "salt_short.enc": {"salt": "AAAA"},
+    "salt_other.enc": {"salt": "AAAAAAAAAAAAAAAAAAAAAA=="},
+    "n_tiny.enc": {"n": 2},
+    "n_not_power_of_two.enc": {"n": 3 * 2**14},
+    "n_huge.enc": {"n": 2**62},
+    "r_huge.enc": {"r": 2**20},
+    "p_huge.enc": {"p": 2**30},
+    "n_text.enc": {"n": "32768"},
+}
+INPUTS = ("far.csv", "trunc.csv.gz", "corrupt.zip", "cut.zip", "afolder", "dir.csv",
+          "root_file", "journal.sqlite", "config.yaml", *DAMAGED_SECRETS)
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False)
+
+
+def make_inputs(folder: Path) -> dict[str, Path]:
+    """The bad inputs, and a few good ones they are paired with."""
+    eth = pd.read_parquet(SAMPLE / "bittrex" / "ETH_BTC_5m.parquet").iloc[:300]
+    paths = {name: folder / name for name in INPUTS}
+    far = eth.copy()
+    far["ts"] = far["ts"].astype(str)
+    far.loc[7, "ts"] = "3024-01-01 00:35:00+00:00"
+    paths["far.csv"].write_text(_csv_text(far))
+    packed = gzip.compress(_csv_text(eth).encode())
+    paths["trunc.csv.gz"].write_bytes(packed[: len(packed) // 2])
+    paths["corrupt.zip"].write_bytes(b"PK\x03\x04 this is not a zip archive at all" * 10)
+    with zipfile.ZipFile(folder / "whole.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("DAT_ASCII_EURUSD_M1_2024.csv", "20240102 000000;1.1;1.2;1.0;1.1;0\n"
+                         * 2000)
+    whole = (folder / "whole.zip").read_bytes()
+    paths["cut.zip"].write_bytes(whole[: len(whole) // 2])
+    paths["afolder"].mkdir()
+    paths["dir.csv"].mkdir()
+    paths["root_file"].write_text("a file where the store root should be\n")
+    _journal_with_wrong_columns(paths["journal.sqlite"])
+    paths["config.yaml"].write_text(
+        (REPO / "configs" / "advisory_crypto.yaml").read_text()
+        .replace("../strategies/", f"{REPO / 'strategies'}/")
+        .replace("../journal/advisory_crypto.sqlite", str(folder / "live" / "journal.sqlite"))
+        .replace("../data/sample", str(SAMPLE)))
+    _damaged_secrets(folder)
+    return paths
+
+
+def _journal_with_wrong_columns(path: Path) -> None:
+    """The journal's tables by name, each with columns the journal never writes."""
+    from mmats.live.journal import TABLES
+
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE chain (seq INTEGER PRIMARY KEY, what TEXT)")
+    db.execute("INSERT INTO chain VALUES (1, 'x')")
+    for table in TABLES:
+        db.execute(f"CREATE TABLE {table} (seq INTEGER PRIMARY KEY, what TEXT)")
+        db.execute(f"INSERT INTO {table} VALUES (1, 'x')")
+    db.commit()
+    db.close()
+
+
+def _damaged_secrets(folder: Path) -> None:
+    """A good secrets file, then copies with one header field damaged each."""
+    good = folder / "secrets" / "good.enc"
+    env = {**os.environ, "MMATS_SECRETS_FILE": str(good),
+           "MMATS_SECRETS_PASSPHRASE": PASSPHRASE}
+    subprocess.run([sys.executable, "-c", "from mmats import secrets; "
+                    "secrets.set_secret('binance', {'api_key': 'k', 'secret': 's'})"],
+                   env=env, cwd=REPO, check=True, capture_output=True)
+    document = json.loads(good.read_text())
+    for name, change in DAMAGED_SECRETS.items():
+        path = folder / name
+        path.write_text(json.dumps({**document, **change}))
+        path.chmod(0o600)
+
+
+def cases(p: dict[str, Path]) -> list[Case]:
+    """The table: every script over the bad inputs it can be given."""
+    store = ("--venue", "bittrex", "--symbol", "ETH/BTC", "--timeframe", "5m",
+             "--root", p["afolder"] / "store")
+    data_scripts = {"backtest.py": (), "sweep.py": (), "walkforward.py": (),
+                    "montecarlo.py": (), "check_strategy.py": ("ema_cross",)}
+    far = "outside the dates MMATS can hold"
+    damaged = "damaged or truncated"
+    folder = "is a folder, not a candle file"
+    table = []
+    for name, code_import, code_check, says_import, says_check in (
+            ("far.csv", 1, 1, far, "unparseable timestamps (rows 8)"),
+            ("trunc.csv.gz", 1, 2, damaged, damaged),
+            ("corrupt.zip", 1, 2, "File is not a zip file", "unknown file type"),
+            ("cut.zip", 1, 2, "File is not a zip file", "unknown file type")):
+        path = p[name]
+        table.append(Case(f"import-{name}", "import_data.py", (path, *store), code_import,
+                          str(path), says_import))
+        table.append(Case(f"check-{name}", "check_data.py", (path,), code_check,
+                          str(path) if code_check == 2 else "problems:", says_check,
+                          "stdout" if code_check == 1 else "stderr"))
+    for name, says in (("far.csv", far), ("trunc.csv.gz", damaged), ("afolder", folder),
+                       ("dir.csv", folder)):
+        for script, head in data_scripts.items():
+            table.append(Case(f"{script[:-3]}-data-{name}", script,
+                              (*head, "--data", p[name]), 2, str(p[name]), says))
+    root = "the candle store root is a file, not a folder"
+    table += [
+        Case("import-a-folder", "import_data.py", (p["afolder"], *store), 1,
+             str(p["afolder"]), folder),
+        Case("import-dir.csv", "import_data.py", (p["dir.csv"], *store), 1, str(p["dir.csv"]),
+             folder),
+        Case("check-a-folder", "check_data.py", (p["afolder"],), 2, str(p["afolder"]), folder),
+        Case("import-root-is-a-file", "import_data.py",
+             (SAMPLE / "bittrex" / "ETH_BTC_5m.parquet", "--venue", "bittrex", "--symbol",
+              "ETH/BTC", "--timeframe", "5m", "--root", p["root_file"]), 1, str(p["root_file"]),
+             root),
+        Case("check-root-is-a-file", "check_data.py",
+             ("bittrex:ETH/BTC:5m", "--root", p["root_file"]), 2, str(p["root_file"]), root),
+        Case("backtest-root-is-a-file", "backtest.py",
+             ("--data", "bittrex:ETH/BTC:5m", "--root", p["root_file"]), 2, str(p["root_file"]),
+             root),
+        Case("fetch-root-is-a-file", "fetch_data.py",
+             ("binance", "BTC/USDT", "1h", "--since", "2024-01-01", "--root", p["root_file"],
+              "--base-url", "http://127.0.0.1:9"), 1, str(p["root_file"]), root),
+        Case("backtest-start-3024", "backtest.py", ("--start", "3024-01-01"), 2, "--start", far),
+        Case("backtest-end-3024", "backtest.py", ("--end", "3024-01-01"), 2, "--end", far),
+        Case("fetch-since-3024", "fetch_data.py",
+             ("binance", "BTC/USDT", "1h", "--since", "3024-01-01"), 2, "--since", far),
+        Case("fetch-until-3024", "fetch_data.py",
+             ("binance", "BTC/USDT", "1h", "--since", "2024-01-01", "--until", "3024-01-01"),
+             2, "--until", far),
+        Case("backtest-strategy-a-folder", "backtest.py", ("--strategy", p["afolder"]), 2,
+             str(p["afolder"]), "strategy"),
+        Case("journal-a-folder", "journal.py", ("verify", "--journal", p["afolder"]), 2,
+             str(p["afolder"]), "journal"),
+        Case("journal-verify-wrong-columns", "journal.py",
+             ("verify", "--journal", p["journal.sqlite"]), 2, str(p["journal.sqlite"]),
+             "journal"),
+        Case("journal-export-wrong-columns", "journal.py",
+             ("export", "--journal", p["journal.sqlite"], "--output", p["afolder"] / "x.csv"),
+             2, str(p["journal.sqlite"]), "journal"),
+        Case("live-replay-a-folder", "live.py",
+             ("--config", p["config.yaml"], "--replay", p["afolder"]), 2, str(p["afolder"]),
+             folder),
+    ]
+    for now, says in (("-5", "out of range"), ("99999999999999999999999", "out of range"),
+                      ("3024-01-01", "out of range"), ("soon", "neither an ISO time")):
+        table.append(Case(f"live-now-{now[:8]}", "live.py",
+                          ("--config", p["config.yaml"], "--now", now), 2, f"--now {now!r}",
+                          says))
+    for name in DAMAGED_SECRETS:
+        table.append(Case(f"keys-{name[:-4]}", "keys.py", ("list",), 1, str(p[name]),
+                          "damaged file",
+                          env={"MMATS_SECRETS_FILE": str(p[name]),
+                               "MMATS_SECRETS_PASSPHRASE": PASSPHRASE}))
+    return table
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad_inputs")
+    table = cases(make_inputs(folder))
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MMATS_")}
+
+    def run(case):
+        command = [sys.executable, str(REPO / "scripts" / case.script), *map(str, case.args)]
+        return case, subprocess.run(command, cwd=folder, env={**base_env, **case.env},
+                                    capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return {case.id: (case, outcome) for case, outcome in pool.map(run, table)}
+
+
+# Fixed outside these files: mmats/live/journal.py is to raise JournalError for a journal
+# whose tables have the wrong columns (issue 9); until then these cases may fail.
+PENDING = {"journal-verify-wrong-columns", "journal-export-wrong-columns"}
+CASE_IDS = [pytest.param(case.id, marks=pytest.mark.xfail(
+                reason="pending: JournalError for wrong columns in mmats/live/journal.py"))
+            if case.id in PENDING else case.id
+            for case in cases({name: Path("/unused") / name for name in INPUTS})]
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_a_bad_input_is_named_without_a_traceback(results, case_id):
+    case, outcome = results[case_id]
+    shown = f"exit {outcome.returncode}\nstdout:\n{outcome.stdout}\nstderr:\n{outcome.stderr}"
+    assert "Traceback" not in outcome.stderr, shown
+    assert outcome.returncode == case.code, shown
+    text = outcome.stdout if case.stream == "stdout" else outcome.stderr
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines, shown
+    # The input is named on the message's first line (argparse's "error:" line comes after
+    # its usage lines); rejected rows and reports list the details on the lines after it.
+    first = next((line for line in lines if ": error: " in line), lines[0])
+    assert case.names in (first if case.stream == "stderr" else text), shown
+    assert case.says in text, shown
