@@ -117,13 +117,10 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume,
             price = fill_price(reference, side, fraction, low, high)
             fill = fill_a if n_fills == 0 else fill_b
             trade = trade_a if n_trades == 0 else trade_b
-            if apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason, NO_ORDER,
-                          fill, trade):
+            if stop_fill(state, cfg, bar, ts_ns, quantity, price, reference, reason, fill,
+                         trade):
                 n_trades += 1
             n_fills += 1
-            state.stop_price = math.nan
-            state.take_profit_price = math.nan
-            state.target = math.nan
     mark_to_market(state, cfg, close, volume)
     state.last_bar_ts_ns = ts_ns
     check_limits(state, cfg, ts_ns)
@@ -305,8 +302,10 @@ def on_bar_venue(state, cfg, ts_ns, day, open_, high, low, close, volume):
 
     The same day roll, mark-to-market and limits, with no simulated fill: a stop-loss or
     take-profit the bar touched queues an exit (target 0 with that reason) that the runner
-    sends as a market order, like the risk limits' orders. Returns the exit's reason, or
-    -1.
+    sends as a market order, like the risk limits' orders. Where the levels rest at the
+    venue (:mod:`mmats.live.protect`), the venue's stop fill is booked first
+    (``venue_stop_fill``), so this queues an exit only when the venue did not fill it.
+    Returns the exit's reason, or -1.
     """
     start_day(state, day)
     reason = -1
@@ -355,6 +354,34 @@ def venue_fill(state, cfg, bar, ts_ns, side, quantity, price, reason, order_id, 
     closed = apply_fill(state, cfg, bar, ts_ns, side, quantity, price, price, reason,
                         order_id, fill, trade)
     _after_fill(state, position, price)
+    state.equity = state.cash + state.position * price  # the peak moves at the bar's mark
+    return closed
+
+
+@njit(cache=True, inline="always")
+def stop_fill(state, cfg, bar, ts_ns, quantity, price, reference, reason, fill, trade):
+    """Book a stop-loss / take-profit exit of ``quantity`` (> 0) at ``price``: the fill
+    (no order id) and, once the position is flat, the levels and any pending target
+    cleared. The backtest's stops (``on_bar``) and a venue's resting stops
+    (``venue_stop_fill``) both book through here. Returns whether a trade was closed."""
+    side = -1 if state.position > 0.0 else 1
+    closed = apply_fill(state, cfg, bar, ts_ns, side, quantity, price, reference, reason,
+                        NO_ORDER, fill, trade)
+    if state.position == 0.0 or (state.position > 0.0) == (side > 0):
+        state.stop_price = math.nan
+        state.take_profit_price = math.nan
+        state.target = math.nan
+    return closed
+
+
+@njit(cache=True)
+def venue_stop_fill(state, cfg, bar, ts_ns, quantity, price, reason, fill, trade):
+    """Book the fill of a stop-loss / take-profit order resting at a venue (operator mode),
+    at the price the venue reports: the same bookkeeping as the kernel's own stop fill
+    (``stop_fill``; pass a ``cfg`` whose ``fee_bps`` is the venue's actual fee rate).
+    A part fill leaves the levels in place (the rest still rests). Returns whether a
+    trade was closed."""
+    closed = stop_fill(state, cfg, bar, ts_ns, quantity, price, price, reason, fill, trade)
     state.equity = state.cash + state.position * price  # the peak moves at the bar's mark
     return closed
 
