@@ -20,8 +20,10 @@ import re
 
 MASK = "***"
 
-# A URL inside free text: a scheme, ://, then anything up to whitespace or a quote.
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# A URL inside free text: a scheme, ://, then anything up to whitespace, a quote or the
+# next scheme:// (a URL quoted inside another is masked on its own).
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+_URL_IN_TEXT = re.compile(_SCHEME + r"(?:(?!" + _SCHEME + r")[^\s'\"<>])+")
 # Parameter names whose value is a credential (matched as substrings, case-insensitive).
 _SECRET_NAME = re.compile(r"token|key|secret|pass|pwd|sig|auth|credential|session|bearer|jwt",
                           re.IGNORECASE)

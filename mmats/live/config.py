@@ -18,8 +18,11 @@ Rules worth knowing:
 - Unknown keys are errors; keys that look like secrets (api_key, secret, password, token,
   private_key, ...) are rejected anywhere: keys live in the OS keyring or the environment.
 - ``*_pct`` values are percentages: ``5%`` and ``5`` both mean five percent.
-- Relative paths (journal, lock, data_root, strategy files) are relative to the config
-  file's folder, so a cron job started from any directory reads the same files.
+- Relative paths (journal, journal_anchor, data_root, strategy files) are relative to the
+  config file's folder, so a cron job started from any directory reads the same files.
+- The tick lock belongs to the journal, not to a configuration: it is always
+  ``<journal>.lock`` (the journal's suffix replaced), so two configurations writing one
+  journal can never tick at once. A ``lock:`` key is refused.
 - ``allocation`` is a fraction of the equity of the account a model trades: the models of
   one market share that market's account (and markets executing on the same real venue
   share one account), so their allocations may sum to at most 1.
@@ -54,8 +57,8 @@ MARKET_TYPES = ("crypto", "forex", "stocks")
 PAPER_EXECUTION = "paper"
 
 _TOP_KEYS = ("mode", "environment", "risk", "market", "markets", "models", "notifications",
-             "journal", "data_root", "lock", "stale_after_bars", "reconcile_tolerance_pct",
-             "venues")
+             "journal", "journal_anchor", "data_root", "stale_after_bars",
+             "reconcile_tolerance_pct", "venues")
 _VENUE_KEYS = ("exchange", "sandbox", "base_url", "timeout_s")
 _MARKET_KEYS = ("name", "type", "feed", "execution", "symbols", "timeframe", "risk")
 _MODEL_KEYS = ("id", "strategy", "file", "params", "market", "symbols", "allocation",
@@ -152,11 +155,22 @@ class RunnerConfig:
     notifications: tuple[str, ...] = ("console",)
     journal: Path = Path("journal/mmats.sqlite")
     data_root: Path = Path("data")
-    lock: Path = Path("journal/mmats.lock")
+    anchor_path: Path | None = None  # the journal_anchor: key; None: beside the journal
     stale_after_bars: int = 3
     reconcile_tolerance_pct: float = 0.5
     venues: tuple[VenueConfig, ...] = ()
     source: str = "<dict>"
+
+    @property
+    def lock(self) -> Path:
+        """The tick lock: beside the journal (``<journal>.lock``), whatever the config."""
+        return self.journal.with_suffix(".lock")
+
+    @property
+    def journal_anchor(self) -> Path:
+        """Where the journal's anchor lives: ``journal_anchor:``, else
+        ``<journal>.anchor``."""
+        return self.anchor_path or self.journal.with_suffix(".anchor")
 
     def venue(self, name: str) -> VenueConfig:
         """The venue called ``name``: as configured under ``venues:``, else the ccxt
@@ -197,6 +211,7 @@ class RunnerConfig:
             "journal": str(self.journal),
             "data_root": str(self.data_root),
             "lock": str(self.lock),
+            "journal_anchor": str(self.journal_anchor),
             "stale_after_bars": self.stale_after_bars,
             "reconcile_tolerance_pct": self.reconcile_tolerance_pct,
             "venues": [{**asdict(v), "base_url": None if v.base_url is None
@@ -760,11 +775,15 @@ class _Parser:
             self.fail("", "the configuration is empty; it needs market: (or markets:) and "
                           "models:")
         self.find_secret(top, "")
+        if isinstance(top, dict) and "lock" in top:
+            self.fail("lock", "is no longer a setting: the tick lock lives beside the journal "
+                              "(<journal>.lock), so every configuration writing one journal "
+                              "shares it; remove the key")
         top = self.mapping(top, "", _TOP_KEYS)
         markets = self.markets(top)
         journal = self.path(top.get("journal", "journal/mmats.sqlite"), "journal")
-        lock = (self.path(top["lock"], "lock") if "lock" in top
-                else journal.with_suffix(".lock"))
+        anchor = (self.path(top["journal_anchor"], "journal_anchor")
+                  if "journal_anchor" in top else None)
         return RunnerConfig(
             mode=self.string(top.get("mode", "advisory"), "mode", MODES),
             environment=self.string(top.get("environment", "dev"), "environment",
@@ -775,7 +794,7 @@ class _Parser:
             notifications=self.notifications(top.get("notifications", ["console"])),
             journal=journal,
             data_root=self.path(top.get("data_root", "data"), "data_root"),
-            lock=lock,
+            anchor_path=anchor,
             stale_after_bars=self.integer(top.get("stale_after_bars", 3), "stale_after_bars",
                                           minimum=1),
             reconcile_tolerance_pct=self.percent(top.get("reconcile_tolerance_pct", 0.5),

@@ -1,6 +1,7 @@
 """The runner configuration: example files, both shapes, every error path, gating, snapshot."""
 
 import copy
+import dataclasses
 import json
 import re
 import textwrap
@@ -317,10 +318,11 @@ def test_relative_paths_follow_the_config_file(tmp_path):
     folder = tmp_path / "etc"
     folder.mkdir()
     text = SHORTHAND.replace("./models/ema_cross.py", "ema_cross")
-    text += "journal: state/j.sqlite\ndata_root: /srv/candles\nlock: run.lock\n"
+    text += "journal: state/j.sqlite\ndata_root: /srv/candles\njournal_anchor: anchors/j.anchor\n"
     config = load_config(write(folder, text))
     assert config.journal == folder / "state" / "j.sqlite"
-    assert config.lock == folder / "run.lock"
+    assert config.lock == folder / "state" / "j.lock"
+    assert config.journal_anchor == folder / "anchors" / "j.anchor"
     assert config.data_root == Path("/srv/candles")
     assert config.models[0].strategy == "ema_cross"
 
@@ -451,3 +453,34 @@ def test_a_billion_laughs_fails_fast(tmp_path):
     small = write(tmp_path, SHORTHAND.replace("./models/ema_cross.py", "ema_cross")
                   .replace("risk:\n", "risk: &limits\n") + "mode: advisory\n", name="ok.yaml")
     assert load_config(small).mode == "advisory"  # anchors themselves are fine
+
+
+def test_the_lock_belongs_to_the_journal(tmp_path):
+    mapping = base()
+    mapping["journal"] = str(tmp_path / "shared.sqlite")
+    mapping["lock"] = str(tmp_path / "mine.lock")
+    message = error_of(mapping)
+    assert "configs/x.yaml: lock: is no longer a setting" in message
+    assert "beside the journal" in message
+    del mapping["lock"]
+    first = parse_config(mapping)
+    other = copy.deepcopy(mapping)
+    other["mode"] = "advisory"
+    assert parse_config(other).lock == first.lock == tmp_path / "shared.lock"
+    moved = dataclasses.replace(first, journal=tmp_path / "replay.sqlite")
+    assert moved.lock == tmp_path / "replay.lock"
+    assert moved.journal_anchor == tmp_path / "replay.anchor"
+
+
+def test_journal_anchor_defaults_beside_the_journal_and_is_snapshotted(tmp_path):
+    mapping = base()
+    mapping["journal"] = str(tmp_path / "j.sqlite")
+    config = parse_config(mapping)
+    assert config.journal_anchor == tmp_path / "j.anchor"
+    assert json.loads(config.snapshot())["journal_anchor"] == str(tmp_path / "j.anchor")
+    mapping["journal_anchor"] = "/srv/offsite/j.anchor"
+    assert parse_config(mapping).journal_anchor == Path("/srv/offsite/j.anchor")
+    assert json.loads(parse_config(mapping).snapshot())["journal_anchor"] == (
+        "/srv/offsite/j.anchor")
+    mapping["journal_anchor"] = 3
+    assert "journal_anchor: must be" in error_of(mapping)

@@ -30,7 +30,7 @@ def setup(tmp_path):
         "models": [{"id": "ema", "strategy": "ema_cross", "market": "crypto",
                     "params": {"fast": 5, "slow": 20}, "costs": {"fee_bps": 10}}],
         "notifications": [f"file://{tmp_path / 'notes.log'}"],
-        "journal": str(tmp_path / "journal.sqlite"), "lock": str(tmp_path / "runner.lock"),
+        "journal": str(tmp_path / "journal.sqlite"),
         "data_root": str(tmp_path / "data"),
     })
     return config, store, candles, tmp_path
@@ -121,7 +121,7 @@ def test_script_once_status_kill(setup, repo, python):
                                "symbols": ["ETH/BTC"], "timeframe": "5m"}},
         "models": [{"id": "ema", "strategy": "ema_cross", "market": "crypto",
                     "params": {"fast": 5, "slow": 20}}],
-        "journal": "j.sqlite", "lock": "j.lock", "data_root": "data"}))
+        "journal": "j.sqlite", "data_root": "data"}))
     run = lambda *args: subprocess.run(  # noqa: E731
         [python, repo / "scripts/live.py", "--config", path, *args], capture_output=True,
         text=True, timeout=300, cwd=repo)

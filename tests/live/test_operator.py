@@ -38,7 +38,7 @@ def config_for(tmp_path, models=None, **extra):
                                "symbols": ["ETH/BTC"], "timeframe": "5m"}},
         "models": models or [{"id": "ema", "strategy": "ema_cross", "market": "crypto",
                               "params": {"fast": 5, "slow": 20}, "costs": {"fee_bps": 10}}],
-        "journal": str(tmp_path / "journal.sqlite"), "lock": str(tmp_path / "runner.lock"),
+        "journal": str(tmp_path / "journal.sqlite"),
         "data_root": str(tmp_path / "data"),
         "notifications": [f"file://{tmp_path / 'notes.log'}"],
         **extra,

@@ -108,7 +108,7 @@ def _config(folder: Path, venues: dict, market: dict, model: dict) -> Path:
     path.write_text(yaml.safe_dump({
         "mode": "operator", "environment": "prod", "venues": venues,
         "markets": {market.pop("name"): market}, "models": [model],
-        "journal": str(folder / "journal.sqlite"), "lock": str(folder / "runner.lock"),
+        "journal": str(folder / "journal.sqlite"),
         "data_root": str(folder / "data"), "notifications": [f"file://{folder / 'notes.log'}"],
     }))
     return path
