@@ -477,16 +477,27 @@ class _EncryptedFile:
                                          _aad(public))
         document = {**header, "header_sha256": _digest(public), "nonce": _b64(nonce),
                     "ciphertext": _b64(ciphertext)}
-        _atomic_write(self.path, json.dumps(document, indent=1).encode() + b"\n")
+        try:
+            _atomic_write(self.path, json.dumps(document, indent=1).encode() + b"\n")
+        except OSError as exc:  # a full disk, a read-only folder: the old file is intact
+            raise SecretsError(f"{self.path}: cannot write it: {exc}; nothing was "
+                               "changed") from None
 
     @contextlib.contextmanager
     def _locked(self):
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if fcntl is None:  # pragma: no cover
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if fcntl is None:  # pragma: no cover
+                fd = None
+            else:
+                fd = os.open(self.path.parent / f".{self.path.name}.lock",
+                             os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # e.g. a file where its folder should be
+            raise SecretsError(f"{self.path}: cannot write here: {exc}; point {FILE_ENV} at "
+                               "a file in a folder you can write") from None
+        if fd is None:  # pragma: no cover
             yield
             return
-        lock = self.path.parent / f".{self.path.name}.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -48,8 +48,9 @@ DAMAGED_SECRETS = {
     "p_huge.enc": {"p": 2**30},
     "n_text.enc": {"n": "32768"},
 }
-INPUTS = ("far.csv", "trunc.csv.gz", "corrupt.zip", "cut.zip", "afolder", "dir.csv",
-          "root_file", "journal.sqlite", "config.yaml", *DAMAGED_SECRETS)
+INPUTS = ("far.csv", "trunc.csv.gz", "corrupt.zip", "cut.zip", "cut.parquet", "afolder",
+          "dir.csv", "root_file", "journal.sqlite", "config.yaml", "root_is_a_file.yaml",
+          *DAMAGED_SECRETS)
 
 
 def _csv_text(frame: pd.DataFrame) -> str:
@@ -72,6 +73,8 @@ def make_inputs(folder: Path) -> dict[str, Path]:
                          * 2000)
     whole = (folder / "whole.zip").read_bytes()
     paths["cut.zip"].write_bytes(whole[: len(whole) // 2])
+    parquet = (SAMPLE / "bittrex" / "ETH_BTC_5m.parquet").read_bytes()
+    paths["cut.parquet"].write_bytes(parquet[: len(parquet) // 2])
     paths["afolder"].mkdir()
     paths["dir.csv"].mkdir()
     paths["root_file"].write_text("a file where the store root should be\n")
@@ -81,6 +84,8 @@ def make_inputs(folder: Path) -> dict[str, Path]:
         .replace("../strategies/", f"{REPO / 'strategies'}/")
         .replace("../journal/advisory_crypto.sqlite", str(folder / "live" / "journal.sqlite"))
         .replace("../data/sample", str(SAMPLE)))
+    paths["root_is_a_file.yaml"].write_text(
+        paths["config.yaml"].read_text().replace(str(SAMPLE), str(paths["root_file"])))
     _damaged_secrets(folder)
     return paths
 
@@ -141,7 +146,24 @@ def cases(p: dict[str, Path]) -> list[Case]:
             table.append(Case(f"{script[:-3]}-data-{name}", script,
                               (*head, "--data", p[name]), 2, str(p[name]), says))
     root = "the candle store root is a file, not a folder"
+    secrets_env = {"MMATS_SECRETS_PASSPHRASE": PASSPHRASE}
     table += [
+        Case("check-cut.parquet", "check_data.py", (p["cut.parquet"],), 2, str(p["cut.parquet"]),
+             damaged),
+        Case("backtest-data-cut.parquet", "backtest.py", ("--data", p["cut.parquet"]), 2,
+             str(p["cut.parquet"]), damaged),
+        Case("live-replay-data-root-is-a-file", "live.py",
+             ("--config", p["root_is_a_file.yaml"], "--replay"), 2, str(p["root_file"]), root),
+        Case("live-tick-data-root-is-a-file", "live.py",
+             ("--config", p["root_is_a_file.yaml"], "--now", "2018-01-12"), 2,
+             str(p["root_file"]), root),
+        Case("keys-file-in-a-file", "keys.py", ("set", "binance", "--stdin"), 1,
+             str(p["root_file"] / "s.enc"), "cannot write here",
+             env={**secrets_env, "MMATS_SECRETS_FILE": str(p["root_file"] / "s.enc")}),
+        Case("keys-file-is-a-folder", "keys.py", ("list",), 1, str(p["afolder"]),
+             "Is a directory", env={**secrets_env, "MMATS_SECRETS_FILE": str(p["afolder"])}),
+        Case("journal-not-a-database", "journal.py", ("verify", "--journal", p["root_file"]), 2,
+             str(p["root_file"]), "unreadable"),
         Case("import-a-folder", "import_data.py", (p["afolder"], *store), 1,
              str(p["afolder"]), folder),
         Case("import-dir.csv", "import_data.py", (p["dir.csv"], *store), 1, str(p["dir.csv"]),
@@ -202,7 +224,8 @@ def results(tmp_path_factory):
     def run(case):
         command = [sys.executable, str(REPO / "scripts" / case.script), *map(str, case.args)]
         return case, subprocess.run(command, cwd=folder, env={**base_env, **case.env},
-                                    capture_output=True, text=True, timeout=120)
+                                    input="api_key=k\nsecret=s\n", capture_output=True,
+                                    text=True, timeout=120)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return {case.id: (case, outcome) for case, outcome in pool.map(run, table)}

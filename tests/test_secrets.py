@@ -212,6 +212,45 @@ def test_tampered_or_damaged_file_is_detected(secrets_file):
     assert dict(get_secret("oanda")) == OANDA
 
 
+@pytest.mark.parametrize("changes, says", [
+    ({"salt": "!!not base64!!"}, "'salt' field is damaged"),
+    ({"salt": "AAAA"}, "salt is not 16 bytes"),
+    ({"salt": base64.b64encode(b"\1" * 16).decode()}, "header (salt or scrypt parameters) was "
+                                                       "changed"),
+    ({"n": 2**14}, "header (salt or scrypt parameters) was changed"),
+    ({"n": 2}, "out of range"),
+    ({"n": 3 * 2**14}, "out of range"),
+    ({"n": 2**62}, "out of range"),
+    ({"r": 32, "n": 2**20}, "out of range"),
+    ({"p": 2**30}, "out of range"),
+    ({"n": True}, "the header is damaged"),
+    ({"check": base64.b64encode(b"x").decode()}, "key check is not 32 bytes"),
+])
+def test_a_damaged_header_is_a_damaged_file_not_a_wrong_passphrase(secrets_file, monkeypatch,
+                                                                   changes, says):
+    """The scrypt cost is bounded before deriving (a huge one must not hang or eat memory),
+    and a header changed within bounds is told from a wrong passphrase by its digest."""
+    set_secret("oanda", OANDA)
+    document = json.loads(secrets_file.read_text())
+    secrets_file.write_text(json.dumps({**document, **changes}))
+    derived = []
+    monkeypatch.setattr(secrets, "_derive", lambda *args: derived.append(args))
+    with pytest.raises(SecretsFileCorruptError) as caught:
+        get_secret("oanda")
+    message = str(caught.value)
+    assert str(secrets_file) in message and "damaged file" in message and says in message
+    assert "wrong passphrase" not in message and derived == []
+    assert shows_no_library_traceback(caught.value)
+
+
+def test_a_file_without_a_header_digest_still_opens(secrets_file):
+    set_secret("oanda", OANDA)
+    document = json.loads(secrets_file.read_text())
+    del document["header_sha256"]
+    secrets_file.write_text(json.dumps(document))
+    assert dict(get_secret("oanda")) == OANDA
+
+
 def test_passphrase_prompt_confirms_a_new_file(secrets_file, monkeypatch):
     monkeypatch.delenv(secrets.PASSPHRASE_ENV)
     answers = iter(["first", "second"])

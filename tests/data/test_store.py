@@ -266,3 +266,21 @@ def test_concurrent_writers_lose_no_rows(tmp_path):
         assert writer.exitcode == 0
     arrays = CandleStore(tmp_path).read_arrays(*KEY)
     np.testing.assert_array_equal(arrays["ts"], T0_NS + np.arange(chunk * chunks) * STEP_NS)
+
+
+def test_restored_on_error_makes_several_writes_all_or_nothing(tmp_path):
+    from mmats.files import restored_on_error, write_durably
+
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    old.write_bytes(b"before")
+    with pytest.raises(OSError, match="disk full"):
+        with restored_on_error([old, new]):
+            write_durably(old, lambda handle: handle.write(b"after"), prefix=".old.")
+            write_durably(new, lambda handle: handle.write(b"created"), prefix=".new.")
+            raise OSError("disk full")
+    assert old.read_bytes() == b"before" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.bin"]
+    with restored_on_error([old, new]):
+        write_durably(old, lambda handle: handle.write(b"after"), prefix=".old.")
+    assert old.read_bytes() == b"after"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.bin"]
