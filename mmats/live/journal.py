@@ -1,13 +1,26 @@
-"""An append-only, hash-chained SQLite journal: the live runner's memory and audit trail.
+"""An append-only, hash-chained, signed SQLite journal: the live runner's memory and audit trail.
 
 Every row of every table carries a global sequence number ``seq`` (one sequence over all
 tables), a timestamp ``ts_ns``, its payload, the hash of the previous row and its own
 hash: sha256 of sorted-key JSON of (table, seq, ts_ns, payload, prev_hash). Triggers
 forbid UPDATE and DELETE; an edited, deleted or reordered row breaks the chain and
-:meth:`Journal.verify` names it. An append-only ``chain`` index (seq, table, hash) is
+:meth:`Journal.verify` names it. An append-only ``chain`` index (seq, table, hash, sig) is
 written in the same transaction as each row, so deleting the newest row of a table is
-caught too; deleting the newest rows of *both* the table and the index cannot be told
-apart from a shorter journal unless the head (:meth:`Journal.head`) is kept elsewhere.
+caught too.
+
+Whoever can write the file could still append rows with valid hashes, recompute the chain,
+or delete the newest rows of both a table and the index. So each chain hash is signed with
+a key from the secrets store, and after every commit the head goes to an anchor file
+outside the SQLite file (``<journal>.anchor`` by default): see
+:mod:`mmats.live.journal_signing`. A ``meta`` table records the layout, the journal's id
+and whether (and with which key) it is signed.
+
+Who signs: a new durable journal is signed when the secrets store can be read without a
+prompt (a keyring, or ``MMATS_SECRETS_PASSPHRASE`` set), and otherwise created unsigned
+with a warning; ``sign=True`` makes the key required, ``sign=False`` (and ``durable=False``,
+a replay's scratch journal) leaves it unsigned. A journal created signed always stays
+signed: opening it where the key cannot be read raises :class:`JournalError` saying how to
+provide it. ``verify`` reports an unsigned journal as such (a warning).
 
 Example::
 
@@ -20,8 +33,10 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -32,17 +47,26 @@ from typing import Any
 
 import numpy as np
 
-from mmats.errors import ConfigError, MMATSError
+from mmats.errors import ConfigError
+from mmats.live.journal_signing import (
+    SCHEME,
+    Anchor,
+    JournalError,
+    Problem,
+    Signer,
+    check_seal,
+    key_id,
+    signing_key,
+)
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
 
 GENESIS_HASH = "0" * 64
 ACTIONS = ("BUY", "SELL", "HOLD")
 TIMES_IN_FORCE = ("GTC", "IOC", "FOK", "DAY", "GTD")
 RISK_LEVELS = ("INFO", "WARNING", "CRITICAL")
+LAYOUT = "2"  # 1: before signing (no meta table, chain.sig, config_snapshots.user)
 
-
-class JournalError(MMATSError):
-    """The journal file is unreadable, or a stored record does not fit what was asked."""
+log = logging.getLogger(__name__)
 
 
 def _record_columns(dtype: np.dtype, kind: str) -> dict[str, str]:
@@ -68,33 +92,35 @@ TABLES: dict[str, dict[str, str]] = {
     "risk_events": {"level": "TEXT", "scope": "TEXT", "kind": "TEXT", "message": "TEXT",
                     "data": "TEXT"},
     "operator_actions": {"action": "TEXT", "target": "TEXT", "user": "TEXT", "reason": "TEXT"},
-    "config_snapshots": {"format": "TEXT", "text": "TEXT"},
+    "config_snapshots": {"format": "TEXT", "text": "TEXT", "user": "TEXT"},
     "sleeve_states": {"sleeve_id": "TEXT", "dtype": "TEXT", "state": "BLOB"},
 }
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One broken link of the chain: where, and what is wrong."""
-
-    table: str
-    seq: int
-    kind: str  # "edited", "deleted", "reordered", "inserted"
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.table} seq {self.seq}: {self.kind} row — {self.detail}"
+#: Columns of every table; layout 1 lacked the ones in _ADDED_IN_LAYOUT_2 and ``meta``.
+_EXPECTED = {"chain": {"seq", "table_name", "hash", "sig"}, "meta": {"name", "value"},
+             **{table: {"seq", "ts_ns", *columns, "prev_hash", "hash"}
+                for table, columns in TABLES.items()}}
+_ADDED_IN_LAYOUT_2 = {"chain": {"sig"}, "config_snapshots": {"user"}}
 
 
 @dataclass
 class VerifyReport:
-    """Outcome of :meth:`Journal.verify`; ``problems`` is empty when the chain is intact."""
+    """Outcome of :meth:`Journal.verify`; ``problems`` is empty when nothing was tampered
+    with. Problem kinds of the chain: ``edited``, ``deleted``, ``reordered``, ``inserted``;
+    of signatures and the anchor: ``forged``, ``rewritten``, ``truncated``,
+    ``anchor_forged``. ``warnings`` (``unsigned``, ``anchor_missing``, ``anchor_behind``,
+    ``anchor_damaged``, ``anchor_foreign``) do not make it fail."""
 
     ok: bool
     rows_checked: int
     head_seq: int
     head_hash: str
     problems: list[Problem] = field(default_factory=list)
+    signed: bool = False
+    anchor: str = ""
+    anchor_head_seq: int = 0
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def table(self) -> str | None:
@@ -110,8 +136,10 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "rows_checked": self.rows_checked, "head_seq": self.head_seq,
-                "head_hash": self.head_hash,
-                "problems": [vars(problem) for problem in self.problems]}
+                "head_hash": self.head_hash, "signed": self.signed, "anchor": self.anchor,
+                "anchor_head_seq": self.anchor_head_seq,
+                "problems": [vars(problem) for problem in self.problems],
+                "warnings": [vars(warning) for warning in self.warnings]}
 
 
 def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) -> str:
@@ -208,6 +236,21 @@ def _record_payload(record: Any, dtype: np.dtype, kind: str) -> dict:
     return payload
 
 
+def _os_user() -> str:
+    """The operating-system account running this process: its password-database name
+    (which, unlike ``$USER``, the environment cannot change), else ``getpass.getuser()``."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        pass
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no password entry and no $USER/$LOGNAME (a bare container)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
 def _dtype_text(dtype: np.dtype) -> str:
     return json.dumps(np.lib.format.dtype_to_descr(dtype))
 
@@ -216,29 +259,48 @@ class Journal:
     """An append-only SQLite journal (WAL, ``synchronous=FULL``), one connection each.
 
     ``create=False`` refuses a missing file instead of creating an empty journal.
-    ``durable=False`` (``synchronous=OFF``) is for scratch journals such as a replay's:
-    a crash of the process still leaves whole transactions only, but a power cut may lose
-    the newest ones.
+    ``durable=False`` (``synchronous=OFF``, no fsync of the anchor) is for scratch journals
+    such as a replay's: a crash of the process still leaves whole transactions only, but a
+    power cut may lose the newest ones. ``anchor`` is the anchor file's path (default
+    ``<journal>.anchor``). ``sign`` decides for a new journal only (see the module
+    docstring); an existing one keeps what it was created with. ``readonly=True`` opens an
+    existing journal to read and verify it, an older layout included, and refuses appends.
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
-                 timeout_s: float = 30.0, durable: bool = True):
+                 timeout_s: float = 30.0, durable: bool = True,
+                 anchor: str | os.PathLike | None = None, sign: bool | None = None,
+                 readonly: bool = False):
         self.path = Path(path)
+        self.anchor_path = Path(anchor) if anchor is not None else \
+            self.path.with_name(self.path.name + ".anchor")
+        self._anchor = Anchor(self.anchor_path, durable=durable)
+        self._readonly = readonly
         self._in_transaction = False
-        if not create and not self.path.is_file():
+        self._signer: Signer | None = None
+        self._unanchored: tuple[int, str, str] | None = None  # the head to anchor on commit
+        if (readonly or not create) and not self.path.is_file():
             raise JournalError(f"journal {self.path} does not exist")
+        if not readonly and not self.anchor_path.parent.is_dir():
+            raise JournalError(f"journal {self.path}: the folder of its anchor file "
+                               f"{self.anchor_path} does not exist; create it or give "
+                               "another anchor path")
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            if create:
-                self._create_schema()
-            else:
-                self._check_schema()
+            if create and not readonly:
+                self._create_schema(sign, durable)
+            self._check_schema(readonly)
+            if not readonly:
+                self._signer = self._writer_signer(sign)
         except sqlite3.DatabaseError as error:
             self.close()
             raise JournalError(f"journal {self.path} is unreadable: {error}") from None
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> Journal:
@@ -252,10 +314,26 @@ class Journal:
         if db is not None:
             db.close()
             self._db = None
+        self._anchor.close()
 
-    def _create_schema(self) -> None:
+    @property
+    def signed(self) -> bool:
+        """Whether this journal's rows are signed (decided when it was created)."""
+        return self._meta.get("signing") == SCHEME
+
+    def _create_schema(self, sign: bool | None, durable: bool) -> None:
+        """Create the tables and ``meta`` of a new journal; leave any other file alone."""
+        names = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        if names & {"chain", "meta", *TABLES}:
+            return  # an existing journal (or a foreign file): _check_schema judges it
+        key = self._key_for_new_journal(sign, durable)
+        meta = {"layout": LAYOUT, "journal_id": os.urandom(8).hex(),
+                "signing": SCHEME if key else "none", "key_id": key_id(key) if key else ""}
         statements = ["CREATE TABLE IF NOT EXISTS chain (seq INTEGER PRIMARY KEY, "
-                      "table_name TEXT NOT NULL, hash TEXT NOT NULL)"]
+                      "table_name TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT)",
+                      "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, "
+                      "value TEXT NOT NULL)"]
         for table, columns in TABLES.items():
             body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
             statements.append(
@@ -265,7 +343,7 @@ class Journal:
         statements.append("CREATE INDEX IF NOT EXISTS fills_model ON fills (model_id)")
         statements.append("CREATE INDEX IF NOT EXISTS orders_client ON orders (client_order_id)")
         statements.append("CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)")
-        for table in ("chain", *TABLES):
+        for table in ("chain", "meta", *TABLES):
             for verb in ("UPDATE", "DELETE"):
                 statements.append(
                     f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} "
@@ -275,28 +353,104 @@ class Journal:
         try:
             for statement in statements:
                 self._db.execute(statement)
+            # OR IGNORE: a process that created the journal at the same moment wins
+            self._db.executemany("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+                                 meta.items())
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
 
-    def _check_schema(self) -> None:
+    def _key_for_new_journal(self, sign: bool | None, durable: bool) -> bytes | None:
+        """The signing key for a new journal, or None to create it unsigned."""
+        from mmats import secrets
+
+        if sign is False or (sign is None and not durable):
+            return None
+        if sign is None and not secrets.available_without_prompt():
+            log.warning("journal %s is created unsigned: the secrets store (%s) cannot be read "
+                        "without a prompt, so rows added by whoever can write the file cannot "
+                        "be told from real ones; set %s to sign new journals", self.path,
+                        secrets.describe_backend(), secrets.PASSPHRASE_ENV)
+            return None
+        return signing_key(self.path, create=True)
+
+    def _check_schema(self, readonly: bool) -> None:
+        """Refuse a file whose tables or columns are not this layout's, naming them; an
+        older journal (layout 1) is readable with ``readonly=True`` only."""
         names = {row[0] for row in self._db.execute(
             "SELECT name FROM sqlite_master WHERE type='table'")}
         missing = sorted({"chain", *TABLES} - names)
         if missing:
             raise JournalError(f"journal {self.path} lacks the tables {missing}; "
                                "is it an MMATS journal?")
+        actual = {table: {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                  for table in _EXPECTED if table in names}
+        self._meta: dict[str, str] = {}
+        self._layout = 2
+        self._columns = {table: list(columns) for table, columns in TABLES.items()}
+        if "meta" not in names and all(
+                actual[table] == _EXPECTED[table] - _ADDED_IN_LAYOUT_2.get(table, set())
+                for table in ("chain", *TABLES)):
+            if not readonly:
+                raise JournalError(
+                    f"journal {self.path} has the older layout written before journals were "
+                    "signed (no 'sig' column in chain, no 'user' column in config_snapshots): "
+                    "this version of MMATS neither appends to it nor migrates it. Start a new "
+                    "journal (move this file aside, or point the configuration's journal: at "
+                    "a new path); 'python scripts/journal.py verify' and 'export' still read it")
+            self._layout = 1
+            self._columns["config_snapshots"] = ["format", "text"]
+            return
+        for table in ("chain", *TABLES, "meta"):
+            have = actual.get(table)
+            if have is None:
+                raise JournalError(f"journal {self.path} lacks the table {table!r}; is it an "
+                                   "MMATS journal of this version?")
+            if have != _EXPECTED[table]:
+                raise JournalError(
+                    f"journal {self.path}: table {table} lacks the columns "
+                    f"{sorted(_EXPECTED[table] - have)} and has unexpected columns "
+                    f"{sorted(have - _EXPECTED[table])}; it was not written by this version "
+                    "of MMATS (or was altered); start a new journal")
+        self._meta = dict(self._db.execute("SELECT name, value FROM meta"))
+        if (self._meta.get("layout") != LAYOUT or not self._meta.get("journal_id")
+                or self._meta.get("signing") not in ("none", SCHEME)):
+            raise JournalError(
+                f"journal {self.path}: its meta table records layout "
+                f"{self._meta.get('layout')!r}, signing {self._meta.get('signing')!r}, which "
+                f"this version of MMATS (layout {LAYOUT}) does not know; upgrade MMATS, or "
+                "start a new journal")
+
+    def _writer_signer(self, sign: bool | None) -> Signer | None:
+        """The signer appends use: the journal's own choice, never silently dropped."""
+        if self.signed:
+            return self._load_signer()
+        if sign:
+            raise JournalError(f"journal {self.path} was created unsigned and cannot start "
+                               "signing halfway: start a new journal to have it signed")
+        return None
+
+    def _load_signer(self) -> Signer:
+        """This journal's signer, with the key from the secrets store; refuses another key."""
+        signer = Signer(signing_key(self.path, create=False), self._meta["journal_id"])
+        if signer.key_id != self._meta.get("key_id"):
+            from mmats import secrets
+
+            raise JournalError(
+                f"journal {self.path} was signed with key id {self._meta.get('key_id')}, but "
+                f"the {secrets.describe_backend()} holds key id {signer.key_id}: point "
+                f"{secrets.FILE_ENV} at the secrets store the journal was created with")
+        return signer
 
     # -- the one write path ------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self):
         """Make the appends inside one atomic unit: after a crash, all of them are in the
         journal or none is. The runner journals each bar (tick, orders, fills, signal and
-        the sleeve's new state) this way, so a restart never sees half a bar."""
-        db = self._db
-        if db is None:
-            raise JournalError(f"journal {self.path} is closed")
+        the sleeve's new state) this way, so a restart never sees half a bar. The head is
+        anchored once, after the commit."""
+        db = self._writable()
         if self._in_transaction:
             yield self
             return
@@ -306,20 +460,20 @@ class Journal:
             yield self
             db.execute("COMMIT")
         except BaseException:
+            self._unanchored = None
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         finally:
             self._in_transaction = False
+        self._write_anchor()
 
     def _append(self, table: str, ts_ns: int, payload: dict) -> int:
         """Append one row (and its chain entry) in one IMMEDIATE transaction, or inside
         the open :meth:`transaction`; returns its seq."""
         columns = list(TABLES[table])
         assert list(payload) == columns, (table, list(payload))
-        db = self._db
-        if db is None:
-            raise JournalError(f"journal {self.path} is closed")
+        db = self._writable()
         if self._in_transaction:
             return self._insert(db, table, ts_ns, payload, columns)
         db.execute("BEGIN IMMEDIATE")
@@ -327,23 +481,47 @@ class Journal:
             seq = self._insert(db, table, ts_ns, payload, columns)
             db.execute("COMMIT")
         except BaseException:
+            self._unanchored = None
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._write_anchor()
         return seq
 
-    @staticmethod
-    def _insert(db, table, ts_ns, payload, columns) -> int:
+    def _writable(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalError(f"journal {self.path} is closed")
+        if self._readonly:
+            raise JournalError(f"journal {self.path} was opened read-only; open it without "
+                               "readonly=True to append")
+        return self._db
+
+    def _insert(self, db, table, ts_ns, payload, columns) -> int:
         last = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         digest = row_hash(table, seq, ts_ns, payload, prev_hash)
+        sig = self._signer.row(seq, table, digest) if self._signer else None
         quoted = ", ".join(f'"{name}"' for name in columns)
         marks = ", ".join("?" * (len(columns) + 4))
         db.execute(f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) "
                    f"VALUES ({marks})", (seq, ts_ns, *payload.values(), prev_hash, digest))
-        db.execute("INSERT INTO chain (seq, table_name, hash) VALUES (?, ?, ?)",
-                   (seq, table, digest))
+        db.execute("INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)",
+                   (seq, table, digest, sig))
+        self._unanchored = (seq, table, digest)
         return seq
+
+    def _write_anchor(self) -> None:
+        """Append the committed head to the anchor file (see journal_signing)."""
+        head, self._unanchored = self._unanchored, None
+        if head is None:
+            return
+        try:
+            self._anchor.append(*head, self._meta["journal_id"], self._signer)
+        except OSError as error:
+            raise JournalError(
+                f"journal {self.path}: seq {head[0]} is committed, but the anchor "
+                f"{self.anchor_path} cannot be written ({error}); fix the anchor path — "
+                "until then the newest rows are not anchored") from None
 
     # -- appends -----------------------------------------------------------------------
     def append_tick(self, symbol: str, bar_ts_ns: int, open: float, high: float, low: float,
@@ -422,22 +600,26 @@ class Journal:
                    "data": _canonical_json(data, "data")}
         return self._append("risk_events", _ts(ts_ns), payload)
 
-    def append_operator_action(self, action: str, target: str, user: str, reason: str = "",
-                               *, ts_ns: int | None = None) -> int:
-        """Record what an operator did (kill switch, resume, ...), to what, who and why."""
+    def append_operator_action(self, action: str, target: str, user: str | None = None,
+                               reason: str = "", *, ts_ns: int | None = None) -> int:
+        """Record what an operator did (kill switch, resume, ...), to what, who and why;
+        ``user`` None means the operating-system account running this process."""
         payload = {"action": _text(action, "action"), "target": _text(target, "target"),
-                   "user": _text(user, "user"), "reason": _text(reason, "reason",
-                                                            required=False)}
+                   "user": _os_user() if user is None else _text(user, "user"),
+                   "reason": _text(reason, "reason", required=False)}
         return self._append("operator_actions", _ts(ts_ns), payload)
 
-    def append_config_snapshot(self, config: str | dict, *, ts_ns: int | None = None) -> int:
-        """Record the configuration in force: text as given, a dict as sorted JSON."""
+    def append_config_snapshot(self, config: str | dict, *, user: str | None = None,
+                               ts_ns: int | None = None) -> int:
+        """Record the configuration in force (text as given, a dict as sorted JSON) and who
+        put it in force: ``user`` None means the operating-system account of this process."""
         if isinstance(config, dict):
             payload = {"format": "json", "text": _canonical_json(config, "config")}
         elif isinstance(config, str):
             payload = {"format": "text", "text": config}
         else:
             raise ConfigError(f"config must be text or a dict, got {type(config).__name__}")
+        payload["user"] = _os_user() if user is None else _text(user, "user")
         return self._append("config_snapshots", _ts(ts_ns), payload)
 
     def save_state(self, sleeve_id: str, state: np.ndarray, ts_ns: int | None = None) -> int:
@@ -513,17 +695,26 @@ class Journal:
 
     # -- verification ------------------------------------------------------------------
     def verify(self) -> VerifyReport:
-        """Recompute every hash and link; report edited, deleted, inserted or reordered rows."""
+        """Recompute every hash and link, check every signature and the anchor; report
+        edited, deleted, inserted, reordered, forged, rewritten or truncated rows.
+
+        A signed journal needs its key (the secrets store readable without a prompt);
+        without it this raises :class:`JournalError` rather than report on half the checks.
+        """
+        signer = self._signer
+        if signer is None and self.signed:
+            signer = self._load_signer()
         rows = []  # (seq, table, ts_ns, payload, prev_hash, hash)
-        for table, columns in TABLES.items():
+        for table, columns in self._columns.items():
             quoted = ", ".join(f'"{name}"' for name in columns)
             for row in self._db.execute(
                     f"SELECT seq, ts_ns, {quoted}, prev_hash, hash FROM {table}"):
                 payload = dict(zip(columns, row[2:-2], strict=True))
                 rows.append((row[0], table, row[1], payload, row[-2], row[-1]))
         rows.sort(key=lambda row: row[0])
-        chain = {seq: (table, digest) for seq, table, digest in
-                 self._db.execute("SELECT seq, table_name, hash FROM chain")}
+        sig = "sig" if self._layout >= 2 else "NULL"
+        chain = {seq: (table, digest, signature) for seq, table, digest, signature in
+                 self._db.execute(f"SELECT seq, table_name, hash, {sig} FROM chain")}
         problems: list[Problem] = []
         known_hashes = {row[5]: row[0] for row in rows}
         previous_seq, previous_hash = 0, GENESIS_HASH
@@ -554,7 +745,7 @@ class Journal:
             indexed = chain.get(seq)
             if indexed is None:
                 problems.append(Problem(table, seq, "inserted", "row missing from the chain index"))
-            elif indexed != (table, digest):
+            elif indexed[:2] != (table, digest):
                 problems.append(Problem(table, seq, "edited",
                                         f"index records table {indexed[0]} hash {indexed[1][:12]}…"))
             previous_seq, previous_hash = seq, digest
@@ -562,8 +753,23 @@ class Journal:
             if seq > previous_seq:
                 problems.append(Problem(chain[seq][0], seq, "deleted",
                                         "indexed in the chain but the row is gone"))
+        if self._layout >= 2:
+            sealed, warnings, anchored = check_seal(
+                chain, max(previous_seq, max(chain, default=0)), self._meta["journal_id"],
+                signer, self._anchor)
+        else:
+            sealed, anchored = [], 0
+            warnings = [Problem("chain", 0, "unsigned", (
+                "the older layout written before journals were signed: a row appended or "
+                "a chain recomputed by whoever can write the file cannot be told from a real "
+                "one, and there is no anchor to catch deleted newest rows"))]
+        # the first bad row first; at one seq, the journal's rows before the anchor's lines
+        problems = sorted(problems + sealed,
+                          key=lambda problem: (problem.seq, problem.table == "anchor"))
         return VerifyReport(ok=not problems, rows_checked=len(rows), head_seq=previous_seq,
-                            head_hash=previous_hash, problems=problems)
+                            head_hash=previous_hash, problems=problems,
+                            signed=signer is not None, anchor=str(self.anchor_path),
+                            anchor_head_seq=anchored, warnings=warnings)
 
 
 def _records(rows: list[dict], dtype: np.dtype, kind: str) -> np.ndarray:

@@ -225,12 +225,14 @@ def test_deleted_last_row_is_detected_by_the_chain_index(tampered):
 
 
 def test_truncation_of_row_and_index_needs_an_outside_head(tampered):
-    """Documented limit: dropping the newest row *and* its index entry looks like a shorter
-    journal; only a head (seq, hash) kept elsewhere reveals it."""
+    """Dropping the newest row *and* its index entry looks like a shorter journal; only a
+    head (seq, hash) kept elsewhere reveals it: the anchor file does. Documented limit: with
+    the anchor deleted too, it verifies (with a warning that truncation went unchecked)."""
     path, chain = tampered
     last = max(chain)
     with Journal(path) as journal:
         kept_head = journal.head()
+        anchor = journal.anchor_path
     db = _drop_triggers(path)
     db.execute(f"DELETE FROM {chain[last]['table_name']} WHERE seq = ?", (last,))
     db.execute("DELETE FROM chain WHERE seq = ?", (last,))
@@ -238,7 +240,13 @@ def test_truncation_of_row_and_index_needs_an_outside_head(tampered):
     db.close()
     with Journal(path) as journal:
         report = journal.verify()
+    assert not report.ok and (report.head_seq, report.head_hash) != kept_head
+    assert (report.problems[0].kind, report.seq) == ("truncated", last)
+    anchor.unlink()
+    with Journal(path) as journal:
+        report = journal.verify()
     assert report.ok and (report.head_seq, report.head_hash) != kept_head
+    assert "anchor_missing" in {warning.kind for warning in report.warnings}
 
 
 def test_reordered_rows_are_detected(tampered):
