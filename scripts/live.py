@@ -122,7 +122,8 @@ def run_live(args) -> int:
             if rest:
                 raise ConfigError("kill takes no argument (it halts everything); give the "
                                   "reason with --reason")
-            print(control.kill(config, reason=args.reason, mode=mode, cash=args.cash))
+            print(control.kill(config, reason=args.reason, mode=mode, cash=args.cash,
+                               live_trading_allowed=args.i_understand_live_trading))
             return 0
         if verb in ("pause", "resume"):
             if verb == "pause" and len(rest) != 1:
@@ -141,15 +142,16 @@ def run_live(args) -> int:
         raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close or "
                           "status")
     if not args.loop:
-        report = control.tick_once(config, mode=mode, cash=args.cash, now_ns=_now(args.now))
+        report = control.tick_once(config, mode=mode, cash=args.cash, now_ns=_now(args.now),
+                                   live_trading_allowed=args.i_understand_live_trading)
         print(f"{report.bars} new bar(s), {len(report.signals)} signal(s), "
               f"{report.orders} order(s) sent, {report.fills} fill(s), "
               f"{report.rejects} refused")
         return 1 if report.alerts else 0  # a fail-safe acted: cron mails the output
-    return loop(config, mode, args.cash)
+    return loop(config, mode, args.cash, args.i_understand_live_trading)
 
 
-def loop(config, mode, cash) -> int:
+def loop(config, mode, cash, live_trading_allowed=False) -> int:
     """Tick after every bar close; on an unexpected error, halt everything and notify
     once rather than crash-looping."""
     import time
@@ -162,7 +164,8 @@ def loop(config, mode, cash) -> int:
     settle_ns = 5_000_000_000  # give the fetcher a moment after the close
     while True:
         try:
-            control.tick_once(config, mode=mode, cash=cash)
+            control.tick_once(config, mode=mode, cash=cash,
+                              live_trading_allowed=live_trading_allowed)
         except control.RunnerBusy:
             pass
         except Exception as error:  # noqa: BLE001 - fail safe: halt, notify, stop

@@ -14,6 +14,7 @@ from mmats.brokers.store_feed import StoreFeed
 from mmats.data.calendar import timeframe_ns, trading_ns_between
 from mmats.errors import ConfigError, MMATSError
 from mmats.files import write_durably
+from mmats.redact import redact_urls
 from mmats.live.config import RunnerConfig
 from mmats.live import kill as killswitch
 from mmats.live.journal import Journal
@@ -65,7 +66,8 @@ def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
 
 
 def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
-                clock=time.time_ns) -> dict:
+                clock=time.time_ns, purpose: str = "trade",
+                live_trading_allowed: bool = False) -> dict:
     """The Execution/AccountState adapter of every market: the paper venue for
     ``execution: paper`` (one SQLite account per market beside the journal; it charges
     the fee and slippage of the market's first model), a venue adapter otherwise."""
@@ -80,7 +82,8 @@ def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
         if not market.is_paper:
             from mmats.brokers.connect import connect
 
-            result[market.name] = connect(config, market)
+            result[market.name] = connect(config, market, purpose=purpose,
+                                          live_trading_allowed=live_trading_allowed)
             continue
         first = by_market.get(market.name)
         cfg = first.cfg[0] if first is not None else None
@@ -97,7 +100,7 @@ def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
 
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
               mode: str | None = None, brokers: dict | None = None,
-              sources: dict | None = None):
+              sources: dict | None = None, live_trading_allowed: bool = False):
     """Lock, journal the configuration if it changed, process every newly closed bar
     (operator mode: recover, reconcile and send through the brokers), notify the signals
     and alerts, exit. Live feeds are synced into the store first (:mod:`mmats.live.sync`;
@@ -108,7 +111,7 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
     notification) instead of failing the same way forever."""
     mode = mode or config.mode
     try:
-        report = _tick(config, cash, now_ns, mode, brokers, sources)
+        report = _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed)
     except RunnerBusy:
         raise
     except Exception as error:
@@ -134,7 +137,7 @@ def _tick_failed(config, error, mode, cash) -> None:
         count = json.loads(path.read_text())["count"] + 1
     except (OSError, ValueError, KeyError, TypeError):
         count = 1
-    text = json.dumps({"count": count, "last_error": f"{error!r}"}).encode()
+    text = json.dumps({"count": count, "last_error": redact_urls(f"{error!r}")}).encode()
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
         write_durably(path, lambda handle: handle.write(text), prefix=".failures.")
@@ -148,7 +151,7 @@ def _tick_failed(config, error, mode, cash) -> None:
                f"{reason}; the kill itself failed: {kill_error}")
 
 
-def _tick(config, cash, now_ns, mode, brokers, sources):
+def _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed):
     with runner_lock(config.lock), Journal(config.journal) as journal:
         snapshot = config.snapshot()
         last = journal.rows("config_snapshots")[-1:]
@@ -158,7 +161,8 @@ def _tick(config, cash, now_ns, mode, brokers, sources):
         active, sync_alerts = sync_candles(config, journal, now_ns, sources=sources)
         feeds = feeds_for(config, active)
         if mode == "operator" and brokers is None:
-            brokers = brokers_for(config, feeds, cash=cash, clock=lambda: now_ns)
+            brokers = brokers_for(config, feeds, cash=cash, clock=lambda: now_ns,
+                                  live_trading_allowed=live_trading_allowed)
         report = run_tick(config, feeds, journal, now_ns, cash=cash, mode=mode,
                           brokers=brokers)
         stale = _halt_stale(config, journal, now_ns)
@@ -219,7 +223,7 @@ class KillOutcome:
 
 def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
          mode: str | None = None, brokers: dict | None = None,
-         cash: float = 10_000.0) -> KillOutcome:
+         cash: float = 10_000.0, live_trading_allowed: bool = False) -> KillOutcome:
     """Halt every sleeve, nothing new until :func:`resume_models`; never refused.
 
     The request is written first (every tick checks it before each close and each
@@ -235,7 +239,10 @@ def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
     problems = []
     if operator:
         if brokers is None:
-            brokers = brokers_for(config, feeds_for(config), cash=cash)
+            # risk-reducing: on a real venue in prod the flatten goes out without the
+            # live-trading flag (mmats.brokers.connect, purpose "reduce")
+            brokers = brokers_for(config, feeds_for(config), cash=cash, purpose="reduce",
+                                  live_trading_allowed=live_trading_allowed)
         problems = killswitch.flatten_at_venues(config, brokers, request)
         killswitch.write_request(config.journal, request)  # with its orders, for booking
     changed, deferred = [], False
