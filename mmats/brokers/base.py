@@ -23,6 +23,22 @@ An order report (what ``send`` and ``lookup`` return, and each item of ``open_or
      "fee_base": float (optional: the part of ``fee`` the venue took in the base asset,
                  in base units, withheld from the quantity received rather than paid)}
 
+Protective orders (:meth:`Execution.protect`) rest at the venue for an open position: a
+stop-loss, a take-profit, or both as one-cancels-the-other legs (when one fills the venue
+cancels the other; cancelling either leg cancels both)::
+
+    {"symbol": "ETH/BTC", "side": "sell" | "buy",   # sell protects a long, buy a short
+     "qty": 0.5,                                     # the position, in base units
+     "stop_loss": {"client_order_id": "mm...", "price": 0.049} | None,
+     "take_profit": {"client_order_id": "mm...", "price": 0.061} | None}
+
+``protect`` returns one report per leg. Reports of protective legs (from ``protect``,
+``lookup``, ``cancel`` and ``open_orders``) carry two more keys: ``"type"``:
+``"stop_loss" | "take_profit"``, and ``"stop_price"``: the level that triggers the leg.
+A stop-loss triggers when the price trades through its level and fills at the venue's
+price then (the paper venue: the kernel's stop-fill rule); a leg cancelled because its
+sibling filled reports ``canceled`` (or ``expired``) with nothing filled.
+
 Every adapter maps its venue's errors onto the four outcomes the runner acts on:
 retry (:class:`VenueUnavailable`), back off (:class:`RateLimited`), reject
 (:class:`OrderRejected`: journaled, two in a row halt the sleeve) and halt
@@ -105,6 +121,10 @@ class Execution(Protocol):
         """The venue's report of an order, or None if it never arrived."""
 
     def open_orders(self, symbol: str | None = None) -> list[dict]: ...
+
+    def protect(self, order: dict) -> list[dict]:
+        """Place a position's protective stop-loss and/or take-profit (the dict above);
+        return the report of each leg. Raises one of the errors above."""
 
     def instrument(self, symbol: str) -> dict:
         """Trading rules: ``{"lot_size", "tick_size", "min_notional"}`` (0 when none)."""

@@ -4,7 +4,12 @@ Market orders fill at once at the symbol's latest closed price moved by the kern
 fill model (:func:`mmats.nb.fills.fill_price` with a fixed slippage), pay ``fee_bps``,
 and are refused like a venue refuses them (insufficient funds beyond ``leverage``, lot
 size, minimum notional, a duplicate client order id). Limit orders rest until a later
-bar trades through their price. The account lives in a SQLite file, so cron ticks in
+bar trades through their price. Protective orders (``protect``: a stop-loss and a
+take-profit, one cancelling the other) rest until a later closed bar trades through a
+level, and fill by the kernel's own stop rule (:func:`mmats.nb.fills.stop_exit` for which
+level and at what reference, a gap filling at the open; then ``fill_price`` and
+``fee_of``), so an operator-mode replay books the very stop fills the backtest does.
+The account lives in a SQLite file, so cron ticks in
 separate processes share it, and each order is one transaction: after a crash the
 venue either has the order or never saw it, which is what the runner's lookup by
 client id relies on.
@@ -29,12 +34,17 @@ from pathlib import Path
 from mmats.brokers.base import FINAL_STATES, InsufficientFunds, OrderRejected
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, DataError
-from mmats.nb.fills import fee_of, fill_price
+from mmats.nb.fills import STOP_LOSS, fee_of, fill_price, stop_exit
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS orders (seq INTEGER PRIMARY KEY, client_order_id TEXT "
     "UNIQUE NOT NULL, symbol TEXT, side TEXT, type TEXT, qty REAL, price REAL, "
     "filled_qty REAL, avg_price REAL, fee REAL, status TEXT, reason TEXT, ts_ns INTEGER)",
+    # the venue's book of resting protective legs; a leg that triggers becomes an order
+    "CREATE TABLE IF NOT EXISTS stops (seq INTEGER PRIMARY KEY, client_order_id TEXT "
+    "UNIQUE NOT NULL, symbol TEXT, side TEXT, type TEXT, qty REAL, price REAL, "
+    "filled_qty REAL, avg_price REAL, fee REAL, status TEXT, reason TEXT, ts_ns INTEGER, "
+    "link TEXT)",
     "CREATE TABLE IF NOT EXISTS account (key TEXT PRIMARY KEY, value REAL)",
 )
 
@@ -136,14 +146,44 @@ class PaperBroker:
                 self._fill(cid, symbol, sign, qty, fill)
         return self.lookup(cid, symbol)
 
+    def protect(self, order: dict) -> list[dict]:
+        """Rest a position's stop-loss and/or take-profit (one cancels the other); see
+        :mod:`mmats.brokers.base` for the request."""
+        symbol, side, qty = order["symbol"], order["side"], float(order["qty"])
+        legs = [(kind, order.get(kind)) for kind in _PROTECTIVE if order.get(kind)]
+        if side not in ("buy", "sell") or not legs or not qty > 0:
+            raise OrderRejected(f"paper broker: {symbol}: protective order {order!r} needs a "
+                                "side, a positive qty and a stop_loss or take_profit",
+                                "bad_order")
+        cids = [leg["client_order_id"] for _, leg in legs]
+        with self._transaction():
+            existing = [self._row(cid) for cid in cids]
+            if any(row is not None for row in existing):  # a re-send: the venue has it
+                if any(row is None or row["qty"] != qty for row in existing):
+                    raise OrderRejected(f"paper broker: {symbol}: client order ids {cids} "
+                                        "were already used by other orders",
+                                        "duplicate_client_order_id")
+                return [_report(row) for row in existing]
+            for (kind, leg), cid in zip(legs, cids, strict=True):
+                link = cids[1 - cids.index(cid)] if len(cids) == 2 else None
+                self.db.execute(
+                    "INSERT INTO stops (client_order_id, symbol, side, type, qty, price, "
+                    "filled_qty, avg_price, fee, status, reason, ts_ns, link) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 0, NULL, 0, 'open', NULL, ?, ?)",
+                    (cid, symbol, side, kind, qty, float(leg["price"]), self.clock(), link))
+        return [self.lookup(cid, symbol) for cid in cids]
+
     def cancel(self, client_order_id: str, symbol: str) -> dict | None:
         with self._transaction():
             row = self._row(client_order_id)
             if row is None:
                 return None
-            if row["status"] not in FINAL_STATES:
-                self.db.execute("UPDATE orders SET status = 'canceled', reason = 'canceled by "
-                                "client' WHERE client_order_id = ?", (client_order_id,))
+            table = "stops" if row["type"] in _PROTECTIVE else "orders"
+            for cid in (client_order_id, _link(row)):  # a protective leg takes its sibling
+                self.db.execute(f"UPDATE {table} SET status = 'canceled', reason = 'canceled by "
+                                "client' WHERE client_order_id = ? AND status NOT IN "
+                                f"({', '.join('?' * len(FINAL_STATES))})",
+                                (cid, *FINAL_STATES))
         return self.lookup(client_order_id, symbol)
 
     def lookup(self, client_order_id: str, symbol: str) -> dict | None:
@@ -153,16 +193,19 @@ class PaperBroker:
 
     def open_orders(self, symbol: str | None = None) -> list[dict]:
         self.match()
-        rows = self.db.execute("SELECT * FROM orders WHERE status IN ('open', "
-                               "'partially_filled') ORDER BY seq").fetchall()
+        rows = [row for table in ("orders", "stops") for row in self.db.execute(
+            f"SELECT * FROM {table} WHERE status IN ('open', 'partially_filled') ORDER BY seq")]
         return [_report(r) for r in rows if symbol in (None, r["symbol"])]
 
     def orders(self) -> list[dict]:
-        """Every order the venue accepted, in arrival order (the venue's order log)."""
+        """Every order the venue accepted, in arrival order (the venue's order log; a
+        protective leg joins it when it triggers)."""
         return [_report(r) for r in self.db.execute("SELECT * FROM orders ORDER BY seq")]
 
     def match(self) -> None:
-        """Fill resting limit orders that the latest closed bar traded through."""
+        """Fill resting limit orders that the latest closed bar traded through, and
+        protective orders whose level a closed bar since they were placed reached."""
+        self._match_protective()
         rows = self.db.execute("SELECT * FROM orders WHERE status = 'open' AND type = "
                                "'limit'").fetchall()
         for row in rows:
@@ -179,6 +222,52 @@ class PaperBroker:
                 with self._transaction():
                     self._fill(row["client_order_id"], row["symbol"], sign, row["qty"],
                                row["price"], check_funds=False)
+
+    def _match_protective(self) -> None:
+        rows = self.db.execute("SELECT * FROM stops WHERE status = 'open' ORDER BY seq"
+                               ).fetchall()
+        done = set()
+        for row in rows:
+            if row["client_order_id"] in done:
+                continue
+            sibling = self._row(row["link"]) if row["link"] else None
+            done.update({row["client_order_id"], row["link"]})
+            legs = {row["type"]: row}
+            if sibling is not None and sibling["status"] == "open":
+                legs[sibling["type"]] = sibling
+            stop = legs["stop_loss"]["price"] if "stop_loss" in legs else math.nan
+            take = legs["take_profit"]["price"] if "take_profit" in legs else math.nan
+            held = 1.0 if row["side"] == "sell" else -1.0  # the position the legs protect
+            placed = row["ts_ns"]
+            bars = self.feed.closed_bars(row["symbol"], self.timeframe,
+                                         since_ns=placed - self.step_ns, until_ns=self.clock())
+            for bar in bars.itertuples(index=False):
+                open_ns = bar.ts.value
+                if open_ns < placed:
+                    continue
+                # a bar that opened as the legs were placed opens at the entry itself
+                reference, reason = stop_exit(held, stop, take, bar.open, bar.high, bar.low,
+                                              open_ns == placed)
+                if reason < 0:
+                    continue
+                leg = legs["stop_loss" if reason == STOP_LOSS else "take_profit"]
+                price = fill_price(reference, -held, self.slippage_bps * 1e-4, bar.low,
+                                   bar.high)
+                with self._transaction():
+                    self.db.execute(
+                        "INSERT INTO orders (client_order_id, symbol, side, type, qty, price, "
+                        "filled_qty, avg_price, fee, status, reason, ts_ns) VALUES (?, ?, ?, "
+                        "?, ?, ?, 0, NULL, 0, 'open', NULL, ?)",
+                        (leg["client_order_id"], leg["symbol"], leg["side"], leg["type"],
+                         leg["qty"], leg["price"], open_ns))
+                    self._fill(leg["client_order_id"], leg["symbol"], int(-held), leg["qty"],
+                               float(price), check_funds=False)
+                    self.db.execute("UPDATE stops SET status = 'triggered' WHERE "
+                                    "client_order_id = ?", (leg["client_order_id"],))
+                    self.db.execute("UPDATE stops SET status = 'canceled', reason = "
+                                    "'one-cancels-the-other' WHERE client_order_id = ? AND "
+                                    "status = 'open'", (leg["link"],))
+                break
 
     # -- AccountState ---------------------------------------------------------------
     def balances(self) -> dict[str, float]:
@@ -221,8 +310,13 @@ class PaperBroker:
         return default if row is None else row["value"]
 
     def _row(self, cid):
-        return self.db.execute("SELECT * FROM orders WHERE client_order_id = ?",
-                               (cid,)).fetchone()
+        """The order with this client id: in the order log, else a resting leg."""
+        for table in ("orders", "stops"):
+            row = self.db.execute(f"SELECT * FROM {table} WHERE client_order_id = ?",
+                                  (cid,)).fetchone()
+            if row is not None:
+                return row
+        return None
 
     def _transaction(self):
         return _Transaction(self.db)
@@ -239,8 +333,18 @@ class _Transaction:
         self.db.execute("ROLLBACK" if kind else "COMMIT")
 
 
+_PROTECTIVE = ("stop_loss", "take_profit")
+
+
+def _link(row) -> str | None:
+    return row["link"] if "link" in row.keys() else None
+
+
 def _report(row) -> dict:
-    return {"client_order_id": row["client_order_id"], "venue_order_id": str(row["seq"]),
-            "symbol": row["symbol"], "side": row["side"], "qty": row["qty"],
-            "filled_qty": row["filled_qty"], "avg_price": row["avg_price"],
-            "fee": row["fee"], "status": row["status"], "reason": row["reason"]}
+    report = {"client_order_id": row["client_order_id"], "venue_order_id": str(row["seq"]),
+              "symbol": row["symbol"], "side": row["side"], "qty": row["qty"],
+              "filled_qty": row["filled_qty"], "avg_price": row["avg_price"],
+              "fee": row["fee"], "status": row["status"], "reason": row["reason"]}
+    if row["type"] in _PROTECTIVE:
+        report.update(type=row["type"], stop_price=row["price"])
+    return report

@@ -41,11 +41,13 @@ from mmats.brokers.base import (
 from mmats.nb.fills import adopt_position, fee_in_base
 from mmats.nb.risk import order_refused, reduce_only
 from mmats.nb.risk import pause as pause_state
-from mmats.nb.sim import plan_venue_order, venue_fill
+from mmats.live.protect import Protection, is_protective
+from mmats.nb.sim import plan_venue_order, venue_fill, venue_stop_fill
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus
 
 # journal statuses of an order whose outcome is not known yet
-UNSETTLED = ("SENDING", "UNKNOWN", "UNSENT", "open", "partially_filled")
+UNSETTLED = ("SENDING", "PLACING", "UNKNOWN", "UNSENT", "open", "partially_filled")
+# PLACING: a protective leg (mmats.live.protect) journaled, its answer not yet known
 # "abandoned": never reached the venue, and the sleeve was halted before it could go
 CLIENT_ID_PREFIX = "mm"
 REJECTS_TO_PAUSE = 2
@@ -106,6 +108,7 @@ class Desk:
         fills = np.zeros(1, dtype=FILL_DTYPE)
         trades = np.zeros(1, dtype=TRADE_DTYPE)
         self.fill, self.trade = fills[0], trades[0]
+        self.protection = Protection(self)  # stop-loss / take-profit resting at the venue
 
     # -- 1. recover ------------------------------------------------------------------
     def recover(self) -> None:
@@ -127,6 +130,8 @@ class Desk:
             order = _order_record(row)
             if venue is not None:
                 self._settle(sleeve, cid, order, venue)
+            elif is_protective(order):  # never re-sent as it was: the next sync places anew
+                self.protection.lost(sleeve, cid, order, row)
             elif row["broker_status"] in ("SENDING", "UNKNOWN", "UNSENT"):
                 if self._may_send(sleeve, order):
                     self._send(sleeve, cid, order, _side_of(order),
@@ -218,6 +223,7 @@ class Desk:
                                     f"(beyond {self.config.reconcile_tolerance_pct}%); "
                                     "paused, nothing is sent until an operator resumes", data)
             self._cancel_strays(market.name, broker, venue_orders)
+            self.protection.sync_market(market.name)  # the levels rest at the venue
 
     def _check_balances(self, market, balances, ours, tolerance) -> None:
         """Journal the venue's balances when they change; on a spot crypto market, warn
@@ -285,6 +291,7 @@ class Desk:
         planned = []
         if self.killed():
             return  # killed: nothing more goes out (the targets stay in the states)
+        self.protection.release_before_send()  # a reducing order goes out unencumbered
         with self.journal.transaction():
             for sleeve in self.sleeves.values():
                 record = self.states[sleeve.id][0]
@@ -367,17 +374,16 @@ class Desk:
         fees = sum(f["fee"] for f in done)
         new = float(venue["filled_qty"] or 0.0) - filled
         record = self.states[sleeve.id][0]
+        booked = new > 1e-12 * max(filled, 1.0) and bool(venue.get("avg_price"))
         with self.journal.transaction():
-            if new > 1e-12 * max(filled, 1.0) and venue.get("avg_price"):
+            if booked:
                 # the first fill is at the venue's price itself (q x p / q may be off an ulp)
                 price = float(venue["avg_price"]) if not done else (
                     float(venue["filled_qty"]) * float(venue["avg_price"]) - notional) / new
                 fee = max(float(venue.get("fee") or 0.0) - fees, 0.0)
                 cfg = sleeve.cfg.copy()
                 cfg[0]["fee_bps"] = fee / (new * price) * 1e4
-                venue_fill(record, cfg[0], record["bars"], self.now_ns, _side_of(order), new,
-                           price, int(order["reason"]), int(order["order_id"]), self.fill,
-                           self.trade)
+                self._book_fill(record, cfg[0], order, new, price)
                 base_fee = float(venue.get("fee_base") or 0.0) * new / float(
                     venue["filled_qty"])
                 if base_fee > 0.0:  # withheld from the quantity, not paid in cash
@@ -387,14 +393,27 @@ class Desk:
                 self.report.fills += 1
                 order = order.copy()
                 order["filled_qty"] = _side_of(order) * float(venue["filled_qty"])
-            if venue["status"] in ("canceled", "expired") and \
+            if venue["status"] in ("canceled", "expired") and not is_protective(order) and \
                     float(venue["filled_qty"] or 0.0) < abs(float(order["requested_qty"])):
                 order_refused(record)  # the unfilled rest is decided again at the next close
             self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
                                       broker_status=venue["status"], ts_ns=self.now_ns)
             self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
-        if venue["status"] not in FINAL_STATES:
-            self.waiting.add(sleeve.id)
+        if venue["status"] not in FINAL_STATES and not is_protective(order):
+            self.waiting.add(sleeve.id)  # resting protective orders do not hold a sleeve
+        if booked:
+            self.protection.sync(sleeve)  # the position or the levels moved
+
+    def _book_fill(self, record, cfg, order, quantity, price) -> None:
+        """A venue's fill through the kernel: a protective order's as the kernel's stop
+        fill, any other as an order's fill."""
+        if is_protective(order):
+            venue_stop_fill(record, cfg, record["bars"], self.now_ns, quantity, price,
+                            int(order["reason"]), self.fill, self.trade)
+        else:
+            venue_fill(record, cfg, record["bars"], self.now_ns, _side_of(order), quantity,
+                       price, int(order["reason"]), int(order["order_id"]), self.fill,
+                       self.trade)
 
     def _rejected(self, sleeve, cid, order, message, reason) -> None:
         record = self.states[sleeve.id][0]
