@@ -169,8 +169,8 @@ class RunnerConfig:
     @property
     def journal_anchor(self) -> Path:
         """Where the journal's anchor lives: ``journal_anchor:``, else
-        ``<journal>.anchor``."""
-        return self.anchor_path or self.journal.with_suffix(".anchor")
+        ``<journal>.anchor`` (where :class:`~mmats.live.journal.Journal` puts it by default)."""
+        return self.anchor_path or self.journal.with_name(self.journal.name + ".anchor")
 
     def venue(self, name: str) -> VenueConfig:
         """The venue called ``name``: as configured under ``venues:``, else the ccxt

@@ -57,6 +57,11 @@ def runner_lock(path, *, wait_s: float = 0.0):
         handle.close()
 
 
+def _journal(config: RunnerConfig) -> Journal:
+    """The configuration's journal, anchored where the configuration says."""
+    return Journal(config.journal, anchor=config.journal_anchor)
+
+
 def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
     """A store feed per market, reading the folder of its active feed (the primary unless
     a failover chose another)."""
@@ -152,7 +157,7 @@ def _tick_failed(config, error, mode, cash) -> None:
 
 
 def _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed):
-    with runner_lock(config.lock), Journal(config.journal) as journal:
+    with runner_lock(config.lock), _journal(config) as journal:
         snapshot = config.snapshot()
         last = journal.rows("config_snapshots")[-1:]
         if not last or last[0]["text"] != snapshot:
@@ -248,13 +253,13 @@ def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
     changed, deferred = [], False
     try:
         with runner_lock(config.lock, wait_s=KILL_LOCK_WAIT_S), \
-                Journal(config.journal) as journal:
+                _journal(config) as journal:
             journal.append_operator_action("kill", "all", user, reason)
             changed = _book_kill(config, journal, request, brokers if operator else None,
                                  cash)
     except RunnerBusy:  # a tick is running: it books the kill at its next check
         deferred = True
-        with Journal(config.journal) as journal:
+        with _journal(config) as journal:
             journal.append_operator_action("kill", "all", user, reason)
     outcome = KillOutcome(changed, operator, deferred, problems)
     notify(config.notifications, "MMATS kill",
@@ -340,7 +345,7 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
                           f"{', '.join(m.id for m in config.models)}")
     changed = []
     now = time.time_ns()
-    with runner_lock(config.lock), Journal(config.journal) as journal:
+    with runner_lock(config.lock), _journal(config) as journal:
         if before is not None:
             before(journal)
         with journal.transaction():
@@ -362,7 +367,7 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
 def status(config: RunnerConfig) -> dict:
     """Positions, equity, trading state and last bar of every sleeve, from the journal."""
     result = {}
-    with Journal(config.journal) as journal:
+    with _journal(config) as journal:
         for sleeve in sleeves(config, 1.0):
             state = journal.load_state(sleeve.id)
             if state is None:

@@ -469,15 +469,15 @@ def test_the_lock_belongs_to_the_journal(tmp_path):
     assert parse_config(other).lock == first.lock == tmp_path / "shared.lock"
     moved = dataclasses.replace(first, journal=tmp_path / "replay.sqlite")
     assert moved.lock == tmp_path / "replay.lock"
-    assert moved.journal_anchor == tmp_path / "replay.anchor"
+    assert moved.journal_anchor == tmp_path / "replay.sqlite.anchor"  # as Journal() puts it
 
 
 def test_journal_anchor_defaults_beside_the_journal_and_is_snapshotted(tmp_path):
     mapping = base()
     mapping["journal"] = str(tmp_path / "j.sqlite")
     config = parse_config(mapping)
-    assert config.journal_anchor == tmp_path / "j.anchor"
-    assert json.loads(config.snapshot())["journal_anchor"] == str(tmp_path / "j.anchor")
+    assert config.journal_anchor == tmp_path / "j.sqlite.anchor"
+    assert json.loads(config.snapshot())["journal_anchor"] == str(tmp_path / "j.sqlite.anchor")
     mapping["journal_anchor"] = "/srv/offsite/j.anchor"
     assert parse_config(mapping).journal_anchor == Path("/srv/offsite/j.anchor")
     assert json.loads(parse_config(mapping).snapshot())["journal_anchor"] == (

@@ -217,3 +217,17 @@ def test_a_first_tick_notifies_only_the_newest_decision(setup):
     notified = [line for line in notes.splitlines() if "signal" in line]
     expected = [s for s in report.signals if s["ts_ns"] == newest]
     assert len(notified) == len(expected) <= 1
+
+
+def test_ticks_anchor_the_journal_where_the_configuration_says(setup):
+    config, store, candles, tmp_path = setup
+    anchored = dataclasses.replace(config, anchor_path=tmp_path / "offsite" / "j.anchor")
+    (tmp_path / "offsite").mkdir()
+    control.tick_once(anchored, now_ns=close_of(candles, 120))
+    control.pause(anchored, "ema")
+    assert (tmp_path / "offsite" / "j.anchor").stat().st_size > 0
+    assert not (tmp_path / "journal.sqlite.anchor").exists()
+    with Journal(config.journal, anchor=tmp_path / "offsite" / "j.anchor") as journal:
+        report = journal.verify()
+        assert report.ok and report.anchor_head_seq == report.head_seq
+        assert journal.rows("operator_actions")[-1]["user"] not in ("", "operator")
