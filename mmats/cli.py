@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import numpy as np
 
@@ -87,6 +88,27 @@ def check_date(option: str, text: str | None) -> None:
         raise ConfigError(f"{option}: {error}") from None
 
 
+def check_output_file(option: str, path) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a path
+    inside a file or a missing folder (:class:`ConfigError` naming the option and path)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: {path.parent} is not a folder")
+
+
+def check_output_folder(option: str, path) -> None:
+    """Refuse, before any work, an output folder that is a file (or lies inside one)."""
+    for part in (Path(path), *Path(path).parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"{option} {path}: {part} is a file, not a folder")
+            return
+
+
 def add_cost_options(parser: argparse.ArgumentParser) -> None:
     """Options that build the :class:`~mmats.sleeve.SleeveConfig` of a run."""
     group = parser.add_argument_group("costs, sizing and risk")
@@ -145,7 +167,11 @@ def print_json(value) -> None:
 
 
 def fail(error: Exception, code: int = 2) -> int:
-    """Print an MMATS error plainly (no traceback) and return the exit code."""
+    """Print an MMATS error, or an OSError on a file (which it names), plainly (no
+    traceback) and return the exit code; anything else is a bug and is raised."""
+    if isinstance(error, OSError) and error.filename is not None:
+        print(f"error: {error.filename}: {error.strerror or error}", file=sys.stderr)
+        return code
     if not isinstance(error, MMATSError):
         raise error
     print(f"error: {error}", file=sys.stderr)

@@ -15,6 +15,7 @@ from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
     check_date,
+    check_output_file,
     fail,
     parse_params,
     print_json,
@@ -49,6 +50,8 @@ def main(argv=None) -> int:
         if args.start is None or not args.start.isdigit():  # digits: a bar index
             check_date("--start", args.start)
         check_date("--end", args.end)
+        check_output_file("--trades-csv", args.trades_csv)
+        check_output_file("--fills-csv", args.fills_csv)
         candles = load(args.data, root=args.root, end=args.end, timeframe=args.timeframe)
         result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
                           timeframe=args.timeframe, calendar=args.calendar, start=args.start,
@@ -56,10 +59,13 @@ def main(argv=None) -> int:
                           **settings_from(args))
     except MMATSError as error:
         return fail(error)
-    if args.trades_csv:
-        result.trades_frame().to_csv(args.trades_csv, index=False)
-    if args.fills_csv:
-        result.fills_frame().to_csv(args.fills_csv, index=False)
+    try:
+        if args.trades_csv:
+            result.trades_frame().to_csv(args.trades_csv, index=False)
+        if args.fills_csv:
+            result.fills_frame().to_csv(args.fills_csv, index=False)
+    except OSError as error:  # a full disk or no permission: named, not a traceback
+        return fail(error)
     summary = {
         **result.metrics,
         "strategy": result.strategy,

@@ -47,11 +47,12 @@ def main(argv=None) -> int:
     add_cost_options(parser)
     args = parser.parse_args(argv)
     try:
-        from mmats.backtest import backtest
         from mmats.data import load
+
+        candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
+        from mmats.backtest import backtest
         from mmats.validate.montecarlo import monte_carlo
 
-        candles = load(args.data, root=args.root)
         result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
                           check_lookahead_bias=not args.no_lookahead_check,
                           **settings_from(args))

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
+    check_output_folder,
     fail,
     parse_grid,
     print_json,
@@ -58,11 +59,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         from mmats.data import load
+
+        check_output_folder("--reports", args.reports)
+        embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
+        candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
         from mmats.reports.research_report import write_research_report
         from mmats.validate.research import run_research
 
-        embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
-        candles = load(args.data, root=args.root)
         research = run_research(
             args.strategy, candles, parse_grid(args.grid) or None, folds=args.folds,
             train_fraction=args.train_fraction, anchored=args.anchored, embargo=embargo,
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
             mc_method=args.mc_method, seed=args.seed, cash=args.cash,
             progress=not args.json, **settings_from(args))
         paths = write_research_report(research, args.reports)
-    except MMATSError as error:
+    except (MMATSError, OSError) as error:  # OSError: writing the reports (fail names it)
         return fail(error)
     summary = research.summary()
     summary["reports"] = {name: str(path) for name, path in paths.items()}
