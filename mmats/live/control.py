@@ -365,7 +365,8 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
 
 
 def status(config: RunnerConfig) -> dict:
-    """Positions, equity, trading state and last bar of every sleeve, from the journal."""
+    """Positions, equity, trading state and last bar of every sleeve, from the journal,
+    and under ``kill_switch`` the kill in force (who, why, when), or None."""
     result = {}
     with _journal(config) as journal:
         for sleeve in sleeves(config, 1.0):
@@ -382,4 +383,8 @@ def status(config: RunnerConfig) -> dict:
                 "trades": int(record["n_trades"]),
                 "drawdown_pct": 100.0 * (1 - record["equity"] / record["equity_peak"]),
             }
+    request = killswitch.read_request(config.journal)
+    result["kill_switch"] = None if request is None else {
+        "user": request.get("user"), "reason": request.get("reason"),
+        "ts_ns": request.get("ts_ns"), "orders": len(request.get("orders", []))}
     return result

@@ -231,3 +231,31 @@ def test_ticks_anchor_the_journal_where_the_configuration_says(setup):
         report = journal.verify()
         assert report.ok and report.anchor_head_seq == report.head_seq
         assert journal.rows("operator_actions")[-1]["user"] not in ("", "operator")
+
+
+def test_two_configurations_on_one_journal_never_tick_at_once(setup):
+    config, store, candles, tmp_path = setup
+    other = parse_config({
+        "mode": "advisory",
+        "markets": {"crypto": {"type": "crypto", "feed": "bittrex", "execution": "paper",
+                               "symbols": ["ETH/BTC"], "timeframe": "5m"}},
+        "models": [{"id": "ema", "strategy": "ema_cross", "market": "crypto"}],
+        "journal": str(config.journal), "data_root": str(tmp_path / "data"),
+    }, source="other.yaml", base_dir="/")
+    with control.runner_lock(config.lock):
+        with pytest.raises(control.RunnerBusy):
+            control.tick_once(other, now_ns=close_of(candles, 120))
+
+
+def test_status_shows_the_kill_in_force_until_resume(setup):
+    config, store, candles, _ = setup
+    control.tick_once(config, now_ns=close_of(candles, 120))
+    assert control.status(config)["kill_switch"] is None
+    control.kill(config, reason="drill")
+    kill = control.status(config)["kill_switch"]
+    assert kill["reason"] == "drill" and kill["user"]
+    with pytest.raises(Exception, match="kill switch is on"):
+        control.resume_models(config, "ema")
+    control.resume_models(config)
+    assert control.status(config)["kill_switch"] is None
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
