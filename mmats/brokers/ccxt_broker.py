@@ -60,6 +60,8 @@ DEFAULT_FACTS = {
     "last_candle_forming": True,          # the newest candle may be the bar still forming
     "duplicate_client_id": (),            # fragments of the venue's duplicate-id message
     "order_lookup_has_fees": True,        # fetch_order reports fees (else read the trades)
+    "oco_method": None,                   # ccxt's implicit method placing an OCO order list
+    "stop_limit_bps": 50,                 # a stop-limit's limit, this far past its trigger
     "options": {},                        # ccxt options merged under the user's
 }
 _BINANCE = {
@@ -69,6 +71,10 @@ _BINANCE = {
     "last_candle_forming": True,
     "duplicate_client_id": ("Duplicate order sent",),
     "order_lookup_has_fees": False,       # GET /api/v3/order carries no fills
+    # POST /api/v3/orderList/oco: a stop-loss and a take-profit holding the quantity once
+    # (two separate sells of a spot position would need it twice)
+    "oco_method": "privatePostOrderListOco",
+    "stop_limit_bps": 50,
     # One exchangeInfo call instead of six when a key is set; no warning for open orders
     # of every symbol.
     "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
@@ -78,6 +84,9 @@ VENUE_FACTS = {"binance": _BINANCE, "binanceus": _BINANCE}
 
 _STATUS = {"open": "open", "closed": "filled", "canceled": "canceled",
            "cancelled": "canceled", "expired": "expired", "rejected": "rejected"}
+_PROTECTIVE_TYPES = {"stop_loss_limit": "stop_loss", "stop_loss": "stop_loss",
+                     "take_profit_limit": "take_profit", "take_profit": "take_profit",
+                     "limit_maker": "take_profit"}
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 _SIGNATURE = re.compile(r"(signature=)[^&\s\"']*", re.IGNORECASE)
 _NOT_SENT = (requests.exceptions.ConnectTimeout, urllib3.exceptions.NewConnectionError,
@@ -224,6 +233,86 @@ class CcxtBroker:
             return existing  # sent before (its answer was lost): the same order
         return self._report(placed, symbol, cid)
 
+    def protect(self, order: dict) -> list[dict]:
+        """Rest a position's stop-loss and/or take-profit (see :mod:`mmats.brokers.base`):
+        both as one OCO order list where the venue has one (Binance: a LIMIT_MAKER
+        take-profit and a STOP_LOSS_LIMIT stop), one leg as a STOP_LOSS_LIMIT or
+        TAKE_PROFIT_LIMIT order. A stop-limit's limit lies ``stop_limit_bps`` past its
+        trigger, so a fast market still fills it."""
+        legs = {kind: order[kind] for kind in ("stop_loss", "take_profit") if order.get(kind)}
+        symbol, side = str(order["symbol"]), str(order["side"]).lower()
+        first = next(iter(legs.values()), {}).get("client_order_id")
+        _guard_send(self, {**order, "client_order_id": first})
+        label = f"{self.exchange_id} {symbol}: protective orders {first}"
+        if not legs or side not in ("buy", "sell"):
+            raise OrderRejected(f"{label} rejected before sending: needs a side and a "
+                                "stop_loss or take_profit", "invalid_order")
+        market = self._market(symbol)
+        rules = self.instrument(symbol)
+        qty = _to_step(order["qty"], rules["lot_size"], ROUND_FLOOR)
+        if qty <= 0:
+            raise OrderRejected(f"{label} rejected before sending: qty {order['qty']} rounds "
+                                f"down to 0 at lot size {rules['lot_size']:g}", "lot_size")
+        tick = rules["tick_size"]
+        away = -1.0 if side == "sell" else 1.0  # a sell stop's limit lies below its trigger
+        prices = {}
+        if "stop_loss" in legs:
+            stop = _to_step(legs["stop_loss"]["price"], tick, ROUND_HALF_EVEN)
+            limit = _to_step(stop * (1 + away * self.facts["stop_limit_bps"] * 1e-4), tick,
+                             ROUND_FLOOR if side == "sell" else ROUND_CEILING)
+            prices["stop_loss"] = (stop, limit)
+        if "take_profit" in legs:
+            take = _to_step(legs["take_profit"]["price"], tick, ROUND_HALF_EVEN)
+            prices["take_profit"] = (take, take)
+        try:
+            if len(legs) == 2 and self.facts["oco_method"]:
+                placed = self._place_oco(symbol, market, side, qty, legs, prices)
+            else:
+                placed = []
+                for kind, leg in legs.items():
+                    trigger, limit = prices[kind]
+                    params = {self.facts["client_id_param"]: leg["client_order_id"],
+                              "stopPrice": trigger, "timeInForce": "GTC"}
+                    venue_type = "STOP_LOSS_LIMIT" if kind == "stop_loss" else \
+                        "TAKE_PROFIT_LIMIT"
+                    placed.append(self._call(
+                        f"send {side} {venue_type} order {leg['client_order_id']}", symbol,
+                        self._exchange.create_order, symbol, venue_type, side, qty, limit,
+                        params, sends=True))
+        except OrderRejected as exc:
+            if exc.reason != "duplicate_client_id":
+                raise
+            found = [self.lookup(leg["client_order_id"], symbol) for leg in legs.values()]
+            if any(report is None for report in found):
+                raise
+            return found  # sent before (its answer was lost): the same orders
+        return [self._report(item, symbol) for item in placed]
+
+    def _place_oco(self, symbol, market, side, qty, legs, prices) -> list[dict]:
+        """One OCO order list (Binance's ``POST /api/v3/orderList/oco``): for a sell the
+        take-profit is the leg above the market, the stop-loss the one below."""
+        above, below = ("take_profit", "stop_loss") if side == "sell" else \
+            ("stop_loss", "take_profit")
+        request = {"symbol": market["id"], "side": side.upper(),
+                   "quantity": self._exchange.amount_to_precision(symbol, qty),
+                   "listClientOrderId": "ml" + legs["stop_loss"]["client_order_id"][2:]}
+        for where, kind in (("above", above), ("below", below)):
+            trigger, limit = prices[kind]
+            request[f"{where}ClientOrderId"] = legs[kind]["client_order_id"]
+            request[f"{where}Price"] = self._exchange.price_to_precision(symbol, limit)
+            if kind == "stop_loss":
+                request[f"{where}Type"] = "STOP_LOSS_LIMIT"
+                request[f"{where}StopPrice"] = self._exchange.price_to_precision(symbol,
+                                                                                 trigger)
+                request[f"{where}TimeInForce"] = "GTC"
+            else:
+                request[f"{where}Type"] = "LIMIT_MAKER"
+        answer = self._call(f"send {side} OCO order list {request['listClientOrderId']}",
+                            symbol, getattr(self._exchange, self.facts["oco_method"]),
+                            request, sends=True)
+        return [self._exchange.parse_order(item, market)
+                for item in answer.get("orderReports") or []]
+
     def cancel(self, client_order_id: str, symbol: str) -> dict | None:
         """Cancel an open order; its final report, or None if the venue never had it."""
         self._market(symbol)
@@ -346,6 +435,11 @@ class CcxtBroker:
         }
         if other:
             report["other_fees"] = other  # fees in a third currency (e.g. BNB), not converted
+        kind = _PROTECTIVE_TYPES.get(str(placed.get("type") or "").lower())
+        if kind is not None:  # a protective leg: which one, and its trigger
+            report["type"] = kind
+            report["stop_price"] = float(placed.get("triggerPrice") or placed.get("price")
+                                         or 0.0)
         return report
 
     def _call(self, what: str, symbol: str | None, method, *args, sends: bool = False,

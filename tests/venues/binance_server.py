@@ -37,7 +37,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
 _INTERVAL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_PRIVATE = {"/api/v3/order", "/api/v3/openOrders", "/api/v3/account", "/api/v3/myTrades"}
+_PRIVATE = {"/api/v3/order", "/api/v3/openOrders", "/api/v3/account", "/api/v3/myTrades",
+            "/api/v3/orderList/oco"}
+_CONDITIONAL = ("STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT", "LIMIT_MAKER")
 FAULTS = ("429", "418", "500", "503", "delay", "drop", "lost_response", "echo_headers")
 
 
@@ -69,7 +71,7 @@ class Order:
     client_order_id: str
     symbol: str
     side: str             # BUY / SELL
-    type: str             # MARKET / LIMIT
+    type: str             # MARKET / LIMIT / STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT / LIMIT_MAKER
     qty: Decimal
     price: Decimal        # 0 for market orders
     time_in_force: str | None
@@ -78,15 +80,18 @@ class Order:
     executed_qty: Decimal = Decimal(0)
     quote_qty: Decimal = Decimal(0)
     fills: list = field(default_factory=list)
+    stop_price: Decimal = Decimal(0)  # the trigger of a STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT
+    list_id: int = -1                 # the OCO order list it belongs to
+    triggered: bool = False           # a stop-limit whose trigger was reached: a limit now
 
     def to_json(self, with_fills: bool = False) -> dict:
         data = {
-            "symbol": self.symbol, "orderId": self.order_id, "orderListId": -1,
+            "symbol": self.symbol, "orderId": self.order_id, "orderListId": self.list_id,
             "clientOrderId": self.client_order_id, "price": _s(self.price),
             "origQty": _s(self.qty), "executedQty": _s(self.executed_qty),
             "cummulativeQuoteQty": _s(self.quote_qty), "status": self.status,
             "timeInForce": self.time_in_force or "GTC", "type": self.type, "side": self.side,
-            "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": self.time_ms,
+            "stopPrice": _s(self.stop_price), "icebergQty": "0.00000000", "time": self.time_ms,
             "updateTime": self.time_ms, "isWorking": True, "workingTime": self.time_ms,
             "origQuoteOrderQty": "0.00000000", "selfTradePreventionMode": "NONE",
         }
@@ -201,8 +206,10 @@ class BinanceServer:
         return market
 
     def set_price(self, symbol: str, price) -> None:
+        """Move the market; resting stop-loss / take-profit orders it reaches trigger."""
         with self.lock:
             self.markets[symbol].price = Decimal(str(price))
+            self._trigger(symbol)
 
     def set_balance(self, asset: str, free) -> None:
         with self.lock:
@@ -380,6 +387,7 @@ class BinanceServer:
             self.now_ms = int(params["now_ms"])
         if "symbol" in params:
             self.markets[params["symbol"]].price = Decimal(params["price"])
+            self._trigger(params["symbol"])
         return {"now_ms": self.now_ms}
 
     def _account(self, params):
@@ -396,6 +404,11 @@ class BinanceServer:
         side, kind = params.get("side", ""), params.get("type", "")
         if side not in ("BUY", "SELL"):
             raise ApiError(400, -1117, "Invalid side.")
+        if kind in ("STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"):
+            return self._new_list(params, market, [dict(
+                type=kind, price=params.get("price"), stop=params.get("stopPrice"),
+                client_id=params.get("newClientOrderId"), tif=params.get("timeInForce"))],
+                list_id=-1)[0].to_json(with_fills=True)
         if kind not in ("MARKET", "LIMIT"):
             raise ApiError(400, -1116, "Invalid orderType.")
         if "quantity" not in params:
@@ -434,6 +447,105 @@ class BinanceServer:
             self.balances[needed_asset][1] += needed
         return order.to_json(with_fills=True)
 
+    def _new_oco(self, params):
+        """POST /api/v3/orderList/oco: two legs, one cancels the other; the quantity is
+        locked once for both."""
+        market = self._market(params)
+        legs = [dict(type=params.get(f"{where}Type", ""), price=params.get(f"{where}Price"),
+                     stop=params.get(f"{where}StopPrice"),
+                     client_id=params.get(f"{where}ClientOrderId"),
+                     tif=params.get(f"{where}TimeInForce")) for where in ("above", "below")]
+        list_id = 1 + max([o.list_id for o in self.orders] + [0])
+        orders = self._new_list(params, market, legs, list_id)
+        return {"orderListId": list_id, "contingencyType": "OCO",
+                "listStatusType": "EXEC_STARTED", "listOrderStatus": "EXECUTING",
+                "listClientOrderId": params.get("listClientOrderId") or f"list-{list_id}",
+                "transactionTime": self.now(), "symbol": market.symbol,
+                "orders": [{"symbol": o.symbol, "orderId": o.order_id,
+                            "clientOrderId": o.client_order_id} for o in orders],
+                "orderReports": [o.to_json() for o in orders]}
+
+    def _new_list(self, params, market, legs, list_id) -> list:
+        """Check and rest conditional legs (a stop-limit alone, or an OCO pair)."""
+        side = params.get("side", "")
+        if side not in ("BUY", "SELL"):
+            raise ApiError(400, -1117, "Invalid side.")
+        if "quantity" not in params:
+            raise ApiError(400, -1102, "Mandatory parameter 'quantity' was not sent, was "
+                                       "empty/null, or malformed.")
+        qty = Decimal(params["quantity"])
+        if qty < market.min_qty or qty > market.max_qty or (qty - market.min_qty) % market.step_size:
+            raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
+        checked = []
+        for leg in legs:
+            if leg["type"] not in _CONDITIONAL:
+                raise ApiError(400, -1116, "Invalid orderType.")
+            if leg["price"] is None or (leg["type"] != "LIMIT_MAKER" and (
+                    leg["stop"] is None or leg["tif"] is None)):
+                raise ApiError(400, -1102, "Mandatory parameter 'price', 'stopPrice' or "
+                                           "'timeInForce' was not sent, was empty/null, or "
+                                           "malformed.")
+            price = Decimal(leg["price"])
+            stop = Decimal(leg["stop"] or 0)
+            for value in (price, stop) if leg["type"] != "LIMIT_MAKER" else (price,):
+                if value <= 0 or value % market.tick_size:
+                    raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
+            if qty * price < market.min_notional:
+                raise ApiError(400, -1013, f"Filter failure: {market.notional_filter}")
+            level = price if leg["type"] == "LIMIT_MAKER" else stop
+            if self._reached(leg["type"], side, level, market.price):
+                raise ApiError(400, -2010, "Order would immediately trigger.")
+            client_id = leg["client_id"] or f"srv-{len(self.orders) + len(checked) + 1}"
+            if any(o.client_order_id == client_id for o in self.orders):
+                raise ApiError(400, -2010, "Duplicate order sent.")
+            checked.append((leg, price, stop, client_id))
+        asset = market.quote if side == "BUY" else market.base
+        needed = qty * max(c[1] for c in checked) if side == "BUY" else qty
+        if self.balances[asset][0] < needed:
+            raise ApiError(400, -2010, "Account has insufficient balance for requested action.")
+        self.balances[asset][0] -= needed
+        self.balances[asset][1] += needed
+        orders = []
+        for leg, price, stop, client_id in checked:
+            order = Order(len(self.orders) + 1, client_id, market.symbol, side, leg["type"],
+                          qty, price, leg["tif"], self.now(), stop_price=stop, list_id=list_id)
+            self.orders.append(order)
+            orders.append(order)
+        return orders
+
+    @staticmethod
+    def _reached(kind: str, side: str, level: Decimal, price: Decimal) -> bool:
+        """Whether the market price sets off a conditional order at ``level``: a sell's
+        stop-loss below the market, its take-profit above (a buy's the other way)."""
+        falls_to = (kind == "STOP_LOSS_LIMIT") == (side == "SELL")
+        return price <= level if falls_to else price >= level
+
+    def _trigger(self, symbol: str) -> None:
+        """Conditional orders the market price reached: a stop-limit becomes a limit that
+        fills at the market if its limit allows; a LIMIT_MAKER fills at its price. A leg
+        that fills expires its OCO sibling."""
+        market = self.markets[symbol]
+        for order in list(self.orders):
+            if order.symbol != symbol or order.type not in _CONDITIONAL \
+                    or order.status not in ("NEW", "PARTIALLY_FILLED"):
+                continue
+            level = order.price if order.type == "LIMIT_MAKER" else order.stop_price
+            if not order.triggered and not self._reached(order.type, order.side, level,
+                                                         market.price):
+                continue
+            order.triggered = True
+            if order.type == "LIMIT_MAKER":
+                fill_at = order.price
+            elif (market.price >= order.price) == (order.side == "SELL"):
+                fill_at = market.price  # the limit allows the market price: a taker
+            else:
+                continue  # gapped past its limit: rests as a limit
+            self._execute(order, order.qty - order.executed_qty, fill_at, locked=True)
+            for other in self.orders:
+                if other.list_id == order.list_id and other is not order \
+                        and order.list_id >= 0 and other.status == "NEW":
+                    other.status = "EXPIRED"
+
     def _get_order(self, params):
         self._market(params)
         order = self._find(params.get("orderId"), params.get("origClientOrderId"))
@@ -448,9 +560,14 @@ class BinanceServer:
             raise ApiError(400, -2011, "Unknown order sent.")
         remaining = order.qty - order.executed_qty
         asset = market.quote if order.side == "BUY" else market.base
-        amount = remaining * order.price if order.side == "BUY" else remaining
+        listed = [o for o in self.orders if order.list_id >= 0 and o.list_id == order.list_id]
+        price = max([o.price for o in listed] + [order.price])  # an OCO locked once, at most
+        amount = remaining * price if order.side == "BUY" else remaining
         self.balances[asset][1] -= amount
         self.balances[asset][0] += amount
+        for other in listed:  # cancelling a leg cancels its order list
+            if other.status in ("NEW", "PARTIALLY_FILLED"):
+                other.status = "CANCELED"
         order.status = "CANCELED"
         return order.to_json()
 
@@ -527,6 +644,7 @@ _ROUTES = {
     ("POST", "/api/v3/order"): BinanceServer._new_order,
     ("GET", "/api/v3/order"): BinanceServer._get_order,
     ("DELETE", "/api/v3/order"): BinanceServer._cancel_order,
+    ("POST", "/api/v3/orderList/oco"): BinanceServer._new_oco,
     ("GET", "/api/v3/openOrders"): BinanceServer._open_orders,
     ("GET", "/api/v3/myTrades"): BinanceServer._my_trades,
     ("POST", "/_control"): BinanceServer._control,
