@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mmats.errors import ConfigError, MMATSError
+from mmats.redact import redact_urls
 
 DEFAULT_DATA = "bittrex:ETH/BTC:5m"
 
@@ -174,5 +175,5 @@ def fail(error: Exception, code: int = 2) -> int:
         return code
     if not isinstance(error, MMATSError):
         raise error
-    print(f"error: {error}", file=sys.stderr)
+    print(f"error: {redact_urls(str(error))}", file=sys.stderr)  # a venue's URL may carry keys
     return code

@@ -52,6 +52,7 @@ from pathlib import Path
 
 from mmats.errors import MMATSError
 from mmats.files import write_durably
+from mmats.redact import redact_urls
 
 SERVICE = "mmats"
 FILE_ENV = "MMATS_SECRETS_FILE"
@@ -190,21 +191,20 @@ class RedactingFilter(logging.Filter):
         self._values = _secret_values(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._values:
-            record.msg = self._redact(record.getMessage())
-            record.args = None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            if record.exc_text:
-                record.exc_text = self._redact(record.exc_text)
-            if record.stack_info:
-                record.stack_info = self._redact(record.stack_info)
+        record.msg = self._redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._redact(record.stack_info)
         return True
 
     def _redact(self, text: str) -> str:
         for value in self._values:
             text = text.replace(value, MASK)
-        return text
+        return redact_urls(text)  # and credentials written into URLs (user:pass@, ?token=)
 
 
 def _secret_values(secrets) -> list[str]:

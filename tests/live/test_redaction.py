@@ -83,3 +83,20 @@ def test_notifications_mask_urls_in_title_body_and_failures(tmp_path, capsys, mo
     failures = notify(["json://me:pa55word@hooks.example.com/x"], "t", "b")
     assert len(failures) == 1 and "https://***@hooks.example.com" in failures[0]
     assert not any(secret in failures[0] for secret in SECRETS), failures
+
+
+def test_logs_and_command_line_errors_mask_credentials_in_urls(capsys):
+    import logging
+
+    from mmats.cli import fail
+    from mmats.errors import ConfigError
+    from mmats.secrets import RedactingFilter
+
+    record = logging.LogRecord("mmats", logging.ERROR, __file__, 1,
+                               "venue https://%s:%s@venue.example/v3 failed",
+                               ("alice", "hunter2"), None)
+    RedactingFilter({}).filter(record)
+    assert "hunter2" not in record.getMessage() and "venue.example" in record.getMessage()
+    assert fail(ConfigError("cannot reach https://bob:s3cr3t@proxy.example/api")) == 2
+    err = capsys.readouterr().err
+    assert "s3cr3t" not in err and "proxy.example" in err
