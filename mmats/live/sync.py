@@ -63,9 +63,10 @@ def sync_candles(config, journal, now_ns: int, *, sources: dict | None = None,
                 continue
             chosen = feed
             break
+        _journal_outage(journal, market, problems if chosen is None else None, now_ns,
+                        alerts)
         if chosen is None:  # every feed failed: the stale-data halt decides
             chosen = market.feed
-            alerts.append(("MMATS feeds failing", f"{market.name}: {'; '.join(problems)}"))
         _journal_switch(journal, market, chosen, problems, now_ns, alerts)
         active[market.name] = chosen
     return active, alerts
@@ -88,6 +89,25 @@ def _stamp(ns):
     import pandas as pd
 
     return pd.Timestamp(ns, tz="UTC")
+
+
+def _journal_outage(journal, market, problems, now_ns, alerts) -> None:
+    """Journal and alert when every feed of a market starts failing (``problems``) and
+    when one works again (``None``): once per outage, not at every tick of it."""
+    scope = f"market:{market.name}"
+    rows = journal.rows("risk_events", "scope = ? AND kind IN ('feeds_failing', "
+                        "'feeds_recovered')", (scope,))
+    failing = bool(rows) and rows[-1]["kind"] == "feeds_failing"
+    if problems is not None and not failing:
+        message = f"{market.name}: {'; '.join(problems)}"
+        journal.append_risk_event("CRITICAL", scope, "feeds_failing", message,
+                                  {"problems": problems}, ts_ns=now_ns)
+        alerts.append(("MMATS feeds failing", message))
+    elif problems is None and failing:
+        message = f"{market.name}: candles flow again"
+        journal.append_risk_event("INFO", scope, "feeds_recovered", message, {},
+                                  ts_ns=now_ns)
+        alerts.append(("MMATS feeds recovered", message))
 
 
 def _journal_switch(journal, market, chosen, problems, now_ns, alerts) -> None:
