@@ -93,8 +93,8 @@ class Protection:
     def sync(self, sleeve) -> None:
         """Make the legs resting at the venue those the state asks for: leave them when
         they match, else cancel them (booking any fill found) and place the new ones."""
-        if self._blocked(sleeve):
-            return
+        if self._blocked(sleeve) or not hasattr(self.desk.brokers[sleeve.market], "protect"):
+            return  # a venue without protective orders: the kernel's stop exits apply
         resting = self.resting(sleeve)
         wanted = self.wanted(sleeve)
         if wanted is not None and self._matches(resting, wanted):
