@@ -36,7 +36,6 @@ import contextlib
 import getpass
 import hashlib
 import json
-import logging
 import math
 import os
 import sqlite3
@@ -55,8 +54,9 @@ from mmats.live.journal_signing import (
     Problem,
     Signer,
     check_seal,
+    journal_signer,
+    key_for_new_journal,
     key_id,
-    signing_key,
 )
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
 
@@ -65,8 +65,6 @@ ACTIONS = ("BUY", "SELL", "HOLD")
 TIMES_IN_FORCE = ("GTC", "IOC", "FOK", "DAY", "GTD")
 RISK_LEVELS = ("INFO", "WARNING", "CRITICAL")
 LAYOUT = "2"  # 1: before signing (no meta table, chain.sig, config_snapshots.user)
-
-log = logging.getLogger(__name__)
 
 
 def _record_columns(dtype: np.dtype, kind: str) -> dict[str, str]:
@@ -327,7 +325,7 @@ class Journal:
             "SELECT name FROM sqlite_master WHERE type='table'")}
         if names & {"chain", "meta", *TABLES}:
             return  # an existing journal (or a foreign file): _check_schema judges it
-        key = self._key_for_new_journal(sign, durable)
+        key = key_for_new_journal(self.path, sign, durable)
         meta = {"layout": LAYOUT, "journal_id": os.urandom(8).hex(),
                 "signing": SCHEME if key else "none", "key_id": key_id(key) if key else ""}
         statements = ["CREATE TABLE IF NOT EXISTS chain (seq INTEGER PRIMARY KEY, "
@@ -360,20 +358,6 @@ class Journal:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
-
-    def _key_for_new_journal(self, sign: bool | None, durable: bool) -> bytes | None:
-        """The signing key for a new journal, or None to create it unsigned."""
-        from mmats import secrets
-
-        if sign is False or (sign is None and not durable):
-            return None
-        if sign is None and not secrets.available_without_prompt():
-            log.warning("journal %s is created unsigned: the secrets store (%s) cannot be read "
-                        "without a prompt, so rows added by whoever can write the file cannot "
-                        "be told from real ones; set %s to sign new journals", self.path,
-                        secrets.describe_backend(), secrets.PASSPHRASE_ENV)
-            return None
-        return signing_key(self.path, create=True)
 
     def _check_schema(self, readonly: bool) -> None:
         """Refuse a file whose tables or columns are not this layout's, naming them; an
@@ -433,15 +417,7 @@ class Journal:
 
     def _load_signer(self) -> Signer:
         """This journal's signer, with the key from the secrets store; refuses another key."""
-        signer = Signer(signing_key(self.path, create=False), self._meta["journal_id"])
-        if signer.key_id != self._meta.get("key_id"):
-            from mmats import secrets
-
-            raise JournalError(
-                f"journal {self.path} was signed with key id {self._meta.get('key_id')}, but "
-                f"the {secrets.describe_backend()} holds key id {signer.key_id}: point "
-                f"{secrets.FILE_ENV} at the secrets store the journal was created with")
-        return signer
+        return journal_signer(self.path, self._meta["journal_id"], self._meta.get("key_id"))
 
     # -- the one write path ------------------------------------------------------------
     @contextlib.contextmanager
@@ -634,12 +610,18 @@ class Journal:
 
     # -- reads -------------------------------------------------------------------------
     def load_state(self, sleeve_id: str, dtype: np.dtype = STATE_DTYPE) -> np.ndarray | None:
-        """The latest saved state of ``sleeve_id`` (a fresh 1-element array), or None."""
-        row = self._db.execute("SELECT dtype, state, seq FROM sleeve_states WHERE sleeve_id = ? "
-                               "ORDER BY seq DESC LIMIT 1", (sleeve_id,)).fetchone()
+        """The latest saved state of ``sleeve_id`` (a fresh 1-element array), or None.
+        In a signed journal, a state its key did not sign raises :class:`JournalError`."""
+        row = self._db.execute("SELECT dtype, state, seq, ts_ns, prev_hash, hash FROM "
+                               "sleeve_states WHERE sleeve_id = ? ORDER BY seq DESC LIMIT 1",
+                               (sleeve_id,)).fetchone()
         if row is None:
             return None
-        stored, blob, seq = row
+        stored, blob, seq, ts_ns, prev_hash, digest = row
+        if self._signer is not None:  # a restart must not resume from a forged state
+            payload = {"sleeve_id": sleeve_id, "dtype": stored, "state": blob}
+            self._check_signed("sleeve_states", seq, digest,
+                               row_hash("sleeve_states", seq, ts_ns, payload, prev_hash))
         if stored != _dtype_text(np.dtype(dtype)):
             raise JournalError(
                 f"state of sleeve {sleeve_id!r} (seq {seq}) in {self.path} was saved with dtype "
@@ -650,8 +632,19 @@ class Journal:
                                f"bytes, expected {np.dtype(dtype).itemsize}")
         return np.frombuffer(blob, dtype=dtype).copy()
 
+    def _check_signed(self, table: str, seq: int, digest: str, content_hash: str) -> None:
+        """Refuse a row whose content, hash or chain entry its key did not sign."""
+        entry = self._db.execute("SELECT table_name, hash, sig FROM chain WHERE seq = ?",
+                                 (seq,)).fetchone()
+        if content_hash != digest or entry is None or entry[:2] != (table, digest) \
+                or not self._signer.row_ok(seq, *entry):
+            raise JournalError(
+                f"{table} seq {seq} in {self.path} fails its signature check: the journal was "
+                f"tampered with. Run 'python scripts/journal.py verify --journal {self.path}' "
+                "and restore the journal from a backup")
+
     def head(self) -> tuple[int, str]:
-        """(seq, hash) of the newest row; keep it elsewhere to catch truncation."""
+        """(seq, hash) of the newest row; the anchor file keeps it after each commit."""
         row = self._db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], row[1]) if row else (0, GENESIS_HASH)
 

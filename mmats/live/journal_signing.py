@@ -124,6 +124,37 @@ def signing_key(journal: Path, *, create: bool) -> bytes:
     return key
 
 
+def key_for_new_journal(journal: Path, sign: bool | None, durable: bool) -> bytes | None:
+    """The key to sign a new journal with, or None to create it unsigned: ``sign=True``
+    requires one, ``sign=False`` and scratch journals (``durable=False``) go without, and
+    by default a durable journal is signed when the store can be read without a prompt
+    (and otherwise created unsigned, with a warning)."""
+    from mmats import secrets
+
+    if sign is False or (sign is None and not durable):
+        return None
+    if sign is None and not secrets.available_without_prompt():
+        log.warning("journal %s is created unsigned: the secrets store (%s) cannot be read "
+                    "without a prompt, so rows added by whoever can write the file cannot be "
+                    "told from real ones; set %s to sign new journals", journal,
+                    secrets.describe_backend(), secrets.PASSPHRASE_ENV)
+        return None
+    return signing_key(journal, create=True)
+
+
+def journal_signer(journal: Path, journal_id: str, expected_key_id: str | None) -> Signer:
+    """The signer of an existing signed journal; refuses a store holding another key."""
+    signer = Signer(signing_key(journal, create=False), journal_id)
+    if signer.key_id != expected_key_id:
+        from mmats import secrets
+
+        raise JournalError(
+            f"journal {journal} was signed with key id {expected_key_id}, but the "
+            f"{secrets.describe_backend()} holds key id {signer.key_id}: point "
+            f"{secrets.FILE_ENV} at the secrets store the journal was created with")
+    return signer
+
+
 def _decode(fields, where: str) -> bytes:
     """The key bytes of a secrets entry; the message never shows the stored value."""
     try:

@@ -152,8 +152,11 @@ def test_forged_append_with_valid_hashes_is_caught(signed, signature):
                (seq + 1, "sleeve_states", digest, sig))
     db.commit()
     db.close()
-    with Journal(signed) as journal:  # the forged state is what a restart would load
+    with Journal(signed, readonly=True) as journal:  # the forged state is the newest
         assert journal.load_state(SLEEVE)["cash"][0] == 1e9
+    with Journal(signed) as journal, pytest.raises(JournalError, match=(
+            f"sleeve_states seq {seq + 1} .* fails its signature check")):
+        journal.load_state(SLEEVE)  # but a restart refuses to resume from it
     report = _verify(signed)
     assert not report.ok
     first = report.problems[0]
@@ -216,6 +219,8 @@ def test_chain_rewritten_from_row_k_is_caught_at_k(signed, keep_signatures):
                   keep_signatures=keep_signatures)
     with Journal(signed, readonly=True) as journal:  # the sha256 chain alone is intact
         assert journal.fills()["qty"][2] == 200.0
+    with Journal(signed) as journal, pytest.raises(JournalError, match="signature check"):
+        journal.load_state(SLEEVE)  # the newest state is after row k: rewritten too
     report = _verify(signed)
     assert not report.ok
     assert {p.kind for p in report.problems} == {"rewritten"}  # no chain problem at all
