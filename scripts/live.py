@@ -205,7 +205,7 @@ def _now(text):
 def _fills_frame(path):
     from mmats.live.journal import Journal
 
-    with Journal(path, create=False) as journal:
+    with Journal(path, create=False, readonly=True) as journal:
         frame = journal.fills_frame()
     if "ts" not in frame.columns:
         import pandas as pd

@@ -16,6 +16,16 @@ SAMPLES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def secrets_store(tmp_path_factory, monkeypatch):
+    """Every test keeps its secrets (the journal signing key among them) in a throwaway
+    encrypted file, never in the keyring of the machine running the tests; scripts run
+    as subprocesses inherit it."""
+    monkeypatch.setenv("MMATS_SECRETS_FILE",
+                       str(tmp_path_factory.getbasetemp() / "secrets" / "secrets.enc"))
+    monkeypatch.setenv("MMATS_SECRETS_PASSPHRASE", "the tests' own passphrase")
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -57,9 +57,11 @@ def runner_lock(path, *, wait_s: float = 0.0):
         handle.close()
 
 
-def _journal(config: RunnerConfig) -> Journal:
-    """The configuration's journal, anchored where the configuration says."""
-    return Journal(config.journal, anchor=config.journal_anchor)
+def _journal(config: RunnerConfig, mode: str | None = None) -> Journal:
+    """The configuration's journal, anchored where the configuration says; a new journal
+    of operator mode (real orders) must be signed (:mod:`mmats.live.journal_signing`)."""
+    return Journal(config.journal, anchor=config.journal_anchor,
+                   sign=True if (mode or config.mode) == "operator" else None)
 
 
 def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
@@ -157,7 +159,7 @@ def _tick_failed(config, error, mode, cash) -> None:
 
 
 def _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed):
-    with runner_lock(config.lock), _journal(config) as journal:
+    with runner_lock(config.lock), _journal(config, mode) as journal:
         snapshot = config.snapshot()
         last = journal.rows("config_snapshots")[-1:]
         if not last or last[0]["text"] != snapshot:
@@ -259,8 +261,14 @@ def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
                                  cash)
     except RunnerBusy:  # a tick is running: it books the kill at its next check
         deferred = True
-        with _journal(config) as journal:
-            journal.append_operator_action("kill", "all", user, reason)
+        try:
+            with _journal(config) as journal:
+                journal.append_operator_action("kill", "all", user, reason)
+        except MMATSError as error:  # e.g. the signing key cannot be read here
+            problems.append(f"journal: {error}; the next tick books the kill")
+    except MMATSError as error:
+        deferred = True
+        problems.append(f"journal: {error}; the next tick books the kill")
     outcome = KillOutcome(changed, operator, deferred, problems)
     notify(config.notifications, "MMATS kill",
            f"kill by {user} ({reason or 'no reason given'}): {outcome}")
