@@ -286,7 +286,7 @@ def _book_kill(config, journal, request, brokers, cash) -> list[str]:
     if brokers is not None:
         all_sleeves = with_venue_rules(all_sleeves, brokers)
         desk = Desk(config, all_sleeves, states, brokers, journal, time.time_ns(),
-                    TickReport())
+                    TickReport(), killed=lambda: True)  # books; never places anything
     return killswitch.book(journal, desk, all_sleeves, states, request, time.time_ns())
 
 

@@ -105,13 +105,9 @@ def flatten_at_venues(config, brokers: dict, request: dict) -> list[str]:
         if broker is None:
             continue
         for symbol in market.symbols:  # per symbol: an all-symbols query weighs more
-            try:
-                for order in broker.open_orders(symbol):
-                    cid = order.get("client_order_id") or ""
-                    if cid.startswith(CLIENT_ID_PREFIX):
-                        broker.cancel(cid, order["symbol"])
-            except BrokerError as error:
-                problems.append(f"{market.name}: cancelling {symbol} orders: {error}")
+            problem = _cancel_ours(broker, market.name, symbol)
+            if problem:
+                problems.append(problem)
         try:
             positions = broker.positions()
         except BrokerError as error:
@@ -123,6 +119,27 @@ def flatten_at_venues(config, brokers: dict, request: dict) -> list[str]:
             if problem:
                 problems.append(problem)
     return problems
+
+
+def _cancel_ours(broker, market, symbol, passes: int = 3) -> str | None:
+    """Cancel every open order of ours on ``symbol`` (resting stops included; cancelling
+    one leg of an OCO list takes its sibling with it), asking again until none is left."""
+    error = None
+    for _ in range(passes):
+        try:
+            ours = [o for o in broker.open_orders(symbol)
+                    if (o.get("client_order_id") or "").startswith(CLIENT_ID_PREFIX)]
+        except BrokerError as failure:
+            error = failure
+            continue
+        if not ours:
+            return None
+        for order in ours:
+            try:
+                broker.cancel(order["client_order_id"], order["symbol"])
+            except BrokerError as failure:  # the next pass sees whether it is still open
+                error = failure
+    return f"{market}: cancelling {symbol} orders: {error or 'orders still open'}"
 
 
 def _flatten_symbol(broker, market, symbol, held, request) -> str | None:

@@ -149,3 +149,25 @@ def test_kill_during_a_tick_stuck_in_a_slow_venue_answer(tmp_path):
         assert len([o for o in server.orders if o.client_order_id != STRAY]) == 2
     finally:
         server.stop()
+
+
+def test_kill_cancels_an_oco_resting_at_the_venue_and_flattens(tmp_path):
+    from .test_resting_stops import FLAT, Venue, candles_for
+
+    venue = Venue(tmp_path, candles_for(FLAT + [0.05, 0.0501], [1] * 20 + [3, 0]))
+    try:
+        venue.tick(20)  # long, with a stop-loss and a take-profit resting as one OCO list
+        assert set(venue.legs()) == {"STOP_LOSS_LIMIT", "LIMIT_MAKER"}
+        outcome = control.kill(venue.config, mode="operator", brokers={"crypto": venue.broker},
+                               reason="drill")
+        assert outcome.problems == [] and not outcome.deferred
+        assert venue.legs() == {} and venue.venue_position() < 0.001
+        with Journal(venue.config.journal) as journal:
+            state = journal.load_state("scripted:ETH/BTC")[0]
+            assert journal.verify().ok
+        assert state["trading_state"] == int(TradingState.HALTED)
+        assert abs(state["position"] - venue.venue_position()) < 1e-12
+        venue.tick(21)  # killed: nothing placed or sent again
+        assert venue.legs() == {} and venue.venue_position() < 0.001
+    finally:
+        venue.server.stop()
