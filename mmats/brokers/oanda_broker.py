@@ -37,6 +37,19 @@ What is easy to get wrong with OANDA, and what this adapter does about it:
   ``guaranteedExecutionFee`` - ``financing`` of the fill). That is the quote currency for
   pairs quoted in the account currency (EUR/USD in a USD account); otherwise it is not
   converted.
+- **Protective orders** (:meth:`OandaBroker.protect`) are OANDA's dependent STOP_LOSS and
+  TAKE_PROFIT orders, attached to trades, not to positions: a position built by several
+  entries is several trades (FIFO), so a leg is one dependent order on each of the
+  position's trades, all at the leg's level. The order on the oldest trade carries the
+  leg's client id, those on the others ``<client id>.2``, ``.3``...; the leg's side,
+  units and member count ride in ``clientExtensions.comment`` (a dependent order has no
+  units: it closes its whole trade). :meth:`~OandaBroker.lookup`,
+  :meth:`~OandaBroker.cancel` and :meth:`~OandaBroker.open_orders` report a leg as one
+  order. OANDA fills a triggered stop by closing its trade (``tradesClosed``) and cancels a
+  closed trade's other dependent orders itself (``LINKED_TRADE_CLOSED``): one cancels the
+  other without an order list. The trades must hold exactly the units to protect (one
+  sleeve per instrument in the account), else the legs are refused (``position_mismatch``)
+  and the runner's own stop exits apply.
 - **Secrets.** The token never appears in a message or a repr, and errors are raised
   without the ``requests`` exception chain (whose request objects carry the header).
 
@@ -51,6 +64,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -85,6 +99,11 @@ GRANULARITIES = {"1m": "M1", "5m": "M5", "15m": "M15", "30m": "M30", "1h": "H1",
 MAX_CANDLES_PER_REQUEST = 5000  # OANDA's limit on ``count``
 
 _STATUS = {"PENDING": "open", "TRIGGERED": "open", "FILLED": "filled", "CANCELLED": "canceled"}
+_PROTECTIVE = {"STOP_LOSS": "stop_loss", "TAKE_PROFIT": "take_profit"}  # dependent orders
+# a protective leg's order on the position's k-th trade (k >= 2): "<leg client id>.k"; its
+# clientExtensions.comment: "<side> <units> (k/n)"
+_MEMBER = re.compile(r"^(?P<leg>.+)\.(?P<k>[2-9]|[1-9][0-9]+)$")
+_LEG_COMMENT = re.compile(r"^(?P<side>buy|sell) (?P<units>[0-9.]+) \((?P<k>\d+)/(?P<n>\d+)\)$")
 _FUNDS_REASONS = ("INSUFFICIENT_MARGIN", "INSUFFICIENT_FUNDS", "INSUFFICIENT_LIQUIDITY_FUNDS")
 _MARKET_TIME_IN_FORCE = ("FOK", "IOC")
 _LIMIT_TIME_IN_FORCE = ("GTC", "GFD")
@@ -398,9 +417,168 @@ class OandaBroker:
             return InsufficientFunds(message)
         return OrderRejected(message, reason)
 
+    def protect(self, order: dict) -> list[dict]:
+        """Rest a position's stop-loss and/or take-profit (see :mod:`mmats.brokers.base`) as
+        OANDA's dependent STOP_LOSS / TAKE_PROFIT orders, one on each open trade of the
+        position (oldest first; the oldest's carries the leg's client id, the others
+        ``<client id>.k``, placed before it so a leg whose own order exists is complete).
+        Levels are rounded to the instrument's ``displayPrecision``. A dependent order
+        closes its whole trade, so the trades must hold the units asked for; otherwise
+        :class:`OrderRejected` (``position_mismatch``). If a leg is refused, the orders
+        already placed are cancelled before the error is raised.
+
+        >>> broker.protect({"symbol": "EUR/USD", "side": "sell", "qty": 1000,
+        ...                 "stop_loss": {"client_order_id": "mm-s", "price": 1.09},
+        ...                 "take_profit": {"client_order_id": "mm-t", "price": 1.12}})  # doctest: +SKIP
+        """
+        legs = {kind: order[kind] for kind in ("stop_loss", "take_profit") if order.get(kind)}
+        symbol, side = str(order.get("symbol") or ""), str(order.get("side") or "").lower()
+        first = next(iter(legs.values()), {}).get("client_order_id")
+        _guard_send(self, {**order, "client_order_id": first})
+        label = f"OANDA account {self.account_id}: protective orders {first} on {symbol}"
+        try:
+            qty = float(order["qty"])
+            levels = {kind: float(leg["price"]) for kind, leg in legs.items()}
+            cids = {kind: str(leg["client_order_id"]) for kind, leg in legs.items()}
+        except (KeyError, TypeError, ValueError) as err:
+            raise OrderRejected(f"{label}: malformed request ({type(err).__name__}: {err}); "
+                                "see mmats.brokers.base for its shape", "invalid_order") from None
+        if not legs or side not in ("buy", "sell") or not qty > 0 \
+                or not all(np.isfinite(v) and v > 0 for v in levels.values()):
+            raise OrderRejected(f"{label}: rejected before sending: needs a side, a qty > 0 "
+                                "and a stop_loss or take_profit with a price > 0",
+                                "invalid_order")
+        try:
+            rules = self._rules(symbol)
+        except BrokerError as err:
+            if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
+                raise
+            raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
+        trades = sorted((t for t in self.trades()
+                         if to_instrument(t["symbol"]) == to_instrument(symbol)
+                         and (t["units"] > 0) == (side == "sell") and t["units"] != 0),
+                        key=lambda t: int(t["trade_id"]))
+        held = sum(abs(t["units"]) for t in trades)
+        lot = float(Decimal(1).scaleb(-rules["units_precision"]))
+        if not trades or abs(held - qty) > lot / 2:
+            raise OrderRejected(
+                f"{label}: the {len(trades)} open {'long' if side == 'sell' else 'short'} "
+                f"trade(s) hold {held:g} units, not the {qty:g} to protect; a stop-loss or "
+                "take-profit closes its whole trade (another sleeve, or a manual trade, on "
+                "this instrument?)", "position_mismatch")
+        placed: list[str] = []
+        try:
+            for kind, cid in cids.items():
+                price = _text(_round_price(levels[kind], rules["price_precision"]))
+                members = [(f"{cid}.{k}", k, trade) for k, trade in enumerate(trades, 1)]
+                members = members[1:] + [(cid, 1, trades[0])]  # the leg's own order last
+                for member_cid, k, trade in members:
+                    self._place_dependent(kind, member_cid, trade, price,
+                                          f"{side} {_units(trade['units'])} ({k}/{len(trades)})",
+                                          symbol)
+                    placed.append(member_cid)
+        except (OrderRejected, VenueUnavailable, RateLimited, AuthenticationFailed):
+            for member_cid in reversed(placed):  # nothing half-protected left behind
+                try:
+                    self._cancel_order(member_cid, symbol)
+                except BrokerError:
+                    pass  # still resting: the runner cancels it as a stray
+            raise
+        return [self.lookup(cid, symbol) for cid in cids.values()]
+
+    def _place_dependent(self, kind: str, cid: str, trade: dict, price: str, comment: str,
+                         symbol: str) -> None:
+        venue_type = {"stop_loss": "STOP_LOSS", "take_profit": "TAKE_PROFIT"}[kind]
+        body = {"type": venue_type, "tradeID": str(trade["trade_id"]), "price": price,
+                "timeInForce": "GTC", "triggerCondition": "DEFAULT",
+                "clientExtensions": {"id": cid, "tag": _TAG, "comment": comment}}
+        what = f"send {venue_type} at {price} on trade {trade['trade_id']} (client id {cid})"
+        request = oanda_orders.OrderCreate(self.account_id, data={"order": body})
+        refused = None
+        try:
+            response = self._call(request, what, symbol, idempotent=False, refusal=True)
+        except _Refused as err:
+            refused = err.failure
+        if refused is not None:
+            raise self._rejection(what, refused.body or {}, refused.detail)
+        cancel = response.get("orderCancelTransaction")
+        if cancel and not response.get("orderFillTransaction"):
+            raise OrderRejected(f"OANDA account {self.account_id}: {what}: the venue cancelled "
+                                f"the order at once ({cancel.get('reason')})",
+                                cancel.get("reason") or "CANCELLED")
+
+    def _members(self, client_order_id: str, order: dict, symbol: str | None) -> list[dict]:
+        """A protective leg's dependent orders: its own, then those on the position's other
+        trades (their count is in its comment)."""
+        count = _LEG_COMMENT.match((order.get("clientExtensions") or {}).get("comment") or "")
+        members = [order]
+        for k in range(2, int(count.group("n")) + 1 if count else 2):
+            member = self._order_by_client_id(f"{client_order_id}.{k}", symbol)
+            if member is not None:
+                members.append(member)
+        return members
+
+    def _leg_report(self, client_order_id: str, symbol: str | None, members: list) -> dict:
+        """One report over a protective leg's dependent orders: units and fills summed,
+        open while one is pending, filled when all filled, else cancelled."""
+        first = members[0]
+        side, qty, filled, notional, fee, reason, fills = None, 0.0, 0.0, 0.0, 0.0, None, []
+        for member in members:
+            state = member.get("state")
+            if state not in _STATUS:
+                raise BrokerError(f"OANDA account {self.account_id}: order {member.get('id')} "
+                                  f"has an unknown state {state!r}")
+            described = _LEG_COMMENT.match((member.get("clientExtensions") or {}).get(
+                "comment") or "")
+            if described:
+                side, qty = described.group("side"), qty + float(described.group("units"))
+            if member.get("fillingTransactionID"):
+                fill = self._transaction(member["fillingTransactionID"], symbol)
+                units = float(fill.get("units", 0))
+                side = side or ("buy" if units > 0 else "sell")
+                symbol = symbol or to_symbol(fill.get("instrument", ""))
+                filled += abs(units)
+                notional += abs(units) * float(fill["price"])
+                fee += (float(fill.get("commission", 0))
+                        + float(fill.get("guaranteedExecutionFee", 0))
+                        - float(fill.get("financing", 0)))
+                fills.append(float(fill["price"]))
+            if state == "CANCELLED" and member.get("cancellingTransactionID") and not reason:
+                reason = self._transaction(member["cancellingTransactionID"], symbol).get(
+                    "reason", "CANCELLED")
+        if symbol is None or side is None:
+            trade = self._call(oanda_trades.TradeDetails(self.account_id, first["tradeID"]),
+                               f"read trade {first['tradeID']}", symbol)["trade"]
+            symbol = symbol or to_symbol(trade["instrument"])
+            side = side or ("sell" if float(trade["initialUnits"]) > 0 else "buy")
+            qty = qty or abs(float(trade["initialUnits"]))
+        states = {member["state"] for member in members}
+        if states & {"PENDING", "TRIGGERED"}:
+            status = "partially_filled" if filled else "open"
+        else:
+            status = "filled" if states == {"FILLED"} else "canceled"
+        return {"client_order_id": client_order_id, "venue_order_id": str(first["id"]),
+                "symbol": symbol, "side": side, "qty": max(qty, filled), "filled_qty": filled,
+                # one price: itself (q x p / q may be off an ulp)
+                "avg_price": (fills[0] if len(set(fills)) == 1 else notional / filled) if filled
+                else None,
+                "fee": fee, "status": status, "reason": reason if status == "canceled" else None,
+                "type": _PROTECTIVE[first["type"]], "stop_price": float(first["price"])}
+
     def lookup(self, client_order_id: str, symbol: str | None = None) -> dict | None:
         """The venue's report of the order with this client id, or None if it never arrived
-        (404 ``ORDER_DOESNT_EXIST``)."""
+        (404 ``ORDER_DOESNT_EXIST``). A protective leg is reported as one order over its
+        dependent orders (see :meth:`protect`)."""
+        order = self._order_by_client_id(client_order_id, symbol)
+        if order is None:
+            return None
+        if order.get("type") in _PROTECTIVE:
+            return self._leg_report(client_order_id, symbol, self._members(client_order_id,
+                                                                           order, symbol))
+        return self._order_report(order)
+
+    def _order_by_client_id(self, client_order_id: str, symbol: str | None) -> dict | None:
+        """The venue's raw order with this client id, or None (404 ``ORDER_DOESNT_EXIST``)."""
         request = oanda_orders.OrderDetails(self.account_id, f"@{client_order_id}")
         what = f"look up client id {client_order_id}"
         refused = None
@@ -418,7 +596,7 @@ class OandaBroker:
                               f"{' on ' + symbol if symbol else ''}: {refused.detail}")
         if not order:
             raise BrokerError(f"OANDA account {self.account_id}: {what}: the answer has no order")
-        return self._order_report(order)
+        return order
 
     def _order_report(self, order: dict) -> dict:
         state = order.get("state")
@@ -443,14 +621,24 @@ class OandaBroker:
     def cancel(self, client_order_id: str, symbol: str | None = None) -> dict | None:
         """Cancel an open order by client id; return its final report, or None if the venue
         never had it. An order already filled or cancelled returns its report as it is."""
-        request = oanda_orders.OrderCancel(self.account_id, f"@{client_order_id}")
         what = f"cancel client id {client_order_id}"
-        refused = None
-        try:
-            self._call(request, what, symbol, refusal=True)
-        except _Refused as err:
-            refused = err.failure
-        report = self.lookup(client_order_id, symbol)
+        refused = self._cancel_order(client_order_id, symbol)
+        order = self._order_by_client_id(client_order_id, symbol)
+        if order is not None and order.get("type") in _PROTECTIVE:
+            # the leg's orders on the position's other trades
+            members = self._members(client_order_id, order, symbol)
+            if any(m["state"] == "PENDING" for m in members[1:]):
+                for member in members[1:]:
+                    if member["state"] == "PENDING":
+                        self._cancel_order(member["clientExtensions"]["id"], symbol)
+                members = self._members(client_order_id, self._order_by_client_id(
+                    client_order_id, symbol), symbol)
+            report = self._leg_report(client_order_id, symbol, members)
+        elif order is not None:
+            report = self._order_report(order)
+        else:
+            self._cancel_orphans(client_order_id, symbol)
+            report = None
         if refused is not None and report is not None and report["status"] == "open":
             body = refused.body or {}
             reject = body.get("orderCancelRejectTransaction") or {}
@@ -459,15 +647,61 @@ class OandaBroker:
                                 reject.get("rejectReason") or body.get("errorCode") or "rejected")
         return report
 
+    def _cancel_order(self, client_order_id: str, symbol: str | None) -> _Failure | None:
+        """Ask the venue to cancel one order; its refusal (already final, unknown), or None."""
+        request = oanda_orders.OrderCancel(self.account_id, f"@{client_order_id}")
+        try:
+            self._call(request, f"cancel client id {client_order_id}", symbol, refusal=True)
+        except _Refused as err:
+            return err.failure
+        return None
+
+    def _cancel_orphans(self, client_order_id: str, symbol: str | None) -> None:
+        """Cancel the orders of a leg whose own order never arrived (a :meth:`protect` cut
+        short places it last): ``<client id>.2``, ``.3``... while they exist."""
+        for k in range(2, 10_000):
+            member = self._order_by_client_id(f"{client_order_id}.{k}", symbol)
+            if member is None:
+                return
+            if member["state"] == "PENDING":
+                self._cancel_order(f"{client_order_id}.{k}", symbol)
+
     def open_orders(self, symbol: str | None = None) -> list[dict]:
-        """Reports of the pending entry orders (of ``symbol``, or all); dependent orders
-        (take profit, stop loss on a trade) are not listed."""
+        """Reports of the pending orders (of ``symbol``, or all): entry orders, and the
+        stop-loss and take-profit orders on open trades, one report per protective leg
+        (see :meth:`protect`)."""
         request = oanda_orders.OrdersPending(self.account_id)
         orders = self._call(request, "list open orders", symbol).get("orders", [])
         wanted = None if symbol is None else to_instrument(symbol)
-        return [self._order_report(o) for o in orders
-                if o.get("instrument") and o.get("units") is not None
-                and (wanted is None or o["instrument"] == wanted)]
+        reports = [self._order_report(o) for o in orders
+                   if o.get("instrument") and o.get("units") is not None
+                   and (wanted is None or o["instrument"] == wanted)]
+        dependent = [o for o in orders if o.get("type") in _PROTECTIVE and o.get("tradeID")]
+        if not dependent:
+            return reports
+        trades = {t["trade_id"]: t for t in self.trades()}
+        legs: dict[str, list] = {}
+        for order in dependent:
+            trade = trades.get(order["tradeID"])
+            if trade is None or (wanted is not None and to_instrument(trade["symbol"]) != wanted):
+                continue  # its trade closed meanwhile (the order with it), or another symbol
+            cid = (order.get("clientExtensions") or {}).get("id")
+            member = _MEMBER.match(cid or "")
+            key = (member.group("leg") if member else cid) or f"order {order['id']}"
+            legs.setdefault(key, []).append((order, trade))
+        for key, members in legs.items():
+            members.sort(key=lambda pair: _MEMBER.match(
+                (pair[0].get("clientExtensions") or {}).get("id") or "") is not None)
+            order, trade = members[0]
+            cid = (order.get("clientExtensions") or {}).get("id")
+            reports.append({
+                "client_order_id": None if cid is None else key,
+                "venue_order_id": str(order["id"]), "symbol": trade["symbol"],
+                "side": "sell" if trade["units"] > 0 else "buy",
+                "qty": sum(abs(t["units"]) for _, t in members), "filled_qty": 0.0,
+                "avg_price": None, "fee": 0.0, "status": "open", "reason": None,
+                "type": _PROTECTIVE[order["type"]], "stop_price": float(order["price"])})
+        return reports
 
     def trades(self) -> list[dict]:
         """Open trades: ``{"trade_id", "symbol", "units" (signed), "price", "unrealized_pl",
@@ -656,6 +890,11 @@ def _round_price(price: float, precision: int) -> Decimal:
 
 def _text(number: Decimal) -> str:
     return format(number, "f")
+
+
+def _units(units: float) -> str:
+    """Units as OANDA writes them: ``1000.0`` -> ``"1000"``, ``0.5`` -> ``"0.5"``."""
+    return _text(Decimal(repr(abs(float(units)))).normalize())
 
 
 # --- the real-money guard's facts (mmats.brokers.connect holds the rule) -----------------

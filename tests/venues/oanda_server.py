@@ -8,8 +8,10 @@ Served (``{a}`` is the account id, ``{o}`` an order id or ``@clientid``):
   ``price`` M/B/A, ``complete`` flags; candles loaded with :meth:`OandaServer.load_candles`,
   cut at the clock of :meth:`OandaServer.set_now` when one is set)
 - ``GET /v3/accounts/{a}/summary|instruments|pricing|pendingOrders|openTrades|openPositions``
-- ``POST /v3/accounts/{a}/orders`` (MARKET FOK/IOC, LIMIT GTC/GFD), ``GET .../orders/{o}``,
-  ``PUT .../orders/{o}/cancel``, ``GET .../transactions/{id}``
+- ``POST /v3/accounts/{a}/orders`` (MARKET FOK/IOC, LIMIT GTC/GFD, and the dependent
+  STOP_LOSS / TAKE_PROFIT orders of an open trade: ``tradeID`` or ``clientTradeID``, one of
+  each per trade), ``GET .../orders/{o}``, ``PUT .../orders/{o}/cancel``,
+  ``GET .../trades/{t}``, ``GET .../transactions/{id}``
 - not OANDA: ``POST /_control?now_ns=..&instrument=..&mid=..`` (no token), the clock of
   :meth:`OandaServer.set_now` and the price of :meth:`OandaServer.set_price` for a runner
   in another process
@@ -18,6 +20,13 @@ The engine nets positions per instrument (FIFO trades, no hedging), fills market
 the current mid plus/minus a half spread, rests limit orders until :meth:`set_price` makes
 them marketable, and cancels a fill that would use more margin than the NAV
 (``orderCancelTransaction`` reason ``INSUFFICIENT_MARGIN``, as OANDA does, with a 201).
+A trade's dependent orders are listed with the pending orders (with ``tradeID``, without
+``instrument`` or ``units``) and on the trade (``stopLossOrder``, ``takeProfitOrder``); one
+triggers when the price that would close the trade (the bid of a long, the ask of a short)
+reaches its level, at creation or on :meth:`set_price`, and closes its whole trade at that
+price (an ``ORDER_FILL`` with reason ``STOP_LOSS_ORDER`` / ``TAKE_PROFIT_ORDER`` and
+``tradesClosed``). A trade that closes, by any fill, takes its dependent orders with it
+(``ORDER_CANCEL`` reason ``LINKED_TRADE_CLOSED``).
 
 Faults (:meth:`fail_next`) apply to the next matching requests: ``"429"``, ``"500"``,
 ``"503"``, ``"timeout"`` (answer after ``delay_s``, past the client's timeout; an order is
@@ -44,6 +53,7 @@ import pandas as pd
 
 FAULTS = ("429", "500", "503", "timeout", "drop", "lost_response", "wrong_status",
           "accepted_200")
+DEPENDENT = {"STOP_LOSS": "stopLossOrder", "TAKE_PROFIT": "takeProfitOrder"}
 GRANULARITY_NS = {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14400,
                   "D": 86400}
 INSTRUMENTS = {
@@ -189,10 +199,15 @@ class OandaServer:
             if half_spread is not None:
                 self.half_spread[instrument] = float(half_spread)
             for order in list(self._orders.values()):
-                if order["state"] == "PENDING" and order["instrument"] == instrument:
+                if order["state"] == "PENDING" and order.get("instrument") == instrument:
                     fill_price = self._marketable(order)
                     if fill_price is not None:
                         self._execute(order, fill_price, str(self._next_id()))
+            for order in list(self._orders.values()):
+                trade = self._trade(order.get("tradeID"))
+                if order["state"] == "PENDING" and trade is not None \
+                        and trade["instrument"] == instrument:
+                    self._trigger(order, trade)
 
     def fail_next(self, kind: str, count: int = 1, *, method: str | None = None,
                   path: str | None = None) -> None:
@@ -290,7 +305,114 @@ class OandaServer:
                       clientOrderID=(order.get("clientExtensions") or {}).get("id"))
         order.update(state="CANCELLED", cancellingTransactionID=tx["id"],
                      cancelledTime=tx["time"])
+        self._detach(order)
         return tx
+
+    # -- dependent orders (stop loss, take profit) ----------------------------------------
+
+    def _trade(self, specifier) -> dict | None:
+        """A trade by id or ``@clientTradeID``."""
+        if specifier is None:
+            return None
+        specifier = unquote(str(specifier))
+        for trade in self._trades:
+            if trade["id"] == specifier or (specifier.startswith("@") and (
+                    trade.get("clientExtensions") or {}).get("id") == specifier[1:]):
+                return trade
+        return None
+
+    def _detach(self, order: dict) -> None:
+        trade = self._trade(order.get("tradeID"))
+        key = DEPENDENT.get(order.get("type"))
+        if trade is not None and key and (trade.get(key) or {}).get("id") == order["id"]:
+            del trade[key]
+
+    def _close_dependents(self, trade: dict, batch: str) -> None:
+        """OANDA cancels a closed trade's dependent orders itself."""
+        for order in list(self._orders.values()):
+            if order["state"] == "PENDING" and order.get("tradeID") == trade["id"]:
+                self._cancel(order, "LINKED_TRADE_CLOSED", batch)
+
+    def _trigger(self, order: dict, trade: dict) -> dict | None:
+        """Fill a dependent order whose level the closing price has reached: it closes its
+        whole trade at that price. Returns the fill, or None (not triggered)."""
+        if trade["state"] != "OPEN":
+            return None
+        units = float(trade["currentUnits"])
+        bid, ask = self._bid_ask(trade["instrument"])
+        price, level = (bid if units > 0 else ask), float(order["price"])
+        below = price <= level if units > 0 else price >= level  # the trade is losing
+        if (order["type"] == "STOP_LOSS") != below:
+            return None
+        instrument = trade["instrument"]
+        factor = self._home_factor(instrument)
+        fill_id = str(self._next_id())
+        realized = (price - float(trade["price"])) * units * factor
+        commission = self.commission_rate * abs(units) * price * factor
+        self.balance += realized - commission
+        trade.update(currentUnits="0", state="CLOSED", closeTime=_now_text(),
+                     realizedPL=f"{float(trade['realizedPL']) + realized:.4f}")
+        places = INSTRUMENTS[instrument][0]
+        fill = self._tx("ORDER_FILL", id=fill_id, orderID=order["id"], instrument=instrument,
+                        units=_units_text(-units), price=f"{price:.{places}f}",
+                        fullVWAP=f"{price:.{places}f}", reason=f"{order['type']}_ORDER",
+                        pl=f"{realized:.4f}", financing="0.0000",
+                        commission=f"{commission:.4f}", guaranteedExecutionFee="0.0000",
+                        accountBalance=f"{self.balance:.4f}",
+                        clientOrderID=(order.get("clientExtensions") or {}).get("id"),
+                        tradesClosed=[{"tradeID": trade["id"], "units": _units_text(-units),
+                                       "realizedPL": f"{realized:.4f}",
+                                       "financing": "0.0000"}])
+        order.update(state="FILLED", fillingTransactionID=fill_id, filledTime=fill["time"],
+                     tradeClosedIDs=[trade["id"]])
+        self._detach(order)
+        self._close_dependents(trade, fill_id)
+        return fill
+
+    def _create_dependent(self, spec: dict, kind: str) -> tuple[int, dict]:
+        trade = self._trade(spec.get("tradeID") or (
+            f"@{spec['clientTradeID']}" if spec.get("clientTradeID") else None))
+        if trade is None or trade["state"] != "OPEN":
+            self._reject(404, spec, "TRADE_DOESNT_EXIST", "The Trade specified does not exist")
+        display = INSTRUMENTS[trade["instrument"]][0]
+        try:
+            price = Decimal(str(spec.get("price")))
+        except InvalidOperation:
+            self._reject(400, spec, "PRICE_INVALID", "The price specified is invalid")
+        if -price.as_tuple().exponent > display or price <= 0:
+            self._reject(400, spec, "PRICE_PRECISION_EXCEEDED",
+                         "The price specified contains more precision than is allowed")
+        time_in_force = spec.get("timeInForce", "GTC")
+        if time_in_force not in ("GTC", "GFD", "GTD"):
+            self._reject(400, spec, "TIME_IN_FORCE_INVALID",
+                         f"The time in force {time_in_force} is not valid for a {kind} order")
+        if trade.get(DEPENDENT[kind]):
+            self._reject(400, spec, f"{kind}_ORDER_ALREADY_EXISTS",
+                         f"The Trade already has a {kind} order")
+        client_id = (spec.get("clientExtensions") or {}).get("id")
+        if client_id is not None and client_id in self._client_ids:
+            self._reject(400, spec, "CLIENT_ORDER_ID_ALREADY_EXISTS",
+                         "The client Order ID specified is already assigned to another Order")
+        fields = {"tradeID": trade["id"], "price": spec["price"], "timeInForce": time_in_force,
+                  "triggerCondition": spec.get("triggerCondition", "DEFAULT")}
+        if spec.get("clientExtensions"):
+            fields["clientExtensions"] = dict(spec["clientExtensions"])
+        create = self._tx(f"{kind}_ORDER", reason="CLIENT_ORDER", **fields)
+        order = {"id": create["id"], "createTime": create["time"], "type": kind,
+                 "state": "PENDING", **fields}
+        self._orders[order["id"]] = order
+        trade[DEPENDENT[kind]] = order
+        if client_id is not None:
+            self._client_ids[client_id] = order["id"]
+        self.orders.append({"id": order["id"], "client_id": client_id, "type": kind,
+                            "instrument": trade["instrument"], "units": None, "body": spec})
+        answer = {"orderCreateTransaction": create}
+        fill = self._trigger(order, trade)  # its level is already reached: it fills at once
+        if fill:
+            answer["orderFillTransaction"] = fill
+        related = [t["id"] for t in (create, fill) if t]
+        answer.update(relatedTransactionIDs=related, lastTransactionID=str(self._last_id))
+        return 201, answer
 
     def _execute(self, order: dict, price: float, batch: str) -> tuple[dict | None, dict | None]:
         """Fill ``order`` at ``price`` unless the margin check fails; returns (fill, cancel)."""
@@ -318,6 +440,7 @@ class OandaServer:
             trade["realizedPL"] = f"{float(trade['realizedPL']) + realized:.4f}"
             if left == 0:
                 trade.update(state="CLOSED", closeTime=_now_text())
+                self._close_dependents(trade, batch)
             closed.append({"tradeID": trade["id"], "units": _units_text(signed),
                            "realizedPL": f"{realized:.4f}", "financing": "0.0000"})
             remaining -= signed
@@ -359,7 +482,8 @@ class OandaServer:
         kind = str(spec.get("type", "MARKET")).upper()
         tx = self._tx(f"{kind}_ORDER_REJECT", rejectReason=reason,
                       **{k: v for k, v in spec.items() if k in (
-                          "instrument", "units", "price", "timeInForce", "clientExtensions")})
+                          "instrument", "units", "price", "timeInForce", "tradeID",
+                          "clientExtensions")})
         self.rejections.append({"reason": reason, "order": spec})
         raise _BadRequest(status, {"orderRejectTransaction": tx, "relatedTransactionIDs": [
             tx["id"]], "lastTransactionID": tx["id"], "errorCode": reason,
@@ -370,6 +494,8 @@ class OandaServer:
         if not isinstance(spec, dict):
             raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'order'"})
         kind = str(spec.get("type", "MARKET")).upper()
+        if kind in DEPENDENT:
+            return self._create_dependent(spec, kind)
         if kind not in ("MARKET", "LIMIT"):
             self._reject(400, spec, "TYPE_INVALID", f"Order type {kind} is not supported here")
         instrument = spec.get("instrument")
@@ -477,6 +603,14 @@ class OandaServer:
                 return 200, {"trades": trades, "lastTransactionID": last}
             if rest == "/openPositions":
                 return 200, {"positions": self._positions(), "lastTransactionID": last}
+            found = re.fullmatch(r"/trades/([^/]+)", rest)
+            if found:
+                trade = self._trade(found.group(1))
+                if trade is None:
+                    raise _BadRequest(404, {"errorCode": "TRADE_DOESNT_EXIST",
+                                            "errorMessage": "The Trade specified does not "
+                                                            "exist"})
+                return 200, {"trade": trade, "lastTransactionID": last}
             found = re.fullmatch(r"/transactions/(\d+)", rest)
             if found:
                 tx = self._transactions.get(found.group(1))
