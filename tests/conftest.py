@@ -16,14 +16,17 @@ SAMPLES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def secrets_store(tmp_path_factory, monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def secrets_store(tmp_path_factory):
     """Every test keeps its secrets (the journal signing key among them) in a throwaway
     encrypted file, never in the keyring of the machine running the tests; scripts run
-    as subprocesses inherit it."""
-    monkeypatch.setenv("MMATS_SECRETS_FILE",
-                       str(tmp_path_factory.getbasetemp() / "secrets" / "secrets.enc"))
-    monkeypatch.setenv("MMATS_SECRETS_PASSPHRASE", "the tests' own passphrase")
+    as subprocesses inherit it. Session-wide, so module fixtures see it too; a test may
+    still change these variables with its own ``monkeypatch``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MMATS_SECRETS_FILE",
+                     str(tmp_path_factory.getbasetemp() / "secrets" / "secrets.enc"))
+        patch.setenv("MMATS_SECRETS_PASSPHRASE", "the tests' own passphrase")
+        yield
 
 
 @pytest.fixture(scope="session")
