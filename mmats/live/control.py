@@ -14,9 +14,8 @@ from mmats.brokers.store_feed import StoreFeed
 from mmats.data.calendar import timeframe_ns, trading_ns_between
 from mmats.errors import ConfigError, MMATSError
 from mmats.files import write_durably
-from mmats.redact import redact_urls
-from mmats.live.config import RunnerConfig
 from mmats.live import kill as killswitch
+from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
@@ -24,6 +23,7 @@ from mmats.live.runner import CALENDAR_OF_MARKET, book_id, run_tick, sleeves
 from mmats.live.sync import sync_candles
 from mmats.nb.risk import flatten, halt, resume
 from mmats.nb.risk import pause as pause_state
+from mmats.redact import redact_urls
 from mmats.types import TradingState
 
 

@@ -38,10 +38,10 @@ from mmats.brokers.base import (
     OrderRejected,
     OutcomeUnknown,
 )
+from mmats.live.protect import Protection, is_protective
 from mmats.nb.fills import adopt_position, fee_in_base
 from mmats.nb.risk import order_refused, reduce_only
 from mmats.nb.risk import pause as pause_state
-from mmats.live.protect import Protection, is_protective
 from mmats.nb.sim import plan_venue_order, venue_fill, venue_stop_fill
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus
 

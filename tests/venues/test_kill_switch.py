@@ -23,8 +23,8 @@ from mmats.types import TradingState
 from .test_operator_e2e import (
     FIVE_MINUTES_NS,
     KEY,
-    SECRET,
     SCRIPT,
+    SECRET,
     START,
     _binance,
     _venue_price,

@@ -25,8 +25,6 @@ from mmats.types import FillReason
 from .test_operator_e2e import (
     CASH_BTC,
     FIVE_MINUTES_NS,
-    KEY,
-    SECRET,
     _binance,
     _fast_ccxt,
     _venue_price,
