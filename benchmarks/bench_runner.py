@@ -59,7 +59,7 @@ def config_for(folder, models: int, mode="operator"):
                                "symbols": ["ETH/BTC"], "timeframe": "5m"}},
         "models": specs,
         "journal": str(Path(folder) / "journal.sqlite"),
-        "lock": str(Path(folder) / "runner.lock"), "data_root": str(Path(folder) / "data"),
+        "data_root": str(Path(folder) / "data"),
         "notifications": [f"file://{Path(folder) / 'notes.log'}"],
     })
 
@@ -158,8 +158,9 @@ def kill_switch(candles) -> dict:
         step = 300_000_000_000
         bar = 30
         held = 0
-        while bar < 400 and held < 10:  # until every sleeve holds a position
-            control.tick_once(config, now_ns=int(candles["ts"].iloc[bar].value) + step)
+        while bar < 400 and held < 10:  # until every sleeve holds a position at the venue
+            control.tick_once(config, now_ns=int(candles["ts"].iloc[bar].value) + step,
+                              mode="operator")
             with Journal(config.journal) as journal:
                 held = sum(journal.load_state(f"m{i}:ETH/BTC")[0]["position"] != 0
                            for i in range(10))

@@ -287,6 +287,7 @@ def _book_kill(config, journal, request, brokers, cash) -> list[str]:
         all_sleeves = with_venue_rules(all_sleeves, brokers)
         desk = Desk(config, all_sleeves, states, brokers, journal, time.time_ns(),
                     TickReport(), killed=lambda: True)  # books; never places anything
+        desk.recover()  # fills the venue made meanwhile (a resting stop) come first
     return killswitch.book(journal, desk, all_sleeves, states, request, time.time_ns())
 
 

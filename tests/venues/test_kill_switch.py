@@ -171,3 +171,28 @@ def test_kill_cancels_an_oco_resting_at_the_venue_and_flattens(tmp_path):
         assert venue.legs() == {} and venue.venue_position() < 0.001
     finally:
         venue.server.stop()
+
+
+def test_kill_books_a_stop_the_venue_filled_before_it(tmp_path):
+    from mmats.types import FillReason
+
+    from .test_resting_stops import FLAT, Venue, candles_for
+
+    venue = Venue(tmp_path, candles_for(FLAT + [0.05, 0.0501], [1] * 20 + [3, 0]))
+    try:
+        venue.tick(20)
+        stop = venue.legs()["STOP_LOSS_LIMIT"]
+        venue.server.set_price("ETHBTC", Decimal("0.04935"))  # through the stop: sold
+        assert stop.status == "FILLED" and venue.venue_position() < 0.001
+        outcome = control.kill(venue.config, mode="operator", brokers={"crypto": venue.broker},
+                               reason="drill")
+        assert outcome.problems == [] and not outcome.deferred
+        with Journal(venue.config.journal) as journal:
+            state = journal.load_state("scripted:ETH/BTC")[0]
+            reasons = [f["reason"] for f in journal.rows("fills")]
+        # the venue's stop fill is booked as the kernel's stop fill; nothing else sold
+        assert reasons == [int(FillReason.SIGNAL), int(FillReason.STOP_LOSS)]
+        assert abs(state["position"] - venue.venue_position()) < 1e-12
+        assert state["trading_state"] == int(TradingState.HALTED)
+    finally:
+        venue.server.stop()
