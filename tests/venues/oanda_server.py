@@ -173,7 +173,7 @@ class OandaServer:
         if granularity not in GRANULARITY_NS:
             raise ValueError(f"granularity {granularity!r} is not one of {list(GRANULARITY_NS)}")
         data = frame[["ts", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
-        data = data.assign(ts_ns=pd.to_datetime(data["ts"], utc=True).astype("int64"),
+        data = data.assign(ts_ns=pd.to_datetime(data["ts"], utc=True).dt.as_unit("ns").astype("int64"),
                            complete=True)
         if incomplete_last and len(data):
             data.loc[len(data) - 1, "complete"] = False
