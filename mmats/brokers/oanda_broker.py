@@ -467,15 +467,25 @@ class OandaBroker:
                 "take-profit closes its whole trade (another sleeve, or a manual trade, on "
                 "this instrument?)", "position_mismatch")
         placed: list[str] = []
+        closed = False  # a leg filled at once (its level already reached): nothing is left
+        reports = {}
         try:
             for kind, cid in cids.items():
+                if closed:
+                    reports[kind] = {
+                        "client_order_id": cid, "venue_order_id": None, "symbol": symbol,
+                        "side": side, "qty": held, "filled_qty": 0.0, "avg_price": None,
+                        "fee": 0.0, "status": "canceled", "type": kind,
+                        "reason": "not sent: the other leg filled at once",
+                        "stop_price": levels[kind]}
+                    continue
                 price = _text(_round_price(levels[kind], rules["price_precision"]))
                 members = [(f"{cid}.{k}", k, trade) for k, trade in enumerate(trades, 1)]
                 members = members[1:] + [(cid, 1, trades[0])]  # the leg's own order last
                 for member_cid, k, trade in members:
-                    self._place_dependent(kind, member_cid, trade, price,
-                                          f"{side} {_units(trade['units'])} ({k}/{len(trades)})",
-                                          symbol)
+                    closed |= self._place_dependent(
+                        kind, member_cid, trade, price,
+                        f"{side} {_units(trade['units'])} ({k}/{len(trades)})", symbol)
                     placed.append(member_cid)
         except (OrderRejected, VenueUnavailable, RateLimited, AuthenticationFailed):
             for member_cid in reversed(placed):  # nothing half-protected left behind
@@ -484,10 +494,11 @@ class OandaBroker:
                 except BrokerError:
                     pass  # still resting: the runner cancels it as a stray
             raise
-        return [self.lookup(cid, symbol) for cid in cids.values()]
+        return [reports.get(kind) or self.lookup(cid, symbol) for kind, cid in cids.items()]
 
     def _place_dependent(self, kind: str, cid: str, trade: dict, price: str, comment: str,
-                         symbol: str) -> None:
+                         symbol: str) -> bool:
+        """Create one dependent order; True when it filled at once (its trade is closed)."""
         venue_type = {"stop_loss": "STOP_LOSS", "take_profit": "TAKE_PROFIT"}[kind]
         body = {"type": venue_type, "tradeID": str(trade["trade_id"]), "price": price,
                 "timeInForce": "GTC", "triggerCondition": "DEFAULT",
@@ -506,6 +517,7 @@ class OandaBroker:
             raise OrderRejected(f"OANDA account {self.account_id}: {what}: the venue cancelled "
                                 f"the order at once ({cancel.get('reason')})",
                                 cancel.get("reason") or "CANCELLED")
+        return bool(response.get("orderFillTransaction"))
 
     def _members(self, client_order_id: str, order: dict, symbol: str | None) -> list[dict]:
         """A protective leg's dependent orders: its own, then those on the position's other

@@ -216,6 +216,119 @@ def test_resting_limit_fills_when_the_market_reaches_it(venue, oanda):
     assert oanda.cancel("mm-lim", "EUR/USD")["status"] == "filled"
 
 
+def protective(side="sell", qty=1500.0, stop=1.0912345, take=1.12, cids=("mm-s", "mm-t")):
+    return {"symbol": "EUR/USD", "side": side, "qty": qty,
+            "stop_loss": None if stop is None else {"client_order_id": cids[0], "price": stop},
+            "take_profit": None if take is None else {"client_order_id": cids[1],
+                                                      "price": take}}
+
+
+def dependent(venue, state="PENDING"):
+    return [o for o in (venue.order(a["id"]) for a in venue.orders)
+            if o["type"] in ("STOP_LOSS", "TAKE_PROFIT") and o["state"] == state]
+
+
+def test_protective_legs_rest_on_every_trade_and_report_as_one_order(venue, oanda):
+    oanda.send(order("mm-a", qty=1000))
+    oanda.send(order("mm-b", qty=500))  # a second trade: OANDA does not merge them
+    stop, take = oanda.protect(protective())
+    assert (stop["type"], stop["stop_price"], stop["status"]) == ("stop_loss", 1.09123, "open")
+    assert (take["type"], take["stop_price"]) == ("take_profit", 1.12)
+    assert (stop["client_order_id"], stop["side"], stop["qty"]) == ("mm-s", "sell", 1500.0)
+    resting = dependent(venue)
+    trades = sorted(t["trade_id"] for t in oanda.trades())
+    assert sorted((o["type"], o["tradeID"], o["price"], o["clientExtensions"]["id"])
+                  for o in resting) == [
+        ("STOP_LOSS", trades[0], "1.09123", "mm-s"), ("STOP_LOSS", trades[1], "1.09123",
+                                                      "mm-s.2"),
+        ("TAKE_PROFIT", trades[0], "1.12000", "mm-t"),
+        ("TAKE_PROFIT", trades[1], "1.12000", "mm-t.2")]
+    assert sorted(oanda.open_orders("EUR/USD"), key=lambda r: r["type"]) == [stop, take]
+    assert oanda.open_orders("USD/JPY") == []
+    assert oanda.lookup("mm-s", "EUR/USD") == stop
+    cancelled = oanda.cancel("mm-s", "EUR/USD")  # every trade's stop goes
+    assert (cancelled["status"], cancelled["reason"]) == ("canceled", "CLIENT_REQUEST")
+    assert [o["clientExtensions"]["id"] for o in dependent(venue)] == ["mm-t.2", "mm-t"]
+    assert oanda.open_orders() == [take]
+
+
+def test_a_triggered_stop_closes_every_trade_and_cancels_the_take_profit(venue, oanda):
+    oanda.send(order("mm-a", qty=1000))
+    oanda.send(order("mm-b", qty=500))
+    oanda.protect(protective())
+    venue.set_price("EUR_USD", 1.0900)  # the bid, 1.08995, is through the stop
+    stop = oanda.lookup("mm-s", "EUR/USD")
+    assert (stop["status"], stop["filled_qty"], stop["avg_price"]) == ("filled", 1500.0,
+                                                                       1.08995)
+    take = oanda.lookup("mm-t", "EUR/USD")
+    assert (take["status"], take["filled_qty"], take["reason"]) == (
+        "canceled", 0.0, "LINKED_TRADE_CLOSED")
+    assert oanda.positions() == {} and oanda.open_orders() == []
+    assert oanda.cancel("mm-t", "EUR/USD") == take  # final: answered as it is
+    assert [f["reason"] for f in venue.fills()][-2:] == ["STOP_LOSS_ORDER"] * 2
+
+
+def test_a_trade_closed_by_an_order_takes_its_protective_orders_with_it(venue, oanda):
+    oanda.send(order("mm-a", qty=1000))
+    oanda.protect(protective(qty=1000))
+    oanda.send(order("mm-x", side="sell", qty=1000))
+    for cid in ("mm-s", "mm-t"):
+        gone = oanda.lookup(cid, "EUR/USD")
+        assert (gone["status"], gone["reason"], gone["filled_qty"]) == (
+            "canceled", "LINKED_TRADE_CLOSED", 0.0)
+    assert dependent(venue) == [] and oanda.open_orders() == []
+
+
+def test_a_stop_already_crossed_fills_at_once(venue, oanda):
+    oanda.send(order("mm-a", side="sell", qty=1000))  # short: a buy stop above
+    stop, take = oanda.protect(protective(side="buy", qty=1000, stop=1.0999, take=1.05))
+    assert (stop["status"], stop["side"], stop["avg_price"]) == ("filled", "buy", 1.10005)
+    # its trade closed: the take-profit is never sent, and reported as cancelled
+    assert (take["status"], take["filled_qty"], take["client_order_id"]) == (
+        "canceled", 0.0, "mm-t")
+    assert oanda.positions() == {} and venue.rejections == []
+
+
+def test_protective_orders_need_the_positions_trades(venue, oanda):
+    with pytest.raises(OrderRejected) as refused:
+        oanda.protect(protective())  # nothing held
+    assert refused.value.reason == "position_mismatch"
+    oanda.send(order("mm-a", qty=1000))
+    with pytest.raises(OrderRejected) as refused:
+        oanda.protect(protective(qty=600))  # part of a trade cannot be protected
+    assert refused.value.reason == "position_mismatch"
+    with pytest.raises(OrderRejected) as refused:
+        oanda.protect(protective(side="buy", qty=1000))  # the wrong side
+    assert refused.value.reason == "position_mismatch"
+    with pytest.raises(OrderRejected):
+        oanda.protect(protective(qty=1000, stop=None, take=None))
+    assert venue.count("POST", r"/orders$") == 1  # only the entry was sent
+
+
+def test_a_refused_leg_withdraws_the_legs_placed_before_it(venue, oanda):
+    oanda.send(order("mm-a", qty=1000))
+    oanda.protect(protective(qty=1000, stop=None, cids=("-", "mm-t0")))
+    with pytest.raises(OrderRejected) as refused:  # the trade has a take-profit already
+        oanda.protect(protective(qty=1000))
+    assert refused.value.reason == "TAKE_PROFIT_ORDER_ALREADY_EXISTS"
+    assert oanda.lookup("mm-s", "EUR/USD")["status"] == "canceled"
+    assert [o["clientExtensions"]["id"] for o in dependent(venue)] == ["mm-t0"]
+
+
+def test_cancel_clears_the_orders_of_a_leg_cut_short(venue, oanda):
+    """A crash between a leg's orders: those on the later trades rest, the leg's own order
+    (placed last) never went out; cancelling the leg's id clears them."""
+    oanda.send(order("mm-a", qty=1000))
+    oanda.send(order("mm-b", qty=500))
+    second = max(oanda.trades(), key=lambda t: int(t["trade_id"]))
+    oanda._place_dependent("stop_loss", "mm-s.2", second, "1.09123", "sell 500 (2/2)",
+                           "EUR/USD")  # then the crash
+    assert oanda.lookup("mm-s", "EUR/USD") is None
+    assert [o["client_order_id"] for o in oanda.open_orders()] == ["mm-s"]  # its .2
+    assert oanda.cancel("mm-s", "EUR/USD") is None
+    assert dependent(venue) == [] and oanda.open_orders() == []
+
+
 def test_instrument_rules_and_rounding(venue, oanda):
     assert oanda.instrument("EUR/USD") == {"lot_size": 1.0, "tick_size": 1e-05,
                                             "min_notional": 0.0}
