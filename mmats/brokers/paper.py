@@ -33,6 +33,7 @@ from pathlib import Path
 
 from mmats.brokers.base import FINAL_STATES, InsufficientFunds, OrderRejected
 from mmats.data.calendar import timeframe_ns
+from mmats.data.schema import candle_rows
 from mmats.errors import ConfigError, DataError
 from mmats.nb.fills import STOP_LOSS, fee_of, fill_price, stop_exit
 
@@ -241,18 +242,17 @@ class PaperBroker:
             placed = row["ts_ns"]
             bars = self.feed.closed_bars(row["symbol"], self.timeframe,
                                          since_ns=placed - self.step_ns, until_ns=self.clock())
-            for bar in bars.itertuples(index=False):
-                open_ns = bar.ts.value
+            for open_ns, bar_open, bar_high, bar_low, _, _ in candle_rows(bars):
                 if open_ns < placed:
                     continue
                 # a bar that opened as the legs were placed opens at the entry itself
-                reference, reason = stop_exit(held, stop, take, bar.open, bar.high, bar.low,
+                reference, reason = stop_exit(held, stop, take, bar_open, bar_high, bar_low,
                                               open_ns == placed)
                 if reason < 0:
                     continue
                 leg = legs["stop_loss" if reason == STOP_LOSS else "take_profit"]
-                price = fill_price(reference, -held, self.slippage_bps * 1e-4, bar.low,
-                                   bar.high)
+                price = fill_price(reference, -held, self.slippage_bps * 1e-4, bar_low,
+                                   bar_high)
                 with self._transaction():
                     self.db.execute(
                         "INSERT INTO orders (client_order_id, symbol, side, type, qty, price, "

@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import hashlib
 import json
@@ -249,7 +250,9 @@ def _os_user() -> str:
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
 
 
+@functools.lru_cache(maxsize=32)
 def _dtype_text(dtype: np.dtype) -> str:
+    """The dtype as stored beside a state (every save and load: worth caching)."""
     return json.dumps(np.lib.format.dtype_to_descr(dtype))
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 
 from mmats.brokers.replay import ReplayFeed
 from mmats.data.calendar import periods_per_year, timeframe_ns
+from mmats.data.schema import candle_rows
 from mmats.errors import BadBarError, ConfigError
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
@@ -156,10 +157,9 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
     faults = _DataFaults(journal, now_ns, report)
     for order, sleeve in enumerate(all_sleeves):
         last = int(states[sleeve.id][0]["last_bar_ts_ns"])
-        for bar in _good_bars(feeds[sleeve.market], sleeve, None if last < 0 else last,
-                              now_ns, faults):
-            items.append(_item(order, sleeve, pd.Timestamp(bar.ts).value,
-                               (bar.open, bar.high, bar.low, bar.close, bar.volume)))
+        for open_ns, prices in _good_bars(feeds[sleeve.market], sleeve,
+                                          None if last < 0 else last, now_ns, faults):
+            items.append(_item(order, sleeve, open_ns, prices))
 
     def trailing_window_signal(item):
         try:
@@ -169,8 +169,7 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
         except BadBarError as error:  # a bad bar in the window: no opinion, keep holding
             faults.add(item.sleeve, error)
             return math.nan, math.nan, math.nan
-        output = item.sleeve.strategy.run({n: window[n].to_numpy() for n in PRICES},
-                                          item.sleeve.params)
+        output = item.sleeve.strategy.run(_arrays(window), item.sleeve.params)
         return _last(output, -1)
 
     volumes = {}
@@ -221,16 +220,30 @@ def _good_bars(feed, sleeve, since_ns, until_ns, faults):
     a bad bar never reaches the kernel, the bars after it go on)."""
     for _ in range(MAX_BAD_BARS_PER_TICK):
         try:
-            yield from feed.closed_bars(sleeve.symbol, sleeve.timeframe, since_ns=since_ns,
-                                        until_ns=until_ns).itertuples(index=False)
+            yield from _rows(feed.closed_bars(sleeve.symbol, sleeve.timeframe,
+                                              since_ns=since_ns, until_ns=until_ns))
             return
         except BadBarError as error:
             faults.add(sleeve, error)
             if error.ts_ns is None or (since_ns is not None and error.ts_ns <= since_ns):
                 return  # cannot step past it: the stale-data halt decides
-            yield from feed.closed_bars(sleeve.symbol, sleeve.timeframe, since_ns=since_ns,
-                                        until_ns=error.ts_ns).itertuples(index=False)
+            yield from _rows(feed.closed_bars(sleeve.symbol, sleeve.timeframe,
+                                              since_ns=since_ns, until_ns=error.ts_ns))
             since_ns = error.ts_ns
+
+
+def _arrays(window) -> dict[str, np.ndarray]:
+    """The OHLCV columns of a window as float64 arrays (one conversion of the frame:
+    pandas' per-column access costs more than the strategy on a short window)."""
+    columns = list(window.columns)
+    values = window.to_numpy()
+    return {name: np.ascontiguousarray(values[:, columns.index(name)], dtype=np.float64)
+            for name in PRICES}
+
+
+def _rows(bars):
+    """``(open time in ns, (open, high, low, close, volume))`` of each bar."""
+    return [(row[0], row[1:]) for row in candle_rows(bars)]
 
 
 class _DataFaults:
