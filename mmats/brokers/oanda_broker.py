@@ -64,10 +64,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
-from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal
 
 import numpy as np
 import oandapyV20
@@ -91,56 +89,31 @@ from mmats.brokers.base import (
     RateLimited,
     VenueUnavailable,
 )
+from mmats.brokers.oanda_legs import ProtectiveLegs
+from mmats.brokers.oanda_wire import (
+    FUNDS_REASONS,
+    GRANULARITIES,
+    LEG_MEMBER,
+    LIMIT_TIME_IN_FORCE,
+    MARKET_TIME_IN_FORCE,
+    MAX_CANDLES_PER_REQUEST,
+    PROTECTIVE,
+    STATUS,
+    TAG,
+    Failure,
+    Refused,
+    decimal_text,
+    rfc3339,
+    round_price,
+    round_units,
+    to_instrument,
+    to_symbol,
+)
 from mmats.data.schema import VALUE_COLUMNS, candles_from_arrays, empty_candles
 from mmats.errors import ConfigError
 
-GRANULARITIES = {"1m": "M1", "5m": "M5", "15m": "M15", "30m": "M30", "1h": "H1", "4h": "H4",
-                 "1d": "D"}
-MAX_CANDLES_PER_REQUEST = 5000  # OANDA's limit on ``count``
 
-_STATUS = {"PENDING": "open", "TRIGGERED": "open", "FILLED": "filled", "CANCELLED": "canceled"}
-_PROTECTIVE = {"STOP_LOSS": "stop_loss", "TAKE_PROFIT": "take_profit"}  # dependent orders
-# a protective leg's order on the position's k-th trade (k >= 2): "<leg client id>.k"; its
-# clientExtensions.comment: "<side> <units> (k/n)"
-_MEMBER = re.compile(r"^(?P<leg>.+)\.(?P<k>[2-9]|[1-9][0-9]+)$")
-_LEG_COMMENT = re.compile(r"^(?P<side>buy|sell) (?P<units>[0-9.]+) \((?P<k>\d+)/(?P<n>\d+)\)$")
-_FUNDS_REASONS = ("INSUFFICIENT_MARGIN", "INSUFFICIENT_FUNDS", "INSUFFICIENT_LIQUIDITY_FUNDS")
-_MARKET_TIME_IN_FORCE = ("FOK", "IOC")
-_LIMIT_TIME_IN_FORCE = ("GTC", "GFD")
-_TAG = "mmats"
-
-
-def to_instrument(symbol: str) -> str:
-    """OANDA's name of a symbol: ``"EUR/USD"`` -> ``"EUR_USD"``."""
-    return str(symbol).strip().upper().replace("/", "_")
-
-
-def to_symbol(instrument: str) -> str:
-    """Our name of an OANDA instrument: ``"EUR_USD"`` -> ``"EUR/USD"``."""
-    return str(instrument).replace("_", "/")
-
-
-@dataclass
-class _Failure:
-    """Why one request failed: ``kind`` is auth, rate, refused (other 4xx), server (5xx),
-    unsent (nothing reached the venue), lost (the answer was lost), garbled (unreadable
-    body) or protocol (an unexpected success status)."""
-
-    kind: str
-    detail: str
-    status: int | None = None
-    body: dict | None = None
-
-
-class _Refused(Exception):
-    """The venue answered 4xx (not 401/403/429): the caller decides what it means."""
-
-    def __init__(self, failure: _Failure):
-        super().__init__(failure.detail)
-        self.failure = failure
-
-
-class OandaBroker:
+class OandaBroker(ProtectiveLegs):
     """Trade one OANDA v20 account through the real oandapyV20 client.
 
     Parameters
@@ -236,7 +209,7 @@ class OandaBroker:
             page = self._call(request, "fetch candles", symbol).get("candles", [])
             rows = [c for c in page if c.get("complete")][-limit:] if limit > 0 else []
         else:
-            cursor, include_first = _rfc3339(int(since_ms) * 1_000_000), True
+            cursor, include_first = rfc3339(int(since_ms) * 1_000_000), True
             while len(rows) < limit:
                 count = min(self.page_size, MAX_CANDLES_PER_REQUEST, limit - len(rows))
                 params = {**base, "from": cursor, "count": count}
@@ -306,6 +279,10 @@ class OandaBroker:
                               "tradeable in this account")
         return self._rules_cache[instrument]
 
+    def _guard(self, order: dict) -> None:
+        """The real-money guard, for the protective legs' mixin too."""
+        _guard_send(self, order)
+
     def send(self, order: dict) -> dict:
         """Send a market (FOK, or IOC when asked) or limit (GTC) order; return its report.
 
@@ -323,26 +300,26 @@ class OandaBroker:
             if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
                 raise
             raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
-        units = _round_units(qty, rules["units_precision"])
+        units = round_units(qty, rules["units_precision"])
         if units < rules["min_units"] or units <= 0:
             raise OrderRejected(
                 f"OANDA account {self.account_id}: {what}: {qty:g} units round to {units}, "
                 f"below the minimum trade size {rules['min_units']}", "UNITS_MINIMUM_NOT_MET")
         body = {"type": kind.upper(), "instrument": to_instrument(symbol),
-                "units": _text(units if side == "buy" else -units),
+                "units": decimal_text(units if side == "buy" else -units),
                 "positionFill": "DEFAULT",
-                "clientExtensions": {"id": cid, "tag": _TAG},
-                "tradeClientExtensions": {"id": cid, "tag": _TAG}}
+                "clientExtensions": {"id": cid, "tag": TAG},
+                "tradeClientExtensions": {"id": cid, "tag": TAG}}
         if kind == "market":
-            body["timeInForce"] = time_in_force if time_in_force in _MARKET_TIME_IN_FORCE else "FOK"
+            body["timeInForce"] = time_in_force if time_in_force in MARKET_TIME_IN_FORCE else "FOK"
         else:
-            body["timeInForce"] = time_in_force if time_in_force in _LIMIT_TIME_IN_FORCE else "GTC"
-            body["price"] = _text(_round_price(price, rules["price_precision"]))
+            body["timeInForce"] = time_in_force if time_in_force in LIMIT_TIME_IN_FORCE else "GTC"
+            body["price"] = decimal_text(round_price(price, rules["price_precision"]))
         request = oanda_orders.OrderCreate(self.account_id, data={"order": body})
         refused = None
         try:
             response = self._call(request, what, idempotent=False, refusal=True)
-        except _Refused as err:
+        except Refused as err:
             refused = err.failure
         if refused is not None:
             raise self._rejection(what, refused.body or {}, refused.detail)
@@ -388,7 +365,7 @@ class OandaBroker:
             reason = cancel.get("reason", "CANCELLED")
             message = (f"OANDA account {self.account_id}: {what}: the venue cancelled the order "
                        f"at once ({reason}); nothing was filled")
-            if reason in _FUNDS_REASONS:
+            if reason in FUNDS_REASONS:
                 raise InsufficientFunds(message)
             raise OrderRejected(message, reason)
         return report
@@ -413,169 +390,9 @@ class OandaBroker:
                        and isinstance(v, dict)), {})
         reason = reject.get("rejectReason") or body.get("errorCode") or "rejected"
         message = f"OANDA account {self.account_id}: {what}: rejected: {detail}"
-        if reason in _FUNDS_REASONS:
+        if reason in FUNDS_REASONS:
             return InsufficientFunds(message)
         return OrderRejected(message, reason)
-
-    def protect(self, order: dict) -> list[dict]:
-        """Rest a position's stop-loss and/or take-profit (see :mod:`mmats.brokers.base`) as
-        OANDA's dependent STOP_LOSS / TAKE_PROFIT orders, one on each open trade of the
-        position (oldest first; the oldest's carries the leg's client id, the others
-        ``<client id>.k``, placed before it so a leg whose own order exists is complete).
-        Levels are rounded to the instrument's ``displayPrecision``. A dependent order
-        closes its whole trade, so the trades must hold the units asked for; otherwise
-        :class:`OrderRejected` (``position_mismatch``). If a leg is refused, the orders
-        already placed are cancelled before the error is raised.
-
-        >>> broker.protect({"symbol": "EUR/USD", "side": "sell", "qty": 1000,
-        ...                 "stop_loss": {"client_order_id": "mm-s", "price": 1.09},
-        ...                 "take_profit": {"client_order_id": "mm-t", "price": 1.12}})  # doctest: +SKIP
-        """
-        legs = {kind: order[kind] for kind in ("stop_loss", "take_profit") if order.get(kind)}
-        symbol, side = str(order.get("symbol") or ""), str(order.get("side") or "").lower()
-        first = next(iter(legs.values()), {}).get("client_order_id")
-        _guard_send(self, {**order, "client_order_id": first})
-        label = f"OANDA account {self.account_id}: protective orders {first} on {symbol}"
-        try:
-            qty = float(order["qty"])
-            levels = {kind: float(leg["price"]) for kind, leg in legs.items()}
-            cids = {kind: str(leg["client_order_id"]) for kind, leg in legs.items()}
-        except (KeyError, TypeError, ValueError) as err:
-            raise OrderRejected(f"{label}: malformed request ({type(err).__name__}: {err}); "
-                                "see mmats.brokers.base for its shape", "invalid_order") from None
-        if not legs or side not in ("buy", "sell") or not qty > 0 \
-                or not all(np.isfinite(v) and v > 0 for v in levels.values()):
-            raise OrderRejected(f"{label}: rejected before sending: needs a side, a qty > 0 "
-                                "and a stop_loss or take_profit with a price > 0",
-                                "invalid_order")
-        try:
-            rules = self._rules(symbol)
-        except BrokerError as err:
-            if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
-                raise
-            raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
-        trades = sorted((t for t in self.trades()
-                         if to_instrument(t["symbol"]) == to_instrument(symbol)
-                         and (t["units"] > 0) == (side == "sell") and t["units"] != 0),
-                        key=lambda t: int(t["trade_id"]))
-        held = sum(abs(t["units"]) for t in trades)
-        lot = float(Decimal(1).scaleb(-rules["units_precision"]))
-        if not trades or abs(held - qty) > lot / 2:
-            raise OrderRejected(
-                f"{label}: the {len(trades)} open {'long' if side == 'sell' else 'short'} "
-                f"trade(s) hold {held:g} units, not the {qty:g} to protect; a stop-loss or "
-                "take-profit closes its whole trade (another sleeve, or a manual trade, on "
-                "this instrument?)", "position_mismatch")
-        placed: list[str] = []
-        closed = False  # a leg filled at once (its level already reached): nothing is left
-        reports = {}
-        try:
-            for kind, cid in cids.items():
-                if closed:
-                    reports[kind] = {
-                        "client_order_id": cid, "venue_order_id": None, "symbol": symbol,
-                        "side": side, "qty": held, "filled_qty": 0.0, "avg_price": None,
-                        "fee": 0.0, "status": "canceled", "type": kind,
-                        "reason": "not sent: the other leg filled at once",
-                        "stop_price": levels[kind]}
-                    continue
-                price = _text(_round_price(levels[kind], rules["price_precision"]))
-                members = [(f"{cid}.{k}", k, trade) for k, trade in enumerate(trades, 1)]
-                members = members[1:] + [(cid, 1, trades[0])]  # the leg's own order last
-                for member_cid, k, trade in members:
-                    closed |= self._place_dependent(
-                        kind, member_cid, trade, price,
-                        f"{side} {_units(trade['units'])} ({k}/{len(trades)})", symbol)
-                    placed.append(member_cid)
-        except (OrderRejected, VenueUnavailable, RateLimited, AuthenticationFailed):
-            for member_cid in reversed(placed):  # nothing half-protected left behind
-                try:
-                    self._cancel_order(member_cid, symbol)
-                except BrokerError:
-                    pass  # still resting: the runner cancels it as a stray
-            raise
-        return [reports.get(kind) or self.lookup(cid, symbol) for kind, cid in cids.items()]
-
-    def _place_dependent(self, kind: str, cid: str, trade: dict, price: str, comment: str,
-                         symbol: str) -> bool:
-        """Create one dependent order; True when it filled at once (its trade is closed)."""
-        venue_type = {"stop_loss": "STOP_LOSS", "take_profit": "TAKE_PROFIT"}[kind]
-        body = {"type": venue_type, "tradeID": str(trade["trade_id"]), "price": price,
-                "timeInForce": "GTC", "triggerCondition": "DEFAULT",
-                "clientExtensions": {"id": cid, "tag": _TAG, "comment": comment}}
-        what = f"send {venue_type} at {price} on trade {trade['trade_id']} (client id {cid})"
-        request = oanda_orders.OrderCreate(self.account_id, data={"order": body})
-        refused = None
-        try:
-            response = self._call(request, what, symbol, idempotent=False, refusal=True)
-        except _Refused as err:
-            refused = err.failure
-        if refused is not None:
-            raise self._rejection(what, refused.body or {}, refused.detail)
-        cancel = response.get("orderCancelTransaction")
-        if cancel and not response.get("orderFillTransaction"):
-            raise OrderRejected(f"OANDA account {self.account_id}: {what}: the venue cancelled "
-                                f"the order at once ({cancel.get('reason')})",
-                                cancel.get("reason") or "CANCELLED")
-        return bool(response.get("orderFillTransaction"))
-
-    def _members(self, client_order_id: str, order: dict, symbol: str | None) -> list[dict]:
-        """A protective leg's dependent orders: its own, then those on the position's other
-        trades (their count is in its comment)."""
-        count = _LEG_COMMENT.match((order.get("clientExtensions") or {}).get("comment") or "")
-        members = [order]
-        for k in range(2, int(count.group("n")) + 1 if count else 2):
-            member = self._order_by_client_id(f"{client_order_id}.{k}", symbol)
-            if member is not None:
-                members.append(member)
-        return members
-
-    def _leg_report(self, client_order_id: str, symbol: str | None, members: list) -> dict:
-        """One report over a protective leg's dependent orders: units and fills summed,
-        open while one is pending, filled when all filled, else cancelled."""
-        first = members[0]
-        side, qty, filled, notional, fee, reason, fills = None, 0.0, 0.0, 0.0, 0.0, None, []
-        for member in members:
-            state = member.get("state")
-            if state not in _STATUS:
-                raise BrokerError(f"OANDA account {self.account_id}: order {member.get('id')} "
-                                  f"has an unknown state {state!r}")
-            described = _LEG_COMMENT.match((member.get("clientExtensions") or {}).get(
-                "comment") or "")
-            if described:
-                side, qty = described.group("side"), qty + float(described.group("units"))
-            if member.get("fillingTransactionID"):
-                fill = self._transaction(member["fillingTransactionID"], symbol)
-                units = float(fill.get("units", 0))
-                side = side or ("buy" if units > 0 else "sell")
-                symbol = symbol or to_symbol(fill.get("instrument", ""))
-                filled += abs(units)
-                notional += abs(units) * float(fill["price"])
-                fee += (float(fill.get("commission", 0))
-                        + float(fill.get("guaranteedExecutionFee", 0))
-                        - float(fill.get("financing", 0)))
-                fills.append(float(fill["price"]))
-            if state == "CANCELLED" and member.get("cancellingTransactionID") and not reason:
-                reason = self._transaction(member["cancellingTransactionID"], symbol).get(
-                    "reason", "CANCELLED")
-        if symbol is None or side is None:
-            trade = self._call(oanda_trades.TradeDetails(self.account_id, first["tradeID"]),
-                               f"read trade {first['tradeID']}", symbol)["trade"]
-            symbol = symbol or to_symbol(trade["instrument"])
-            side = side or ("sell" if float(trade["initialUnits"]) > 0 else "buy")
-            qty = qty or abs(float(trade["initialUnits"]))
-        states = {member["state"] for member in members}
-        if states & {"PENDING", "TRIGGERED"}:
-            status = "partially_filled" if filled else "open"
-        else:
-            status = "filled" if states == {"FILLED"} else "canceled"
-        return {"client_order_id": client_order_id, "venue_order_id": str(first["id"]),
-                "symbol": symbol, "side": side, "qty": max(qty, filled), "filled_qty": filled,
-                # one price: itself (q x p / q may be off an ulp)
-                "avg_price": (fills[0] if len(set(fills)) == 1 else notional / filled) if filled
-                else None,
-                "fee": fee, "status": status, "reason": reason if status == "canceled" else None,
-                "type": _PROTECTIVE[first["type"]], "stop_price": float(first["price"])}
 
     def lookup(self, client_order_id: str, symbol: str | None = None) -> dict | None:
         """The venue's report of the order with this client id, or None if it never arrived
@@ -584,7 +401,7 @@ class OandaBroker:
         order = self._order_by_client_id(client_order_id, symbol)
         if order is None:
             return None
-        if order.get("type") in _PROTECTIVE:
+        if order.get("type") in PROTECTIVE:
             return self._leg_report(client_order_id, symbol, self._members(client_order_id,
                                                                            order, symbol))
         return self._order_report(order)
@@ -596,7 +413,7 @@ class OandaBroker:
         refused = None
         try:
             order = self._call(request, what, symbol, refusal=True).get("order")
-        except _Refused as err:
+        except Refused as err:
             refused = err.failure
         if refused is not None:
             # Only the venue's own "no such order" means it never arrived: any other 404
@@ -612,7 +429,7 @@ class OandaBroker:
 
     def _order_report(self, order: dict) -> dict:
         state = order.get("state")
-        if state not in _STATUS:
+        if state not in STATUS:
             raise BrokerError(f"OANDA account {self.account_id}: order {order.get('id')} has an "
                               f"unknown state {state!r}")
         units = float(order.get("units", 0))
@@ -624,7 +441,7 @@ class OandaBroker:
             fill = self._transaction(order["fillingTransactionID"], info["symbol"])
         if state == "CANCELLED" and order.get("cancellingTransactionID"):
             cancel = self._transaction(order["cancellingTransactionID"], info["symbol"])
-        return self._report(info, order.get("id"), fill, cancel, _STATUS[state])
+        return self._report(info, order.get("id"), fill, cancel, STATUS[state])
 
     def _transaction(self, transaction_id, symbol: str) -> dict:
         request = oanda_transactions.TransactionDetails(self.account_id, str(transaction_id))
@@ -636,7 +453,7 @@ class OandaBroker:
         what = f"cancel client id {client_order_id}"
         refused = self._cancel_order(client_order_id, symbol)
         order = self._order_by_client_id(client_order_id, symbol)
-        if order is not None and order.get("type") in _PROTECTIVE:
+        if order is not None and order.get("type") in PROTECTIVE:
             # the leg's orders on the position's other trades
             members = self._members(client_order_id, order, symbol)
             if any(m["state"] == "PENDING" for m in members[1:]):
@@ -659,12 +476,12 @@ class OandaBroker:
                                 reject.get("rejectReason") or body.get("errorCode") or "rejected")
         return report
 
-    def _cancel_order(self, client_order_id: str, symbol: str | None) -> _Failure | None:
+    def _cancel_order(self, client_order_id: str, symbol: str | None) -> Failure | None:
         """Ask the venue to cancel one order; its refusal (already final, unknown), or None."""
         request = oanda_orders.OrderCancel(self.account_id, f"@{client_order_id}")
         try:
             self._call(request, f"cancel client id {client_order_id}", symbol, refusal=True)
-        except _Refused as err:
+        except Refused as err:
             return err.failure
         return None
 
@@ -688,7 +505,7 @@ class OandaBroker:
         reports = [self._order_report(o) for o in orders
                    if o.get("instrument") and o.get("units") is not None
                    and (wanted is None or o["instrument"] == wanted)]
-        dependent = [o for o in orders if o.get("type") in _PROTECTIVE and o.get("tradeID")]
+        dependent = [o for o in orders if o.get("type") in PROTECTIVE and o.get("tradeID")]
         if not dependent:
             return reports
         trades = {t["trade_id"]: t for t in self.trades()}
@@ -698,11 +515,11 @@ class OandaBroker:
             if trade is None or (wanted is not None and to_instrument(trade["symbol"]) != wanted):
                 continue  # its trade closed meanwhile (the order with it), or another symbol
             cid = (order.get("clientExtensions") or {}).get("id")
-            member = _MEMBER.match(cid or "")
+            member = LEG_MEMBER.match(cid or "")
             key = (member.group("leg") if member else cid) or f"order {order['id']}"
             legs.setdefault(key, []).append((order, trade))
         for key, members in legs.items():
-            members.sort(key=lambda pair: _MEMBER.match(
+            members.sort(key=lambda pair: LEG_MEMBER.match(
                 (pair[0].get("clientExtensions") or {}).get("id") or "") is not None)
             order, trade = members[0]
             cid = (order.get("clientExtensions") or {}).get("id")
@@ -712,7 +529,7 @@ class OandaBroker:
                 "side": "sell" if trade["units"] > 0 else "buy",
                 "qty": sum(abs(t["units"]) for _, t in members), "filled_qty": 0.0,
                 "avg_price": None, "fee": 0.0, "status": "open", "reason": None,
-                "type": _PROTECTIVE[order["type"]], "stop_price": float(order["price"])})
+                "type": PROTECTIVE[order["type"]], "stop_price": float(order["price"])})
         return reports
 
     def trades(self) -> list[dict]:
@@ -759,7 +576,7 @@ class OandaBroker:
     def _call(self, endpoint, what: str, symbol: str | None = None, *,
               idempotent: bool = True, refusal: bool = False) -> dict:
         """Run one request with the retry policy and raise the outcome of base.py. A 4xx
-        (other than 401/403/429) raises :class:`_Refused` when ``refusal`` (the caller
+        (other than 401/403/429) raises :class:`Refused` when ``refusal`` (the caller
         interprets it), else :class:`BrokerError`. Errors are raised outside any ``except``
         block so they carry no chained ``requests`` exception."""
         where = f"OANDA account {self.account_id}: {what}{' on ' + symbol if symbol else ''}"
@@ -774,7 +591,7 @@ class OandaBroker:
                                            "may use this account")
             if failure.kind == "refused":
                 if refusal:
-                    raise _Refused(failure)
+                    raise Refused(failure)
                 raise BrokerError(f"{where}: the venue refused the request ({failure.detail})")
             if failure.kind == "rate":
                 wait = self.backoff_s * 2 ** rate_limited
@@ -792,7 +609,7 @@ class OandaBroker:
                                        "retry later")
             self._sleep(self.backoff_s * 2 ** (failed - 1))
 
-    def _send_failure(self, where: str, failure: _Failure) -> BrokerError:
+    def _send_failure(self, where: str, failure: Failure) -> BrokerError:
         lookup = "look the order up by its client id before sending anything else"
         if failure.kind == "unsent":
             return VenueUnavailable(f"{where}: {failure.detail}; the order was not sent")
@@ -802,31 +619,31 @@ class OandaBroker:
         return OutcomeUnknown(f"{where}: {failure.detail}; the order may have reached the "
                               f"venue: {lookup}")
 
-    def _attempt(self, endpoint) -> tuple[dict | None, _Failure | None]:
+    def _attempt(self, endpoint) -> tuple[dict | None, Failure | None]:
         endpoint.response = None
         try:
             return self._api.request(endpoint), None
         except V20Error as err:
             return None, self._status_failure(int(err.code), str(err.msg))
         except requests.exceptions.ConnectTimeout as err:
-            return None, _Failure("unsent", self._describe(err, "could not connect"))
+            return None, Failure("unsent", self._describe(err, "could not connect"))
         except requests.exceptions.Timeout as err:
-            return None, _Failure("lost", self._describe(
+            return None, Failure("lost", self._describe(
                 err, f"no answer within {self.timeout_s:g} s"))
         except requests.exceptions.ConnectionError as err:
             if _refused_connection(err):
-                return None, _Failure("unsent", self._describe(err, "connection refused"))
-            return None, _Failure("lost", self._describe(err, "connection dropped"))
+                return None, Failure("unsent", self._describe(err, "connection refused"))
+            return None, Failure("lost", self._describe(err, "connection dropped"))
         except requests.exceptions.RequestException as err:
-            return None, _Failure("lost", self._describe(err, "request failed"))
+            return None, Failure("lost", self._describe(err, "request failed"))
         except json.JSONDecodeError as err:
-            return None, _Failure("garbled", self._describe(err, "unreadable answer"))
+            return None, Failure("garbled", self._describe(err, "unreadable answer"))
         except ValueError as err:
             body = endpoint.response if isinstance(endpoint.response, dict) else {}
-            return None, _Failure("protocol", self._describe(
+            return None, Failure("protocol", self._describe(
                 err, f"unexpected status (expected {endpoint.expected_status})"), body=body)
 
-    def _status_failure(self, status: int, text: str) -> _Failure:
+    def _status_failure(self, status: int, text: str) -> Failure:
         try:
             body = json.loads(text)
         except ValueError:
@@ -847,7 +664,7 @@ class OandaBroker:
             kind = "server"
         else:
             kind = "refused"
-        return _Failure(kind, detail, status=status, body=body)
+        return Failure(kind, detail, status=status, body=body)
 
     def _describe(self, err: Exception, what: str) -> str:
         return f"{what} ({type(err).__name__}: {self._hide(str(err))[:300]})"
@@ -879,37 +696,6 @@ def _refused_connection(err: Exception) -> bool:
         stack.extend(a for a in getattr(current, "args", ()) if isinstance(a, BaseException))
         stack.extend([getattr(current, "reason", None), current.__cause__, current.__context__])
     return False
-
-
-def _rfc3339(ts_ns: int) -> str:
-    seconds, nanos = divmod(int(ts_ns), 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos:09d}Z"
-
-
-def _round_units(qty: float, precision: int) -> Decimal:
-    """Round a quantity down to ``precision`` decimals (never more than asked for)."""
-    try:
-        return Decimal(repr(float(qty))).quantize(Decimal(1).scaleb(-precision),
-                                                  rounding=ROUND_DOWN)
-    except InvalidOperation:
-        raise ConfigError(f"quantity {qty!r} cannot be rounded to {precision} decimals") from None
-
-
-def _round_price(price: float, precision: int) -> Decimal:
-    return Decimal(repr(float(price))).quantize(Decimal(1).scaleb(-precision),
-                                                rounding=ROUND_HALF_EVEN)
-
-
-def _text(number: Decimal) -> str:
-    return format(number, "f")
-
-
-def _units(units: float) -> str:
-    """Units as OANDA writes them: ``1000.0`` -> ``"1000"``, ``0.5`` -> ``"0.5"``."""
-    return _text(Decimal(repr(abs(float(units)))).normalize())
-
-
-# --- the real-money guard's facts (mmats.brokers.connect holds the rule) -----------------
 
 
 def sandbox_hosts(exchange_id: str = "oanda") -> frozenset:
