@@ -279,6 +279,16 @@ class OandaBroker(ProtectiveLegs):
                               "tradeable in this account")
         return self._rules_cache[instrument]
 
+    def _order_rules(self, symbol: str) -> dict:
+        """The instrument's rules for an order: a venue that cannot be reached is raised
+        as such, an instrument it does not know refuses the order."""
+        try:
+            return self._rules(symbol)
+        except BrokerError as err:
+            if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
+                raise
+            raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
+
     def _guard(self, order: dict) -> None:
         """The real-money guard, for the protective legs' mixin too."""
         _guard_send(self, order)
@@ -294,12 +304,7 @@ class OandaBroker(ProtectiveLegs):
         _guard_send(self, order)  # no order to a real endpoint without prod + the flag
         cid, symbol, side, qty, kind, price, time_in_force = self._check_order(order)
         what = f"send {kind} {side} {symbol} (client id {cid})"
-        try:
-            rules = self._rules(symbol)
-        except BrokerError as err:
-            if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
-                raise
-            raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
+        rules = self._order_rules(symbol)
         units = round_units(qty, rules["units_precision"])
         if units < rules["min_units"] or units <= 0:
             raise OrderRejected(

@@ -66,12 +66,7 @@ class ProtectiveLegs:
             raise OrderRejected(f"{label}: rejected before sending: needs a side, a qty > 0 "
                                 "and a stop_loss or take_profit with a price > 0",
                                 "invalid_order")
-        try:
-            rules = self._rules(symbol)
-        except BrokerError as err:
-            if isinstance(err, (VenueUnavailable, RateLimited, AuthenticationFailed)):
-                raise
-            raise OrderRejected(str(err), "INSTRUMENT_UNKNOWN") from None
+        rules = self._order_rules(symbol)
         trades = sorted((t for t in self.trades()
                          if to_instrument(t["symbol"]) == to_instrument(symbol)
                          and (t["units"] > 0) == (side == "sell") and t["units"] != 0),
