@@ -26,6 +26,7 @@ from mmats.errors import ConfigError
 
 EULER_GAMMA = 0.5772156649015329
 _CHUNK_CELLS = 1_000_000  # combinations × strategies scored at a time by CSCV
+_TIE_RTOL = 1e-9  # CSCV scores this close (relative to the row's scale) are equal
 
 
 # --------------------------------------------------------------------------- PSR and DSR
@@ -266,8 +267,14 @@ def probability_of_backtest_overfitting(
     strategies). Its rows are cut into ``n_splits`` contiguous groups (sizes differ by at
     most one, as ``numpy.array_split``); each of the C(S, S/2) ways to pick half the groups
     in sample (``itertools.combinations`` order) selects the column with the best
-    in-sample metric (the first on ties) and ranks it out of sample. PBO is the share of
-    logits <= 0, i.e. of choices that land in the bottom half out of sample.
+    in-sample metric (the first on ties) and ranks it out of sample (ties share the
+    average rank). PBO is the share of logits <= 0, i.e. of choices that land in the bottom
+    half out of sample.
+
+    Ties are decided with a tolerance, so that equal metrics reached by different rounding
+    (a column and its multiple, or the same rows in another order within groups) tie: two
+    scores of one combination are equal when they differ by at most 1e-9 times the largest
+    finite |score| of that combination (for ``"sharpe"``, times at least 1).
 
     ``metric``: ``"sharpe"`` (per period; a zero-variance column scores 0 if its mean is 0,
     else ±inf), ``"mean"``, or a callable mapping a (rows × N) array to N scores.
@@ -312,11 +319,13 @@ def probability_of_backtest_overfitting(
     for first in range(0, len(in_sample), chunk):
         is_scores, oos_scores = scores(m, groups, membership[first : first + chunk], metric)
         rows = np.arange(len(is_scores))
-        chosen = np.argmax(is_scores, axis=1)
-        chosen_oos = oos_scores[rows, chosen]
-        below = (oos_scores < chosen_oos[:, None]).sum(axis=1)
-        ties = (oos_scores == chosen_oos[:, None]).sum(axis=1)
-        parts.append((chosen, below + (ties + 1) / 2.0, is_scores[rows, chosen], chosen_oos))
+        best = is_scores.max(axis=1, keepdims=True)
+        chosen = np.argmax(_tied(is_scores, best, metric), axis=1)  # first of the tied best
+        chosen_oos = oos_scores[rows, chosen][:, None]
+        ties = _tied(oos_scores, chosen_oos, metric)
+        below = ((oos_scores < chosen_oos) & ~ties).sum(axis=1)
+        ranks = below + (ties.sum(axis=1) + 1) / 2.0
+        parts.append((chosen, ranks, is_scores[rows, chosen], chosen_oos[:, 0]))
     chosen, ranks, chosen_is, chosen_oos = (np.concatenate(x) for x in zip(*parts, strict=True))
     omega = ranks / (n_strategies + 1)
     logits = np.log(omega / (1.0 - omega))
@@ -333,6 +342,23 @@ def probability_of_backtest_overfitting(
         metric=name,
         columns=columns if columns is not None else list(range(n_strategies)),
     )
+
+
+def _tied(scores, reference, metric) -> np.ndarray:
+    """Which scores equal their row's ``reference`` up to rounding, as a boolean array.
+
+    Equal metrics computed along different paths (the centred-sum shortcut, a column and
+    its multiple) differ in the last bits, so "equal" means within ``_TIE_RTOL`` of the
+    row's largest finite |score|. A Sharpe ratio's rounding error does not shrink with the
+    ratio (it is relative to the standard deviation), so its scale is at least 1.
+    """
+    finite = np.where(np.isfinite(scores), np.abs(scores), 0.0)
+    scale = finite.max(axis=1, keepdims=True)
+    if isinstance(metric, str) and metric == "sharpe":
+        scale = np.maximum(scale, 1.0)
+    with np.errstate(invalid="ignore"):  # inf - inf: equal infinities are caught by ==
+        close = np.abs(scores - reference) <= _TIE_RTOL * scale
+    return close | (scores == reference)
 
 
 def _moment_scores(m, groups, membership, metric):
@@ -365,6 +391,13 @@ def _callable_scores(m, groups, membership, metric):
         outside = np.concatenate([g for g, w in zip(groups, weights, strict=True) if not w])
         is_scores[i] = metric(m[inside])
         oos_scores[i] = metric(m[outside])
+        for half, scores in (("in-sample", is_scores[i]), ("out-of-sample", oos_scores[i])):
+            if np.isnan(scores).any():
+                raise ConfigError(
+                    f"metric {getattr(metric, '__name__', metric)!r} returned NaN for column"
+                    f" {int(np.argmax(np.isnan(scores)))} on the {half} rows of combination {i}:"
+                    " return a number (±inf allowed) for every column"
+                )
     return is_scores, oos_scores
 
 

@@ -4,6 +4,8 @@ re-computation."""
 import doctest
 import math
 import re
+from fractions import Fraction
+from itertools import combinations
 from statistics import NormalDist
 
 import numpy as np
@@ -259,6 +261,62 @@ def test_pbo_in_chunks_equals_pbo_in_one_go(monkeypatch):
     np.testing.assert_array_equal(whole.chosen, chunked.chosen)
     np.testing.assert_array_equal(whole.oos_performance, chunked.oos_performance)
     assert whole.pbo == chunked.pbo
+
+
+def exact_cscv(m, n_splits):
+    """CSCV the slow, obvious way, in exact rational arithmetic: per combination, each
+    column's Sharpe in and out of sample, the first column with the largest in-sample
+    Sharpe, its out-of-sample rank with ties averaged. Returns (chosen, ranks, pbo)."""
+    groups = np.array_split(np.arange(len(m)), n_splits)
+
+    def sharpe_key(rows, column):
+        # sign(SR) × SR² = sign(mean) × mean² / variance orders columns as SR does, exactly
+        values = [Fraction(int(v)) for v in m[rows, column]]
+        mean = sum(values) / len(values)
+        variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return mean * abs(mean) / variance
+
+    chosen, ranks = [], []
+    for inside in combinations(range(n_splits), n_splits // 2):
+        is_rows = np.concatenate([groups[g] for g in inside])
+        oos_rows = np.concatenate([groups[g] for g in range(n_splits) if g not in inside])
+        is_keys = [sharpe_key(is_rows, j) for j in range(m.shape[1])]
+        oos_keys = [sharpe_key(oos_rows, j) for j in range(m.shape[1])]
+        best = is_keys.index(max(is_keys))  # list.index: the first of the tied best
+        below = sum(k < oos_keys[best] for k in oos_keys)
+        tied = sum(k == oos_keys[best] for k in oos_keys)
+        chosen.append(best)
+        ranks.append(below + (tied + 1) / 2)
+    omega = np.array(ranks) / (m.shape[1] + 1)
+    return chosen, ranks, float((np.log(omega / (1 - omega)) <= 0).mean())
+
+
+def test_pbo_breaks_exact_ties_by_the_documented_rule():
+    # Integer returns; column 3 + j is 3 × column j and column 6 + j is column j with rows
+    # reordered inside each group, so all three have exactly the same Sharpe ratio on every
+    # half. Their floating-point Sharpe ratios differ in the last bits; the first of them
+    # must be chosen, and out of sample they share one averaged rank.
+    rng = np.random.default_rng(22)
+    base = rng.integers(-3, 4, (64, 3)).astype(float)
+    within_groups = np.concatenate([rng.permutation(8) + 8 * g for g in range(8)])
+    m = np.concatenate([base, 3 * base, base[within_groups]], axis=1)
+    chosen, ranks, pbo = exact_cscv(m, 8)
+    result = probability_of_backtest_overfitting(m, n_splits=8)
+    np.testing.assert_array_equal(result.chosen, chosen)
+    np.testing.assert_array_equal(result.oos_ranks, ranks)
+    assert result.pbo == pbo == 60 / 70
+    assert set(result.chosen) <= {0, 1, 2}  # never a later copy of a tied column
+
+
+def test_pbo_callable_returning_nan_is_refused():
+    m = np.random.default_rng(3).normal(0.0, 0.01, (64, 3))
+    m[:, 1] = 0.0
+
+    def sharpe(x):
+        return x.mean(axis=0) / x.std(axis=0, ddof=1)  # 0 / 0 for the flat column
+
+    with np.errstate(invalid="ignore"), pytest.raises(ConfigError, match="NaN for column 1"):
+        probability_of_backtest_overfitting(m, n_splits=4, metric=sharpe)
 
 
 @pytest.mark.parametrize(
