@@ -2,7 +2,8 @@
 
 Each fold sweeps the grid in-sample (the fused sweep of :mod:`mmats.backtest`), picks a
 parameter set by an objective, then trades the out-of-sample window with it, carrying the
-sleeve's state (cash, position, stops, pending order) from the previous fold. The stitched
+sleeve's state (cash, position, stops, pending order) from the previous fold. A fold's
+figures are its own: its trades are those closed within its test window. The stitched
 out-of-sample run equals one backtest whose signal is, window by window, the signal of
 that window's chosen parameters; :func:`walk_forward` computes it that way too.
 
@@ -227,9 +228,11 @@ def walk_forward(
         history = _window(prices, 0, fold.test_stop)
         output = strategy.run(history.arrays, params)
         outputs.append((fold, output, params))
+        before = state.copy()
         result = _simulate(strategy, params, config, history, output, fold.test_start,
                            state, new_metrics(float(state[0]["equity"])),
                            float(state[0]["equity"]))
+        _own_trade_metrics(result.metrics, before[0], result.state[0])
         state = np.array(result.state, copy=True)
         fold_results.append(result)
         tables.append(table)
@@ -316,6 +319,25 @@ def _fold_row(fold, prices, params, in_sample, out_of_sample, score):
     for name in FOLD_METRICS:
         row[f"oos_{name}"] = out_of_sample[name]
     return row
+
+
+def _own_trade_metrics(metrics: dict, before, after) -> None:
+    """Make a fold's trade figures its own, in place.
+
+    The kernel reads trades, win rate, profit factor and fees from the sleeve's counters,
+    which the carried state accumulates from the first fold on (Kelly sizing reads them,
+    so the state itself keeps them). A fold's own are the counters' differences over the
+    fold, with the kernel's conventions: NaN without a trade, +inf without a loss.
+    """
+    trades = int(after["n_trades"] - before["n_trades"])
+    wins = int(after["n_wins"] - before["n_wins"])
+    profit = float(after["gross_profit"] - before["gross_profit"])
+    loss = float(after["gross_loss"] - before["gross_loss"])
+    metrics["trades"] = trades
+    metrics["win_rate"] = wins / trades if trades > 0 else math.nan
+    metrics["profit_factor"] = (math.nan if trades == 0 else profit / loss if loss > 0.0
+                                else math.inf)
+    metrics["fees_paid"] = float(after["fees_paid"] - before["fees_paid"])
 
 
 def _stitched(strategy, config, prices, outputs, cash) -> BacktestResult:

@@ -118,3 +118,26 @@ def test_bad_arguments(eth_btc):
         walk_forward("ema_cross", eth_btc, objective="alpha")
     with pytest.raises(ConfigError, match="selection"):
         walk_forward("ema_cross", eth_btc, selection="median")
+
+
+def test_fold_trade_figures_are_the_folds_own():
+    # the state carried fold to fold accumulates the trade counters (sizing reads them);
+    # the table must show each fold's own trades, not the running total since fold 0
+    from mmats.data import load
+
+    result = walk_forward("ema_cross", load("nasdaq:GOOG:1d"), folds=5, fee_bps=10)
+    folds = result.folds
+    assert folds["oos_trades"].sum() == result.metrics["trades"]  # add up to the stitched
+    for row, fold in zip(folds.itertuples(), result.fold_results, strict=True):
+        pnl = fold.trades["pnl"]  # the trades closed within this fold's test window
+        assert row.oos_trades == len(pnl) == fold.metrics["trades"]
+        wins, losses = pnl[pnl > 0].sum(), -pnl[pnl <= 0].sum()
+        if len(pnl) == 0:
+            assert np.isnan(row.oos_win_rate) and np.isnan(row.oos_profit_factor)
+            continue
+        assert row.oos_win_rate == pytest.approx((pnl > 0).mean())
+        expected = wins / losses if losses > 0 else np.inf
+        assert row.oos_profit_factor == pytest.approx(expected, rel=1e-9)
+        assert fold.metrics["fees_paid"] == pytest.approx(fold.fills["fee"].sum(), rel=1e-9)
+    assert sum(f.metrics["fees_paid"] for f in result.fold_results) == pytest.approx(
+        result.metrics["fees_paid"], rel=1e-9)
