@@ -8,6 +8,8 @@ only a few times.
 
 from __future__ import annotations
 
+import inspect
+import re
 import warnings
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 from mmats.backtest import backtest, sweep
+from mmats.types import METRIC_NAMES
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 DATASETS = {
@@ -165,25 +168,49 @@ def test_ema_cross_against_fractional_backtesting_py():
         assert len(result.trades) == len(stats["_trades"])
 
 
+def _readme_metrics_table() -> dict[str, str]:
+    """The README's Metrics table: metric name -> its quantstats cell."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| .+? \| (.+?) \|$", section, flags=re.M)
+    return dict(rows)
+
+
+def test_readme_metrics_table_lists_every_metric():
+    assert list(_readme_metrics_table()) == list(METRIC_NAMES)
+
+
 @pytest.mark.parametrize("name", sorted(DATASETS))
 def test_metrics_equal_quantstats(ema_runs, name):
+    """Every metric the README's table marks "= `function`" equals ``qs.stats.function``."""
     import quantstats as qs
 
     _, result = ema_runs[name]
     returns = _naive_index(result.returns)  # quantstats fails on tz-aware indexes
     periods = result.market.periods_per_year
     metrics = result.metrics
+    claims = {
+        metric: re.fullmatch(r"= `(\w+)`", cell).group(1)
+        for metric, cell in _readme_metrics_table().items()
+        if cell.startswith("=")
+    }
+    assert set(claims) == {"total_return", "sharpe", "sortino", "max_drawdown", "volatility"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        expected = {
-            "sharpe": qs.stats.sharpe(returns, periods=periods),
-            "sortino": qs.stats.sortino(returns, periods=periods),
-            "volatility": qs.stats.volatility(returns, periods=periods),
-            "max_drawdown": qs.stats.max_drawdown(returns),
-            "total_return": qs.stats.comp(returns),
-        }
-    for key, value in expected.items():
-        assert metrics[key] == pytest.approx(value, rel=1e-9), key
+        for metric, function in claims.items():
+            call = getattr(qs.stats, function)
+            kwargs = {"periods": periods} if "periods" in inspect.signature(call).parameters else {}
+            assert metrics[metric] == pytest.approx(call(returns, **kwargs), rel=1e-9), metric
+        quantstats_cagr = qs.stats.cagr(returns, periods=periods)
+
+    # CAGR, as the table says: calendar years here, bars / bars per year in quantstats
+    growth = metrics["final_equity"] / result.cash
+    bar = pd.Timedelta(result.market.bar_ns, "ns")
+    years = (returns.index[-1] - returns.index[0] + bar) / pd.Timedelta(days=365.25)
+    assert metrics["cagr"] == pytest.approx(growth ** (1 / years) - 1, rel=1e-9)
+    assert quantstats_cagr == pytest.approx(growth ** (periods / len(returns)) - 1, rel=1e-9)
+    stated = {"eth_btc_5m": 2.3e-5, "goog_1d": 1.3e-3, "eur_usd_1h": 5.3e-3}[name]
+    assert abs(metrics["cagr"] / quantstats_cagr - 1) == pytest.approx(stated, rel=0.1)
 
     trades = result.trades
     pnl = trades["pnl"]

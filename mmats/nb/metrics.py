@@ -1,9 +1,14 @@
 """Streaming performance metrics: updated once per bar, finalised once per run.
 
 The backtest and the sweep share these two functions, so a sweep row and a single
-backtest of the same parameters report identical numbers. Definitions follow quantstats
-(risk-free rate 0): Sharpe ``mean / std(ddof=1) × sqrt(periods)``; Sortino ``mean /
-sqrt(sum(r² for r < 0) / n) × sqrt(periods)``; max drawdown ``min(equity / running peak) - 1``.
+backtest of the same parameters report identical numbers. Risk-free rate 0. These equal
+quantstats' functions of the same name (``tests/test_oracles.py``): total return; Sharpe
+``mean / std(ddof=1) × sqrt(periods)``; Sortino ``mean / sqrt(sum(r² for r < 0) / n) ×
+sqrt(periods)``; volatility ``std(ddof=1) × sqrt(periods)``; max drawdown ``min(equity /
+running peak) - 1``. CAGR does not: it annualises over calendar time, where quantstats and
+vectorbt count bars / periods per year. Win rate and profit factor are per closed trade
+and exposure is the share of bars in a position (quantstats computes them per bar). The
+README's Metrics table states each definition.
 """
 
 import math
@@ -74,7 +79,7 @@ def finalize_metrics(metrics, state, periods_per_year, bar_ns, out):
     """Write the metrics of :data:`mmats.types.METRIC_NAMES`, in that order, into ``out``.
 
     CAGR uses calendar time: the run covers ``last_ts - first_ts + one bar``, in years of
-    365.25 days. Ratios that are undefined (no variance, no trades) are NaN; a profit
+    365.25 days (quantstats' ``cagr`` uses ``bars / periods_per_year`` years instead). Ratios that are undefined (no variance, no trades) are NaN; a profit
     factor without losing trades is +inf.
     """
     n = metrics.n_returns

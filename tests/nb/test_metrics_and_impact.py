@@ -39,6 +39,24 @@ def test_cagr_uses_calendar_time_of_the_run():
     assert got["total_return"] == pytest.approx(growth - 1, rel=1e-12)
 
 
+def test_cagr_counts_calendar_years_not_bars():
+    # three bars two calendar years apart (first to last bar plus one bar): 10,000 -> 12,100
+    # is 10 % a year whatever the bar count; quantstats' bars / periods would say 3 / 252
+    from mmats.nb.metrics import init_metrics, update_metrics
+    from mmats.sleeve import new_metrics, new_state
+
+    metrics, state = new_metrics(10_000.0), new_state(10_000.0)
+    init_metrics(metrics[0], 10_000.0)
+    last_ns = int(2 * 365.25 * DAY_NS) - DAY_NS
+    for bar, (ts_ns, equity) in enumerate([(0, 10_000.0), (DAY_NS, 11_000.0),
+                                           (last_ns, 12_100.0)]):
+        update_metrics(metrics[0], equity, 0.0, bar, ts_ns)
+    state[0]["equity"] = 12_100.0
+    out = np.empty(len(METRIC_NAMES))
+    finalize_metrics(metrics[0], state[0], 252.0, DAY_NS, out)
+    assert dict(zip(METRIC_NAMES, out, strict=True))["cagr"] == pytest.approx(0.1, rel=1e-12)
+
+
 def test_drawdown_depth_and_duration():
     # long from bar 1: equity follows the close 100 → 120 → 90 → 110 → 125 → 130
     closes = [100.0, 100.0, 120.0, 90.0, 110.0, 125.0, 130.0]
