@@ -63,6 +63,7 @@ def walk_forward_splits(
     train_fraction: float = 0.7,
     train: int | str | None = None,
     test: int | str | None = None,
+    step: int | str | None = None,
     anchored: bool = False,
     embargo: int | str = 0,
 ) -> list[Fold]:
@@ -75,6 +76,15 @@ def walk_forward_splits(
     training window starting at the first bar. ``embargo`` bars (or time) are left out
     between a training window and its test window, so no training bar is within reach
     of the test window's first decisions.
+
+    ``step`` (with ``train`` and ``test``; default: the test length) is how far each fold
+    moves forward. It may not be shorter than the test window: overlapping test windows
+    would trade some bars twice. A longer step leaves gaps between test windows that no
+    fold trades (the sleeve holds its position across a gap as across a market closure).
+
+    Example: hourly bars, 70 days' training, re-optimised every 30 days::
+
+        walk_forward_splits(ts_ns, train="70d", test="30d")
     """
     ts_ns = np.asarray(ts_ns, dtype=np.int64)
     n = ts_ns.shape[0]
@@ -95,6 +105,7 @@ def walk_forward_splits(
     if train_bars < 2 or test_bars < 1:
         raise ConfigError(f"{n} bars are too few for these folds: training windows of "
                           f"{train_bars} bars and test windows of {test_bars}")
+    step_bars = _step(ts_ns, step, test_bars, train is not None)
     result = []
     test_start = train_bars + gap
     while test_start < n:
@@ -104,13 +115,27 @@ def walk_forward_splits(
         train_stop = test_start - gap
         train_start = 0 if anchored else max(0, train_stop - train_bars)
         result.append(Fold(len(result), train_start, train_stop, test_start, test_stop))
-        test_start = test_stop
+        test_start += step_bars
     if not result:
         raise ConfigError(f"{n} bars leave no test window after {train_bars} training bars")
     if train is None:  # the fraction split tiles exactly: the last window ends the data
         last = result[-1]
         result[-1] = Fold(last.index, last.train_start, last.train_stop, last.test_start, n)
     return result
+
+
+def _step(ts_ns: np.ndarray, step, test_bars: int, explicit: bool) -> int:
+    if step is None:
+        return test_bars
+    if not explicit:
+        raise ConfigError("step= needs train= and test= lengths (with folds= the test "
+                          "windows tile the data, one after another)")
+    step_bars = _bars(ts_ns, step, "step")
+    if step_bars < test_bars:
+        raise ConfigError(f"step {step!r} ({step_bars} bars) is shorter than the test window "
+                          f"({test_bars} bars): test windows would overlap and trade some "
+                          "bars twice; give a step at least as long as the test window")
+    return step_bars
 
 
 def _bars(ts_ns: np.ndarray, length: int | str, name: str) -> int:
@@ -153,10 +178,10 @@ class WalkForwardResult:
     def benchmark(self) -> pd.Series:
         """Buy and hold over the out-of-sample span: bought at its first open, no costs."""
         start = self.oos.cash
-        first = self.market.ts_ns.searchsorted(self.oos.equity.index[0].value)
-        close = self.market.close[first:]
-        return pd.Series(start * close / self.market.open[first], index=self.oos.equity.index,
-                         name="buy_and_hold")
+        bars = self.market.ts_ns.searchsorted(self.oos.equity.index.asi8)
+        close = self.market.close[bars]  # the out-of-sample bars (test windows may have gaps)
+        return pd.Series(start * close / self.market.open[bars[0]],
+                         index=self.oos.equity.index, name="buy_and_hold")
 
     @property
     def efficiency(self) -> float:
@@ -180,6 +205,7 @@ def walk_forward(
     train_fraction: float = 0.7,
     train: int | str | None = None,
     test: int | str | None = None,
+    step: int | str | None = None,
     anchored: bool = False,
     embargo: int | str = 0,
     objective: str | Callable[[pd.DataFrame], Any] = "sharpe",
@@ -212,7 +238,8 @@ def walk_forward(
         for params in _lookahead_samples(strategy, combos):
             _require_no_lookahead(strategy, prices, params)
     splits = walk_forward_splits(prices.ts_ns, folds=folds, train_fraction=train_fraction,
-                                 train=train, test=test, anchored=anchored, embargo=embargo)
+                                 train=train, test=test, step=step, anchored=anchored,
+                                 embargo=embargo)
     from tqdm.auto import tqdm
 
     state = new_state(cash)
@@ -246,7 +273,7 @@ def walk_forward(
             objective, "__name__", "custom"),
         selection=selection,
         settings={"folds": len(splits), "train_fraction": train_fraction, "train": train,
-                  "test": test, "anchored": anchored, "embargo": embargo, "cash": cash,
+                  "test": test, "step": step, "anchored": anchored, "embargo": embargo, "cash": cash,
                   **config.to_dict()},
     )
 
@@ -300,9 +327,13 @@ def _neighbour_median(table, names, scores):
 
 
 def _window(prices: Market, start: int, stop: int) -> Market:
-    return Market(ts_ns=prices.ts_ns[start:stop], open=prices.open[start:stop],
-                  high=prices.high[start:stop], low=prices.low[start:stop],
-                  close=prices.close[start:stop], volume=prices.volume[start:stop],
+    return _take(prices, slice(start, stop))
+
+
+def _take(prices: Market, bars) -> Market:
+    """The bars ``bars`` (a slice or an index array) of ``prices``."""
+    return Market(ts_ns=prices.ts_ns[bars], open=prices.open[bars], high=prices.high[bars],
+                  low=prices.low[bars], close=prices.close[bars], volume=prices.volume[bars],
                   timeframe=prices.timeframe, calendar=prices.calendar,
                   symbol=prices.symbol, venue=prices.venue)
 
@@ -341,8 +372,9 @@ def _own_trade_metrics(metrics: dict, before, after) -> None:
 
 
 def _stitched(strategy, config, prices, outputs, cash) -> BacktestResult:
-    """One backtest over the out-of-sample span whose signal is, window by window, the
-    signal of that window's chosen parameters."""
+    """One backtest over the test windows whose signal is, window by window, the signal
+    of that window's chosen parameters. Bars between test windows (a step longer than
+    the test) are left out, as the folds' carried state skips them."""
     first = outputs[0][0].test_start
     n = outputs[-1][0].test_stop
     parts = {"exposure": np.full(n, np.nan), "stop_distance": None,
@@ -356,7 +388,11 @@ def _stitched(strategy, config, prices, outputs, cash) -> BacktestResult:
                 if parts[name] is None:
                     parts[name] = np.full(n, np.nan)
                 parts[name][window] = values[window]
-    history = _window(prices, 0, n)
+    keep = np.concatenate([np.arange(first)] + [np.arange(fold.test_start, fold.test_stop)
+                                                for fold, _, _ in outputs])
+    history = _take(prices, keep)
+    signal = SignalOutput(**{name: None if values is None else values[keep]
+                             for name, values in parts.items()})
     params = {"folds": [params for _, _, params in outputs]}
-    return _simulate(strategy, params, config, history, SignalOutput(**parts), first,
+    return _simulate(strategy, params, config, history, signal, first,
                      new_state(cash), new_metrics(cash), cash)

@@ -141,3 +141,35 @@ def test_fold_trade_figures_are_the_folds_own():
         assert fold.metrics["fees_paid"] == pytest.approx(fold.fills["fee"].sum(), rel=1e-9)
     assert sum(f.metrics["fees_paid"] for f in result.fold_results) == pytest.approx(
         result.metrics["fees_paid"], rel=1e-9)
+
+
+def test_step_moves_each_fold_forward():
+    folds = walk_forward_splits(hours(100), train=40, test=20, step=25)
+    assert [(f.train_start, f.train_stop, f.test_start, f.test_stop) for f in folds] == [
+        (0, 40, 40, 60), (25, 65, 65, 85)]  # gaps of 5 bars between the test windows
+    # "70 % train / 30 % test, re-optimised monthly" on 160 days of hourly bars
+    monthly = walk_forward_splits(hours(24 * 160), train="70d", test="30d", step="30d")
+    assert monthly == walk_forward_splits(hours(24 * 160), train="70d", test="30d")
+    assert [(f.train_start, f.test_start) for f in monthly] == [(0, 1680), (720, 2400),
+                                                                (1440, 3120)]
+    with pytest.raises(ConfigError, match="shorter than the test window"):
+        walk_forward_splits(hours(100), train=40, test=20, step=10)
+    with pytest.raises(ConfigError, match="step= needs train= and test="):
+        walk_forward_splits(hours(100), folds=3, step=10)
+
+
+def test_gaps_between_test_windows_are_left_out_of_the_stitched_run(eth_btc):
+    grid = {"fast": [5, 10], "slow": [30, 60]}
+    result = walk_forward("ema_cross", eth_btc, grid, train=600, test=300, step=400,
+                          fee_bps=10)
+    folds = result.folds
+    assert len(folds) > 2
+    assert all(later.test_start - earlier.test_start == pd.Timedelta(minutes=5 * 400)
+               for earlier, later in zip(folds.itertuples(), folds.iloc[1:].itertuples(),
+                                         strict=False))
+    assert len(result.equity) == folds["test_bars"].sum()
+    carried = np.concatenate([f.equity.to_numpy() for f in result.fold_results])
+    np.testing.assert_allclose(carried, result.equity.to_numpy(), rtol=1e-12)
+    assert folds["oos_trades"].sum() == result.metrics["trades"]
+    assert result.benchmark.index.equals(result.equity.index)
+    assert result.settings["step"] == 400
