@@ -17,14 +17,22 @@ from mmats.data.calendar import (
     timeframe_ns,
 )
 from mmats.data.io import load, read_candle_file
-from mmats.data.quality import GapEvent, Outlier, QualityReport, quality_report
+from mmats.data.quality import (
+    DataQuality,
+    GapEvent,
+    Outlier,
+    QualityReport,
+    data_quality,
+    data_quality_warnings,
+    quality_report,
+)
 from mmats.data.resample import resample
 from mmats.data.schema import COLUMNS, Reject, validate_candles
 from mmats.data.store import AppendReport, CandleStore, Conflict, symbol_key
 
 __all__ = [
-    "CALENDARS", "COLUMNS", "AppendReport", "CandleStore", "Conflict", "GapEvent", "Outlier",
-    "QualityReport", "Reject", "calendar_for_venue", "infer_calendar", "infer_timeframe",
-    "load", "periods_per_year", "quality_report", "read_candle_file", "resample",
+    "CALENDARS", "COLUMNS", "AppendReport", "CandleStore", "Conflict", "DataQuality",
+    "GapEvent", "Outlier", "QualityReport", "Reject", "calendar_for_venue", "data_quality",
+    "data_quality_warnings", "infer_calendar", "infer_timeframe", "load", "periods_per_year", "quality_report", "read_candle_file", "resample",
     "symbol_key", "timeframe_name", "timeframe_ns", "validate_candles",
 ]

@@ -19,12 +19,18 @@ Missing bars are counted against the calendar:
   exchange holiday list, holidays show up as missing bars and as *other gaps (holidays?)*.
 
 ``expected_bars`` is the distinct timestamps plus the missing bars.
+
+:func:`data_quality` is the short summary every result carries (bars, expected and missing
+bars, gaps, zero volume, rows rejected at import); :func:`data_quality_warnings` turns it
+into the lines a script prints on stderr when a gap is large or too much is missing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -38,6 +44,7 @@ from mmats.data.calendar import (
     timeframe_ns,
 )
 from mmats.data.schema import COLUMNS, PRICE_COLUMNS, VALUE_COLUMNS, grid_phase, parse_ts
+from mmats.errors import ConfigError
 
 _HOUR_NS = 3_600_000_000_000
 _DAY_NS = 24 * _HOUR_NS
@@ -384,3 +391,241 @@ def _outliers(ts, rows, close, mads, min_return) -> list[Outlier]:
 def _iso(stamp) -> str | None:
     return None if stamp is None else stamp.isoformat()
 
+
+
+# -- the summary every result carries ----------------------------------------------------
+
+REPAIRED_NOTE = ("repaired_rows is always 0: MMATS never repairs, fills or drops a bar; a bad "
+                 "row is rejected at import (counted in rejected_rows) or refused at load")
+DEFAULT_MAX_GAP = "1%"
+DEFAULT_MAX_MISSING = "5%"
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    """How complete the candles behind a result are, counted against their calendar.
+
+    ``missing_bars`` and ``gap_count`` count only bars the calendar expects: the weekend of a
+    forex or stocks series and the overnight gap of an intraday stocks series are not
+    missing. ``largest_gap`` is the gap with the most missing bars (None when nothing is
+    missing). ``rejected_rows`` is read from the candle store's metadata (rows that
+    ``scripts/import_data.py --reject-bad`` or a fetch refused, cumulative over the file's
+    imports, all of its dates); ``rejected_rows_known`` is False when the candles did not
+    come from a store file that records it, and ``notes`` says so.
+    """
+
+    source: str | None
+    timeframe: str | None
+    calendar: str | None
+    bars: int
+    expected_bars: int
+    missing_bars: int
+    gap_count: int
+    largest_gap: GapEvent | None
+    zero_volume_bars: int
+    repaired_rows: int
+    rejected_rows: int
+    rejected_rows_known: bool
+    first_ts: pd.Timestamp | None
+    last_ts: pd.Timestamp | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def missing_share(self) -> float:
+        """Missing bars as a fraction of the expected bars (0 when none are expected)."""
+        return self.missing_bars / self.expected_bars if self.expected_bars else 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-safe form; the largest gap as ``{start, end, missing_bars, duration, kind}``."""
+        gap = self.largest_gap
+        return {
+            "source": self.source, "timeframe": self.timeframe, "calendar": self.calendar,
+            "bars": self.bars, "expected_bars": self.expected_bars,
+            "missing_bars": self.missing_bars, "missing_share": round(self.missing_share, 6),
+            "gap_count": self.gap_count,
+            "largest_gap": None if gap is None else {
+                "start": _iso(gap.start), "end": _iso(gap.end),
+                "missing_bars": int(gap.missing_bars), "duration": str(gap.end - gap.start),
+                "kind": gap.kind},
+            "zero_volume_bars": self.zero_volume_bars, "repaired_rows": self.repaired_rows,
+            "rejected_rows": self.rejected_rows,
+            "rejected_rows_known": self.rejected_rows_known,
+            "first_ts": _iso(self.first_ts), "last_ts": _iso(self.last_ts),
+            "notes": list(self.notes),
+        }
+
+    def summary(self) -> str:
+        """One line for a script's text output.
+
+        >>> data_quality(load("bittrex:ADA/BTC:5m")).summary()   # doctest: +SKIP
+        'data: 5720 bars of 5760 expected (24/7, 5m); 40 missing (0.69%) in 5 gap(s), ...'
+        """
+        text = (f"data: {self.bars} bars of {self.expected_bars} expected "
+                f"({self.calendar or '?'}, {self.timeframe or '?'})")
+        if self.missing_bars:
+            gap = self.largest_gap
+            text += (f"; {self.missing_bars} missing ({self.missing_share:.2%}) in "
+                     f"{self.gap_count} gap(s), largest {gap.missing_bars} bar(s) "
+                     f"{gap.start} -> {gap.end}")
+        else:
+            text += "; none missing"
+        text += f"; {self.zero_volume_bars} zero-volume"
+        text += (f"; {self.rejected_rows} row(s) rejected at import" if self.rejected_rows_known
+                 else "; rejected rows not recorded")
+        return text + "; none repaired"
+
+
+def data_quality(candles, *, source: str | None = None) -> DataQuality:
+    """Summarise a loaded candle frame (or a :class:`~mmats.backtest.Market`): bars, missing
+    bars against its calendar, gaps, the largest gap, zero-volume bars, rows rejected at import.
+
+    The frame is what :func:`mmats.data.load` returns (``ts`` column or index, ``attrs``
+    with timeframe, calendar, venue and source); a Market carries ``ts_ns``, ``volume``,
+    ``timeframe`` and ``calendar``. Nothing is changed, filled or dropped.
+
+    >>> quality = data_quality(load("bittrex:ADA/BTC:5m"))   # doctest: +SKIP
+    >>> quality.missing_bars, quality.gap_count, quality.largest_gap.missing_bars  # doctest: +SKIP
+    (40, 5, 33)
+    """
+    if hasattr(candles, "ts_ns"):  # a Market
+        ts_ns = np.asarray(candles.ts_ns, dtype=np.int64)
+        volume = np.asarray(candles.volume, dtype=np.float64)
+        attrs = {"timeframe": candles.timeframe, "calendar": candles.calendar,
+                 "venue": getattr(candles, "venue", None)}
+    else:
+        frame = candles
+        attrs = dict(frame.attrs or {})
+        stamps = frame["ts"] if "ts" in frame.columns else frame.index.to_series()
+        ts_ns = pd.to_datetime(stamps, utc=True).to_numpy(dtype="M8[ns]").view(np.int64)
+        volume = (frame["volume"].to_numpy(dtype=np.float64) if "volume" in frame.columns
+                  else np.full(ts_ns.size, np.nan))
+    source = source or attrs.get("source")
+    unique_ts = np.unique(ts_ns)
+    timeframe = attrs.get("timeframe")
+    if timeframe is None and unique_ts.size >= 2:
+        timeframe = infer_timeframe(unique_ts)
+    calendar = attrs.get("calendar") or calendar_for_venue(attrs.get("venue"))
+    if calendar is None:
+        calendar = infer_calendar(unique_ts, timeframe) if timeframe else "24/7"
+    missing = gap_count = 0
+    largest = None
+    if timeframe is not None and unique_ts.size >= 2:
+        gaps = _gap_events(unique_ts, timeframe_ns(timeframe), calendar)
+        missing, gap_count = int(gaps.missing.sum()), int(np.count_nonzero(gaps.missing))
+        if gap_count:
+            i = int(np.lexsort((-(gaps.end - gaps.start), -gaps.missing))[0])
+            largest = GapEvent(pd.Timestamp(int(gaps.start[i]), tz="UTC"),
+                               pd.Timestamp(int(gaps.end[i]), tz="UTC"),
+                               int(gaps.missing[i]), str(gaps.kind[i]))
+    rejected, known, rejected_note = _rejected_rows(source)
+    return DataQuality(
+        source=source, timeframe=timeframe, calendar=calendar, bars=int(ts_ns.size),
+        expected_bars=int(unique_ts.size + missing), missing_bars=missing, gap_count=gap_count,
+        largest_gap=largest, zero_volume_bars=int(np.count_nonzero(volume == 0)),
+        repaired_rows=0, rejected_rows=rejected, rejected_rows_known=known,
+        first_ts=pd.Timestamp(int(unique_ts[0]), tz="UTC") if unique_ts.size else None,
+        last_ts=pd.Timestamp(int(unique_ts[-1]), tz="UTC") if unique_ts.size else None,
+        notes=(rejected_note, REPAIRED_NOTE))
+
+
+def _rejected_rows(source) -> tuple[int, bool, str]:
+    """(count, known, note) from the store metadata of the file ``source`` names."""
+    from mmats.data.store import _stored_metadata  # the store imports nothing from here
+
+    path = Path(source) if source else None
+    if path is None or path.suffix.lower() not in (".parquet", ".pq") or not path.is_file():
+        return 0, False, ("rejected_rows: not recorded (the candles did not come from a "
+                          "candle-store file); 0 does not mean no row was ever rejected")
+    metadata = _stored_metadata(path)
+    if "rejected_rows" not in metadata:
+        return 0, False, (f"rejected_rows: not recorded in {path} (written before rejected "
+                          "rows were counted, or not by the candle store)")
+    return int(metadata["rejected_rows"]), True, (
+        f"rejected_rows: rows refused when importing or fetching into {path}, cumulative "
+        "over its imports and all of its dates (not only the range loaded)")
+
+
+class GapLimit(NamedTuple):
+    """A largest-gap threshold: a number of bars, a duration in ns, or a share of the
+    expected bars (exactly one is set)."""
+
+    bars: int | None = None
+    duration_ns: int | None = None
+    share: float | None = None
+    text: str = ""
+
+
+def parse_gap_limit(text: str) -> GapLimit:
+    """``"30"`` (bars), ``"1h"`` (a duration, as a timeframe is written) or ``"1%"`` (of the
+    expected bars) -> :class:`GapLimit`; :class:`ConfigError` otherwise.
+
+    >>> parse_gap_limit("90m").duration_ns
+    5400000000000
+    """
+    value = str(text).strip()
+    try:
+        if value.endswith("%"):
+            share = float(value[:-1]) / 100
+            if math.isfinite(share) and share >= 0:
+                return GapLimit(share=share, text=value)
+        elif value.isdigit():
+            return GapLimit(bars=int(value), text=value)
+        else:
+            return GapLimit(duration_ns=timeframe_ns(value), text=value)
+    except (ValueError, ConfigError):
+        pass
+    raise ConfigError(f"--max-gap {text!r}: give a number of bars (30), a duration (1h, 2d) "
+                      "or a share of the expected bars (1%)")
+
+
+def parse_share(text: str) -> float:
+    """``"5%"`` or ``"0.05"`` -> 0.05; :class:`ConfigError` unless 0 <= share <= 1."""
+    value = str(text).strip()
+    try:
+        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+    except ValueError:
+        share = math.nan
+    if not (0 <= share <= 1):
+        raise ConfigError(f"--max-missing {text!r}: give a share of the expected bars, "
+                          "e.g. 5% or 0.05")
+    return share
+
+
+def data_quality_warnings(quality: DataQuality, *, max_gap=DEFAULT_MAX_GAP,
+                          max_missing=DEFAULT_MAX_MISSING) -> list[str]:
+    """The warnings a script prints on stderr: the largest gap is longer than ``max_gap``,
+    or more than ``max_missing`` of the expected bars are missing.
+
+    ``max_gap`` is what :func:`parse_gap_limit` reads (default ``"1%"``: a gap missing more
+    than 1% of the expected bars); ``max_missing`` what :func:`parse_share` reads (default
+    ``"5%"``, above the ~4% of weekdays a US stock series loses to exchange holidays, which
+    the stocks calendar counts as missing). Weekend and overnight gaps are never missing, so
+    never warned about.
+
+    >>> data_quality_warnings(data_quality(load("bittrex:ETH/BTC:5m")))   # doctest: +SKIP
+    []
+    """
+    limit = max_gap if isinstance(max_gap, GapLimit) else parse_gap_limit(max_gap)
+    share = parse_share(max_missing) if isinstance(max_missing, str) else float(max_missing)
+    found = []
+    gap = quality.largest_gap
+    name = quality.source or "the data"
+    if gap is not None:
+        step = timeframe_ns(quality.timeframe)
+        if limit.share is not None:
+            too_long = gap.missing_bars > limit.share * quality.expected_bars
+        elif limit.bars is not None:
+            too_long = gap.missing_bars > limit.bars
+        else:
+            too_long = gap.missing_bars * step > limit.duration_ns
+        if too_long:
+            found.append(f"{name}: a gap of {gap.missing_bars} missing bar(s) "
+                         f"({pd.Timedelta(gap.missing_bars * step)}) from {gap.start} to "
+                         f"{gap.end} is longer than --max-gap {limit.text}; "
+                         f"{quality.missing_bars} bar(s) missing in {quality.gap_count} gap(s) "
+                         "in all, none filled")
+    if quality.missing_share > share:
+        found.append(f"{name}: {quality.missing_bars} of {quality.expected_bars} expected "
+                     f"bars ({quality.missing_share:.2%}) are missing, more than --max-missing "
+                     f"{share:.2%}; none filled")
+    return found
