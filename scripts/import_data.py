@@ -20,7 +20,8 @@ Strict by default: every file is validated first, and if any row of any file is 
 is written and the bad rows (file, row, reason) are listed on stderr (exit 1). The files are
 then written as one transaction: if any write fails (a file off the stored bars' grid, a
 full disk), every stored file is put back as it was. With --reject-bad the good rows are
-written and each rejected row is printed on stderr (exit 0). Appends are idempotent:
+written and each rejected row is printed on stderr (exit 0); the file's metadata counts
+them, and backtests report the total as data_quality.rejected_rows. Appends are idempotent:
 re-importing an overlapping range adds no duplicates; a bar whose values changed takes the
 new values and is reported. --resample-to rebuilds longer timeframes from the whole stored
 series (complete bars only) and stores them too.
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
         if clean.attrs["format"] != "mmats" and not args.json:
             print(f"{file}: read as {clean.attrs['format']}, times {clean.attrs['utc_offset']} "
                   "converted to UTC", file=sys.stderr)
-        loaded.append((file, clean))
+        loaded.append((file, clean, len(rejects)))
     if failed:
         print("no file was imported; nothing was written.", file=sys.stderr)
         return 1
@@ -120,9 +121,12 @@ def main(argv=None) -> int:
         paths = [store.path(args.venue, args.symbol, timeframe)
                  for timeframe in (args.timeframe, *args.targets)]
         with restored_on_error(paths):  # one transaction: every file, or none of them
-            for file, clean in loaded:
+            rejected_rows = 0  # the store keeps the total; carried until a file exists
+            for file, clean, rejects in loaded:
+                rejected_rows += rejects
                 reports.append(store.write(args.venue, args.symbol, args.timeframe, clean,
-                                           source=str(file)))
+                                           source=str(file), rejected_rows=rejected_rows))
+                rejected_rows = 0 if reports[-1].written else rejected_rows
             if args.targets:
                 full = store.read(args.venue, args.symbol, args.timeframe)
                 for target in args.targets:

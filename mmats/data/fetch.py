@@ -23,7 +23,13 @@ import pandas as pd
 
 from mmats.data.calendar import calendar_for_venue, infer_calendar, timeframe_ns
 from mmats.data.quality import GapEvent, quality_report
-from mmats.data.schema import MAX_LISTED_REJECTS, VALUE_COLUMNS, Reject, frame_bad_bars
+from mmats.data.schema import (
+    COLUMNS,
+    MAX_LISTED_REJECTS,
+    VALUE_COLUMNS,
+    Reject,
+    frame_bad_bars,
+)
 from mmats.data.store import CandleStore, to_ns
 from mmats.errors import CandleValidationError, ConfigError, DataError
 
@@ -147,6 +153,9 @@ def fetch_into_store(source, store: CandleStore, venue: str, symbol: str, timefr
     try:
         for lo, hi in ranges:
             _fetch_range(source, writer, report, lo, hi, now_ms, step_ms, page_bars, bar)
+    except CandleValidationError as error:  # the venue's bad bars: counted in the store
+        writer.rejected_rows += len(error.rejects)
+        raise
     finally:
         writer.flush()  # pages that arrived are kept even when the fetch stops early
         if bar is not None:
@@ -185,6 +194,7 @@ class _Writer:
             raise ConfigError(f"flush_s must be >= 0 seconds, got {flush_s}")
         self.store, self.report, self.flush_s = store, report, flush_s
         self.pending: list[pd.DataFrame] = []
+        self.rejected_rows = 0  # bad bars refused since the last write
         self.last_write = time.monotonic()
 
     def add(self, rows: pd.DataFrame) -> None:
@@ -194,13 +204,16 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
+        if not self.pending and not self.rejected_rows:
             return
         frames, self.pending = self.pending, []  # a failed write is not retried
+        rejected_rows, self.rejected_rows = self.rejected_rows, 0
         report = self.report
-        rows = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        rows = (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+                if frames else pd.DataFrame({c: [] for c in COLUMNS}))
         written = self.store.write(report.venue, report.symbol, report.timeframe, rows,
-                                   source=f"{report.venue} {report.symbol} {report.timeframe}")
+                                   source=f"{report.venue} {report.symbol} {report.timeframe}",
+                                   rejected_rows=rejected_rows)
         report.bars_added += written.rows_added
         self.last_write = time.monotonic()
 

@@ -157,13 +157,19 @@ class CandleStore:
     # -- writing -------------------------------------------------------------------------
 
     def write(self, venue: str, symbol: str, timeframe: str, df: pd.DataFrame,
-              source: str | None = None) -> AppendReport:
+              source: str | None = None, *, rejected_rows: int = 0) -> AppendReport:
         """Merge ``df`` into the stored file: new bars are added, identical bars ignored,
         and a bar whose values differ replaces the stored one (listed in ``conflicts``).
 
         ``df`` is validated first; any bad row raises
         :class:`~mmats.errors.CandleValidationError` and nothing is written.
+        ``rejected_rows`` is how many rows of this batch were refused before it (by
+        ``import_data.py --reject-bad`` or a fetch); the file's metadata keeps the running
+        total, which :func:`~mmats.data.quality.data_quality` reports. A batch that adds no
+        bar but rejected some still updates that total (when the file exists).
         """
+        if rejected_rows < 0:
+            raise ConfigError(f"rejected_rows must be >= 0, got {rejected_rows}")
         path = self.path(venue, symbol, timeframe)
         step_ns = timeframe_ns(timeframe)
         label = source or f"{venue}:{symbol}:{timeframe}"
@@ -185,11 +191,13 @@ class CandleStore:
                                   rows_added=int(merged_ts.size - old_ts.size),
                                   rows_after=int(merged_ts.size), conflicts=conflicts,
                                   source=source)
-            if report.rows_added == 0 and not conflicts:
+            if report.rows_added == 0 and not conflicts and not (rejected_rows and old_ts.size):
                 report.written = False
                 return report
+            before = _stored_metadata(path).get("rejected_rows", 0) if old_ts.size else 0
             metadata = {"venue": venue, "symbol": name, "timeframe": timeframe,
-                        "source": source, "schema": list(COLUMNS)}
+                        "source": source, "schema": list(COLUMNS),
+                        "rejected_rows": int(before) + int(rejected_rows)}
             _atomic_write(_to_table(merged_ts, merged_values, metadata), path)
         return report
 
