@@ -14,11 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
+    add_data_quality_options,
     check_date,
     check_output_file,
     fail,
     parse_params,
     print_json,
+    report_data_quality,
     settings_from,
 )
 from mmats.errors import MMATSError  # noqa: E402
@@ -42,6 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fills-csv", help="write the fill records to this CSV file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_cost_options(parser)
+    add_data_quality_options(parser)
     args = parser.parse_args(argv)
     try:
         from mmats.backtest import backtest
@@ -53,6 +56,7 @@ def main(argv=None) -> int:
         check_output_file("--trades-csv", args.trades_csv)
         check_output_file("--fills-csv", args.fills_csv)
         candles = load(args.data, root=args.root, end=args.end, timeframe=args.timeframe)
+        quality = report_data_quality(candles, args, label=args.data)
         result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
                           timeframe=args.timeframe, calendar=args.calendar, start=args.start,
                           check_lookahead_bias=not args.no_lookahead_check,
@@ -77,12 +81,14 @@ def main(argv=None) -> int:
         "timeframe": result.market.timeframe,
         "calendar": result.market.calendar,
         "fills": len(result.fills),
+        "data_quality": quality,
     }
     if args.json:
         print_json(summary)
     else:
         print(f"{result.strategy} {result.params} on {args.data} "
               f"({summary['bars']} bars, {summary['first_ts']} .. {summary['last_ts']})")
+        print(f"  {quality['summary']}")
         for name, value in result.metrics.items():
             print(f"  {name:28s} {value:,.6g}" if isinstance(value, float)
                   else f"  {name:28s} {value}")

@@ -14,9 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
+    add_data_quality_options,
     fail,
     parse_grid,
     print_json,
+    report_data_quality,
     settings_from,
 )
 from mmats.errors import MMATSError  # noqa: E402
@@ -39,8 +41,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timeframe", help="override the inferred timeframe")
     parser.add_argument("--calendar", choices=["24/7", "forex", "stocks"])
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object: rows, timing, skipped")
+                        help="print one JSON object: rows, timing, skipped, data_quality")
     add_cost_options(parser)
+    add_data_quality_options(parser)
     args = parser.parse_args(argv)
     sources = args.data or [DEFAULT_DATA]
     try:
@@ -49,6 +52,8 @@ def main(argv=None) -> int:
 
         datasets = {source: load(source, root=args.root, timeframe=args.timeframe)
                     for source in sources}
+        quality = {source: report_data_quality(candles, args, label=source)
+                   for source, candles in datasets.items()}
         data = datasets if len(datasets) > 1 else next(iter(datasets.values()))
         result = sweep(args.strategy, data, parse_grid(args.grid) or None, cash=args.cash,
                        timeframe=args.timeframe, calendar=args.calendar,
@@ -63,8 +68,12 @@ def main(argv=None) -> int:
             "skipped": result.skipped,
             "timing": {"seconds": result.seconds,
                        "bar_combinations_per_s": result.bar_combinations_per_s},
+            # one source: its report; several: a report per source
+            "data_quality": quality if len(quality) > 1 else next(iter(quality.values())),
         })
         return 0
+    for source, report in quality.items():
+        print(f"{source} {report['summary']}" if len(quality) > 1 else report["summary"])
     table = result.best(args.objective, args.top)
     with_pandas_width(lambda: print(table.to_string(index=False, float_format="%.4g")))
     print(f"\n{len(result.table)} combinations ({result.skipped} skipped as invalid) in "
