@@ -438,20 +438,30 @@ def _datasets(data) -> list[tuple[str | None, Any]]:
 
 
 def _lookahead_samples(strategy, combos):
-    """Parameter sets whose lookahead is checked before a sweep: defaults (if valid) and
-    the first and last combination of the grid."""
+    """Parameter sets whose lookahead is checked before a sweep: the defaults (if valid),
+    checked in full, and the valid corners of the grid
+    (:func:`~mmats.lookahead.grid_corners`; its first and last combination if no corner
+    is valid), checked with the lighter CORNER_BUDGET."""
+    from mmats.lookahead import GridCorner, grid_corners
+
     samples = []
     defaults = strategy.resolve_params()
     if strategy.is_valid(defaults):
         samples.append(defaults)
-    for params in (combos[0], combos[-1]):
-        if params not in samples:
-            samples.append(params)
+    corners = grid_corners(strategy, combos) or [GridCorner(combos[0]), GridCorner(combos[-1])]
+    for corner in corners:
+        if corner not in samples:
+            samples.append(corner)
     return samples
 
 
 def _require_no_lookahead(strategy, prices, params):
-    report = check_lookahead(strategy, prices.arrays, params, n_cuts=12)
+    """Raise :class:`LookaheadError` unless ``params`` pass the lookahead check: the full
+    check (what ``scripts/check_strategy.py`` runs), or CORNER_BUDGET for a grid corner."""
+    from mmats.lookahead import CORNER_BUDGET, GridCorner
+
+    budget = CORNER_BUDGET if isinstance(params, GridCorner) else {}
+    report = check_lookahead(strategy, prices.arrays, dict(params), **budget)
     if not report.passed:
         raise LookaheadError(report.summary() + "\nPass check_lookahead_bias=False (or "
                              "--no-lookahead-check) to run it anyway.", report)

@@ -20,14 +20,21 @@ from mmats.errors import MMATSError  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description="Truncate history at random bars and recompute; recompute each bar from "
-        "a trailing window; any difference from the full run is lookahead.")
+        description="Truncate history at random bars, and replace what follows with made-up "
+        "futures (spike, crash, flat, reversed, noise) there and at a block of consecutive "
+        "bars, and recompute; recompute from several starting bars; any difference from "
+        "the full run is lookahead. The defaults are the check backtest() and sweep() run.")
     parser.add_argument("strategy", help="name in strategies/ or a path (.py or .zip)")
     parser.add_argument("--data", default=DEFAULT_DATA,
                         help="Parquet/CSV file or VENUE:SYMBOL:TIMEFRAME (default %(default)s)")
     parser.add_argument("--root", help="candle store root")
     parser.add_argument("--params", help="e.g. fast=10,slow=50 (default: DEFAULTS)")
-    parser.add_argument("--cuts", type=int, default=40, help="random truncation points (40)")
+    parser.add_argument("--cuts", type=int, default=40,
+                        help="random cuts, each truncated and given every continuation (40)")
+    parser.add_argument("--block", type=int, default=200,
+                        help="consecutive cuts given a spike and a crash (200)")
+    parser.add_argument("--starts", type=int, default=4,
+                        help="starting bars of the history-length check (4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -40,7 +47,8 @@ def main(argv=None) -> int:
         strategy = load_strategy(args.strategy)
         prices = market(load(args.data, root=args.root))
         report = check_lookahead(strategy, prices.arrays, parse_params(args.params),
-                                 n_cuts=args.cuts, seed=args.seed)
+                                 n_cuts=args.cuts, block=args.block, starts=args.starts,
+                                 seed=args.seed)
     except MMATSError as error:
         return fail(error)
     if args.json:
@@ -50,6 +58,11 @@ def main(argv=None) -> int:
             "passed": report.passed,
             "bars": report.bars_checked,
             "cuts": report.cuts_checked,
+            "block": list(report.block) if report.block else None,
+            "continuations": list(report.continuations),
+            "starts": report.starts,
+            "runs": report.runs,
+            "checks": report.checks,
             "violations": [
                 {"check": v.check, "output": v.output, "bar": v.bar, "cut": v.cut,
                  "full_value": v.full_value, "check_value": v.check_value,
