@@ -19,6 +19,7 @@ import pandas as pd
 from mmats.backtest import SweepResult, market, sweep
 from mmats.cli import json_safe
 from mmats.data.calendar import timeframe_ns
+from mmats.errors import ConfigError
 from mmats.strategy import load_strategy
 from mmats.validate.walkforward import WalkForwardResult, walk_forward
 
@@ -34,10 +35,29 @@ class ResearchResult:
     pbo: Any  # probability of backtest overfitting (CSCV) over the sweep's returns
     spa: Any  # Hansen's SPA test of the sweep's combinations against buy and hold
     period: str  # the period of the returns the statistics use, e.g. "1d"
+    tested_returns: pd.Series  # the stitched OOS returns per period, which DSR tests
+    trial_returns: pd.DataFrame  # the sweep's per-period returns over the same periods
 
     @property
     def verdict(self) -> str:
         return verdict(self)
+
+    def windows(self) -> dict:
+        """How the walk-forward windows were set: folds and train_fraction, or train, test
+        and step lengths (the folds then follow from the data)."""
+        settings = self.walk_forward.settings
+        names = (("train", "test", "step") if settings.get("train") is not None
+                 else ("train_fraction",))
+        return {"folds": settings["folds"], **{name: settings[name] for name in names},
+                "anchored": settings["anchored"], "embargo": settings["embargo"]}
+
+    def dsr_summary(self) -> dict:
+        """The deflated Sharpe ratio with what it compared: the trials and their span."""
+        dsr, span = self.deflated_sharpe, self.trial_returns.index
+        return {"dsr": float(dsr.dsr), "sharpe": float(dsr.sharpe), "sr0": float(dsr.sr0),
+                "trials": int(dsr.n_trials), "observations": int(dsr.n_observations),
+                "period": self.period, "trial_sharpe_variance": dsr.trial_sharpe_variance,
+                "span_start": span[0].isoformat(), "span_end": span[-1].isoformat()}
 
     def summary(self) -> dict:
         """One JSON-safe dict: folds, stitched OOS metrics, dsr, pbo, spa p-value."""
@@ -56,7 +76,9 @@ class ResearchResult:
             "buy_and_hold_return": float(wf.benchmark.iloc[-1] / wf.oos.cash - 1.0),
             "walk_forward_efficiency": wf.efficiency,
             "combinations": len(self.sweep.table),
+            "windows": self.windows(),
             "dsr": float(self.deflated_sharpe.dsr),
+            "deflated_sharpe": self.dsr_summary(),
             "pbo": float(self.pbo.pbo),
             "spa_pvalue": float(self.spa.pvalue),
             "monte_carlo": self.monte_carlo.summary(),
@@ -71,6 +93,9 @@ def run_research(
     *,
     folds: int | None = 5,
     train_fraction: float = 0.7,
+    train: int | str | None = None,
+    test: int | str | None = None,
+    step: int | str | None = None,
     anchored: bool = False,
     embargo: int | str = 0,
     objective="sharpe",
@@ -83,8 +108,15 @@ def run_research(
     **settings,
 ) -> ResearchResult:
     """Walk-forward the strategy, then judge the result: Monte Carlo of the stitched
-    out-of-sample returns, the deflated Sharpe ratio (trials = combinations swept), PBO
-    by CSCV and Hansen's SPA over every combination's per-period returns."""
+    out-of-sample returns (or, with ``mc_method="reshuffle"``, of its trades), the
+    deflated Sharpe ratio, PBO by CSCV and Hansen's SPA over every combination's
+    per-period returns.
+
+    The windows are ``folds`` / ``train_fraction``, or ``train`` / ``test`` / ``step`` as
+    in :func:`~mmats.validate.walkforward.walk_forward_splits`. The deflated Sharpe ratio
+    compares like with like: its trials are the swept combinations, each measured over
+    the same periods as the stitched out-of-sample returns it deflates.
+    """
     from mmats.validate.montecarlo import monte_carlo
     from mmats.validate.overfitting import (
         deflated_sharpe_ratio,
@@ -95,25 +127,50 @@ def run_research(
     strategy = load_strategy(strategy)
     prices = market(data)
     wf = walk_forward(strategy, prices, grid, folds=folds, train_fraction=train_fraction,
-                      anchored=anchored, embargo=embargo, objective=objective,
+                      train=train, test=test, step=step, anchored=anchored, embargo=embargo, objective=objective,
                       selection=selection, cash=cash, progress=progress, **settings)
     period = statistics_period(prices)
     swept = sweep(strategy, prices, grid, cash=cash, check_lookahead_bias=False,
                   progress=progress, period_returns=period, **settings)
     returns = swept.returns.to_numpy()
-    per_period = _periods(wf.returns, period)
-    trial_sharpes = _sharpes(returns)
-    dsr = deflated_sharpe_ratio(per_period.to_numpy(), n_trials=returns.shape[1],
-                                trial_sharpes=trial_sharpes)
+    tested = _periods(wf.returns, period)
+    trials = _on_periods(swept.returns, tested.index, period)
+    dsr = deflated_sharpe_ratio(tested.to_numpy(), n_trials=trials.shape[1],
+                                trial_sharpes=_sharpes(trials.to_numpy()))
     pbo = probability_of_backtest_overfitting(returns, n_splits=_splits(returns.shape[0]))
     hold = prices.close / prices.open[0]
     benchmark = _benchmark_returns(swept.returns.index, prices, hold)
     spa = spa_test(returns, benchmark=benchmark, seed=seed)
-    mc = monte_carlo(wf.returns.to_numpy(), method=mc_method, runs=mc_runs, seed=seed,
-                     start_equity=wf.oos.cash, periods_per_year=prices.periods_per_year,
-                     progress=progress)
+    common = dict(method=mc_method, runs=mc_runs, seed=seed, start_equity=wf.oos.cash,
+                  periods_per_year=prices.periods_per_year, progress=progress)
+    if mc_method == "reshuffle":
+        trades = trade_returns_on_equity(wf.oos)
+        if len(trades) == 0:
+            raise ConfigError("the stitched out-of-sample run closed no trade, so the Monte "
+                              "Carlo method 'reshuffle' has nothing to reorder; use "
+                              "'bootstrap' or 'block'")
+        # steps are trades: annualise by trades per year of the out-of-sample span
+        common["periods_per_year"] = len(trades) * prices.periods_per_year / len(wf.equity)
+        mc = monte_carlo(trade_returns=trades, **common)
+    else:
+        mc = monte_carlo(wf.returns.to_numpy(), **common)
     return ResearchResult(walk_forward=wf, sweep=swept, monte_carlo=mc, deflated_sharpe=dsr,
-                          pbo=pbo, spa=spa, period=period)
+                          pbo=pbo, spa=spa, period=period, tested_returns=tested,
+                          trial_returns=trials)
+
+
+def trade_returns_on_equity(result) -> np.ndarray:
+    """Each trade's P&L over the sleeve's equity just before it opened, so compounding
+    them in the order they happened gives the run's own growth over its trades.
+
+    ``result`` is a :class:`~mmats.backtest.BacktestResult`; its trades' bars count in
+    its market, whose last ``len(result.equity)`` bars it traded.
+    """
+    equity = result.equity.to_numpy()
+    offset = len(result.market) - len(equity)
+    before = result.trades["entry_bar"] - offset - 1
+    base = np.where(before >= 0, equity[np.maximum(before, 0)], result.cash)
+    return result.trades["pnl"] / base
 
 
 def statistics_period(prices, minimum: int = 250) -> str:
@@ -128,12 +185,28 @@ def statistics_period(prices, minimum: int = 250) -> str:
 
 
 def _periods(returns: pd.Series, period: str) -> pd.Series:
-    """Bar returns compounded into per-period returns (``"bar"``: unchanged)."""
+    """Bar returns compounded into per-period returns (``"bar"``: unchanged), indexed by
+    the time of each period's last bar, as the sweep's per-period returns are."""
     if period == "bar":
         return returns
     buckets = returns.index.asi8 // timeframe_ns(period)
     growth = (1.0 + returns).groupby(buckets).prod()
-    return growth - 1.0
+    ends = returns.index.to_series().groupby(buckets).max()
+    return pd.Series(growth.to_numpy() - 1.0, index=pd.DatetimeIndex(ends),
+                     name=returns.name)
+
+
+def _on_periods(returns: pd.DataFrame, index: pd.DatetimeIndex, period: str) -> pd.DataFrame:
+    """The rows of ``returns`` (per-period returns of the whole history) whose periods
+    are those of ``index``: the trials measured over the tested returns' span."""
+    if period == "bar":
+        return returns.loc[index]
+    step = timeframe_ns(period)
+    rows = returns[np.isin(returns.index.asi8 // step, index.asi8 // step)]
+    if len(rows) != len(index):
+        raise ConfigError(f"the swept returns cover {len(rows)} of the {len(index)} "
+                          f"{period} periods of the out-of-sample returns")
+    return rows
 
 
 def _sharpes(returns: np.ndarray) -> np.ndarray:
