@@ -3,6 +3,7 @@
 
     python scripts/walkforward.py                       # ema_cross on bittrex:ETH/BTC:5m
     python scripts/walkforward.py --strategy donchian_breakout --data nasdaq:GOOG:1d --json
+    python scripts/walkforward.py --train 7d --test 2d     # re-optimised every 2 days
 
 Sweeps the grid on each training window, trades the next window with the best
 parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
@@ -37,9 +38,14 @@ def main(argv=None) -> int:
                         help="Parquet/CSV file or VENUE:SYMBOL:TIMEFRAME (default %(default)s)")
     parser.add_argument("--root", help="candle store root (default data/, then data/sample)")
     parser.add_argument("--grid", help="e.g. fast=5:50:5,slow=20|50|100 (default: PARAMS)")
-    parser.add_argument("--folds", type=int, default=5, help="walk-forward folds (5)")
-    parser.add_argument("--train-fraction", type=float, default=0.7,
+    parser.add_argument("--folds", type=int, help="walk-forward folds tiling the data (5)")
+    parser.add_argument("--train-fraction", type=float,
                         help="training share of each fold's window (0.7)")
+    parser.add_argument("--train", help="training window in bars (500) or time (180d); "
+                        "with --test, instead of --folds / --train-fraction")
+    parser.add_argument("--test", help="test window in bars or time (30d)")
+    parser.add_argument("--step", help="how far each fold moves forward, in bars or time "
+                        "(default: the test length; longer leaves untraded gaps)")
     parser.add_argument("--anchored", action="store_true",
                         help="training windows all start at the first bar")
     parser.add_argument("--embargo", default="0",
@@ -62,13 +68,14 @@ def main(argv=None) -> int:
 
         check_output_folder("--reports", args.reports)
         embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
+        windows = window_options(args)
         candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
         from mmats.reports.research_report import write_research_report
         from mmats.validate.research import run_research
 
         research = run_research(
-            args.strategy, candles, parse_grid(args.grid) or None, folds=args.folds,
-            train_fraction=args.train_fraction, anchored=args.anchored, embargo=embargo,
+            args.strategy, candles, parse_grid(args.grid) or None, **windows,
+            anchored=args.anchored, embargo=embargo,
             objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
             mc_method=args.mc_method, seed=args.seed, cash=args.cash,
             progress=not args.json, **settings_from(args))
@@ -82,6 +89,45 @@ def main(argv=None) -> int:
         return 0
     print_summary(research, args, paths)
     return 0
+
+
+def window_options(args) -> dict:
+    """The walk-forward windows: --folds / --train-fraction, or --train / --test / --step."""
+    from mmats.errors import ConfigError
+
+    lengths = {name: parse_length(f"--{name}", getattr(args, name))
+               for name in ("train", "test", "step")}
+    if lengths["train"] is None and lengths["test"] is None:
+        if lengths["step"] is not None:
+            raise ConfigError("--step needs --train and --test (with --folds the test "
+                              "windows tile the data, one after another)")
+        return {"folds": 5 if args.folds is None else args.folds,
+                "train_fraction": 0.7 if args.train_fraction is None else args.train_fraction}
+    if lengths["train"] is None or lengths["test"] is None:
+        raise ConfigError("--train and --test go together: give both window lengths")
+    if args.folds is not None or args.train_fraction is not None:
+        raise ConfigError("give either --folds / --train-fraction (equal folds tiling the "
+                          "data) or --train / --test (window lengths; the number of folds "
+                          "follows from the data's length), not both")
+    return {"folds": None, **lengths}
+
+
+def parse_length(option, text):
+    """Bars (``"500"`` -> 500) or a duration (``"180d"``); None stays None."""
+    from mmats.data.calendar import timeframe_ns
+    from mmats.errors import ConfigError
+
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        timeframe_ns(text)
+    except ConfigError:
+        raise ConfigError(f"{option} {text!r} is not a length: give a positive number of "
+                          "bars (e.g. 500) or a duration (e.g. 180d, 12h, 4w)") from None
+    return text
 
 
 def print_summary(research, args, paths) -> None:

@@ -98,3 +98,68 @@ def test_param_and_grid_parsing():
         parse_grid("fast=1:5")
     with pytest.raises(ConfigError, match="name=value"):
         parse_params("fast")
+
+
+WALKFORWARD_QUICK = ["scripts/walkforward.py", "--json", "--data", "nasdaq:GOOG:1d",
+                     "--grid", "fast=5|10|20,slow=30|60", "--mc-runs", "50"]
+
+
+def test_walkforward_mc_reshuffle_reorders_the_out_of_sample_trades(repo, python, tmp_path):
+    done = run(repo, python, *WALKFORWARD_QUICK, "--mc-method", "reshuffle",
+               "--reports", tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    spread = out["monte_carlo"]
+    assert spread["method"] == "reshuffle" and spread["runs"] == 50
+    assert spread["steps"] == out["oos_metrics"]["trades"] > 0  # one step per trade
+    # the trades' product does not depend on their order: every run ends alike
+    finals = list(spread["percentiles"]["final_equity"].values())
+    assert finals == pytest.approx([finals[0]] * 5, rel=1e-9)
+
+
+def test_walkforward_windows_from_the_command_line(repo, python, tmp_path):
+    done = run(repo, python, *WALKFORWARD_QUICK, "--train", "750", "--test", "250",
+               "--reports", tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["windows"] == {"folds": 5, "train": 750, "test": 250, "step": None,
+                              "anchored": False, "embargo": 0}
+    assert [fold["test_bars"] for fold in out["folds"]] == [250] * 5
+    assert [fold["train_bars"] for fold in out["folds"]] == [750] * 5
+    # by time, re-optimised every 500 days: test windows of 250 days with gaps between
+    done = run(repo, python, *WALKFORWARD_QUICK, "--train", "1000d", "--test", "250d",
+               "--step", "500d", "--reports", tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    from mmats.data import load
+    from mmats.validate.walkforward import walk_forward_splits
+
+    ts = load("nasdaq:GOOG:1d").ts
+    splits = walk_forward_splits(ts.astype("int64").to_numpy(), train="1000d", test="250d",
+                                 step="500d")
+    assert len(splits) == len(out["folds"]) >= 3
+    for fold, split in zip(out["folds"], splits, strict=True):
+        assert fold["test_start"] == ts.iloc[split.test_start].isoformat()
+        assert fold["test_bars"] == split.test_stop - split.test_start
+    assert splits[1].test_start > splits[0].test_stop  # a gap between the test windows
+    assert out["oos_metrics"]["trades"] == sum(f["oos_trades"] for f in out["folds"])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--train", "180d"], "--train and --test go together"),
+        (["--train", "half", "--test", "30d"], "--train 'half' is not a length"),
+        (["--train", "500", "--test", "0"], "--test '0' is not a length"),
+        (["--folds", "4", "--train", "500", "--test", "100"], "either --folds"),
+        (["--train-fraction", "0.6", "--train", "500", "--test", "100"], "either --folds"),
+        (["--step", "30d"], "--step needs --train and --test"),
+        (["--train", "500", "--test", "100", "--step", "50"], "step 50 (50 bars) is shorter"),
+        (["--train", "5000", "--test", "100"], "leave no test window"),
+    ],
+)
+def test_walkforward_window_errors_are_named(repo, python, tmp_path, args, message):
+    done = run(repo, python, *WALKFORWARD_QUICK, *args, "--reports", tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

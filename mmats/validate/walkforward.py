@@ -117,7 +117,8 @@ def walk_forward_splits(
         result.append(Fold(len(result), train_start, train_stop, test_start, test_stop))
         test_start += step_bars
     if not result:
-        raise ConfigError(f"{n} bars leave no test window after {train_bars} training bars")
+        raise ConfigError(f"{n} bars leave no test window after {train_bars} training bars "
+                          f"(and {test_bars} test bars): shorten the windows")
     if train is None:  # the fraction split tiles exactly: the last window ends the data
         last = result[-1]
         result[-1] = Fold(last.index, last.train_start, last.train_stop, last.test_start, n)
