@@ -25,6 +25,17 @@ from mmats.data import load, quality_report
 candles = load("bittrex:ETH/BTC:5m")
 print(quality_report(candles).to_text())
 candles.tail()"""),
+    ("markdown", """## The data's quality
+Every result states it: bars, bars the calendar expects, missing bars and gaps, zero volume,
+rows rejected at import. Gaps are never filled; the scripts warn on stderr when one is large
+(`--max-gap`) or too much is missing (`--max-missing`)."""),
+    ("code", """from mmats.data import data_quality, data_quality_warnings
+
+quality = data_quality(candles)
+print(quality.summary())
+gappy = data_quality(load("bittrex:ADA/BTC:5m"))  # the same weeks, with gaps
+print(gappy.summary())
+print(data_quality_warnings(gappy, max_gap="2h") or "no warnings")"""),
     ("markdown", """## One backtest
 The decision at a bar's close fills at the next bar's open; 10 bps fees."""),
     ("code", """result = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10)
@@ -73,6 +84,9 @@ candles = load("bittrex:ETH/BTC:5m")
 research = run_research("ema_cross", candles, {"fast": [5, 10, 20, 30], "slow": [40, 60, 100, 150]},
                         folds=4, fee_bps=10, mc_runs=500, seed=1)
 research.walk_forward.folds[["fold", "test_start", "fast", "slow", "is_sharpe", "oos_sharpe"]]"""),
+    ("code", """from mmats.data import data_quality
+
+print(data_quality(candles).summary())  # gaps are never filled; a result states them"""),
     ("code", """wf = research.walk_forward
 ax = wf.equity.plot(label="walk-forward (out of sample)", figsize=(9, 3))
 wf.benchmark.plot(ax=ax, label="buy and hold")
