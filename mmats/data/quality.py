@@ -500,7 +500,8 @@ def data_quality(candles, *, source: str | None = None) -> DataQuality:
         volume = (frame["volume"].to_numpy(dtype=np.float64) if "volume" in frame.columns
                   else np.full(ts_ns.size, np.nan))
     source = source or attrs.get("source")
-    unique_ts = np.unique(ts_ns)
+    ordered = ts_ns.size < 2 or bool((np.diff(ts_ns) > 0).all())  # as loaded: skip the sort
+    unique_ts = ts_ns if ordered else np.unique(ts_ns)
     timeframe = attrs.get("timeframe")
     if timeframe is None and unique_ts.size >= 2:
         timeframe = infer_timeframe(unique_ts)
