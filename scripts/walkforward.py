@@ -20,10 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
+    add_data_quality_options,
     check_output_folder,
     fail,
     parse_grid,
     print_json,
+    report_data_quality,
     settings_from,
 )
 from mmats.errors import MMATSError  # noqa: E402
@@ -61,6 +63,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (no table, no progress bars)")
     add_cost_options(parser)
+    add_data_quality_options(parser)
     parser.set_defaults(fee_bps=10.0)
     args = parser.parse_args(argv)
     try:
@@ -70,6 +73,7 @@ def main(argv=None) -> int:
         embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
         windows = window_options(args)
         candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
+        quality = report_data_quality(candles, args, label=args.data)  # gaps warn on stderr, never filled
         from mmats.reports.research_report import write_research_report
         from mmats.validate.research import run_research
 
@@ -83,11 +87,12 @@ def main(argv=None) -> int:
     except (MMATSError, OSError) as error:  # OSError: writing the reports (fail names it)
         return fail(error)
     summary = research.summary()
+    summary["data_quality"] = quality  # with the warnings the limits gave
     summary["reports"] = {name: str(path) for name, path in paths.items()}
     if args.json:
         print_json(summary)
         return 0
-    print_summary(research, args, paths)
+    print_summary(research, args, paths, quality)
     return 0
 
 
@@ -130,7 +135,7 @@ def parse_length(option, text):
     return text
 
 
-def print_summary(research, args, paths) -> None:
+def print_summary(research, args, paths, quality) -> None:
     import pandas as pd
 
     from mmats.types import METRIC_NAMES
@@ -144,6 +149,7 @@ def print_summary(research, args, paths) -> None:
         table[column] = table[column].dt.strftime("%Y-%m-%d %H:%M")
     print(f"{wf.strategy} on {args.data}: {len(wf.folds)} folds, objective {wf.objective}, "
           f"{len(research.sweep.table)} combinations, fees {args.fee_bps:g} bps")
+    print(quality["summary"])
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     metrics = wf.metrics

@@ -256,3 +256,40 @@ def test_research_report_has_a_data_section(tmp_path):
     text = " ".join(page.extract_text() for page in
                     pypdf.PdfReader(write_pdf(document, tmp_path / "report.pdf")).pages)
     assert "Bars the calendar expects" in text
+
+
+# ------------------------------------------------------------------ the walk-forward
+
+
+def test_walkforward_json_reports_the_gaps_and_warns(repo, store_root, tmp_path):
+    done = run(repo, "scripts/walkforward.py", "--data", "bittrex:ETH/BTC:1m",
+               "--root", store_root, "--grid", "fast=5|10,slow=30", "--folds", "3",
+               "--mc-runs", "20", "--reports", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    check_gappy(json.loads(done.stdout)["data_quality"])
+    assert done.stderr.count("warning:") == 2
+    assert "a gap of 462 missing bar(s)" in done.stderr
+    page = open(json.loads(done.stdout)["reports"]["html"], encoding="utf-8").read()
+    data = page[page.index('<section id="data">'):page.index('<section id="parameters">')]
+    assert "1,954 (33.92%)" in data and "462 bar(s) missing" in data
+
+
+def test_walkforward_text_states_the_data(repo, store_root, tmp_path):
+    done = run(repo, "scripts/walkforward.py", "--data", "bittrex:ETH/BTC:1m",
+               "--root", store_root, "--grid", "fast=5|10,slow=30", "--folds", "3",
+               "--mc-runs", "20", "--reports", tmp_path, "--max-gap", "8h",
+               "--max-missing", "50%")
+    assert done.returncode == 0, done.stderr
+    assert "data: 3806 bars of 5760 expected (24/7, 1m); 1954 missing (33.92%) in 1493 gap(s)" \
+        in done.stdout
+    assert "warning" not in done.stderr
+
+
+def test_research_result_carries_the_data_quality(minutes):
+    from mmats.validate.research import run_research
+
+    research = run_research("ema_cross", minutes, {"fast": [5, 10], "slow": [30]},
+                            folds=3, mc_runs=20)
+    assert research.data_quality == data_quality(minutes)
+    summary = research.summary()["data_quality"]
+    assert (summary["missing_bars"], summary["gap_count"]) == (1954, 1493)

@@ -19,6 +19,7 @@ import pandas as pd
 from mmats.backtest import SweepResult, market, sweep
 from mmats.cli import json_safe
 from mmats.data.calendar import timeframe_ns
+from mmats.data.quality import data_quality
 from mmats.errors import ConfigError
 from mmats.strategy import load_strategy
 from mmats.validate.walkforward import WalkForwardResult, walk_forward
@@ -37,6 +38,7 @@ class ResearchResult:
     period: str  # the period of the returns the statistics use, e.g. "1d"
     tested_returns: pd.Series  # the stitched OOS returns per period, which DSR tests
     trial_returns: pd.DataFrame  # the sweep's per-period returns over the same periods
+    data_quality: Any = None  # mmats.data.quality.DataQuality of the candles researched
 
     @property
     def verdict(self) -> str:
@@ -82,6 +84,8 @@ class ResearchResult:
             "pbo": float(self.pbo.pbo),
             "spa_pvalue": float(self.spa.pvalue),
             "monte_carlo": self.monte_carlo.summary(),
+            "data_quality": (None if self.data_quality is None
+                             else self.data_quality.to_dict()),
             "verdict": self.verdict,
         })
 
@@ -126,6 +130,8 @@ def run_research(
 
     strategy = load_strategy(strategy)
     prices = market(data)
+    # the frame when given one: its attrs name the source, whose rejected rows are recorded
+    quality = data_quality(data if isinstance(data, pd.DataFrame) else prices)
     wf = walk_forward(strategy, prices, grid, folds=folds, train_fraction=train_fraction,
                       train=train, test=test, step=step, anchored=anchored, embargo=embargo, objective=objective,
                       selection=selection, cash=cash, progress=progress, **settings)
@@ -156,7 +162,7 @@ def run_research(
         mc = monte_carlo(wf.returns.to_numpy(), **common)
     return ResearchResult(walk_forward=wf, sweep=swept, monte_carlo=mc, deflated_sharpe=dsr,
                           pbo=pbo, spa=spa, period=period, tested_returns=tested,
-                          trial_returns=trials)
+                          trial_returns=trials, data_quality=quality)
 
 
 def trade_returns_on_equity(result) -> np.ndarray:
