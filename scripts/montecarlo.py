@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
         candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
         from mmats.backtest import backtest
-        from mmats.validate.montecarlo import monte_carlo
+        from mmats.validate.montecarlo import monte_carlo, trade_returns_on_equity, trades_per_year
 
         result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
                           check_lookahead_bias=not args.no_lookahead_check,
@@ -66,8 +66,7 @@ def main(argv=None) -> int:
                                        "use --method bootstrap"))
             trade_returns = trade_returns_on_equity(result)
             # per trade, steps are trades: annualise by trades per year of the backtest
-            years = len(result.equity) / result.market.periods_per_year
-            common["periods_per_year"] = len(trade_returns) / years
+            common["periods_per_year"] = trades_per_year(result)
             mc = monte_carlo(trade_returns=trade_returns, **common)
         else:
             mc = monte_carlo(result.returns.to_numpy(), **common)
@@ -86,18 +85,6 @@ def main(argv=None) -> int:
           f"{mc.probability_of_ruin:.3f}")
     print(f"P(max drawdown >= {args.drawdown_limit:.0%}) = {mc.probability_of_drawdown:.3f}")
     return 0
-
-
-def trade_returns_on_equity(result):
-    """Each trade's P&L over the sleeve's equity just before it opened, so compounding
-    them in the order they happened gives the backtest's own growth over its trades."""
-    import numpy as np
-
-    equity = result.equity.to_numpy()
-    offset = len(result.market) - len(equity)
-    before = result.trades["entry_bar"] - offset - 1
-    base = np.where(before >= 0, equity[np.maximum(before, 0)], result.cash)
-    return result.trades["pnl"] / base
 
 
 if __name__ == "__main__":

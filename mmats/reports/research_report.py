@@ -295,10 +295,15 @@ def _monte_carlo(research) -> Section:
         table[f"{q:g}th pct"] = [_format(v, PERCENTILE_ROWS.get(n, (n, "number"))[1])
                                  for n, v in percentiles[q].items()]
     block = f", mean block length {mc.block_length:.1f}" if mc.block_length else ""
-    intro = (f"The {mc.steps:,} out-of-sample bar returns were resampled {mc.runs:,} times "
-             f"({mc.method}{block}, seed {mc.seed}), each run compounding from "
-             f"{_money(mc.start_equity)}. The fan shows the spread of equity paths; the "
-             "histogram, how deep the worst drawdown of a run of this length can be.")
+    if mc.method == "reshuffle":
+        how = (f"The {mc.steps:,} out-of-sample trades were put in a new order {mc.runs:,} "
+               f"times (reshuffle, seed {mc.seed}; every run ends at the same equity)")
+    else:
+        how = (f"The {mc.steps:,} out-of-sample bar returns were resampled {mc.runs:,} times "
+               f"({mc.method}{block}, seed {mc.seed})")
+    intro = (f"{how}, each run compounding from {_money(mc.start_equity)}. The fan shows the "
+             "spread of equity paths; the histogram, how deep the worst drawdown of a run of "
+             "this length can be.")
     odds = (f"Probability of ruin (equity falling {mc.ruin_fraction:.0%} below the start): "
             f"{_pct(mc.probability_of_ruin)}. Probability of a drawdown of "
             f"{mc.drawdown_limit:.0%} or deeper: {_pct(mc.probability_of_drawdown)}.")

@@ -225,6 +225,27 @@ def monte_carlo(
     )
 
 
+def trade_returns_on_equity(result) -> np.ndarray:
+    """Each trade's P&L over the sleeve's equity just before it opened, so compounding
+    them in the order they happened gives the run's own growth over its trades (what the
+    "reshuffle" method reorders).
+
+    ``result`` is a :class:`~mmats.backtest.BacktestResult`; its trades' bars count in
+    its market, whose last ``len(result.equity)`` bars it traded.
+    """
+    equity = result.equity.to_numpy()
+    offset = len(result.market) - len(equity)
+    before = np.asarray(result.trades["entry_bar"]) - offset - 1
+    base = np.where(before >= 0, equity[np.maximum(before, 0)], result.cash)
+    return np.asarray(result.trades["pnl"]) / base
+
+
+def trades_per_year(result) -> float:
+    """Closed trades per year of the run: the annualisation when each step is a trade."""
+    years = len(result.equity) / result.market.periods_per_year
+    return len(result.trades) / years
+
+
 def run_states(seed: int, runs: int) -> np.ndarray:
     """The (runs, 4) uint64 xoshiro256** states of the runs, derived from ``seed``."""
     states = np.random.SeedSequence(seed).generate_state(4 * runs, np.uint64).reshape(runs, 4)

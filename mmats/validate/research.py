@@ -121,7 +121,7 @@ def run_research(
     compares like with like: its trials are the swept combinations, each measured over
     the same periods as the stitched out-of-sample returns it deflates.
     """
-    from mmats.validate.montecarlo import monte_carlo
+    from mmats.validate.montecarlo import monte_carlo, trade_returns_on_equity, trades_per_year
     from mmats.validate.overfitting import (
         deflated_sharpe_ratio,
         probability_of_backtest_overfitting,
@@ -156,27 +156,13 @@ def run_research(
                               "Carlo method 'reshuffle' has nothing to reorder; use "
                               "'bootstrap' or 'block'")
         # steps are trades: annualise by trades per year of the out-of-sample span
-        common["periods_per_year"] = len(trades) * prices.periods_per_year / len(wf.equity)
+        common["periods_per_year"] = trades_per_year(wf.oos)
         mc = monte_carlo(trade_returns=trades, **common)
     else:
         mc = monte_carlo(wf.returns.to_numpy(), **common)
     return ResearchResult(walk_forward=wf, sweep=swept, monte_carlo=mc, deflated_sharpe=dsr,
                           pbo=pbo, spa=spa, period=period, tested_returns=tested,
                           trial_returns=trials, data_quality=quality)
-
-
-def trade_returns_on_equity(result) -> np.ndarray:
-    """Each trade's P&L over the sleeve's equity just before it opened, so compounding
-    them in the order they happened gives the run's own growth over its trades.
-
-    ``result`` is a :class:`~mmats.backtest.BacktestResult`; its trades' bars count in
-    its market, whose last ``len(result.equity)`` bars it traded.
-    """
-    equity = result.equity.to_numpy()
-    offset = len(result.market) - len(equity)
-    before = result.trades["entry_bar"] - offset - 1
-    base = np.where(before >= 0, equity[np.maximum(before, 0)], result.cash)
-    return result.trades["pnl"] / base
 
 
 def statistics_period(prices, minimum: int = 250) -> str:

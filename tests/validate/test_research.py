@@ -131,7 +131,7 @@ def test_dsr_trials_per_hour_cover_the_same_hours():
 
 
 def test_mc_reshuffle_reorders_the_stitched_trades(goog_research):
-    from mmats.validate.research import trade_returns_on_equity
+    from mmats.validate.montecarlo import trade_returns_on_equity
 
     wf = goog_research.walk_forward
     research = run_research("ema_cross", load("nasdaq:GOOG:1d"), {"fast": [5, 10, 20],
@@ -144,6 +144,11 @@ def test_mc_reshuffle_reorders_the_stitched_trades(goog_research):
     last_exit = wf.oos.trades["exit_bar"][-1] - (len(wf.oos.market) - len(wf.equity))
     np.testing.assert_allclose(mc.final_equity, wf.equity.iloc[last_exit], rtol=1e-9)
     assert np.prod(1 + returns) * wf.oos.cash == pytest.approx(wf.equity.iloc[last_exit])
+    from mmats.reports.research_report import research_document
+
+    section = next(s for s in research_document(research).sections if s.anchor == "monte-carlo")
+    intro = section.blocks[0].text
+    assert f"The {mc.steps:,} out-of-sample trades were put in a new order" in intro
 
 
 def test_psr_reproduces_the_2012_papers_example():
