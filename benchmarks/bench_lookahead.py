@@ -36,6 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -158,6 +160,37 @@ def shipped(prices, seeds: int, corner_seeds: int) -> dict:
     return rows
 
 
+def long_history(prices, bars: int):
+    """The sample's bars repeated up to ``bars``, five minutes apart: a long history on
+    which the check's time shows whether it grows with the bars."""
+    from mmats.backtest import Market
+
+    reps = bars // len(prices) + 1
+    tiled = {key: np.tile(getattr(prices, key), reps)[:bars]
+             for key in ("open", "high", "low", "close", "volume")}
+    ts_ns = prices.ts_ns[0] + prices.bar_ns * np.arange(bars, dtype=np.int64)
+    return Market(ts_ns=ts_ns, timeframe=prices.timeframe, calendar=prices.calendar,
+                  symbol=prices.symbol, venue=prices.venue, **tiled)
+
+
+def long_gate(prices, bars: int) -> dict:
+    """Seconds of the gate (defaults) and the sweep gate (defaults + corners) of each
+    shipped strategy on ``bars`` bars, and of one strategy run for scale."""
+    long = long_history(prices, bars)
+    rows = {}
+    for name in available_strategies():
+        strategy = load_strategy(name)
+        samples = _lookahead_samples(strategy, strategy.combinations()[0])
+        rows[name] = {
+            "run_seconds": timed(lambda s=strategy, p=samples[0]: s.run(long.arrays, p), 3),
+            "gate_seconds": timed(lambda s=strategy, p=samples[0]:
+                                  _require_no_lookahead(s, long, p), 1),
+            "sweep_gate_seconds": timed(lambda s=strategy, every=samples: [
+                _require_no_lookahead(s, long, p) for p in every], 1),
+            "corners": len(samples) - 1}
+    return rows
+
+
 def timed(call, repeat: int = 5) -> float:
     call()
     times = []
@@ -175,6 +208,9 @@ def main(argv=None) -> int:
                         help="seeds for the shipped strategies' grid corners (20)")
     parser.add_argument("--baseline", default=BASELINE,
                         help="commit holding the old check (default %(default)s)")
+    parser.add_argument("--long-bars", type=int, default=1_000_000,
+                        help="bars of the long history the gate is timed on (1,000,000; "
+                        "0 skips it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
@@ -190,8 +226,10 @@ def main(argv=None) -> int:
         path.write_text(source)
         rates[name] = catch_rates(load_strategy(path), prices, old, args.seeds, every)
     honest = shipped(prices, args.seeds, args.corner_seeds)
+    long = long_gate(prices, args.long_bars) if args.long_bars else {}
     figures = {"data": DEFAULT_DATA, "bars": len(prices), "seeds": args.seeds,
                "baseline": args.baseline, "caught": rates, "shipped": honest,
+               "long_history": {"bars": args.long_bars, "gate": long},
                "load_before": load_before, "load_after": os.getloadavg()[0],
                "seconds": time.perf_counter() - started, "cpus": os.cpu_count()}
     if args.json:
@@ -211,6 +249,12 @@ def main(argv=None) -> int:
               f"{row['flagged_corners']:>11} of {row['corner_checks']:<5}"
               f"{row['gate_seconds']:>9.3f}{row['sweep_gate_seconds']:>11.3f} "
               f"(defaults + {row['corners']} corners)")
+    if long:
+        print(f"\non {args.long_bars:,} bars (the sample repeated): seconds per check")
+        print(f"{'shipped':<20}{'one run':>9}{'gate':>9}{'sweep gate':>12}")
+        for name, row in long.items():
+            print(f"{name:<20}{row['run_seconds']:>9.3f}{row['gate_seconds']:>9.2f}"
+                  f"{row['sweep_gate_seconds']:>12.2f} (defaults + {row['corners']} corners)")
     print(f"{figures['seconds']:.0f} s in all")
     return 0
 

@@ -7,7 +7,9 @@ Three tests, none of which depends on the data being lucky:
   of the whole history, changes — if the later bars happen to matter;
 - **perturbation**: keep the history up to bar t and replace every later bar with an
   adversarial continuation (CONTINUATIONS: a spike, a crash, a flat line, the real future
-  reversed, noise), recompute over the full length and compare every value up to t. A
+  reversed, noise), recompute and compare every value up to t (on long histories, over
+  a window of HISTORY_BARS before the cut and FUTURE_BARS after it, compared with the
+  same window unperturbed). A
   leak that is inert on the real future (a maximum that is never crossed, a mean that
   never moves a threshold) is not inert on all of these. Cuts are drawn at random, plus
   a block of consecutive cuts, so a peek that fires only on every 200th bar still meets
@@ -47,6 +49,11 @@ OPPOSITE_PAIR = ("spike", "crash")
 # that fires on sparse bars whatever the parameters is the defaults' check's to find.
 CORNER_BUDGET = {"n_cuts": 12, "block": 50}
 MAX_CORNERS = 8
+# Perturbed runs see at most this many real bars before a cut (or before the block) and
+# this many made-up bars after it, so the check's time does not grow with the history: a
+# value up to the cut must equal the same window's unperturbed run, whatever the window.
+HISTORY_BARS = 10_000
+FUTURE_BARS = 5_000
 # Values recorded per check and cut: enough to show the pattern, leaving room in
 # ``max_violations`` for the other checks to show theirs.
 PER_CUT = 3
@@ -80,8 +87,9 @@ class Violation:
             how = f"bars after {self.cut} replaced by {WHAT[self.continuation]}"
         else:
             how = f"only the last {self.cut} bars given"
+        real = "real future" if self.continuation else "full history"
         return (
-            f"{self.output} at bar {self.bar}{when}: full history {self.full_value:.10g}, "
+            f"{self.output} at bar {self.bar}{when}: {real} {self.full_value:.10g}, "
             f"{how} {self.check_value:.10g} (difference {self.difference:.3g})"
         )
 
@@ -176,7 +184,7 @@ def check_lookahead(
     first = min(max(strategy.warmup(params), 1), n - 1)
     pool = np.arange(first, n - 1)
     block_cuts = _block(pool, block, rng)
-    rest = np.setdiff1d(pool, block_cuts)
+    rest = pool[~np.isin(pool, block_cuts, assume_unique=True)] if len(block_cuts) else pool
     cuts = rng.choice(rest, size=min(n_cuts, rest.size), replace=False) if rest.size else []
     cuts = sorted(int(c) for c in cuts)
     report = LookaheadReport(
@@ -185,31 +193,40 @@ def check_lookahead(
         continuations=tuple(continuations), runs=1,
     )
     check = _Checker(strategy, params, arrays, full, report, tolerance, max_violations)
+    history = max(HISTORY_BARS, 4 * strategy.lookback(params))
     pair = [name for name in OPPOSITE_PAIR if name in continuations]
-    plan = [(cut, ["truncation", *continuations]) for cut in cuts]
-    plan += [(int(cut), pair) for cut in block_cuts]
-    for cut, kinds in sorted(plan):
-        for kind in kinds:
-            if check.full():
-                return report
-            if kind == "truncation":
-                check.compare("truncation", cut, _slice(arrays, 0, cut + 1))
-            else:
-                future = _continuation(kind, arrays, cut, seed)
-                check.compare(f"perturbation:{kind}", cut, future)
+    windows = [(cut, cut, ["truncation", *continuations]) for cut in cuts]
+    if len(block_cuts):
+        windows.append((int(block_cuts[0]), int(block_cuts[-1]), pair))
+    for low, high, kinds in sorted(windows):
+        start, stop = max(0, low - history), min(n, high + 1 + FUTURE_BARS)
+        check.window(start, stop)
+        for cut in range(low, high + 1):
+            for kind in kinds:
+                if check.full():
+                    return report
+                if kind == "truncation":
+                    part = _slice(check.arrays_in_window, 0, cut - start + 1)
+                    check.compare("truncation", cut, start, part)
+                else:
+                    future = _continuation(kind, check.arrays_in_window, cut - start, seed)
+                    check.compare(f"perturbation:{kind}", cut, start, future)
 
     lookback = strategy.lookback(params)
     report.starts = _starts(n, lookback, starts)
     for start in report.starts:
         if check.full():
             break
-        part = _outputs(strategy.run(_slice(arrays, start, n), params))
+        # a window of HISTORY_BARS from each start: enough bars to compare, at a cost
+        # that does not grow with the history
+        stop = min(n, start + max(history, 2 * lookback))
+        part = _outputs(strategy.run(_slice(arrays, start, stop), params))
         report.runs += 1
         for name, whole, piece in zip(OUTPUTS, full, part, strict=True):
             if whole is None:
                 continue
             # bar start + k got k + 1 bars of history; compare those with >= lookback
-            bars = _mismatches(whole[start + lookback - 1:], piece[lookback - 1:],
+            bars = _mismatches(whole[start + lookback - 1:stop], piece[lookback - 1:],
                                recursive_tolerance)
             for index in bars[:PER_CUT]:
                 bar = start + lookback - 1 + int(index)
@@ -264,8 +281,17 @@ class _Checker:
     """Runs the strategy on altered histories and records where it disagrees."""
 
     def __init__(self, strategy, params, arrays, full, report, tolerance, max_violations):
-        self.strategy, self.params, self.arrays, self.expected = strategy, params, arrays, full
+        self.strategy, self.params, self.arrays, self.full_run = strategy, params, arrays, full
         self.report, self.tolerance, self.max_violations = report, tolerance, max_violations
+        self.arrays_in_window, self.in_window = arrays, full
+
+    def window(self, start: int, stop: int) -> None:
+        """Perturb within bars ``[start, stop)``: compare with that window's own run."""
+        if start == 0 and stop == len(self.arrays["close"]):
+            self.arrays_in_window, self.in_window = self.arrays, self.full_run
+            return
+        self.arrays_in_window = _slice(self.arrays, start, stop)
+        self.in_window = self._run(self.arrays_in_window, f"bars {start}-{stop - 1} only")
 
     def full(self) -> bool:
         return len(self.report.violations) >= self.max_violations
@@ -274,21 +300,27 @@ class _Checker:
         if not self.full():
             self.report.violations.append(violation)
 
-    def compare(self, check: str, cut: int, arrays) -> None:
+    def compare(self, check: str, cut: int, start: int, arrays) -> None:
+        """Run on ``arrays`` (bars from ``start``) and compare every value up to bar ``cut``
+        with the window's unperturbed run (the full run when the window is everything)."""
+        how = "" if check == "truncation" else f", then {WHAT[check.partition(':')[2]]}"
+        part = self._run(arrays, f"history cut after bar {cut}{how}")
+        kept = cut - start + 1
+        for name, whole, piece in zip(OUTPUTS, self.in_window, part, strict=True):
+            if whole is None and piece is None:
+                continue
+            expected = whole[:kept]
+            for index in _mismatches(expected, piece[:kept], self.tolerance)[:PER_CUT]:
+                self.record(Violation(check, name, start + int(index), cut,
+                                      float(expected[index]), float(piece[index])))
+
+    def _run(self, arrays, what: str):
         try:
             part = _outputs(self.strategy.run(arrays, self.params))
         except StrategyError as error:
-            how = "" if check == "truncation" else f", then {WHAT[check.partition(':')[2]]}"
-            raise StrategyError(f"{error} (in the lookahead check, on history cut after "
-                                f"bar {cut}{how})") from error
+            raise StrategyError(f"{error} (in the lookahead check, on {what})") from error
         self.report.runs += 1
-        for name, whole, piece in zip(OUTPUTS, self.expected, part, strict=True):
-            if whole is None and piece is None:
-                continue
-            expected = whole[: cut + 1]
-            for index in _mismatches(expected, piece[: cut + 1], self.tolerance)[:PER_CUT]:
-                self.record(Violation(check, name, int(index), cut,
-                                      float(expected[index]), float(piece[index])))
+        return part
 
 
 def _block(pool: np.ndarray, length: int, rng) -> np.ndarray:

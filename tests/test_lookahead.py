@@ -289,3 +289,54 @@ def test_check_strategy_script_reports_the_new_checks(write_strategy, repo, pyth
     assert report["continuations"] == list(CONTINUATIONS)
     assert report["block"][1] - report["block"][0] == 199 and report["cuts"] == 240
     assert {v["check"] for v in report["violations"]} >= {"perturbation:spike"}
+
+
+# ------------------------------------------------------------ long histories: windows
+
+RECORDS_LENGTHS = """
+import numpy as np
+PARAMS = {"n": [1]}
+DEFAULTS = {"n": 1}
+LENGTHS = []
+
+def signal(open, high, low, close, volume, n):
+    LENGTHS.append(close.shape[0])
+    return np.zeros(close.shape[0])
+"""
+
+
+@pytest.fixture(scope="module")
+def long_arrays(prices):
+    """The sample's bars repeated to 40,000: longer than a perturbation window."""
+    reps = 40_000 // len(prices.close) + 1
+    return {key: np.tile(value, reps)[:40_000] for key, value in prices.arrays.items()
+            if key != "ts"}
+
+
+def test_perturbed_runs_are_windows_of_a_long_history(write_strategy, long_arrays):
+    """The check's cost must not grow with the history: apart from the full run, no run
+    sees more than the window around its cuts (HISTORY_BARS before, FUTURE_BARS after)."""
+    from mmats.lookahead import FUTURE_BARS, HISTORY_BARS
+
+    strategy = load_strategy(write_strategy("lengths", RECORDS_LENGTHS))
+    report = check_lookahead(strategy, long_arrays)
+    lengths = strategy.module.LENGTHS
+    assert report.passed and len(lengths) == report.runs
+    assert lengths[0] == 40_000 and max(lengths[1:]) <= HISTORY_BARS + 200 + FUTURE_BARS
+
+
+@pytest.mark.parametrize("source", [INERT_WHOLE_HISTORY_MAX, INERT_WHOLE_HISTORY_MEAN,
+                                    SPARSE_PEEK, EXPANDING_MEAN],
+                         ids=["max", "mean", "sparse", "expanding"])
+def test_leaks_are_caught_on_a_long_history(write_strategy, long_arrays, source):
+    strategy = load_strategy(write_strategy("leak", source))
+    params = {"every": 200, "phase": 7} if source is SPARSE_PEEK else None
+    for seed in range(3):
+        report = check_lookahead(strategy, long_arrays, params, seed=seed)
+        assert not report.passed, (seed, report.summary())
+
+
+@pytest.mark.parametrize("name", available_strategies())
+def test_shipped_strategies_pass_on_a_long_history(name, long_arrays):
+    report = check_lookahead(load_strategy(name), long_arrays)
+    assert report.passed, report.summary()
