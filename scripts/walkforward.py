@@ -144,7 +144,7 @@ def print_summary(research, args, paths, quality) -> None:
     names = [c for c in research.sweep.table.columns if c not in METRIC_NAMES
              and c != "symbol"]
     table = wf.folds[["fold", "test_start", "test_end", *names, "is_sharpe", "oos_sharpe",
-                      "oos_total_return", "oos_max_drawdown"]].copy()
+                      "oos_total_return", "oos_max_drawdown", "oos_trades"]].copy()
     for column in ("test_start", "test_end"):
         table[column] = table[column].dt.strftime("%Y-%m-%d %H:%M")
     print(f"{wf.strategy} on {args.data}: {len(wf.folds)} folds, objective {wf.objective}, "
@@ -157,7 +157,9 @@ def print_summary(research, args, paths, quality) -> None:
           f"{metrics['sharpe']:.2f}, max drawdown {metrics['max_drawdown']:.2%}, "
           f"{metrics['trades']} trades; buy and hold "
           f"{wf.benchmark.iloc[-1] / wf.oos.cash - 1:+.2%}")
-    print(f"DSR {research.deflated_sharpe.dsr:.3f}   PBO {research.pbo.pbo:.2f}   "
+    dsr = research.deflated_sharpe
+    print(f"DSR {dsr.dsr:.3f} ({dsr.n_trials} trials, {dsr.n_observations} {research.period} "
+          f"periods out of sample)   PBO {research.pbo.pbo:.2f}   "
           f"SPA p {research.spa.pvalue:.3f}   WFE {wf.efficiency:.2f}")
     print("\n" + research.verdict + "\n")
     for name, path in paths.items():

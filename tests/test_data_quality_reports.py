@@ -283,6 +283,8 @@ def test_walkforward_text_states_the_data(repo, store_root, tmp_path):
     assert "data: 3806 bars of 5760 expected (24/7, 1m); 1954 missing (33.92%) in 1493 gap(s)" \
         in done.stdout
     assert "warning" not in done.stderr
+    # the fold table shows each fold's own trades; the DSR line its trials and span
+    assert "oos_trades" in done.stdout and " trials, " in done.stdout
 
 
 def test_research_result_carries_the_data_quality(minutes):
