@@ -1,10 +1,14 @@
-"""Masking credentials that ride inside URLs: ``https://user:pass@host`` and query or
-fragment parameters such as ``?token=...``, ``&api_key=...``, ``#access_token=...``.
+"""Masking secrets in anything MMATS shows: log lines, notifications, journal snapshots of
+the configuration, error messages.
 
-One helper for every place a URL may be shown: journal snapshots of the configuration,
-log lines and notifications (an exception text from a venue may quote the URL it
-called). :func:`mmats.secrets.redact` masks *known* secret values; this module masks
-credentials by their *position* in a URL, so it also covers values it was never told.
+:func:`redact` is the one helper: it masks *known* secret values (and their URL-encoded
+forms) and credentials by their *position* in a URL (``https://user:pass@host``, query
+or fragment parameters such as ``?token=...``, ``&api_key=...``), so it also covers
+values it was never told. :func:`redact_url` and :func:`redact_urls` are its URL part,
+for a URL shown on its own.
+
+>>> redact("auth failed for s3cr3t at https://u:p@10.0.0.1/api", {"token": "s3cr3t"})
+'auth failed for *** at https://***@10.0.0.1/api'
 
 >>> redact_url("https://bot:s3cret@hooks.example.com/x?chat=1&token=abc")
 'https://***@hooks.example.com/x?chat=1&token=***'
@@ -17,6 +21,8 @@ credentials by their *position* in a URL, so it also covers values it was never 
 from __future__ import annotations
 
 import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
 
 MASK = "***"
 
@@ -29,6 +35,44 @@ _SECRET_NAME = re.compile(r"token|key|secret|pass|pwd|sig|auth|credential|sessio
                           re.IGNORECASE)
 _WEB_SCHEMES = ("http", "https", "ws", "wss", "file", "ftp", "ftps", "sftp")
 _PARAMETER = re.compile(r"([^&;=?#]+)=([^&;#]*)")
+
+
+def redact(text, secrets=None) -> str:
+    """``text`` with every known secret value (and its URL-encoded form) and every
+    credential inside a URL replaced by ``'***'``. ``secrets`` is a mapping (its values
+    are used), one string, an iterable of strings and mappings, or None (URLs only).
+
+    >>> redact("GET /v3/accounts?token=s3cr3t failed", {"token": "s3cr3t"})
+    'GET /v3/accounts?token=*** failed'
+    """
+    text = str(text)
+    for value in secret_values(secrets):
+        text = text.replace(value, MASK)
+    return redact_urls(text)
+
+
+def secret_values(secrets) -> list[str]:
+    """The strings :func:`redact` masks for ``secrets``: each value and its URL-encoded
+    form, longest first (so a secret containing another is masked whole)."""
+    if secrets is None:
+        return []
+    if isinstance(secrets, str):
+        items = [secrets]
+    elif isinstance(secrets, Mapping):
+        items = list(secrets.values())
+    elif isinstance(secrets, Iterable):
+        items = []
+        for item in secrets:
+            items += list(item.values()) if isinstance(item, Mapping) else [item]
+    else:
+        raise TypeError(f"secrets must be a str, a mapping or an iterable, "
+                        f"not {type(secrets).__name__}")
+    values = set()
+    for item in items:
+        if item:
+            values.add(str(item))
+            values.add(urllib.parse.quote(str(item), safe=""))
+    return sorted(values, key=len, reverse=True)
 
 
 def redact_url(url: str) -> str:

@@ -45,19 +45,17 @@ import logging
 import os
 import re
 import sys
-import urllib.parse
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from mmats.errors import MMATSError
 from mmats.files import write_durably
-from mmats.redact import redact_urls
+from mmats.redact import MASK, redact, secret_values
 
 SERVICE = "mmats"
 FILE_ENV = "MMATS_SECRETS_FILE"
 PASSPHRASE_ENV = "MMATS_SECRETS_PASSPHRASE"
-MASK = "***"
 
 _FORMAT = "mmats-secrets"
 _VERSION = 1
@@ -164,20 +162,6 @@ def default_secrets_file() -> Path:
     return Path(config) / "mmats" / "secrets.enc"
 
 
-def redact(text, secrets) -> str:
-    """``text`` with every occurrence of a secret value (and its URL-encoded form) replaced
-    by ``'***'``. ``secrets`` is a mapping (its values are used), one string, or an iterable
-    of strings and mappings.
-
-    >>> redact("GET /v3/accounts?token=s3cr3t failed", {"token": "s3cr3t"})
-    'GET /v3/accounts?token=*** failed'
-    """
-    text = str(text)
-    for value in _secret_values(secrets):
-        text = text.replace(value, MASK)
-    return text
-
-
 class RedactingFilter(logging.Filter):
     """A logging filter that masks secret values in messages, arguments and tracebacks.
 
@@ -188,7 +172,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets):
         super().__init__()
-        self._values = _secret_values(secrets)
+        self._values = secret_values(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self._redact(record.getMessage())
@@ -202,32 +186,7 @@ class RedactingFilter(logging.Filter):
         return True
 
     def _redact(self, text: str) -> str:
-        for value in self._values:
-            text = text.replace(value, MASK)
-        return redact_urls(text)  # and credentials written into URLs (user:pass@, ?token=)
-
-
-def _secret_values(secrets) -> list[str]:
-    if secrets is None:
-        return []
-    if isinstance(secrets, str):
-        items = [secrets]
-    elif isinstance(secrets, Mapping):
-        items = list(secrets.values())
-    elif isinstance(secrets, Iterable):
-        items = []
-        for item in secrets:
-            items += list(item.values()) if isinstance(item, Mapping) else [item]
-    else:
-        raise TypeError(f"secrets must be a str, a mapping or an iterable, "
-                        f"not {type(secrets).__name__}")
-    values = set()
-    for item in items:
-        if item:
-            values.add(str(item))
-            values.add(urllib.parse.quote(str(item), safe=""))
-    # Longest first, so that a secret containing another is masked whole.
-    return sorted(values, key=len, reverse=True)
+        return redact(text, self._values)
 
 
 def _check_venue(venue) -> str:

@@ -340,6 +340,18 @@ def test_redact():
         redact("x", 42)
 
 
+def test_one_redaction_helper_masks_known_values_and_url_credentials():
+    """mmats.redact.redact is the one helper: known values, and credentials by their place
+    in a URL even when nobody said they were secret."""
+    from mmats import redact as module
+
+    text = f"401 from https://bot:pw@10.0.0.1/v3?chat=1&token=zz for {OANDA['token']}"
+    expected = "401 from https://***@10.0.0.1/v3?chat=1&token=*** for ***"
+    assert module.redact(text, OANDA) == expected
+    assert redact(text, OANDA) == expected  # mmats.secrets.redact is the same function
+    assert module.redact("https://u:p@host/x") == "https://***@host/x"
+
+
 def test_redacting_filter_covers_messages_args_and_tracebacks():
     stream = []
     handler = logging.Handler()
