@@ -6,28 +6,53 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
-def write_durably(path: Path, write: Callable, *, prefix: str, mode: int = 0o666) -> None:
-    """Call ``write(handle)`` on a new temp file ``{prefix}{pid}.{random}.tmp`` beside
-    ``path`` (created with ``mode``, less the umask), fsync it, rename it over ``path``
-    and fsync the folder. On any error the temp file is removed and ``path`` is as it was.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, prefix: str | None = None,
+                mode: int = 0o666) -> Iterator[Path]:
+    """Yield a new, empty temp file beside ``path`` to write; when the block ends without
+    an error, fsync it, rename it over ``path`` and fsync the folder. On any error the
+    temp file is removed and ``path`` is as it was.
+
+    The temp file is ``{prefix}{pid}.{random}.tmp`` (``prefix`` defaults to
+    ``.{name}.``), created exclusively with ``mode`` less the umask, so two processes
+    writing the same file never share one. This is the one atomic write of MMATS; the
+    candle store, the journal's exports, the reports, the secrets file and the generated
+    kernels all go through it.
+
+    Example::
+
+        with atomic_path(Path("reports/x.html")) as temporary:
+            temporary.write_text("<html></html>")
     """
+    path = Path(path)
+    prefix = f".{path.name}." if prefix is None else prefix
     temp = path.parent / f"{prefix}{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield temp
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
     fsync_folder(path.parent)
+
+
+def write_durably(path: Path, write: Callable, *, prefix: str | None = None,
+                  mode: int = 0o666) -> None:
+    """Call ``write(handle)`` on a binary handle to an :func:`atomic_path` temp file of
+    ``path``; the whole new file replaces ``path``, or nothing changes."""
+    with atomic_path(path, prefix=prefix, mode=mode) as temp, open(temp, "wb") as handle:
+        write(handle)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from mmats.errors import ConfigError, StrategyError
+from mmats.files import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRICE_ARGS = ("open", "high", "low", "close", "volume")
@@ -309,9 +310,8 @@ def _load_zip(path: Path) -> Strategy:
     target = cache_dir() / "models" / f"{_safe(name)}_{digest}" / "model.py"
     if not target.is_file() or target.read_bytes() != source:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_suffix(".tmp")
-        temporary.write_bytes(source)
-        os.replace(temporary, target)
+        with atomic_path(target) as temporary:  # a unique temp: two processes may race
+            temporary.write_bytes(source)
     return _load_module(target, name, origin=path)
 
 

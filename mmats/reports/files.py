@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from mmats.files import atomic_path as durable_path
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``.
-
-    The temporary file is in the same directory, so the rename is atomic; on an error it
-    is removed and ``path`` is left as it was. Parent directories are created.
+    """:func:`mmats.files.atomic_path` for a report: parent folders are created and the
+    file is readable by others (0644 less the umask).
 
     Example::
 
@@ -23,15 +22,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
-    try:
+    with durable_path(path, mode=0o644) as temporary:
         yield temporary
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from others
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
