@@ -65,6 +65,9 @@ class SleeveConfig:
             value = getattr(self, item.name)
             if item.name in ("slippage_model", "sizing", "allow_short"):
                 continue
+            if isinstance(value, str | bool):  # "10" or True would compare or size wrongly
+                raise ConfigError(f"{item.name} must be a number, got {value!r} "
+                                  f"({type(value).__name__}); e.g. {item.name}={item.default!r}")
             try:
                 number = float(value)
             except (TypeError, ValueError):

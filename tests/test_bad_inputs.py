@@ -257,3 +257,14 @@ def test_a_bad_input_is_named_without_a_traceback(results, case_id):
                  lines[0])
     assert case.names in (first if case.stream == "stderr" else text), shown
     assert case.says in text, shown
+
+
+@pytest.mark.parametrize("value", ["10", True])
+def test_a_setting_given_as_text_or_a_flag_is_named(eth_btc, value):
+    """backtest(..., fee_bps="10") is a clear ConfigError naming the setting, not a
+    TypeError from comparing text with a number deep inside the checks."""
+    from mmats.backtest import backtest
+    from mmats.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"fee_bps must be a number, got .* e\.g\. fee_bps="):
+        backtest("ema_cross", eth_btc, fee_bps=value)
