@@ -148,33 +148,9 @@ def run_live(args) -> int:
               f"{report.orders} order(s) sent, {report.fills} fill(s), "
               f"{report.rejects} refused")
         return 1 if report.alerts else 0  # a fail-safe acted: cron mails the output
-    return loop(config, mode, args.cash, args.i_understand_live_trading)
-
-
-def loop(config, mode, cash, live_trading_allowed=False) -> int:
-    """Tick after every bar close; on an unexpected error, halt everything and notify
-    once rather than crash-looping."""
-    import time
-
-    from mmats.data.calendar import timeframe_ns
-    from mmats.live import control
-    from mmats.live.notify import notify
-
-    step = min(timeframe_ns(m.timeframe) for m in config.markets)
-    settle_ns = 5_000_000_000  # give the fetcher a moment after the close
-    while True:
-        try:
-            control.tick_once(config, mode=mode, cash=cash,
-                              live_trading_allowed=live_trading_allowed)
-        except control.RunnerBusy:
-            pass
-        except Exception as error:  # noqa: BLE001 - fail safe: halt, notify, stop
-            control.kill(config, user="runner", reason=f"unhandled {error!r}", mode=mode,
-                         cash=cash)
-            notify(config.notifications, "MMATS halted", f"runner stopped: {error!r}")
-            raise
-        now = time.time_ns()
-        time.sleep(((now // step + 1) * step + settle_ns - now) / 1e9)
+    control.run_loop(config, mode=mode, cash=args.cash,
+                     live_trading_allowed=args.i_understand_live_trading)
+    return 0
 
 
 def _now(text):

@@ -129,6 +129,50 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
     return report
 
 
+# After a bar closes, the loop waits this long before its tick: the fetcher's moment.
+LOOP_SETTLE_NS = 5_000_000_000
+
+
+def run_loop(config: RunnerConfig, *, cash: float = 10_000.0, mode: str | None = None,
+             live_trading_allowed: bool = False, ticks: int | None = None,
+             clock=time.time_ns, sleep=time.sleep) -> int:
+    """Tick after every bar close (``scripts/live.py --loop``), ``ticks`` times or forever.
+
+    A tick that another one holds the lock for is skipped. On any other error the loop
+    does not crash-loop: it kills (halt every sleeve, flatten; the kill's notification is
+    the one message), and re-raises, so the service manager shows the failure. ``clock`` and ``sleep`` are the
+    wall clock and the wait (a test passes its own). Returns the ticks run.
+    """
+    mode = mode or config.mode
+    step = min(timeframe_ns(market.timeframe) for market in config.markets)
+    done = 0
+    while ticks is None or done < ticks:
+        try:
+            tick_once(config, mode=mode, cash=cash, live_trading_allowed=live_trading_allowed)
+        except RunnerBusy:
+            pass
+        except Exception as error:  # noqa: BLE001 - fail safe: halt, notify once, stop
+            _halt_on_error(config, error, mode, cash)
+            raise
+        done += 1
+        if ticks is not None and done >= ticks:
+            break
+        now = clock()
+        sleep(((now // step + 1) * step + LOOP_SETTLE_NS - now) / 1e9)
+    return done
+
+
+def _halt_on_error(config, error, mode, cash) -> None:
+    """The loop's fail-safe: kill, which notifies once ("MMATS kill ... runner stopped");
+    if the kill itself fails, one notification says both."""
+    reason = f"runner stopped: unhandled {error!r}"
+    try:
+        kill(config, user="runner", reason=reason, mode=mode, cash=cash)
+    except Exception as kill_error:  # noqa: BLE001 - still notify, once
+        notify(config.notifications, "MMATS halted",
+               redact_urls(f"{reason}; the kill itself failed: {kill_error!r}"))
+
+
 FAILURES_TO_HALT = 3
 
 

@@ -259,3 +259,27 @@ def test_status_shows_the_kill_in_force_until_resume(setup):
     control.resume_models(config)
     assert control.status(config)["kill_switch"] is None
     assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
+
+
+def test_the_loop_ticks_after_each_close_and_halts_once_on_an_unexpected_error(setup):
+    """scripts/live.py --loop is control.run_loop: it sleeps until the next bar closes
+    (plus a settling moment), and on an error no fail-safe handles it kills, notifies
+    once and re-raises instead of crash-looping."""
+    config, store, candles, tmp_path = setup
+    store.write("bittrex", "ETH/BTC", "5m", candles)
+    waits = []
+    now = 1_700_000_100_000_000_000  # exactly a 5-minute close
+    assert control.run_loop(config, ticks=2, sleep=waits.append, clock=lambda: now) == 2
+    assert waits == [(FIVE_MINUTES + control.LOOP_SETTLE_NS) / 1e9]  # none after the last
+    assert not control.status(config)["kill_switch"]
+    notes = tmp_path / "notes.log"
+    before = notes.read_text() if notes.exists() else ""
+
+    store.path("bittrex", "ETH/BTC", "5m").write_bytes(b"not parquet")  # a broken store
+    with pytest.raises(Exception, match="could not read"):
+        control.run_loop(config, sleep=waits.append, clock=lambda: now)
+    kill = control.status(config)["kill_switch"]
+    assert kill["user"] == "runner" and "runner stopped: unhandled" in kill["reason"]
+    assert control.status(config)["ema:ETH/BTC"]["trading_state"] == "HALTED"
+    added = notes.read_text()[len(before):]
+    assert added.count("runner stopped") == 1 and added.count("MMATS kill") == 1
