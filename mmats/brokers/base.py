@@ -3,41 +3,23 @@ import a venue's SDK (ccxt, oandapyV20).
 
 - :class:`DataFeed`: closed candles of a symbol up to a time (never the bar still forming);
 - :class:`Execution`: send and cancel orders, look one up by client order id, list the
-  open ones, and the instrument's trading rules;
+  open ones, protect a position, and the instrument's trading rules;
 - :class:`AccountState`: balances and positions, for reconciliation.
 
-Orders and reports are plain dicts with the keys below, the same for every venue.
+What crosses a port is a plain dict, the same for every venue; its shape is declared once,
+by the TypedDicts below: :class:`Order` (what :meth:`Execution.send` takes),
+:class:`OrderReport` (what ``send``, ``lookup``, ``cancel``, ``protect`` and
+``open_orders`` return), :class:`ProtectRequest` with its :class:`ProtectLeg` (what
+:meth:`Execution.protect` takes) and :class:`InstrumentRules`. Being TypedDicts they cost
+nothing at run time (callers still build and read dicts), and a type checker or the
+conformance suite (``tests/venues/test_ports.py``) holds every adapter to them.
 
-An order handed to :meth:`Execution.send`::
-
-    {"client_order_id": "mm-4k2j...",       # deterministic, <= 32 chars of [A-Za-z0-9_-]
-     "symbol": "ETH/BTC", "side": "buy" | "sell", "qty": 0.5,   # qty > 0, in base units
-     "type": "market" | "limit", "price": None | float, "time_in_force": "GTC"}
-
-An order report (what ``send`` and ``lookup`` return, and each item of ``open_orders``)::
-
-    {"client_order_id": ..., "venue_order_id": str, "symbol": ..., "side": ...,
-     "qty": float, "filled_qty": float (>= 0, cumulative), "avg_price": float | None,
-     "fee": float (cumulative, in the quote currency), "status": one of ORDER_STATES,
-     "reason": str | None (why it was rejected or cancelled),
-     "fee_base": float (optional: the part of ``fee`` the venue took in the base asset,
-                 in base units, withheld from the quantity received rather than paid)}
-
-Protective orders (:meth:`Execution.protect`) rest at the venue for an open position: a
-stop-loss, a take-profit, or both as one-cancels-the-other legs (when one fills the venue
-cancels the other; cancelling either leg cancels both)::
-
-    {"symbol": "ETH/BTC", "side": "sell" | "buy",   # sell protects a long, buy a short
-     "qty": 0.5,                                     # the position, in base units
-     "stop_loss": {"client_order_id": "mm...", "price": 0.049} | None,
-     "take_profit": {"client_order_id": "mm...", "price": 0.061} | None}
-
-``protect`` returns one report per leg. Reports of protective legs (from ``protect``,
-``lookup``, ``cancel`` and ``open_orders``) carry two more keys: ``"type"``:
-``"stop_loss" | "take_profit"``, and ``"stop_price"``: the level that triggers the leg.
-A stop-loss triggers when the price trades through its level and fills at the venue's
-price then (the paper venue: the kernel's stop-fill rule); a leg cancelled because its
-sibling filled reports ``canceled`` (or ``expired``) with nothing filled.
+Protective orders rest at the venue for an open position: a stop-loss, a take-profit, or
+both as one-cancels-the-other legs (when one fills the venue cancels the other; cancelling
+either leg cancels both). A stop-loss triggers when the price trades through its level and
+fills at the venue's price then (the paper venue: the kernel's stop-fill rule); a leg
+cancelled because its sibling filled reports ``canceled`` (or ``expired``) with nothing
+filled.
 
 Every adapter maps its venue's errors onto the four outcomes the runner acts on:
 retry (:class:`VenueUnavailable`), back off (:class:`RateLimited`), reject
@@ -46,18 +28,85 @@ retry (:class:`VenueUnavailable`), back off (:class:`RateLimited`), reject
 answer was lost raises :class:`OutcomeUnknown`: the runner then looks the order up by its
 client id before it sends anything else. Messages name the venue and symbol and never
 carry a key or secret.
+
+>>> order: Order = {"client_order_id": "mm-4k2j", "symbol": "ETH/BTC", "side": "buy",
+...                 "qty": 0.5, "type": "market", "price": None, "time_in_force": "GTC"}
 """
 
-from __future__ import annotations
-
-from typing import Protocol, runtime_checkable
+# No ``from __future__ import annotations`` here: under it Python 3.11 cannot see
+# NotRequired in a TypedDict, and every key would count as required.
+from typing import Literal, NotRequired, Protocol, TypedDict, get_args, runtime_checkable
 
 import pandas as pd
 
 from mmats.errors import MMATSError
 
-ORDER_STATES = ("open", "partially_filled", "filled", "canceled", "rejected", "expired")
+Side = Literal["buy", "sell"]
+OrderStatus = Literal["open", "partially_filled", "filled", "canceled", "rejected", "expired"]
+ProtectiveType = Literal["stop_loss", "take_profit"]
+
+ORDER_STATES: tuple[str, ...] = get_args(OrderStatus)
 FINAL_STATES = ("filled", "canceled", "rejected", "expired")
+
+
+class Order(TypedDict):
+    """An order handed to :meth:`Execution.send`."""
+
+    client_order_id: str   # deterministic, <= 32 chars of [A-Za-z0-9_-]
+    symbol: str            # "BASE/QUOTE", e.g. "ETH/BTC"
+    side: Side
+    qty: float             # > 0, in base units
+    type: Literal["market", "limit"]
+    price: float | None    # the limit price; None for a market order
+    time_in_force: str     # "GTC"
+
+
+class OrderReport(TypedDict):
+    """The venue's account of one order (a protective leg counts as one order)."""
+
+    client_order_id: str
+    venue_order_id: str
+    symbol: str
+    side: Side
+    qty: float
+    filled_qty: float          # >= 0, cumulative, <= qty
+    avg_price: float | None    # None until something filled
+    fee: float                 # cumulative, in the quote currency
+    status: OrderStatus
+    reason: str | None         # why it was rejected or cancelled
+    # The part of ``fee`` the venue took in the base asset, in base units, withheld from
+    # the quantity received rather than paid (ccxt spot venues).
+    fee_base: NotRequired[float]
+    # Fees in a third currency (e.g. BNB on Binance), by currency, not converted.
+    other_fees: NotRequired[dict[str, float]]
+    # Reports of protective legs only: which leg, and the level that triggers it.
+    type: NotRequired[ProtectiveType]
+    stop_price: NotRequired[float]
+
+
+class ProtectLeg(TypedDict):
+    """One protective leg: its client order id and trigger level."""
+
+    client_order_id: str
+    price: float
+
+
+class ProtectRequest(TypedDict):
+    """A position's protective orders, handed to :meth:`Execution.protect`."""
+
+    symbol: str
+    side: Side                      # sell protects a long, buy a short
+    qty: float                      # the position, in base units
+    stop_loss: ProtectLeg | None
+    take_profit: ProtectLeg | None
+
+
+class InstrumentRules(TypedDict):
+    """An instrument's trading rules, each 0 when the venue has none."""
+
+    lot_size: float       # base units
+    tick_size: float      # quote units
+    min_notional: float   # quote units
 
 
 class BrokerError(MMATSError):
@@ -111,23 +160,24 @@ class DataFeed(Protocol):
 
 @runtime_checkable
 class Execution(Protocol):
-    def send(self, order: dict) -> dict:
+    def send(self, order: Order) -> OrderReport:
         """Send an order; return its report. Raises one of the errors above."""
 
-    def cancel(self, client_order_id: str, symbol: str) -> dict | None:
+    def cancel(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """Cancel an open order; return its final report (None if the venue never had it)."""
 
-    def lookup(self, client_order_id: str, symbol: str) -> dict | None:
+    def lookup(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The venue's report of an order, or None if it never arrived."""
 
-    def open_orders(self, symbol: str | None = None) -> list[dict]: ...
+    def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        """Reports of the open orders (of ``symbol``, or all), resting legs included."""
 
-    def protect(self, order: dict) -> list[dict]:
-        """Place a position's protective stop-loss and/or take-profit (the dict above);
-        return the report of each leg. Raises one of the errors above."""
+    def protect(self, order: ProtectRequest) -> list[OrderReport]:
+        """Rest a position's stop-loss and/or take-profit; return the report of each leg
+        (with ``type`` and ``stop_price``). Raises one of the errors above."""
 
-    def instrument(self, symbol: str) -> dict:
-        """Trading rules: ``{"lot_size", "tick_size", "min_notional"}`` (0 when none)."""
+    def instrument(self, symbol: str) -> InstrumentRules:
+        """The instrument's trading rules."""
 
 
 @runtime_checkable
