@@ -435,7 +435,10 @@ class CcxtBroker:
         }
         if other:
             report["other_fees"] = other  # fees in a third currency (e.g. BNB), not converted
-        kind = _PROTECTIVE_TYPES.get(str(placed.get("type") or "").lower())
+        # the venue's own order type: ccxt unifies STOP_LOSS_LIMIT, TAKE_PROFIT_LIMIT and
+        # LIMIT_MAKER to "limit", which would hide a protective leg
+        venue_type = (placed.get("info") or {}).get("type") or placed.get("type") or ""
+        kind = _PROTECTIVE_TYPES.get(str(venue_type).lower())
         if kind is not None:  # a protective leg: which one, and its trigger
             report["type"] = kind
             report["stop_price"] = float(placed.get("triggerPrice") or placed.get("price")

@@ -76,8 +76,8 @@ class PaperBroker:
         self.fee_bps = fee_bps
         self.slippage_bps = slippage_bps
         self.leverage = leverage
-        self.rules = {"lot_size": lot_size, "tick_size": tick_size,
-                      "min_notional": min_notional}
+        self.rules = {"lot_size": float(lot_size), "tick_size": float(tick_size),
+                      "min_notional": float(min_notional)}
         self.clock = clock
         self.cash = cash
         os.makedirs(self.path.parent, exist_ok=True)
