@@ -36,6 +36,7 @@ from mmats.data.calendar import (
 )
 from mmats.errors import ConfigError, DataError, LookaheadError
 from mmats.lookahead import check_lookahead
+from mmats.records import records_frame
 from mmats.sleeve import SleeveConfig, new_metrics, new_state
 from mmats.strategy import Strategy, load_strategy
 from mmats.types import METRIC_NAMES
@@ -172,16 +173,6 @@ class BacktestResult:
         from mmats.interop import to_vectorbt
 
         return to_vectorbt(self)
-
-
-def records_frame(records: np.ndarray) -> pd.DataFrame:
-    """A record array as a DataFrame, with ``*_ts_ns`` columns also as UTC timestamps."""
-    frame = pd.DataFrame.from_records(records) if len(records) else pd.DataFrame(
-        {name: pd.Series(dtype=records.dtype[name]) for name in records.dtype.names})
-    for name in list(frame.columns):
-        if name.endswith("ts_ns"):
-            frame[name.removesuffix("_ns") or "ts"] = pd.to_datetime(frame[name], utc=True)
-    return frame
 
 
 def backtest(

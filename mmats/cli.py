@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-import numpy as np
-
 from mmats.errors import ConfigError, MMATSError
+from mmats.records import json_safe
 from mmats.redact import redact_urls
 
 DEFAULT_DATA = "bittrex:ETH/BTC:5m"
@@ -148,20 +146,6 @@ def settings_from(args: argparse.Namespace) -> dict:
         "max_daily_loss_pct": args.max_daily_loss_pct,
         "max_drawdown_pct": args.max_drawdown_pct, "allow_short": not args.long_only,
     }
-
-
-def json_safe(value):
-    """Numbers as JSON can hold them: NaN and ±inf become null."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    return value
 
 
 def print_json(value) -> None:

@@ -676,7 +676,7 @@ class Journal:
         """Fills with ``seq``, ``model_id``, ``symbol`` and ``client_order_id`` columns."""
         import pandas as pd
 
-        from mmats.backtest import records_frame
+        from mmats.records import records_frame
 
         rows = self.rows("fills", "model_id = ?" if model_id else "",
                          (model_id,) if model_id else ())

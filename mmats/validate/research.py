@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from mmats.backtest import SweepResult, market, sweep
-from mmats.cli import json_safe
 from mmats.data.calendar import timeframe_ns
 from mmats.data.quality import data_quality
 from mmats.errors import ConfigError
+from mmats.records import json_safe
 from mmats.strategy import load_strategy
 from mmats.validate.walkforward import WalkForwardResult, walk_forward
 
