@@ -34,15 +34,14 @@ from mmats.data.calendar import (
     periods_per_year,
     timeframe_ns,
 )
+from mmats.data.schema import VALUE_COLUMNS
 from mmats.errors import ConfigError, DataError, LookaheadError
 from mmats.lookahead import check_lookahead
 from mmats.records import records_frame
 from mmats.sleeve import SleeveConfig, new_metrics, new_state
 from mmats.strategy import Strategy, load_strategy
 from mmats.types import METRIC_NAMES
-
-DAY_NS = 86_400_000_000_000
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+from mmats.units import DAY_NS
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def market(data: Any, *, timeframe: str | None = None, calendar: str | None = No
                         "a file path or VENUE:SYMBOL:TIMEFRAME")
     attrs = dict(data.attrs)
     frame = data.reset_index() if "ts" not in data.columns else data
-    missing = [c for c in ("ts", *PRICE_COLUMNS) if c not in frame.columns]
+    missing = [c for c in ("ts", *VALUE_COLUMNS) if c not in frame.columns]
     if missing:
         raise DataError(f"candles lack column(s) {', '.join(missing)}; the schema is "
                         "ts, open, high, low, close, volume")
@@ -115,7 +114,7 @@ def market(data: Any, *, timeframe: str | None = None, calendar: str | None = No
         raise DataError(f"candle timestamps must increase strictly; row {first} does not "
                         "(run scripts/check_data.py on the file)")
     columns = {}
-    for name in PRICE_COLUMNS:
+    for name in VALUE_COLUMNS:
         values = np.ascontiguousarray(frame[name].to_numpy(dtype=np.float64))
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmats.data.schema import PRICE_COLUMNS
 from mmats.errors import StrategyError
 from mmats.strategy import SignalOutput, Strategy
 
 OUTPUTS = ("exposure", "stop_distance", "take_profit_distance")
-PRICES = ("open", "high", "low", "close")
 # Every later bar ×10 / ÷10 (volume too): the opposite pair, run at every cut.
 JUMP = 10.0
 CONTINUATIONS = ("spike", "crash", "flat", "reversed", "noise")
@@ -349,14 +349,14 @@ def _continuation(kind: str, arrays, cut: int, seed: int) -> dict[str, np.ndarra
     last = float(arrays["close"][cut])
     if kind in ("spike", "crash"):
         factor = JUMP if kind == "spike" else 1.0 / JUMP
-        made = {key: arrays[key][future] * factor for key in (*PRICES, "volume")}
+        made = {key: arrays[key][future] * factor for key in (*PRICE_COLUMNS, "volume")}
     elif kind == "flat":
         length = len(arrays["close"]) - cut - 1
-        made = {key: np.full(length, last) for key in PRICES}
+        made = {key: np.full(length, last) for key in PRICE_COLUMNS}
         made["volume"] = np.zeros(length)
     elif kind == "reversed":
         # the real future upside down: each move mirrored in log price around the cut
-        mirrored = {key: last * last / arrays[key][future] for key in PRICES}
+        mirrored = {key: last * last / arrays[key][future] for key in PRICE_COLUMNS}
         made = {"open": mirrored["open"], "close": mirrored["close"],
                 "high": mirrored["low"], "low": mirrored["high"],
                 "volume": arrays["volume"][future]}

@@ -1,7 +1,8 @@
 """The package's layers, as import contracts (pyproject.toml, ``[tool.importlinter]``).
 
 kernel (nb) <- data / strategy <- backtest <- brokers <- live / validate <- reports <- cli;
-the kernel imports nothing of MMATS but ``mmats.types`` and no pandas; only the broker
+the kernel imports nothing of MMATS but ``mmats.types`` and ``mmats.units``, and no
+pandas; only the broker
 adapters import ccxt or oandapyV20. ``lint-imports`` says which import broke which rule.
 """
 

@@ -14,12 +14,11 @@ import re
 import numpy as np
 
 from mmats.errors import ConfigError
+from mmats.units import DAY_NS, HOUR_NS, MINUTE_NS, SECOND_NS, WEEK_NS
 
 CALENDARS = ("24/7", "forex", "stocks")
 
-_NS = {"s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
-       "d": 86_400_000_000_000, "w": 604_800_000_000_000}
-_DAY_NS = _NS["d"]
+_NS = {"s": SECOND_NS, "m": MINUTE_NS, "h": HOUR_NS, "d": DAY_NS, "w": WEEK_NS}
 _TIMEFRAME_RE = re.compile(r"^(\d+)([smhdw])$")
 
 # Venues whose market class is known; anything else is inferred from the data.
@@ -83,13 +82,13 @@ def infer_calendar(ts_ns: np.ndarray, timeframe: str | None = None) -> str:
     if ts_ns.size == 0:
         return "24/7"
     # 1970-01-01 was a Thursday: weekday 0 = Monday.
-    weekday = ((ts_ns // _DAY_NS) + 3) % 7
+    weekday = ((ts_ns // DAY_NS) + 3) % 7
     if np.any(weekday == 5):
         return "24/7"
     step = timeframe_ns(timeframe) if timeframe else timeframe_ns(infer_timeframe(ts_ns))
-    if step >= _DAY_NS:
+    if step >= DAY_NS:
         return "stocks"
-    days = np.unique(ts_ns // _DAY_NS).size
+    days = np.unique(ts_ns // DAY_NS).size
     hours_per_day = ts_ns.size * step / 3_600_000_000_000 / max(days, 1)
     return "forex" if hours_per_day > 12 else "stocks"
 
@@ -115,18 +114,17 @@ def periods_per_year(timeframe: str, calendar: str) -> float:
     if step >= _NS["w"]:
         return 52.0 * _NS["w"] / step
     if calendar == "24/7":
-        return 365.0 * _DAY_NS / step
+        return 365.0 * DAY_NS / step
     if calendar == "forex":
         # 52 weeks of 5 full trading days.
-        return 260.0 * _DAY_NS / step
+        return 260.0 * DAY_NS / step
     # Stocks: 252 sessions of 6.5 hours; a bar longer than a session counts as one a day.
-    if step >= _DAY_NS:
-        return 252.0 * _DAY_NS / step
-    session_ns = 6.5 * 3_600_000_000_000
+    if step >= DAY_NS:
+        return 252.0 * DAY_NS / step
+    session_ns = 6.5 * HOUR_NS
     return 252.0 * max(session_ns / step, 1.0)
 
 
-_HOUR_NS = 3_600_000_000_000
 # Trading hours of a weekday (0 = Monday) in ns after midnight UTC, kept on the safe side
 # for a silence check: forex closes Friday 21:00 (the summer close; 22:00 in winter) and
 # opens Sunday 22:00 (the winter open); US stocks trade 14:30-20:00 UTC in every season.
@@ -149,19 +147,19 @@ def trading_ns_between(calendar: str, start_ns: int, end_ns: int, step_ns: int) 
     check_calendar(calendar)
     if end_ns <= start_ns:
         return 0
-    if calendar == "24/7" or (end_ns - start_ns) > _MAX_DAYS * _DAY_NS:
+    if calendar == "24/7" or (end_ns - start_ns) > _MAX_DAYS * DAY_NS:
         return end_ns - start_ns
     total = 0
-    for day in range(start_ns // _DAY_NS, (end_ns - 1) // _DAY_NS + 1):
+    for day in range(start_ns // DAY_NS, (end_ns - 1) // DAY_NS + 1):
         weekday = (day + 3) % 7  # 1970-01-01 was a Thursday
         if calendar == "forex":
             hours = _FOREX_HOURS[weekday]
         elif weekday >= 5:
             hours = ()
         else:
-            hours = ((0, 24),) if step_ns >= _DAY_NS else _STOCK_SESSION
+            hours = ((0, 24),) if step_ns >= DAY_NS else _STOCK_SESSION
         for first, last in hours:
-            opens = day * _DAY_NS + int(first * _HOUR_NS)
-            closes = day * _DAY_NS + int(last * _HOUR_NS)
+            opens = day * DAY_NS + int(first * HOUR_NS)
+            closes = day * DAY_NS + int(last * HOUR_NS)
             total += max(0, min(closes, end_ns) - max(opens, start_ns))
     return total

@@ -64,13 +64,12 @@ import pandas as pd
 from mmats.data.io import PARQUET_SUFFIXES, read_candle_file
 from mmats.data.schema import VALUE_COLUMNS, Reject, format_rejects, validate_candles
 from mmats.errors import CandleValidationError, ConfigError, DataError
+from mmats.units import HOUR_NS, MINUTE_NS
 
 FORMATS = ("mt4", "mt5", "histdata")
 CHOICES = ("auto", "mmats") + FORMATS
 HISTDATA_UTC_OFFSET = "-05:00"
 
-_HOUR_NS = 3_600_000_000_000
-_MINUTE_NS = 60_000_000_000
 _SNIFF_BYTES = 1 << 16
 _SNIFF_LINES = 20
 
@@ -138,7 +137,7 @@ def parse_utc_offset(value) -> ServerClock:
     if isinstance(value, dt.timedelta):
         return _fixed(int(pd.Timedelta(value).value), str(value))
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return _fixed(int(round(float(value) * 60)) * _MINUTE_NS, str(value))
+        return _fixed(int(round(float(value) * 60)) * MINUTE_NS, str(value))
     text = str(value).strip()
     if text.upper() in ("", "UTC", "GMT", "Z"):
         return ServerClock(None, 0)
@@ -156,14 +155,14 @@ def parse_utc_offset(value) -> ServerClock:
 
 
 def _fixed(shift_ns: int, label: str) -> ServerClock:
-    if abs(shift_ns) > 14 * _HOUR_NS:
+    if abs(shift_ns) > 14 * HOUR_NS:
         raise ConfigError(f"utc offset {label!r} is more than 14 hours from UTC")
     return ServerClock(None, shift_ns)
 
 
 def _offset_ns(hours: str, minutes: str | None) -> int:
     sign = -1 if hours.startswith("-") else 1
-    return sign * (abs(int(hours)) * _HOUR_NS + int(minutes or 0) * _MINUTE_NS)
+    return sign * (abs(int(hours)) * HOUR_NS + int(minutes or 0) * MINUTE_NS)
 
 
 def _zone_exists(name: str) -> bool:
@@ -179,7 +178,7 @@ def describe_clock(clock: ServerClock) -> str:
     if clock.shift_ns == 0:
         return clock.zone or "UTC"
     sign = "-" if clock.shift_ns < 0 else "+"
-    minutes = abs(clock.shift_ns) // _MINUTE_NS
+    minutes = abs(clock.shift_ns) // MINUTE_NS
     offset = f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
     return f"{clock.zone}{offset}" if clock.zone else f"UTC{offset}"
 

@@ -45,13 +45,10 @@ from mmats.data.calendar import (
 )
 from mmats.data.schema import COLUMNS, PRICE_COLUMNS, VALUE_COLUMNS, grid_phase, parse_ts
 from mmats.errors import ConfigError
+from mmats.units import DAY_NS, EPOCH_MONDAY_NS, HOUR_NS, WEEK_NS
 
-_HOUR_NS = 3_600_000_000_000
-_DAY_NS = 24 * _HOUR_NS
-_WEEK_NS = 7 * _DAY_NS
-_MONDAY_NS = 4 * _DAY_NS  # 1970-01-05, the first Monday after the epoch
 # Forex weekly closure as offsets from Monday 00:00 UTC: Friday 21:00 to Sunday 22:00.
-_FOREX_CLOSED = (4 * _DAY_NS + 21 * _HOUR_NS, 6 * _DAY_NS + 22 * _HOUR_NS)
+_FOREX_CLOSED = (4 * DAY_NS + 21 * HOUR_NS, 6 * DAY_NS + 22 * HOUR_NS)
 _EXAMPLES = 5
 
 # (field, label) in report order; a non-zero count is a problem.
@@ -327,22 +324,22 @@ def _gap_events(ts: np.ndarray, step: int, calendar: str) -> _Gaps:
         return _Gaps(start, end, slots, np.full(at.size, "other", dtype=object))
     # Spans a Saturday: the first Saturday on or after the first missing slot's day
     # starts before the next bar.
-    first_day = (start + step) // _DAY_NS
+    first_day = (start + step) // DAY_NS
     saturday = first_day + (5 - (first_day + 3)) % 7
-    weekend = saturday * _DAY_NS < end
+    weekend = saturday * DAY_NS < end
     if calendar == "forex":
         missing = _forex_open_slots(start, slots, step)
-    elif step >= _DAY_NS:
-        skipped = np.busday_count((start // _DAY_NS + 1).astype("M8[D]"),
-                                  (end // _DAY_NS).astype("M8[D]"))
-        missing = np.maximum(skipped, 0) // (step // _DAY_NS)
+    elif step >= DAY_NS:
+        skipped = np.busday_count((start // DAY_NS + 1).astype("M8[D]"),
+                                  (end // DAY_NS).astype("M8[D]"))
+        missing = np.maximum(skipped, 0) // (step // DAY_NS)
     else:
-        days, per_day = np.unique(ts // _DAY_NS, return_counts=True)
+        days, per_day = np.unique(ts // DAY_NS, return_counts=True)
         weekday = (days + 3) % 7 < 5
         bars_per_day = int(np.median(per_day[weekday])) if weekday.any() else 0
-        same_day = start // _DAY_NS == end // _DAY_NS
-        skipped = np.busday_count((start // _DAY_NS + 1).astype("M8[D]"),
-                                  (end // _DAY_NS).astype("M8[D]"))
+        same_day = start // DAY_NS == end // DAY_NS
+        skipped = np.busday_count((start // DAY_NS + 1).astype("M8[D]"),
+                                  (end // DAY_NS).astype("M8[D]"))
         missing = np.where(same_day, slots, np.maximum(skipped, 0) * bars_per_day)
     missing = missing.astype(np.int64)
     kind = np.where(weekend, "weekend", np.where(missing == 0, "session", "other")).astype(object)
@@ -355,12 +352,12 @@ def _forex_open_slots(start: np.ndarray, slots: np.ndarray, step: int) -> np.nda
     when the bar length divides a week."""
     if start.size == 0:
         return np.zeros(0, dtype=np.int64)
-    per_week = _WEEK_NS // step if _WEEK_NS % step == 0 else None
+    per_week = WEEK_NS // step if WEEK_NS % step == 0 else None
     enumerated = slots if per_week is None else np.minimum(slots, per_week)
     gap = np.repeat(np.arange(start.size), enumerated)
     first = np.repeat(np.cumsum(enumerated) - enumerated, enumerated)
     k = np.arange(gap.size) - first + 1
-    position = (start[gap] + k * step - _MONDAY_NS) % _WEEK_NS
+    position = (start[gap] + k * step - EPOCH_MONDAY_NS) % WEEK_NS
     is_open = ~((position >= _FOREX_CLOSED[0]) & (position < _FOREX_CLOSED[1]))
     if per_week is None:
         return np.bincount(gap, weights=is_open, minlength=start.size).astype(np.int64)

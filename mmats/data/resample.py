@@ -8,11 +8,7 @@ import pandas as pd
 from mmats.data.calendar import infer_timeframe, timeframe_ns
 from mmats.data.schema import VALUE_COLUMNS, candles_from_arrays, empty_candles
 from mmats.errors import ConfigError, DataError
-
-_DAY_NS = 86_400_000_000_000
-_WEEK_NS = 7 * _DAY_NS
-# 1970-01-01 was a Thursday; weekly buckets start on Mondays (1970-01-05).
-_MONDAY_NS = 4 * _DAY_NS
+from mmats.units import EPOCH_MONDAY_NS, WEEK_NS
 
 
 def resample(df: pd.DataFrame, timeframe: str, offset=None,
@@ -84,7 +80,7 @@ def resample(df: pd.DataFrame, timeframe: str, offset=None,
 
 def _offset_ns(offset, target_ns: int) -> int:
     if offset is None:
-        return _MONDAY_NS % target_ns if target_ns % _WEEK_NS == 0 else 0
+        return EPOCH_MONDAY_NS % target_ns if target_ns % WEEK_NS == 0 else 0
     if isinstance(offset, str):
         return timeframe_ns(offset) % target_ns if offset.strip() not in ("0", "") else 0
     if isinstance(offset, (int, np.integer)):

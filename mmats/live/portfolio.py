@@ -16,8 +16,8 @@ import numpy as np
 
 from mmats.nb.risk import halt
 from mmats.types import TradingState
+from mmats.units import DAY_NS
 
-DAY_NS = 86_400_000_000_000
 ACTIVE = int(TradingState.ACTIVE)
 REDUCING = int(TradingState.REDUCING)
 HALTED = int(TradingState.HALTED)

@@ -29,9 +29,9 @@ import pandas as pd
 
 from mmats.brokers.replay import ReplayFeed
 from mmats.data.calendar import periods_per_year, timeframe_ns
-from mmats.data.schema import candle_rows
+from mmats.data.schema import VALUE_COLUMNS, candle_rows
 from mmats.errors import BadBarError, ConfigError
-from mmats.live.config import RunnerConfig
+from mmats.live.config import MODES, RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.kill import book, booked, is_killed, read_request
 from mmats.live.operator import client_order_id
@@ -41,10 +41,9 @@ from mmats.nb.sizing import target_quantity
 from mmats.sleeve import new_state
 from mmats.strategy import Strategy, load_strategy
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE, TradingState
+from mmats.units import DAY_NS
 
-DAY_NS = 86_400_000_000_000
 CALENDAR_OF_MARKET = {"crypto": "24/7", "forex": "forex", "stocks": "stocks"}
-PRICES = ("open", "high", "low", "close", "volume")
 
 
 @dataclass(frozen=True)
@@ -112,9 +111,6 @@ class TickReport:
         every decision but only these are notified."""
         return [s for s in self.signals
                 if self.newest_bar.get(f"{s['model_id']}:{s['symbol']}") == s["ts_ns"]]
-
-
-MODES = ("advisory", "paper", "operator")
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
@@ -238,7 +234,7 @@ def _arrays(window) -> dict[str, np.ndarray]:
     columns = list(window.columns)
     values = window.to_numpy()
     return {name: np.ascontiguousarray(values[:, columns.index(name)], dtype=np.float64)
-            for name in PRICES}
+            for name in VALUE_COLUMNS}
 
 
 def _rows(bars):

@@ -16,7 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
-DAY_NS = 86_400_000_000_000
+from mmats.units import DAY_NS
+
 YEAR_NS = 365.25 * DAY_NS
 N_METRICS = 14  # = len(mmats.types.METRIC_NAMES)
 

@@ -32,8 +32,8 @@ from mmats.reports.render import (
     write_pdf,
 )
 from mmats.reports.tearsheet import write_tearsheet
+from mmats.units import DAY_NS
 
-DAY_NS = 86_400_000_000_000
 PERIODS = {  # research.period: (rate wording, returns wording)
     "bar": ("per bar", "per-bar"),
     "1h": ("per hour", "hourly"),
