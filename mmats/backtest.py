@@ -173,6 +173,16 @@ class BacktestResult:
 
         return to_vectorbt(self)
 
+    def plot(self, *, path: str | os.PathLike | None = None):
+        """A matplotlib ``Figure``: price with each trade's entry and exit, equity against
+        buy and hold, and drawdown; ``path`` (``.png``) also saves it atomically.
+
+        Example: ``backtest("ema_cross", candles).plot(path="ema_cross.png")``
+        """
+        from mmats.reports.plots import backtest_figure  # matplotlib only when drawing
+
+        return backtest_figure(self, path=path)
+
 
 def backtest(
     strategy: str | Strategy,
@@ -284,6 +294,20 @@ class SweepResult:
                                   "volatility", "fees_paid")
         return self.table.sort_values(objective, ascending=ascending,
                                       na_position="last").head(n)
+
+    def plot(self, x: str | None = None, y: str | None = None, *, metric: str = "sharpe",
+             aggregate: str = "best", path: str | os.PathLike | None = None):
+        """A matplotlib ``Figure`` of ``metric`` by parameters: a heatmap (rows ``y``,
+        columns ``x``; by default the first two parameters) or, for a one-parameter grid, a
+        line. Other parameters, and the symbols of a multi-symbol sweep, are folded into
+        each cell by ``aggregate``: ``"best"`` (as :meth:`best` ranks), ``"max"``,
+        ``"min"``, ``"mean"`` or ``"median"``. ``path`` (``.png``) also saves it atomically.
+
+        Example: ``sweep("ema_cross", candles, grid).plot(metric="sortino", path="grid.png")``
+        """
+        from mmats.reports.plots import sweep_figure  # matplotlib only when drawing
+
+        return sweep_figure(self, x, y, metric=metric, aggregate=aggregate, path=path)
 
 
 def sweep(
