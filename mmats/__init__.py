@@ -2,9 +2,84 @@
 
 The public surface is small::
 
-    from mmats.backtest import backtest, sweep
-    from mmats.strategy import load_strategy
-    from mmats.data import load
+    from mmats import load, backtest, sweep, run_research, write_research_report
+
+    candles = load("bittrex:ETH/BTC:5m")
+    result = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10)
+    result.plot(path="ema_cross.png")
+    write_research_report(run_research("ema_cross", candles, fee_bps=10), "reports")
+
+Each name is imported on first use (PEP 562), so ``import mmats`` — which every
+``import mmats.<module>`` runs first, the live runner's included — loads neither pandas,
+numba nor matplotlib. Everything else lives in its module (``mmats.data``,
+``mmats.validate``, ``mmats.reports``, ...).
 """
 
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a few ms)
+
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_HOMES = {
+    "load": "mmats.data.io",
+    "data_quality": "mmats.data.quality",
+    "load_strategy": "mmats.strategy",
+    "check_lookahead": "mmats.lookahead",
+    "market": "mmats.backtest",
+    "backtest": "mmats.backtest",
+    "sweep": "mmats.backtest",
+    "walk_forward": "mmats.validate.walkforward",
+    "monte_carlo": "mmats.validate.montecarlo",
+    "run_research": "mmats.validate.research",
+    "write_research_report": "mmats.reports.research_report",
+}
+
+__all__ = list(_HOMES)
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
+    from mmats.backtest import backtest, market, sweep  # noqa: F401
+    from mmats.data.io import load  # noqa: F401
+    from mmats.data.quality import data_quality  # noqa: F401
+    from mmats.lookahead import check_lookahead  # noqa: F401
+    from mmats.reports.research_report import write_research_report  # noqa: F401
+    from mmats.strategy import load_strategy  # noqa: F401
+    from mmats.validate.montecarlo import monte_carlo  # noqa: F401
+    from mmats.validate.research import run_research  # noqa: F401
+    from mmats.validate.walkforward import walk_forward  # noqa: F401
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mmats' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """``mmats.backtest`` names both a module and its function; the package attribute is
+    the function. Python binds a submodule onto its package when it is first imported
+    (``from mmats.backtest import sweep`` anywhere), which would make a later
+    ``from mmats import backtest`` return the module; this keeps the function there.
+    ``from mmats.backtest import ...`` still reads the module (from ``sys.modules``); only
+    ``import mmats.backtest as name`` gets the function, so write the former."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if (isinstance(value, types.ModuleType) and _HOMES.get(name) == value.__name__
+                and value.__name__ == f"{__name__}.{name}"):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
