@@ -42,6 +42,9 @@ def main(argv=None) -> int:
                         help="override the calendar used to annualise")
     parser.add_argument("--trades-csv", help="write the trade records to this CSV file")
     parser.add_argument("--fills-csv", help="write the fill records to this CSV file")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw price with trades, equity against buy and hold, and "
+                        "drawdown into this PNG file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_cost_options(parser)
     add_data_quality_options(parser)
@@ -55,6 +58,7 @@ def main(argv=None) -> int:
         check_date("--end", args.end)
         check_output_file("--trades-csv", args.trades_csv)
         check_output_file("--fills-csv", args.fills_csv)
+        check_picture_file("--plot", args.plot)
         candles = load(args.data, root=args.root, end=args.end, timeframe=args.timeframe)
         quality = report_data_quality(candles, args, label=args.data)
         result = backtest(args.strategy, candles, parse_params(args.params), cash=args.cash,
@@ -68,6 +72,8 @@ def main(argv=None) -> int:
             result.trades_frame().to_csv(args.trades_csv, index=False)
         if args.fills_csv:
             result.fills_frame().to_csv(args.fills_csv, index=False)
+        if args.plot:
+            result.plot(path=args.plot)
     except OSError as error:  # a full disk or no permission: named, not a traceback
         return fail(error)
     summary = {
@@ -93,6 +99,16 @@ def main(argv=None) -> int:
             print(f"  {name:28s} {value:,.6g}" if isinstance(value, float)
                   else f"  {name:28s} {value}")
     return 0
+
+
+def check_picture_file(option, path):
+    """Refuse, before any work, a picture path that is not a writable ``.png`` file."""
+    if path is None:
+        return
+    from mmats.reports.plots import check_png_path
+
+    check_output_file(option, path)
+    check_png_path(path, option)
 
 
 if __name__ == "__main__":

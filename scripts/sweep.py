@@ -15,6 +15,7 @@ from mmats.cli import (  # noqa: E402
     DEFAULT_DATA,
     add_cost_options,
     add_data_quality_options,
+    check_output_file,
     fail,
     parse_grid,
     print_json,
@@ -38,6 +39,10 @@ def main(argv=None) -> int:
     parser.add_argument("--objective", default="sharpe", choices=list(METRIC_NAMES),
                         help="metric the table is sorted by (default sharpe)")
     parser.add_argument("--top", type=int, default=10, help="rows shown without --json")
+    parser.add_argument("--heatmap", metavar="FILE.png",
+                        help="draw the --objective metric by parameters into this PNG file: "
+                        "a heatmap of the first two parameters (the rest folded in at their "
+                        "best), a line for one")
     parser.add_argument("--timeframe", help="override the inferred timeframe")
     parser.add_argument("--calendar", choices=["24/7", "forex", "stocks"])
     parser.add_argument("--json", action="store_true",
@@ -50,6 +55,11 @@ def main(argv=None) -> int:
         from mmats.backtest import sweep
         from mmats.data import load
 
+        if args.heatmap is not None:
+            from mmats.reports.plots import check_png_path
+
+            check_output_file("--heatmap", args.heatmap)
+            check_png_path(args.heatmap, "--heatmap")
         datasets = {source: load(source, root=args.root, timeframe=args.timeframe)
                     for source in sources}
         quality = {source: report_data_quality(candles, args, label=source)
@@ -61,6 +71,11 @@ def main(argv=None) -> int:
                        progress=not args.json, **settings_from(args))
     except MMATSError as error:
         return fail(error)
+    if args.heatmap:
+        try:
+            result.plot(metric=args.objective, path=args.heatmap)
+        except (MMATSError, OSError) as error:  # e.g. a grid with no parameter, a full disk
+            return fail(error)
     if args.json:
         print_json({
             "strategy": result.strategy,
