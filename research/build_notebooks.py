@@ -1,7 +1,9 @@
 """Write the research notebooks from the cells below (run: python research/build_notebooks.py).
 
 Keeping the cells here makes the notebooks easy to review in a diff; the test suite
-executes the .ipynb files themselves.
+executes the .ipynb files themselves. A cell of kind "plot" is a code cell tagged "plot":
+it shows its figure with ``plt.show()``, and the test checks that the figure appears under
+that cell and no image appears under any other.
 """
 
 from pathlib import Path
@@ -15,8 +17,7 @@ QUICKSTART = [
 
 Load real candles, backtest a strategy, sweep its parameters, and write a tearsheet.
 Everything runs offline on the bundled sample data."""),
-    ("code", """import matplotlib
-matplotlib.use("Agg")
+    ("code", """%matplotlib inline
 import matplotlib.pyplot as plt
 
 from mmats.backtest import backtest, sweep
@@ -41,11 +42,12 @@ The decision at a bar's close fills at the next bar's open; 10 bps fees."""),
     ("code", """result = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10)
 print({k: round(v, 4) for k, v in result.metrics.items()})
 result.trades_frame().head()"""),
-    ("code", """ax = result.equity.plot(title="EMA cross 10/50, equity", figsize=(9, 3))
-ax.figure.tight_layout()"""),
+    ("plot", """ax = result.equity.plot(title="EMA cross 10/50, equity", figsize=(9, 3))
+ax.figure.tight_layout()
+plt.show()"""),
     ("markdown", """## A parameter sweep
 Every combination runs inside one numba kernel; the heatmap shows the Sharpe ratio."""),
-    ("code", """swept = sweep("ema_cross", candles, {"fast": list(range(5, 55, 5)),
+    ("plot", """swept = sweep("ema_cross", candles, {"fast": list(range(5, 55, 5)),
                                       "slow": list(range(20, 210, 20))}, fee_bps=10)
 print(f"{len(swept.table)} combinations in {swept.seconds:.3f} s")
 heat = swept.table.pivot(index="fast", columns="slow", values="sharpe")
@@ -54,6 +56,7 @@ image = ax.imshow(heat.to_numpy(), aspect="auto", cmap="RdYlGn")
 ax.set_xticks(range(len(heat.columns)), heat.columns)
 ax.set_yticks(range(len(heat.index)), heat.index)
 ax.set_xlabel("slow"); ax.set_ylabel("fast"); fig.colorbar(image, label="Sharpe")
+plt.show()
 swept.best("sharpe", 5)"""),
     ("markdown", """## A tearsheet
 quantstats, offline, against buy and hold of the same data."""),
@@ -74,8 +77,8 @@ ROBUSTNESS = [
 Is the best parameter set an edge or an accident of the sample? Re-optimise on rolling
 windows and trade only the windows that follow; then resample the out-of-sample returns
 and ask how likely the result is to be luck."""),
-    ("code", """import matplotlib
-matplotlib.use("Agg")
+    ("code", """%matplotlib inline
+import matplotlib.pyplot as plt
 
 from mmats.data import load
 from mmats.validate.research import run_research
@@ -87,10 +90,11 @@ research.walk_forward.folds[["fold", "test_start", "fast", "slow", "is_sharpe", 
     ("code", """from mmats.data import data_quality
 
 print(data_quality(candles).summary())  # gaps are never filled; a result states them"""),
-    ("code", """wf = research.walk_forward
+    ("plot", """wf = research.walk_forward
 ax = wf.equity.plot(label="walk-forward (out of sample)", figsize=(9, 3))
 wf.benchmark.plot(ax=ax, label="buy and hold")
 ax.legend(); ax.figure.tight_layout()
+plt.show()
 print("walk-forward efficiency", round(wf.efficiency, 3))"""),
     ("markdown", "## Monte Carlo of the out-of-sample returns"),
     ("code", """mc = research.monte_carlo
@@ -106,12 +110,21 @@ print(research.verdict)"""),
 
 
 def build(cells, path):
+    """Write ``cells`` ((kind, source) pairs) to the notebook at ``path``.
+
+    Cell ids follow the cell's position, so rebuilding an unchanged notebook changes nothing.
+    """
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
-    for kind, source in cells:
-        maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
-        notebook.cells.append(maker(source))
+    for index, (kind, source) in enumerate(cells):
+        if kind == "markdown":
+            cell = nbformat.v4.new_markdown_cell(source, id=f"cell-{index}")
+        else:
+            cell = nbformat.v4.new_code_cell(source, id=f"cell-{index}")
+        if kind == "plot":
+            cell.metadata["tags"] = ["plot"]
+        notebook.cells.append(cell)
     nbformat.write(notebook, path)
 
 
