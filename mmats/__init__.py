@@ -21,8 +21,6 @@ import importlib
 import sys
 import types
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a few ms)
-
 __version__ = "0.1.0"
 
 #: public name -> the module that defines it
@@ -42,16 +40,9 @@ _HOMES = {
 
 __all__ = list(_HOMES)
 
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports on demand
-    from mmats.backtest import backtest, market, sweep  # noqa: F401
-    from mmats.data.io import load  # noqa: F401
-    from mmats.data.quality import data_quality  # noqa: F401
-    from mmats.lookahead import check_lookahead  # noqa: F401
-    from mmats.reports.research_report import write_research_report  # noqa: F401
-    from mmats.strategy import load_strategy  # noqa: F401
-    from mmats.validate.montecarlo import monte_carlo  # noqa: F401
-    from mmats.validate.research import run_research  # noqa: F401
-    from mmats.validate.walkforward import walk_forward  # noqa: F401
+# No static imports of these, not even under TYPE_CHECKING: import-linter counts them, and
+# modules that import ``mmats`` itself (mmats.data.io, for the package's folder) would
+# then depend on every layer.
 
 
 def __getattr__(name: str):
