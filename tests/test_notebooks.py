@@ -18,6 +18,7 @@ def _images(cell):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_notebook_executes(name, tmp_path):
     notebook = nbformat.read(RESEARCH / f"{name}.ipynb", as_version=4)
     client = NotebookClient(notebook, timeout=600, kernel_name="python3",

@@ -67,6 +67,7 @@ def _transitions(result):
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
+@pytest.mark.slow
 def test_ema_cross_equals_vectorbt_from_signals(vbt, ema_runs, name):
     candles, result = ema_runs[name]
     frame = candles.set_index("ts")

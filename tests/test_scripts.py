@@ -104,6 +104,7 @@ WALKFORWARD_QUICK = ["scripts/walkforward.py", "--json", "--data", "nasdaq:GOOG:
                      "--grid", "fast=5|10|20,slow=30|60", "--mc-runs", "50"]
 
 
+@pytest.mark.slow
 def test_walkforward_mc_reshuffle_reorders_the_out_of_sample_trades(repo, python, tmp_path):
     done = run(repo, python, *WALKFORWARD_QUICK, "--mc-method", "reshuffle",
                "--reports", tmp_path)
@@ -117,6 +118,7 @@ def test_walkforward_mc_reshuffle_reorders_the_out_of_sample_trades(repo, python
     assert finals == pytest.approx([finals[0]] * 5, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_walkforward_windows_from_the_command_line(repo, python, tmp_path):
     done = run(repo, python, *WALKFORWARD_QUICK, "--train", "750", "--test", "250",
                "--reports", tmp_path)

@@ -112,6 +112,7 @@ def test_pause_and_errors(setup):
             control.tick_once(config, now_ns=close_of(candles, 120))
 
 
+@pytest.mark.slow
 def test_script_once_status_kill(setup, repo, python):
     config, store, candles, tmp_path = setup
     path = tmp_path / "config.yaml"

@@ -11,6 +11,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from mmats.data import load
 from mmats.live.config import parse_config
@@ -42,6 +43,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_9_during_ticks_then_restart(tmp_path):
     path = tmp_path / "crash.sqlite"
     child_source = CHILD.format(config=CONFIG, bars=BARS)
@@ -125,6 +127,7 @@ OPERATOR_CHILD = CHILD.replace("replay(config, candles, sys.argv[1])",
                                "replay(config, candles, sys.argv[1], mode='operator')")
 
 
+@pytest.mark.slow
 def test_kill_9_in_operator_mode_never_doubles_an_order(tmp_path):
     """Operator mode against the paper venue: the venue's order log, the journal's fills
     and the positions after 30 kills and restarts equal an uninterrupted run's."""

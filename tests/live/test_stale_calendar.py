@@ -38,6 +38,7 @@ def _at(stamp, hours=0.0):
 
 
 @pytest.mark.parametrize("market_type", ["forex", "crypto"])
+@pytest.mark.slow
 def test_a_weekend_is_not_silence_for_forex_but_is_for_crypto(tmp_path, friday,
                                                               market_type):
     candles, last = friday
@@ -55,6 +56,7 @@ def test_a_weekend_is_not_silence_for_forex_but_is_for_crypto(tmp_path, friday,
         assert control.status(config)["rsi:EUR/USD"]["trading_state"] == "HALTED"
 
 
+@pytest.mark.slow
 def test_a_new_week_bar_keeps_the_forex_sleeve_going(tmp_path, friday):
     candles, last = friday
     config = _config(tmp_path, "forex")

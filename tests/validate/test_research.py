@@ -40,6 +40,7 @@ def test_statistics_period_follows_the_span():
     assert statistics_period(market(load("bittrex:ETH/BTC:5m"))) == "1h"
 
 
+@pytest.mark.slow
 def test_walkforward_script_with_no_arguments(repo, python, tmp_path):
     done = subprocess.run([python, repo / "scripts/walkforward.py"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
