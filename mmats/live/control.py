@@ -205,8 +205,8 @@ def _tick_failed(config, error, mode, cash) -> None:
 def _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed):
     with runner_lock(config.lock), _journal(config, mode) as journal:
         snapshot = config.snapshot()
-        last = journal.rows("config_snapshots")[-1:]
-        if not last or last[0]["text"] != snapshot:
+        last = journal.last_config_snapshot()
+        if last is None or last["text"] != snapshot:
             journal.append_config_snapshot(snapshot)
         now_ns = now_ns or time.time_ns()
         active, sync_alerts = sync_candles(config, journal, now_ns, sources=sources)

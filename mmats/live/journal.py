@@ -96,6 +96,17 @@ TABLES: dict[str, dict[str, str]] = {
 }
 
 
+#: The indexes the named queries use (created with a journal, and added to an older one
+#: when it is opened for writing; an index is not part of the hash chain).
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS fills_model ON fills (model_id)",
+    "CREATE INDEX IF NOT EXISTS fills_client ON fills (client_order_id)",
+    "CREATE INDEX IF NOT EXISTS orders_client ON orders (client_order_id)",
+    "CREATE INDEX IF NOT EXISTS orders_sleeve ON orders (model_id, symbol)",
+    "CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)",
+    "CREATE INDEX IF NOT EXISTS events_kind ON risk_events (kind, scope)",
+)
+
 #: Columns of every table; layout 1 lacked the ones in _ADDED_IN_LAYOUT_2 and ``meta``.
 _EXPECTED = {"chain": {"seq", "table_name", "hash", "sig"}, "meta": {"name", "value"},
              **{table: {"seq", "ts_ns", *columns, "prev_hash", "hash"}
@@ -295,6 +306,8 @@ class Journal:
                 self._create_schema(sign, durable)
             self._check_schema(readonly)
             if not readonly:
+                for statement in INDEXES:  # a journal made before an index was added
+                    self._db.execute(statement)
                 self._signer = self._writer_signer(sign)
         except sqlite3.DatabaseError as error:
             self.close()
@@ -341,9 +354,7 @@ class Journal:
                 f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY, "
                 f"ts_ns INTEGER NOT NULL, {body}, prev_hash TEXT NOT NULL, "
                 "hash TEXT NOT NULL)")
-        statements.append("CREATE INDEX IF NOT EXISTS fills_model ON fills (model_id)")
-        statements.append("CREATE INDEX IF NOT EXISTS orders_client ON orders (client_order_id)")
-        statements.append("CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)")
+        statements += INDEXES
         for table in ("chain", "meta", *TABLES):
             for verb in ("UPDATE", "DELETE"):
                 statements.append(
@@ -688,6 +699,62 @@ class Journal:
     def orders_by_client_id(self, client_order_id: str) -> list[dict]:
         """Every journaled row of one client order id (its status history), oldest first."""
         return self.rows("orders", "client_order_id = ?", (client_order_id,))
+
+    # -- named queries: what the runner asks (each served by an index) -------------------
+    def fills_of_order(self, client_order_id: str) -> list[dict]:
+        """The fills booked to one client order id, oldest first."""
+        return self.rows("fills", "client_order_id = ?", (client_order_id,))
+
+    def orders_of_sleeve(self, model_id: str, symbol: str, *,
+                         protective: bool = False) -> list[dict]:
+        """Order rows of one sleeve (model and symbol), oldest first; ``protective``:
+        only its resting stop-loss / take-profit legs (journaled with order_id < 0)."""
+        return self.rows("orders", "model_id = ? AND symbol = ?"
+                         + (" AND order_id < 0" if protective else ""), (model_id, symbol))
+
+    def latest_final_statuses(self, model_id: str, symbol: str, final_states,
+                              limit: int) -> list[str]:
+        """The ``limit`` newest final broker statuses of one sleeve's order rows, newest
+        first (the rejects-in-a-row check reads a few rows, not the sleeve's history)."""
+        marks = ", ".join("?" * len(final_states))
+        cursor = self._db.execute(
+            f"SELECT broker_status FROM orders WHERE model_id = ? AND symbol = ? AND "
+            f"broker_status IN ({marks}) ORDER BY seq DESC LIMIT ?",
+            (model_id, symbol, *final_states, int(limit)))
+        return [row[0] for row in cursor]
+
+    def orders_in_states(self, states) -> list[dict]:
+        """The newest row of each client order whose broker status is one of ``states``."""
+        marks = ", ".join("?" * len(states))
+        return self.rows("orders", "seq IN (SELECT MAX(seq) FROM orders GROUP BY "
+                         f"client_order_id) AND broker_status IN ({marks})", tuple(states))
+
+    def risk_events(self, kinds: str | tuple[str, ...], scope: str | None = None) -> list[dict]:
+        """Risk events of one kind (or any of several), of one scope if given, oldest
+        first."""
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        where = f"kind IN ({', '.join('?' * len(kinds))})"
+        if scope is not None:
+            where += " AND scope = ?"
+            kinds += (scope,)
+        return self.rows("risk_events", where, kinds)
+
+    def last_risk_event(self, kinds: str | tuple[str, ...],
+                        scope: str | None = None) -> dict | None:
+        """The newest of :meth:`risk_events`, or None."""
+        events = self.risk_events(kinds, scope)
+        return events[-1] if events else None
+
+    def sleeve_states(self, sleeve_id: str) -> list[dict]:
+        """Every saved state of one sleeve, oldest first."""
+        return self.rows("sleeve_states", "sleeve_id = ?", (sleeve_id,))
+
+    def last_config_snapshot(self) -> dict | None:
+        """The newest configuration snapshot, or None."""
+        cursor = self._db.execute("SELECT * FROM config_snapshots ORDER BY seq DESC LIMIT 1")
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([c[0] for c in cursor.description], row,
+                                                 strict=True))
 
     # -- verification ------------------------------------------------------------------
     def verify(self) -> VerifyReport:

@@ -170,7 +170,8 @@ def _flatten_symbol(broker, market, symbol, held, request) -> str | None:
 def booked(journal, request: dict) -> bool:
     """Whether this request's halt and all its flattening orders are in the journal (a
     tick may book a request before the kill command has written its orders)."""
-    for row in reversed(journal.rows("risk_events", "kind = ?", (BOOKED_KIND,))):
+    row = journal.last_risk_event(BOOKED_KIND)
+    if row is not None:
         data = json.loads(row["data"] or "{}")
         return data.get("request") == request["id"] and data.get("orders") == [
             o["client_order_id"] for o in request["orders"]]
@@ -222,7 +223,7 @@ def _book_order(journal, desk, sleeves, states, order) -> None:
         share = abs(float(states[sleeve.id][0]["position"])) / total
         cid = order["client_order_id"] if len(holders) == 1 else client_order_id(
             f"{order['client_order_id']}:{sleeve.id}", 0, index)
-        if journal.rows("fills", "client_order_id = ?", (cid,)):
+        if journal.fills_of_order(cid):
             continue  # booked by an earlier attempt
         record = np.zeros(1, dtype=ORDER_DTYPE)[0]
         record["requested_qty"] = side * filled * share

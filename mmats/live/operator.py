@@ -154,10 +154,7 @@ class Desk:
         return reduce_only(record, target) == target
 
     def _unsettled_orders(self) -> dict[str, dict]:
-        marks = ", ".join("?" * len(UNSETTLED))
-        rows = self.journal.rows(
-            "orders", "seq IN (SELECT MAX(seq) FROM orders GROUP BY client_order_id) AND "
-            f"broker_status IN ({marks})", UNSETTLED)
+        rows = self.journal.orders_in_states(UNSETTLED)
         return {row["client_order_id"]: row for row in rows}
 
     # -- 2. reconcile ----------------------------------------------------------------
@@ -230,10 +227,9 @@ class Desk:
         when the quote currency held is short of the cash the sleeves believe they have
         (orders would be refused)."""
         scope = f"market:{market.name}"
-        rows = self.journal.rows("risk_events", "scope = ? AND kind = 'venue_balances'",
-                                 (scope,))
+        last = self.journal.last_risk_event("venue_balances", scope)
         snapshot = {asset: float(amount) for asset, amount in sorted(balances.items())}
-        if not rows or json.loads(rows[-1]["data"]) != snapshot:
+        if last is None or json.loads(last["data"]) != snapshot:
             self.journal.append_risk_event("INFO", scope, "venue_balances",
                                            f"{market.name} balances at the venue", snapshot,
                                            ts_ns=self.now_ns)
@@ -368,7 +364,7 @@ class Desk:
             self._rejected(sleeve, cid, order, venue.get("reason") or "rejected by the venue",
                            venue.get("reason") or "rejected")
             return
-        done = self.journal.rows("fills", "client_order_id = ?", (cid,))
+        done = self.journal.fills_of_order(cid)
         filled = sum(f["qty"] for f in done)
         notional = sum(f["qty"] * f["price"] for f in done)
         fees = sum(f["fee"] for f in done)
@@ -432,13 +428,11 @@ class Desk:
             self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
 
     def _rejects_in_a_row(self, sleeve) -> int:
-        finals = []
-        for row in self.journal.rows("orders", "model_id = ? AND symbol = ?",
-                                     (sleeve.model_id, sleeve.symbol)):
-            if row["broker_status"] in FINAL_STATES:
-                finals.append(row["broker_status"])
+        """Final order rows of the sleeve that were refusals, counted back from the newest
+        (up to REJECTS_TO_PAUSE: all the check needs)."""
         count = 0
-        for status in reversed(finals):
+        for status in self.journal.latest_final_statuses(
+                sleeve.model_id, sleeve.symbol, FINAL_STATES, REJECTS_TO_PAUSE):
             if status != "rejected":
                 break
             count += 1

@@ -196,9 +196,8 @@ class Protection:
         desk = self.desk
         record = desk.states[sleeve.id][0]
         sign = -1.0 if wanted["side"] == "sell" else 1.0
-        sequence = len({row["client_order_id"] for row in desk.journal.rows(
-            "orders", "model_id = ? AND symbol = ? AND order_id < 0",
-            (sleeve.model_id, sleeve.symbol))})
+        sequence = len({row["client_order_id"] for row in desk.journal.orders_of_sleeve(
+            sleeve.model_id, sleeve.symbol, protective=True)})
         request = {"symbol": sleeve.symbol, "side": wanted["side"], "qty": wanted["qty"]}
         legs = []
         for kind, _, reason in LEGS:

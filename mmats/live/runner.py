@@ -252,8 +252,7 @@ class _DataFaults:
     def add(self, sleeve, error) -> None:
         scope = f"sleeve:{sleeve.id}"
         seen = {json.loads(row["data"] or "{}").get("bar_ts_ns") for row in
-                self.journal.rows("risk_events", "kind = 'data_fault' AND scope = ?",
-                                  (scope,))}
+                self.journal.risk_events("data_fault", scope)}
         if error.ts_ns in seen:
             return
         self.journal.append_risk_event("WARNING", scope, "data_fault", f"skipped: {error}",
@@ -478,7 +477,7 @@ def _last_tick(config, journal, cash) -> int:
 def _collect(config, journal, path, cash) -> ReplayResult:
     columns, states = {}, {}
     for sleeve in sleeves(config, cash):
-        rows = journal.rows("sleeve_states", "sleeve_id = ?", (sleeve.id,))
+        rows = journal.sleeve_states(sleeve.id)
         values = [np.frombuffer(row["state"], dtype=STATE_DTYPE)[0] for row in rows]
         series = pd.Series([v["equity"] for v in values],
                            index=pd.to_datetime([r["ts_ns"] for r in rows], utc=True))

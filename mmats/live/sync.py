@@ -95,9 +95,8 @@ def _journal_outage(journal, market, problems, now_ns, alerts) -> None:
     """Journal and alert when every feed of a market starts failing (``problems``) and
     when one works again (``None``): once per outage, not at every tick of it."""
     scope = f"market:{market.name}"
-    rows = journal.rows("risk_events", "scope = ? AND kind IN ('feeds_failing', "
-                        "'feeds_recovered')", (scope,))
-    failing = bool(rows) and rows[-1]["kind"] == "feeds_failing"
+    last = journal.last_risk_event(("feeds_failing", "feeds_recovered"), scope)
+    failing = last is not None and last["kind"] == "feeds_failing"
     if problems is not None and not failing:
         message = f"{market.name}: {'; '.join(problems)}"
         journal.append_risk_event("CRITICAL", scope, "feeds_failing", message,
@@ -112,9 +111,8 @@ def _journal_outage(journal, market, problems, now_ns, alerts) -> None:
 
 def _journal_switch(journal, market, chosen, problems, now_ns, alerts) -> None:
     scope = f"market:{market.name}"
-    rows = journal.rows("risk_events", "scope = ? AND kind IN ('feed_failover', "
-                        "'feed_restored')", (scope,))
-    previous = json.loads(rows[-1]["data"])["feed"] if rows else market.feed
+    last = journal.last_risk_event(("feed_failover", "feed_restored"), scope)
+    previous = json.loads(last["data"])["feed"] if last else market.feed
     if chosen == previous:
         return
     kind = "feed_restored" if chosen == market.feed else "feed_failover"

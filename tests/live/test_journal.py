@@ -340,3 +340,68 @@ def test_transaction_is_all_or_nothing(tmp_path):
             journal.save_state("s", np.zeros(1, STATE_DTYPE))
         assert len(journal.rows("signals")) == 2 and journal.load_state("s") is not None
         assert journal.verify().ok
+
+
+# ------------------------------------------------------------------ named queries
+
+
+def test_named_queries_answer_from_indexes(tmp_path, result):
+    """The runner asks the journal by name (no SQL outside journal.py), and the per-tick
+    questions are served by an index, not a scan of the sleeve's history."""
+    with Journal(tmp_path / "j.sqlite") as journal:
+        _fill_everything(journal, result)
+        for status in ("rejected", "filled", "rejected", "rejected"):
+            journal.append_order("ema_cross", "ETH/BTC", f"cid-{status}", result.orders[0],
+                                 status, ts_ns=T0 + 8)
+        journal.append_risk_event("INFO", "market:crypto", "feeds_failing", "down", {},
+                                  ts_ns=T0 + 9)
+        journal.append_risk_event("INFO", "market:crypto", "feeds_recovered", "up", {},
+                                  ts_ns=T0 + 10)
+        assert journal.latest_final_statuses("ema_cross", "ETH/BTC",
+                                             ("filled", "rejected"), 3) == ["rejected"] * 2 + [
+                                                 "filled"]
+        assert [f["client_order_id"] for f in journal.fills_of_order("cid-1")] == ["cid-1"]
+        last = journal.last_risk_event(("feeds_failing", "feeds_recovered"), "market:crypto")
+        assert last["kind"] == "feeds_recovered"
+        assert journal.last_risk_event("feeds_failing", "market:other") is None
+        assert len(journal.risk_events("daily_loss")) == 1
+        assert len(journal.sleeve_states("ema_cross:ETH/BTC")) == 1
+        assert json.loads(journal.last_config_snapshot()["text"])["mode"] == "paper"
+        assert len(journal.orders_of_sleeve("ema_cross", "ETH/BTC")) == 8
+        plan = " ".join(str(row) for row in journal._db.execute(
+            "EXPLAIN QUERY PLAN SELECT broker_status FROM orders WHERE model_id = ? AND "
+            "symbol = ? AND broker_status IN ('rejected') ORDER BY seq DESC LIMIT 3",
+            ("ema_cross", "ETH/BTC")))
+        assert "orders_sleeve" in plan
+        plan = " ".join(str(row) for row in journal._db.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM risk_events WHERE kind IN ('x') AND scope = ?",
+            ("s",)))
+        assert "events_kind" in plan
+
+
+def test_an_older_journal_gets_the_indexes_when_opened_for_writing(tmp_path, result):
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as journal:
+        _fill_everything(journal, result)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX orders_sleeve")
+        db.execute("DROP INDEX events_kind")
+    with Journal(path, create=False, readonly=True) as journal:
+        assert journal.verify().ok  # an index is not part of the chain
+    with Journal(path) as journal:
+        names = {row[0] for row in journal._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"orders_sleeve", "events_kind"} <= names
+        assert journal.verify().ok
+
+
+def test_no_sql_outside_the_journal():
+    """Other modules ask the journal by name: no SQL condition passed to Journal.rows."""
+    from pathlib import Path
+
+    import mmats
+
+    root = Path(mmats.__file__).parent
+    offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
+                 if path.name != "journal.py" and ".rows(" in path.read_text()]
+    assert offenders == []
