@@ -40,7 +40,6 @@ import json
 import math
 import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,22 @@ from typing import Any
 import numpy as np
 
 from mmats.errors import ConfigError
+from mmats.live.journal_layout import (
+    ACTIONS,
+    ADDED_IN_LAYOUT_2,
+    EXPECTED_COLUMNS,
+    GENESIS_HASH,
+    INDEXES,
+    LAYOUT,
+    RISK_LEVELS,
+    TABLES,
+    TIMES_IN_FORCE,
+    integer_value,
+    json_value,
+    number_value,
+    text_value,
+    ts_value,
+)
 from mmats.live.journal_signing import (
     SCHEME,
     Anchor,
@@ -60,58 +75,6 @@ from mmats.live.journal_signing import (
     key_id,
 )
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
-
-GENESIS_HASH = "0" * 64
-ACTIONS = ("BUY", "SELL", "HOLD")
-TIMES_IN_FORCE = ("GTC", "IOC", "FOK", "DAY", "GTD")
-RISK_LEVELS = ("INFO", "WARNING", "CRITICAL")
-LAYOUT = "2"  # 1: before signing (no meta table, chain.sig, config_snapshots.user)
-
-
-def _record_columns(dtype: np.dtype, kind: str) -> dict[str, str]:
-    """Columns of a record dtype; its ``ts_ns`` is renamed ``<kind>_ts_ns``."""
-    columns = {}
-    for name in dtype.names:
-        column = f"{kind}_ts_ns" if name == "ts_ns" else name
-        columns[column] = "INTEGER" if dtype[name].kind in "iu" else "REAL"
-    return columns
-
-
-#: Payload columns of each table and their SQLite types, in order.
-TABLES: dict[str, dict[str, str]] = {
-    "ticks": {"symbol": "TEXT", "timeframe": "TEXT", "bar_ts_ns": "INTEGER", "open": "REAL",
-              "high": "REAL", "low": "REAL", "close": "REAL", "volume": "REAL"},
-    "signals": {"model_id": "TEXT", "symbol": "TEXT", "action": "TEXT", "qty": "REAL",
-                "limit_price": "REAL", "stop_loss": "REAL", "take_profit": "REAL",
-                "time_in_force": "TEXT", "confidence": "REAL", "meta": "TEXT"},
-    "orders": {"model_id": "TEXT", "symbol": "TEXT", "client_order_id": "TEXT",
-               "broker_status": "TEXT", **_record_columns(ORDER_DTYPE, "order")},
-    "fills": {"model_id": "TEXT", "symbol": "TEXT", "client_order_id": "TEXT",
-              **_record_columns(FILL_DTYPE, "fill")},
-    "risk_events": {"level": "TEXT", "scope": "TEXT", "kind": "TEXT", "message": "TEXT",
-                    "data": "TEXT"},
-    "operator_actions": {"action": "TEXT", "target": "TEXT", "user": "TEXT", "reason": "TEXT"},
-    "config_snapshots": {"format": "TEXT", "text": "TEXT", "user": "TEXT"},
-    "sleeve_states": {"sleeve_id": "TEXT", "dtype": "TEXT", "state": "BLOB"},
-}
-
-
-#: The indexes the named queries use (created with a journal, and added to an older one
-#: when it is opened for writing; an index is not part of the hash chain).
-INDEXES = (
-    "CREATE INDEX IF NOT EXISTS fills_model ON fills (model_id)",
-    "CREATE INDEX IF NOT EXISTS fills_client ON fills (client_order_id)",
-    "CREATE INDEX IF NOT EXISTS orders_client ON orders (client_order_id)",
-    "CREATE INDEX IF NOT EXISTS orders_sleeve ON orders (model_id, symbol)",
-    "CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)",
-    "CREATE INDEX IF NOT EXISTS events_kind ON risk_events (kind, scope)",
-)
-
-#: Columns of every table; layout 1 lacked the ones in _ADDED_IN_LAYOUT_2 and ``meta``.
-_EXPECTED = {"chain": {"seq", "table_name", "hash", "sig"}, "meta": {"name", "value"},
-             **{table: {"seq", "ts_ns", *columns, "prev_hash", "hash"}
-                for table, columns in TABLES.items()}}
-_ADDED_IN_LAYOUT_2 = {"chain": {"sig"}, "config_snapshots": {"user"}}
 
 
 @dataclass
@@ -162,60 +125,6 @@ def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) ->
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def _canonical_json(value: Any, name: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                          default=_json_default)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{name} must be JSON-serialisable without NaN: {error}") from None
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _text(value: Any, name: str, *, required: bool = True) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _number(value: Any, name: str, *, optional: bool = False, finite: bool = True):
-    """A float for a REAL column; NaN is refused (SQLite would silently store NULL)."""
-    if value is None and optional:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if math.isnan(number) or (finite and math.isinf(number)):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
-def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _ts(ts_ns: int | None, name: str = "ts_ns") -> int:
-    if ts_ns is None:
-        return time.time_ns()
-    value = _integer(ts_ns, name)
-    if value < 0:
-        raise ConfigError(f"{name} must be >= 0 nanoseconds since the epoch, got {value}")
-    return value
-
-
 def _record_payload(record: Any, dtype: np.dtype, kind: str) -> dict:
     """Columns of one ORDER/FILL record (a structured row, 1-element array or dict)."""
     if isinstance(record, np.ndarray) and record.shape == (1,):
@@ -237,7 +146,7 @@ def _record_payload(record: Any, dtype: np.dtype, kind: str) -> dict:
     for name in dtype.names:
         column = f"{kind}_ts_ns" if name == "ts_ns" else name
         if dtype[name].kind in "iu":
-            payload[column] = _integer(record[name], f"{kind}.{name}")
+            payload[column] = integer_value(record[name], f"{kind}.{name}")
         else:
             # a backtest record may hold NaN (e.g. no price for a rejected order); keep it
             # as NULL and read it back as NaN
@@ -383,12 +292,12 @@ class Journal:
             raise JournalError(f"journal {self.path} lacks the tables {missing}; "
                                "is it an MMATS journal?")
         actual = {table: {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                  for table in _EXPECTED if table in names}
+                  for table in EXPECTED_COLUMNS if table in names}
         self._meta: dict[str, str] = {}
         self._layout = 2
         self._columns = {table: list(columns) for table, columns in TABLES.items()}
         if "meta" not in names and all(
-                actual[table] == _EXPECTED[table] - _ADDED_IN_LAYOUT_2.get(table, set())
+                actual[table] == EXPECTED_COLUMNS[table] - ADDED_IN_LAYOUT_2.get(table, set())
                 for table in ("chain", *TABLES)):
             if not readonly:
                 raise JournalError(
@@ -405,11 +314,11 @@ class Journal:
             if have is None:
                 raise JournalError(f"journal {self.path} lacks the table {table!r}; is it an "
                                    "MMATS journal of this version?")
-            if have != _EXPECTED[table]:
+            if have != EXPECTED_COLUMNS[table]:
                 raise JournalError(
                     f"journal {self.path}: table {table} lacks the columns "
-                    f"{sorted(_EXPECTED[table] - have)} and has unexpected columns "
-                    f"{sorted(have - _EXPECTED[table])}; it was not written by this version "
+                    f"{sorted(EXPECTED_COLUMNS[table] - have)} and has unexpected columns "
+                    f"{sorted(have - EXPECTED_COLUMNS[table])}; it was not written by this version "
                     "of MMATS (or was altered); start a new journal")
         self._meta = dict(self._db.execute("SELECT name, value FROM meta"))
         if (self._meta.get("layout") != LAYOUT or not self._meta.get("journal_id")
@@ -518,13 +427,13 @@ class Journal:
                     close: float, volume: float, *, timeframe: str = "",
                     ts_ns: int | None = None) -> int:
         """Record the bar a tick of the runner acted on; returns its ``seq``."""
-        payload = {"symbol": _text(symbol, "symbol"),
-                   "timeframe": _text(timeframe, "timeframe", required=False),
-                   "bar_ts_ns": _ts(bar_ts_ns, "bar_ts_ns")}
+        payload = {"symbol": text_value(symbol, "symbol"),
+                   "timeframe": text_value(timeframe, "timeframe", required=False),
+                   "bar_ts_ns": ts_value(bar_ts_ns, "bar_ts_ns")}
         for name, value in (("open", open), ("high", high), ("low", low), ("close", close),
                             ("volume", volume)):
-            payload[name] = _number(value, name)
-        return self._append("ticks", _ts(ts_ns), payload)
+            payload[name] = number_value(value, name)
+        return self._append("ticks", ts_value(ts_ns), payload)
 
     def append_signal(self, model_id: str, symbol: str, action: str, qty: float,
                       limit_price: float | None = None, stop_loss: float | None = None,
@@ -537,39 +446,39 @@ class Journal:
         if time_in_force not in TIMES_IN_FORCE:
             raise ConfigError(f"time_in_force must be one of {TIMES_IN_FORCE}, "
                               f"got {time_in_force!r}")
-        qty = _number(qty, "qty")
+        qty = number_value(qty, "qty")
         if qty < 0:
             raise ConfigError(f"qty must be >= 0 (the action carries the side), got {qty}")
         prices = {}
         for name, value in (("limit_price", limit_price), ("stop_loss", stop_loss),
                             ("take_profit", take_profit)):
-            prices[name] = _number(value, name, optional=True)
+            prices[name] = number_value(value, name, optional=True)
             if prices[name] is not None and prices[name] <= 0:
                 raise ConfigError(f"{name} must be a positive price, got {value!r}")
-        confidence = _number(confidence, "confidence", optional=True)
+        confidence = number_value(confidence, "confidence", optional=True)
         if confidence is not None and not 0.0 <= confidence <= 1.0:
             raise ConfigError(f"confidence must be within [0, 1], got {confidence}")
         if meta is not None and not isinstance(meta, dict):
             raise ConfigError(f"meta must be a dict, got {type(meta).__name__}")
-        payload = {"model_id": _text(model_id, "model_id"), "symbol": _text(symbol, "symbol"),
+        payload = {"model_id": text_value(model_id, "model_id"), "symbol": text_value(symbol, "symbol"),
                    "action": action, "qty": qty, **prices, "time_in_force": time_in_force,
-                   "confidence": confidence, "meta": _canonical_json(meta, "meta")}
-        return self._append("signals", _ts(ts_ns), payload)
+                   "confidence": confidence, "meta": json_value(meta, "meta")}
+        return self._append("signals", ts_value(ts_ns), payload)
 
     def append_order(self, model_id: str, symbol: str, client_order_id: str, record: Any,
                      broker_status: str = "NEW", *, ts_ns: int | None = None) -> int:
         """Record an order (an ``ORDER_DTYPE`` row or dict) and its broker status text."""
-        payload = {"model_id": _text(model_id, "model_id"), "symbol": _text(symbol, "symbol"),
-                   "client_order_id": _text(client_order_id, "client_order_id"),
-                   "broker_status": _text(broker_status, "broker_status"),
+        payload = {"model_id": text_value(model_id, "model_id"), "symbol": text_value(symbol, "symbol"),
+                   "client_order_id": text_value(client_order_id, "client_order_id"),
+                   "broker_status": text_value(broker_status, "broker_status"),
                    **_record_payload(record, ORDER_DTYPE, "order")}
-        return self._append("orders", _ts(ts_ns), payload)
+        return self._append("orders", ts_value(ts_ns), payload)
 
     def append_fill(self, model_id: str, symbol: str, client_order_id: str, record: Any, *,
                     ts_ns: int | None = None) -> int:
         """Record a fill (a ``FILL_DTYPE`` row or dict) of an order."""
-        payload = {"model_id": _text(model_id, "model_id"), "symbol": _text(symbol, "symbol"),
-                   "client_order_id": _text(client_order_id, "client_order_id",
+        payload = {"model_id": text_value(model_id, "model_id"), "symbol": text_value(symbol, "symbol"),
+                   "client_order_id": text_value(client_order_id, "client_order_id",
                                             required=False),
                    **_record_payload(record, FILL_DTYPE, "fill")}
         if payload["qty"] is None or payload["qty"] <= 0:
@@ -578,39 +487,39 @@ class Journal:
             raise ConfigError(f"fill.side must be +1 (buy) or -1 (sell), got {payload['side']}")
         if payload["price"] is None or payload["price"] <= 0:
             raise ConfigError(f"fill.price must be positive, got {payload['price']}")
-        return self._append("fills", _ts(ts_ns), payload)
+        return self._append("fills", ts_value(ts_ns), payload)
 
     def append_risk_event(self, level: str, scope: str, kind: str, message: str,
                           data: dict | None = None, *, ts_ns: int | None = None) -> int:
         """Record a risk event, e.g. ``("CRITICAL", "sleeve:x", "max_drawdown", ...)``."""
         if level not in RISK_LEVELS:
             raise ConfigError(f"level must be one of {RISK_LEVELS}, got {level!r}")
-        payload = {"level": level, "scope": _text(scope, "scope"), "kind": _text(kind, "kind"),
-                   "message": _text(message, "message", required=False),
-                   "data": _canonical_json(data, "data")}
-        return self._append("risk_events", _ts(ts_ns), payload)
+        payload = {"level": level, "scope": text_value(scope, "scope"), "kind": text_value(kind, "kind"),
+                   "message": text_value(message, "message", required=False),
+                   "data": json_value(data, "data")}
+        return self._append("risk_events", ts_value(ts_ns), payload)
 
     def append_operator_action(self, action: str, target: str, user: str | None = None,
                                reason: str = "", *, ts_ns: int | None = None) -> int:
         """Record what an operator did (kill switch, resume, ...), to what, who and why;
         ``user`` None means the operating-system account running this process."""
-        payload = {"action": _text(action, "action"), "target": _text(target, "target"),
-                   "user": _os_user() if user is None else _text(user, "user"),
-                   "reason": _text(reason, "reason", required=False)}
-        return self._append("operator_actions", _ts(ts_ns), payload)
+        payload = {"action": text_value(action, "action"), "target": text_value(target, "target"),
+                   "user": _os_user() if user is None else text_value(user, "user"),
+                   "reason": text_value(reason, "reason", required=False)}
+        return self._append("operator_actions", ts_value(ts_ns), payload)
 
     def append_config_snapshot(self, config: str | dict, *, user: str | None = None,
                                ts_ns: int | None = None) -> int:
         """Record the configuration in force (text as given, a dict as sorted JSON) and who
         put it in force: ``user`` None means the operating-system account of this process."""
         if isinstance(config, dict):
-            payload = {"format": "json", "text": _canonical_json(config, "config")}
+            payload = {"format": "json", "text": json_value(config, "config")}
         elif isinstance(config, str):
             payload = {"format": "text", "text": config}
         else:
             raise ConfigError(f"config must be text or a dict, got {type(config).__name__}")
-        payload["user"] = _os_user() if user is None else _text(user, "user")
-        return self._append("config_snapshots", _ts(ts_ns), payload)
+        payload["user"] = _os_user() if user is None else text_value(user, "user")
+        return self._append("config_snapshots", ts_value(ts_ns), payload)
 
     def save_state(self, sleeve_id: str, state: np.ndarray, ts_ns: int | None = None) -> int:
         """Persist a sleeve's kernel state (a 1-element structured array) bit for bit."""
@@ -618,9 +527,9 @@ class Journal:
             raise ConfigError("state must be a 1-element structured array (STATE_DTYPE), got "
                               f"{getattr(state, 'dtype', type(state).__name__)!s} "
                               f"shape {getattr(state, 'shape', None)}")
-        payload = {"sleeve_id": _text(sleeve_id, "sleeve_id"), "dtype": _dtype_text(state.dtype),
+        payload = {"sleeve_id": text_value(sleeve_id, "sleeve_id"), "dtype": _dtype_text(state.dtype),
                    "state": np.ascontiguousarray(state).tobytes()}
-        return self._append("sleeve_states", _ts(ts_ns), payload)
+        return self._append("sleeve_states", ts_value(ts_ns), payload)
 
     # -- reads -------------------------------------------------------------------------
     def load_state(self, sleeve_id: str, dtype: np.dtype = STATE_DTYPE) -> np.ndarray | None:

@@ -1,0 +1,123 @@
+"""The journal's layout: its tables and their columns, the indexes its named queries use,
+and the values some columns may take. :mod:`mmats.live.journal` writes and reads it."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from mmats.errors import ConfigError
+from mmats.types import FILL_DTYPE, ORDER_DTYPE
+
+GENESIS_HASH = "0" * 64
+ACTIONS = ("BUY", "SELL", "HOLD")
+TIMES_IN_FORCE = ("GTC", "IOC", "FOK", "DAY", "GTD")
+RISK_LEVELS = ("INFO", "WARNING", "CRITICAL")
+LAYOUT = "2"  # 1: before signing (no meta table, chain.sig, config_snapshots.user)
+
+
+def record_columns(dtype: np.dtype, kind: str) -> dict[str, str]:
+    """Columns of a record dtype; its ``ts_ns`` is renamed ``<kind>_ts_ns``."""
+    columns = {}
+    for name in dtype.names:
+        column = f"{kind}_ts_ns" if name == "ts_ns" else name
+        columns[column] = "INTEGER" if dtype[name].kind in "iu" else "REAL"
+    return columns
+
+
+#: Payload columns of each table and their SQLite types, in order.
+TABLES: dict[str, dict[str, str]] = {
+    "ticks": {"symbol": "TEXT", "timeframe": "TEXT", "bar_ts_ns": "INTEGER", "open": "REAL",
+              "high": "REAL", "low": "REAL", "close": "REAL", "volume": "REAL"},
+    "signals": {"model_id": "TEXT", "symbol": "TEXT", "action": "TEXT", "qty": "REAL",
+                "limit_price": "REAL", "stop_loss": "REAL", "take_profit": "REAL",
+                "time_in_force": "TEXT", "confidence": "REAL", "meta": "TEXT"},
+    "orders": {"model_id": "TEXT", "symbol": "TEXT", "client_order_id": "TEXT",
+               "broker_status": "TEXT", **record_columns(ORDER_DTYPE, "order")},
+    "fills": {"model_id": "TEXT", "symbol": "TEXT", "client_order_id": "TEXT",
+              **record_columns(FILL_DTYPE, "fill")},
+    "risk_events": {"level": "TEXT", "scope": "TEXT", "kind": "TEXT", "message": "TEXT",
+                    "data": "TEXT"},
+    "operator_actions": {"action": "TEXT", "target": "TEXT", "user": "TEXT", "reason": "TEXT"},
+    "config_snapshots": {"format": "TEXT", "text": "TEXT", "user": "TEXT"},
+    "sleeve_states": {"sleeve_id": "TEXT", "dtype": "TEXT", "state": "BLOB"},
+}
+
+
+#: The indexes the named queries use (created with a journal, and added to an older one
+#: when it is opened for writing; an index is not part of the hash chain).
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS fills_model ON fills (model_id)",
+    "CREATE INDEX IF NOT EXISTS fills_client ON fills (client_order_id)",
+    "CREATE INDEX IF NOT EXISTS orders_client ON orders (client_order_id)",
+    "CREATE INDEX IF NOT EXISTS orders_sleeve ON orders (model_id, symbol)",
+    "CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)",
+    "CREATE INDEX IF NOT EXISTS events_kind ON risk_events (kind, scope)",
+)
+
+#: Columns of every table; layout 1 lacked the ones in ADDED_IN_LAYOUT_2 and ``meta``.
+EXPECTED_COLUMNS = {"chain": {"seq", "table_name", "hash", "sig"}, "meta": {"name", "value"},
+             **{table: {"seq", "ts_ns", *columns, "prev_hash", "hash"}
+                for table, columns in TABLES.items()}}
+ADDED_IN_LAYOUT_2 = {"chain": {"sig"}, "config_snapshots": {"user"}}
+
+
+# -- the values a column takes: checked, or refused with the field's name ------------
+
+
+def json_value(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                          default=_json_default)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name} must be JSON-serialisable without NaN: {error}") from None
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def text_value(value: Any, name: str, *, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise ConfigError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def number_value(value: Any, name: str, *, optional: bool = False, finite: bool = True):
+    """A float for a REAL column; NaN is refused (SQLite would silently store NULL)."""
+    if value is None and optional:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if math.isnan(number) or (finite and math.isinf(number)):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def integer_value(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def ts_value(ts_ns: int | None, name: str = "ts_ns") -> int:
+    if ts_ns is None:
+        return time.time_ns()
+    value = integer_value(ts_ns, name)
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0 nanoseconds since the epoch, got {value}")
+    return value
