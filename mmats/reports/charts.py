@@ -83,23 +83,10 @@ def parameter_heatmap(
     mean in-sample objective; NaN where a combination was not run). ``chosen`` maps a fold
     number to the (row value, column value) it picked: those cells are outlined and
     labelled."""
-    values = grid.to_numpy(dtype=np.float64)
-    finite = values[np.isfinite(values)]
     figure = Figure(figsize=(min(10.0, max(6.5, 1.6 + 0.8 * grid.shape[1])),
                              min(7.0, max(4.2, 1.6 + 0.5 * grid.shape[0]))),
                     layout="constrained")
-    ax = figure.add_subplot()
-    ax.grid(False)
-    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
-    norm = None
-    if finite.size and finite.min() < 0.0 < finite.max():
-        norm = TwoSlopeNorm(vcenter=0.0, vmin=finite.min(), vmax=finite.max())
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
-                      origin="lower")
-    ax.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
-    ax.set_xlabel(str(grid.columns.name))
-    ax.set_ylabel(str(grid.index.name))
+    ax, image, values = heatmap_axes(figure, grid)
     rows, columns = list(grid.index), list(grid.columns)
     picked: dict[tuple[int, int], list[int]] = {}
     for fold, (row_value, column_value) in (chosen or {}).items():
@@ -116,14 +103,39 @@ def parameter_heatmap(
                 names = ",".join(str(f) for f in picked[row, column])
                 label += ("\nfold " if len(picked[row, column]) == 1 else "\nfolds ") + names
         if label:
-            red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (
-                0.87, 0.87, 0.87, 1.0)
-            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
             ax.text(column, row, label, ha="center", va="center", fontsize=size,
-                    linespacing=1.4, color="white" if dark else "black")
+                    linespacing=1.4, color=text_colour(image, value))
     figure.colorbar(image, ax=ax, label=f"in-sample {objective}, mean of {folds} folds")
     ax.set_title(f"In-sample {objective} by parameters" + (f" ({note})" if note else ""))
     return figure
+
+
+def heatmap_axes(figure: Figure, grid: pd.DataFrame):
+    """Draw ``grid`` (rows: one parameter's values, columns: another's) as a heatmap on a
+    new axes of ``figure``: red to green, centred on 0 when the values straddle it, grey
+    where a cell is NaN. Returns ``(ax, image, values)``."""
+    values = grid.to_numpy(dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    ax = figure.add_subplot()
+    ax.grid(False)
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
+    norm = None
+    if finite.size and finite.min() < 0.0 < finite.max():
+        norm = TwoSlopeNorm(vcenter=0.0, vmin=finite.min(), vmax=finite.max())
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
+                      origin="lower")
+    ax.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
+    ax.set_xlabel(str(grid.columns.name))
+    ax.set_ylabel(str(grid.index.name))
+    return ax, image, values
+
+
+def text_colour(image, value: float) -> str:
+    """Black or white, whichever reads on the heatmap cell of ``value`` (NaN: grey)."""
+    red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (
+        0.87, 0.87, 0.87, 1.0)
+    return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
 
 
 @_styled

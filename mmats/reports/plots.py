@@ -17,10 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
@@ -30,7 +28,9 @@ from mmats.reports.charts import (
     BENCHMARK,
     STRATEGY,
     format_value,
+    heatmap_axes,
     style,
+    text_colour,
     thin,
 )
 from mmats.reports.files import atomic_path
@@ -192,30 +192,15 @@ def _line(curve: pd.Series, metric: str) -> Figure:
 
 
 def _heatmap(grid: pd.DataFrame, metric: str) -> Figure:
-    values = grid.to_numpy(dtype=np.float64)
-    finite = values[np.isfinite(values)]
     figure = Figure(figsize=(min(11.0, max(6.5, 1.8 + 0.7 * grid.shape[1])),
                              min(8.0, max(4.2, 1.6 + 0.45 * grid.shape[0]))),
                     layout="constrained")
-    ax = figure.add_subplot()
-    ax.grid(False)
-    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
-    norm = None
-    if finite.size and finite.min() < 0.0 < finite.max():
-        norm = TwoSlopeNorm(vcenter=0.0, vmin=finite.min(), vmax=finite.max())
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
-                      origin="lower")
-    ax.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
-    ax.set_xlabel(str(grid.columns.name))
-    ax.set_ylabel(str(grid.index.name))
+    ax, image, values = heatmap_axes(figure, grid)
     if grid.size <= 200:
         for (row, column), value in np.ndenumerate(values):
             if np.isfinite(value):
-                red, green, blue, _ = image.cmap(image.norm(value))
-                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
                 ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
+                        color=text_colour(image, value))
     figure.colorbar(image, ax=ax, label=metric)
     return figure
 
