@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = "data/sample/bittrex/ETH_BTC_5m.parquet"
+SAMPLE = "mmats/data/sample/bittrex/ETH_BTC_5m.parquet"
 STRATEGY = "ema_cross"
 FEE_BPS = 10.0
 CASH = 10_000.0
@@ -123,14 +123,14 @@ def source_state() -> dict:
     import hashlib
 
     digest = hashlib.sha256()
-    files = sorted((ROOT / "mmats").rglob("*.py")) + [ROOT / "strategies" / f"{STRATEGY}.py"]
+    files = sorted((ROOT / "mmats").rglob("*.py"))  # the shipped strategies included
     for path in files:
         digest.update(path.read_bytes())
     state = {"sources_sha256": digest.hexdigest()[:12]}
     try:
         state["head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                        capture_output=True, text=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "mmats", "strategies"],
+        changed = subprocess.run(["git", "status", "--porcelain", "mmats"],
                                  cwd=ROOT, capture_output=True, text=True).stdout
         state["uncommitted_files"] = len(changed.splitlines())
     except OSError:
@@ -556,7 +556,7 @@ def report(figures: dict) -> str:
     begin = figures["sources_at_start"]
     end = figures.get("sources_at_end", begin)
     lines.append(f"MMATS sources {begin['sources_sha256']} (HEAD {begin.get('head')}, "
-                 f"{begin.get('uncommitted_files')} uncommitted file(s) under mmats/, strategies/)"
+                 f"{begin.get('uncommitted_files')} uncommitted file(s) under mmats/)"
                  + ("" if begin["sources_sha256"] == end["sources_sha256"]
                     else f"; CHANGED during the run to {end['sources_sha256']}"))
     lines.append("")

@@ -1,6 +1,6 @@
 """Loading strategies and holding them to their contract.
 
-A strategy is a module (a ``.py`` file in ``strategies/``, or a zip holding ``model.py``
+A strategy is a module (a ``.py`` file in your ``strategies/`` folder, or a zip holding ``model.py``
 and ``manifest.toml``) with:
 
 - ``signal(open, high, low, close, volume, **params)``: a numba (or numpy) function
@@ -47,7 +47,7 @@ import numpy as np
 from mmats.errors import ConfigError, StrategyError
 from mmats.files import atomic_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = Path(__file__).resolve().parent / "strategies"  # ema_cross, rsi_reversion, ...
 PRICE_ARGS = ("open", "high", "low", "close", "volume")
 
 
@@ -238,10 +238,11 @@ def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
 
 
 def strategy_dirs() -> list[Path]:
-    """Where names are looked up: $MMATS_STRATEGIES (os.pathsep list), ./strategies, and
-    the repository's strategies/ folder."""
+    """Where names are looked up, first match wins: the folders in $MMATS_STRATEGIES (an
+    os.pathsep list), the working directory's ``strategies/``, then the strategies that
+    ship with MMATS (package data, so a name such as ``ema_cross`` works from any folder)."""
     dirs = [Path(p) for p in os.environ.get("MMATS_STRATEGIES", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "strategies", REPO_ROOT / "strategies"]
+    dirs += [Path.cwd() / "strategies", SHIPPED]
     unique = []
     for directory in dirs:
         if directory.resolve() not in [d.resolve() for d in unique]:

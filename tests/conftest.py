@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample"
+SAMPLE = REPO / "mmats" / "data" / "sample"
 SAMPLES = {
     "crypto_5m": SAMPLE / "bittrex" / "ETH_BTC_5m.parquet",
     "forex_1h": SAMPLE / "fx" / "EUR_USD_1h.parquet",

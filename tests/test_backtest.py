@@ -70,8 +70,8 @@ def test_sweep_rows_cover_the_grid_and_skip_invalid(eth_btc):
 
 def test_multi_symbol_sweep_is_one_table(repo):
     data = {
-        "ETH/BTC": pd.read_parquet(repo / "data/sample/bittrex/ETH_BTC_5m.parquet"),
-        "LTC/BTC": pd.read_parquet(repo / "data/sample/bittrex/LTC_BTC_5m.parquet"),
+        "ETH/BTC": pd.read_parquet(repo / "mmats/data/sample/bittrex/ETH_BTC_5m.parquet"),
+        "LTC/BTC": pd.read_parquet(repo / "mmats/data/sample/bittrex/LTC_BTC_5m.parquet"),
     }
     result = sweep("rsi_reversion", data, {"period": [7, 14], "lower": [30], "upper": [70]},
                    progress=True)

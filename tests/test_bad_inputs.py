@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "data" / "sample"
+SAMPLE = REPO / "mmats" / "data" / "sample"
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -81,9 +81,9 @@ def make_inputs(folder: Path) -> dict[str, Path]:
     _journal_with_wrong_columns(paths["journal.sqlite"])
     paths["config.yaml"].write_text(
         (REPO / "configs" / "advisory_crypto.yaml").read_text()
-        .replace("../strategies/", f"{REPO / 'strategies'}/")
+        .replace("../mmats/strategies/", f"{REPO / 'mmats' / 'strategies'}/")
         .replace("../journal/advisory_crypto.sqlite", str(folder / "live" / "journal.sqlite"))
-        .replace("../data/sample", str(SAMPLE)))
+        .replace("../mmats/data/sample", str(SAMPLE)))
     paths["root_is_a_file.yaml"].write_text(
         paths["config.yaml"].read_text().replace(str(SAMPLE), str(paths["root_file"])))
     _damaged_secrets(folder)

@@ -40,7 +40,7 @@ def test_processes_unpacking_one_model_zip_at_once(tmp_path, repo):
     """Several processes loading the same zipped model at once all get it whole."""
     archive = tmp_path / "model.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
-        zipped.write(repo / "strategies" / "ema_cross.py", "model.py")
+        zipped.write(repo / "mmats" / "strategies" / "ema_cross.py", "model.py")
         zipped.writestr("manifest.toml", 'name = "zipped_ema"\n')
     code = ("import sys; from mmats.strategy import load_strategy; "
             "print(load_strategy(sys.argv[1]).name)")

@@ -20,7 +20,7 @@ import pytest
 from mmats.backtest import backtest, sweep
 from mmats.types import METRIC_NAMES
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[1] / "mmats" / "data" / "sample"
 DATASETS = {
     "eth_btc_5m": "bittrex/ETH_BTC_5m.parquet",
     "eur_usd_1h": "fx/EUR_USD_1h.parquet",

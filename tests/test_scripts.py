@@ -8,7 +8,7 @@ import pytest
 from mmats.cli import parse_grid, parse_params
 from mmats.errors import ConfigError
 
-ETH = "data/sample/bittrex/ETH_BTC_5m.parquet"
+ETH = "mmats/data/sample/bittrex/ETH_BTC_5m.parquet"
 METRIC_KEYS = {"final_equity", "total_return", "cagr", "sharpe", "sortino", "max_drawdown",
                "win_rate", "profit_factor", "trades"}
 

@@ -217,7 +217,7 @@ def test_the_backtest_command_refuses_a_zero_window():
 
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "scripts/backtest.py", "--strategy", "ema_cross",
-                           "--data", "data/sample/bittrex/ETH_BTC_5m.parquet",
+                           "--data", "mmats/data/sample/bittrex/ETH_BTC_5m.parquet",
                            "--params", "fast=0"], capture_output=True, text=True, cwd=repo,
                           timeout=300)
     assert done.returncode == 2, done.stderr

@@ -3,7 +3,7 @@
 :func:`load` is the one call research code needs::
 
     df = load("bittrex:ETH/BTC:5m")              # store under $MMATS_DATA_ROOT or ./data,
-                                                  # else the bundled data/sample
+                                                  # else the sample shipped with MMATS
     df = load("my_candles.csv", timeframe="1h")   # any file in (roughly) the candle schema
 """
 
@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmats.data.calendar import calendar_for_venue, infer_calendar, infer_timeframe
-from mmats.data.schema import COLUMNS, Reject, _validate, validate_candles
-from mmats.data.store import CandleStore, _stored_metadata, parse_store_name, to_ns
+from mmats.data.schema import COLUMNS, Reject, validate_candles
+from mmats.data.store import CandleStore, parse_store_name, stored_metadata, to_ns
 from mmats.errors import CandleValidationError, ConfigError, DataError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
@@ -54,12 +54,10 @@ def default_root() -> Path:
 
 
 def sample_roots() -> list[Path]:
-    """Roots of the bundled sample data: beside the package (a clone), then under the cwd."""
-    import mmats
-
+    """Roots of the sample data: the set that ships inside the package, then a
+    ``data/sample`` folder under the working directory if there is one."""
     roots = []
-    for root in (Path(mmats.__file__).resolve().parents[1] / "data" / "sample",
-                 Path.cwd() / "data" / "sample"):
+    for root in (Path(__file__).resolve().parent / "sample", Path.cwd() / "data" / "sample"):
         if root.is_dir() and root.resolve() not in [r.resolve() for r in roots]:
             roots.append(root)
     return roots
@@ -120,7 +118,7 @@ def _layout_names(path: Path) -> tuple[str | None, str | None, str | None]:
     if parsed is None or not path.parent.name:
         return None, None, None
     key, timeframe = parsed
-    symbol = _stored_metadata(path).get("symbol") or key
+    symbol = stored_metadata(path).get("symbol") or key
     return path.parent.name, symbol, timeframe
 
 
@@ -215,10 +213,10 @@ def load(source, *, root=None, start=None, end=None, timeframe: str | None = Non
     else:
         venue, symbol = located.venue, located.symbol
         raw = read_raw_candles(located.path)
-    clean, _ = _validate(raw, label, timeframe, strict=True)
+    clean, _ = validate_candles(raw, label, timeframe, strict=True)
     if timeframe is None and len(clean) >= 2:
         timeframe = infer_timeframe(_ts_ns(clean))
-        clean, _ = _validate(clean, label, timeframe, strict=True)
+        clean, _ = validate_candles(clean, label, timeframe, strict=True)
     start_ns, end_ns = to_ns(start), to_ns(end)
     if start_ns is not None or end_ns is not None:
         ts_ns = _ts_ns(clean)

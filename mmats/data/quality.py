@@ -528,13 +528,13 @@ def data_quality(candles, *, source: str | None = None) -> DataQuality:
 
 def _rejected_rows(source) -> tuple[int, bool, str]:
     """(count, known, note) from the store metadata of the file ``source`` names."""
-    from mmats.data.store import _stored_metadata  # the store imports nothing from here
+    from mmats.data.store import stored_metadata  # the store imports nothing from here
 
     path = Path(source) if source else None
     if path is None or path.suffix.lower() not in (".parquet", ".pq") or not path.is_file():
         return 0, False, ("rejected_rows: not recorded (the candles did not come from a "
                           "candle-store file); 0 does not mean no row was ever rejected")
-    metadata = _stored_metadata(path)
+    metadata = stored_metadata(path)
     if "rejected_rows" not in metadata:
         return 0, False, (f"rejected_rows: not recorded in {path} (written before rejected "
                           "rows were counted, or not by the candle store)")

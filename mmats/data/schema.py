@@ -156,13 +156,14 @@ def grid_phase(ts_ns: np.ndarray, step_ns: int) -> int:
 
 
 def validate_candles(df: pd.DataFrame, source: str = "<frame>", timeframe: str | None = None,
-                     strict: bool = True) -> tuple[pd.DataFrame, list[Reject]]:
+                     strict: bool = True, *, phase_ns: int | None = None,
+                     ) -> tuple[pd.DataFrame, list[Reject]]:
     """Check a frame against the candle schema; return ``(clean_df, rejects)``.
 
     A row is rejected for: an unparseable ``ts``; a NaN, infinite or non-numeric OHLCV
     value; a price <= 0; a negative volume; ``high < low``; ``high < max(open, close)`` or
     ``low > min(open, close)``; a ``ts`` off the timeframe grid (when ``timeframe`` is
-    given); a ``ts`` that appears again with different values (every such row is rejected).
+    given, at ``phase_ns`` — an existing file's phase — or at the frame's own); a ``ts`` that appears again with different values (every such row is rejected).
     Exact duplicate rows are collapsed and unsorted rows sorted; both are counted in
     ``clean_df.attrs["validation"]``. Missing, extra or repeated columns fail the whole file.
 
@@ -172,11 +173,6 @@ def validate_candles(df: pd.DataFrame, source: str = "<frame>", timeframe: str |
 
     >>> clean, rejects = validate_candles(frame, source="eth.csv", timeframe="5m")  # doctest: +SKIP
     """
-    return _validate(df, source, timeframe, strict)
-
-
-def _validate(df, source, timeframe, strict, phase_ns: int | None = None):
-    """:func:`validate_candles`, optionally against a given grid phase (an existing file's)."""
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"{source}: expected a pandas DataFrame of candles, got {type(df).__name__}")
     source = str(source)

@@ -26,7 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmats.data.calendar import calendar_for_venue, infer_calendar, timeframe_ns
-from mmats.data.schema import COLUMNS, VALUE_COLUMNS, _validate, candles_from_arrays, grid_phase
+from mmats.data.schema import (
+    COLUMNS,
+    VALUE_COLUMNS,
+    candles_from_arrays,
+    grid_phase,
+    validate_candles,
+)
 from mmats.errors import ConfigError, DataError
 from mmats.files import write_durably
 
@@ -178,14 +184,14 @@ class CandleStore:
             _remove_stale_temp_files(path)
             old_ts, old_values = _read_existing(path)
             phase = grid_phase(old_ts, step_ns) if old_ts.size else None
-            new, _ = _validate(df, label, timeframe, strict=True, phase_ns=phase)
+            new, _ = validate_candles(df, label, timeframe, strict=True, phase_ns=phase)
             new_ts = new["ts"].to_numpy(dtype="M8[ns]").view(np.int64)
             new_values = {c: new[c].to_numpy(dtype=np.float64) for c in VALUE_COLUMNS}
             merged_ts, merged_values, conflicts = _merge(old_ts, old_values, new_ts, new_values)
             name = str(symbol)
             if name == symbol_key(name) and old_ts.size:
                 # Written as 'ETH_BTC' into a file that knows it as 'ETH/BTC': keep the latter.
-                name = _stored_metadata(path).get("symbol") or name
+                name = stored_metadata(path).get("symbol") or name
             report = AppendReport(path=path, key=(venue, name, timeframe),
                                   rows_before=int(old_ts.size),
                                   rows_added=int(merged_ts.size - old_ts.size),
@@ -194,7 +200,7 @@ class CandleStore:
             if report.rows_added == 0 and not conflicts and not (rejected_rows and old_ts.size):
                 report.written = False
                 return report
-            before = _stored_metadata(path).get("rejected_rows", 0) if old_ts.size else 0
+            before = stored_metadata(path).get("rejected_rows", 0) if old_ts.size else 0
             metadata = {"venue": venue, "symbol": name, "timeframe": timeframe,
                         "source": source, "schema": list(COLUMNS),
                         "rejected_rows": int(before) + int(rejected_rows)}
@@ -211,7 +217,7 @@ class CandleStore:
         path = self._existing_path(venue, symbol, timeframe)
         arrays = self._query(path, start, end)
         frame = candles_from_arrays(arrays["ts"], arrays)
-        stored_symbol = _stored_metadata(path).get("symbol") or str(symbol)
+        stored_symbol = stored_metadata(path).get("symbol") or str(symbol)
         calendar = calendar_for_venue(venue)
         if calendar is None:
             calendar = infer_calendar(arrays["ts"], timeframe) if arrays["ts"].size else "24/7"
@@ -237,7 +243,7 @@ class CandleStore:
                 if parsed is None:
                     continue
                 key, timeframe = parsed
-                symbol = _stored_metadata(file).get("symbol") or key
+                symbol = stored_metadata(file).get("symbol") or key
                 found.append((venue_dir.name, symbol, timeframe))
         return found
 
@@ -327,7 +333,9 @@ def parse_store_name(name: str) -> tuple[str, str] | None:
     return key, timeframe
 
 
-def _stored_metadata(path: Path) -> dict:
+def stored_metadata(path: Path) -> dict:
+    """The MMATS metadata a stored Parquet file carries (its symbol as typed, rows rejected
+    on import, ...), or ``{}`` when it has none or cannot be read."""
     try:
         metadata = pq.read_schema(path).metadata or {}
         return json.loads(metadata.get(METADATA_KEY, b"{}"))

@@ -11,7 +11,7 @@ import pytest
 from mmats.data import CandleStore
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "data" / "sample"
+SAMPLE = REPO / "mmats" / "data" / "sample"
 
 
 def run(script, *args, cwd):

@@ -9,7 +9,7 @@ import pytest
 from mmats.data import CandleStore, load, read_candle_file
 from mmats.errors import CandleValidationError, ConfigError, DataError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample"
 
 
 @pytest.fixture(scope="module")

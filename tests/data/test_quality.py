@@ -11,7 +11,7 @@ from mmats.data import QualityReport, load, quality_report
 from mmats.data.io import read_raw_candles
 from mmats.data.schema import candles_from_arrays
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample"
 
 # Figures from the data set's manifest (see data/sample/README.md).
 MANIFEST = {

@@ -10,7 +10,7 @@ from mmats.data import load, resample, timeframe_ns
 from mmats.data.schema import candles_from_arrays
 from mmats.errors import ConfigError, DataError
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample"
 AGG = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
 
 

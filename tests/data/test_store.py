@@ -23,7 +23,7 @@ if str(HERE) not in sys.path:  # child processes import the workers by module na
 import _store_workers  # noqa: E402
 from _store_workers import KEY, STEP_NS, T0_NS, frame  # noqa: E402
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample"
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,7 @@ def test_examples_cover_both_shapes_and_modes():
 def test_requirements_shorthand(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "ema_cross.py").write_text(
-        (REPO / "strategies" / "ema_cross.py").read_text())
+        (REPO / "mmats" / "strategies" / "ema_cross.py").read_text())
     config = load_config(write(tmp_path, SHORTHAND))
     (market,) = config.markets
     assert (market.name, market.type, market.feed, market.execution) == (

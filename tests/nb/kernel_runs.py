@@ -20,7 +20,7 @@ from mmats.nb.sim import on_bar, on_signal, simulate
 from mmats.sleeve import SleeveConfig, new_metrics, new_state
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample"
 HOUR_NS = 3_600_000_000_000
 DAY_NS = 24 * HOUR_NS
 T0_NS = pd.Timestamp("2024-01-01", tz="UTC").value  # a Monday, 00:00 UTC

@@ -14,7 +14,7 @@ from mmats.types import METRIC_NAMES
 
 matplotlib.use("Agg")
 
-ETH = "data/sample/bittrex/ETH_BTC_5m.parquet"
+ETH = "mmats/data/sample/bittrex/ETH_BTC_5m.parquet"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -27,7 +27,7 @@ try:
 except ImportError:  # tests/venues collected without its package __init__
     from oanda_server import OandaServer
 
-SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample" / "fx" / "EUR_USD_1h.parquet"
+SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample" / "fx" / "EUR_USD_1h.parquet"
 TOKEN = "tok-SECRET-7f3a9c51e0"
 TIMEOUT_S = 0.25
 
