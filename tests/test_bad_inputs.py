@@ -2,9 +2,9 @@
 exit code, never a Python traceback.
 
 The cases run once, together (each subprocess pays the interpreter and the imports), and
-each is then checked by its own test. Exit codes follow the scripts' contract: 2 for usage
-or an unreadable input where the script says so; import_data.py and keys.py use 1 for bad
-data, an unreadable file or a damaged secrets file, as their --help says.
+each is then checked by its own test. Exit codes follow the one rule of every command: 2 for
+a usage error or a bad input (bad data, an unreadable file, a damaged secrets file); 1 only
+when a check says no (check_data.py finding problems in a file it could read).
 """
 
 import gzip
@@ -130,10 +130,10 @@ def cases(p: dict[str, Path]) -> list[Case]:
     folder = "is a folder, not a candle file"
     table = []
     for name, code_import, code_check, says_import, says_check in (
-            ("far.csv", 1, 1, far, "unparseable timestamps (rows 8)"),
-            ("trunc.csv.gz", 1, 2, damaged, damaged),
-            ("corrupt.zip", 1, 2, "File is not a zip file", "unknown file type"),
-            ("cut.zip", 1, 2, "File is not a zip file", "unknown file type")):
+            ("far.csv", 2, 1, far, "unparseable timestamps (rows 8)"),
+            ("trunc.csv.gz", 2, 2, damaged, damaged),
+            ("corrupt.zip", 2, 2, "File is not a zip file", "unknown file type"),
+            ("cut.zip", 2, 2, "File is not a zip file", "unknown file type")):
         path = p[name]
         table.append(Case(f"import-{name}", "import_data.py", (path, *store), code_import,
                           str(path), says_import))
@@ -158,10 +158,10 @@ def cases(p: dict[str, Path]) -> list[Case]:
         Case("live-tick-data-root-is-a-file", "live.py",
              ("--config", p["root_is_a_file.yaml"], "--now", "2018-01-12"), 2,
              str(p["root_file"]), root),
-        Case("keys-file-in-a-file", "keys.py", ("set", "binance", "--stdin"), 1,
+        Case("keys-file-in-a-file", "keys.py", ("set", "binance", "--stdin"), 2,
              str(p["root_file"] / "s.enc"), "cannot write here",
              env={**secrets_env, "MMATS_SECRETS_FILE": str(p["root_file"] / "s.enc")}),
-        Case("keys-file-is-a-folder", "keys.py", ("list",), 1, str(p["afolder"]),
+        Case("keys-file-is-a-folder", "keys.py", ("list",), 2, str(p["afolder"]),
              "Is a directory", env={**secrets_env, "MMATS_SECRETS_FILE": str(p["afolder"])}),
         Case("backtest-trades-csv-a-folder", "backtest.py", ("--trades-csv", p["afolder"]), 2,
              str(p["afolder"]), "is a folder"),
@@ -172,14 +172,14 @@ def cases(p: dict[str, Path]) -> list[Case]:
              str(p["root_file"]), "is a file, not a folder"),
         Case("journal-not-a-database", "journal.py", ("verify", "--journal", p["root_file"]), 2,
              str(p["root_file"]), "unreadable"),
-        Case("import-a-folder", "import_data.py", (p["afolder"], *store), 1,
+        Case("import-a-folder", "import_data.py", (p["afolder"], *store), 2,
              str(p["afolder"]), folder),
-        Case("import-dir.csv", "import_data.py", (p["dir.csv"], *store), 1, str(p["dir.csv"]),
+        Case("import-dir.csv", "import_data.py", (p["dir.csv"], *store), 2, str(p["dir.csv"]),
              folder),
         Case("check-a-folder", "check_data.py", (p["afolder"],), 2, str(p["afolder"]), folder),
         Case("import-root-is-a-file", "import_data.py",
              (SAMPLE / "bittrex" / "ETH_BTC_5m.parquet", "--venue", "bittrex", "--symbol",
-              "ETH/BTC", "--timeframe", "5m", "--root", p["root_file"]), 1, str(p["root_file"]),
+              "ETH/BTC", "--timeframe", "5m", "--root", p["root_file"]), 2, str(p["root_file"]),
              root),
         Case("check-root-is-a-file", "check_data.py",
              ("bittrex:ETH/BTC:5m", "--root", p["root_file"]), 2, str(p["root_file"]), root),
@@ -188,7 +188,7 @@ def cases(p: dict[str, Path]) -> list[Case]:
              root),
         Case("fetch-root-is-a-file", "fetch_data.py",
              ("binance", "BTC/USDT", "1h", "--since", "2024-01-01", "--root", p["root_file"],
-              "--base-url", "http://127.0.0.1:9"), 1, str(p["root_file"]), root),
+              "--base-url", "http://127.0.0.1:9"), 2, str(p["root_file"]), root),
         Case("backtest-start-3024", "backtest.py", ("--start", "3024-01-01"), 2, "--start", far),
         Case("backtest-end-3024", "backtest.py", ("--end", "3024-01-01"), 2, "--end", far),
         Case("fetch-since-3024", "fetch_data.py",
@@ -216,7 +216,7 @@ def cases(p: dict[str, Path]) -> list[Case]:
                           ("--config", p["config.yaml"], "--now", now), 2, f"--now {now!r}",
                           says))
     for name in DAMAGED_SECRETS:
-        table.append(Case(f"keys-{name[:-4]}", "keys.py", ("list",), 1, str(p[name]),
+        table.append(Case(f"keys-{name[:-4]}", "keys.py", ("list",), 2, str(p[name]),
                           "damaged file",
                           env={"MMATS_SECRETS_FILE": str(p[name]),
                                "MMATS_SECRETS_PASSPHRASE": PASSPHRASE}))

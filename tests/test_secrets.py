@@ -432,19 +432,19 @@ def test_keys_script_errors_never_show_values(script_env):
     secret_line = f"secret {BINANCE['secret']}\n"  # no '=': a malformed line
     bad = run_keys("set", "binance", "--stdin", env=script_env,
                    stdin=f"api_key={BINANCE['api_key']}\n{secret_line}")
-    assert bad.returncode == 1 and "stdin line 2 is not field=value" in bad.stderr
+    assert bad.returncode == 2 and "stdin line 2 is not field=value" in bad.stderr
     mismatch = run_keys("set", "binance", "--stdin", "--fields", "api_key,secret",
                         env=script_env, stdin=f"api_key={BINANCE['api_key']}\n")
-    assert mismatch.returncode == 1 and "missing: secret" in mismatch.stderr
+    assert mismatch.returncode == 2 and "missing: secret" in mismatch.stderr
     run_keys("set", "binance", "--stdin", env=script_env,
              stdin="".join(f"{k}={v}\n" for k, v in BINANCE.items()))
     wrong = run_keys("list", env={**script_env, "MMATS_SECRETS_PASSPHRASE": "guess"})
-    assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
+    assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
     no_tty = run_keys("set", "oanda", env=script_env)  # no --stdin and no terminal
-    assert no_tty.returncode == 1 and "--stdin" in no_tty.stderr
+    assert no_tty.returncode == 2 and "--stdin" in no_tty.stderr
     no_passphrase = {k: v for k, v in script_env.items() if k != "MMATS_SECRETS_PASSPHRASE"}
     asked = run_keys("list", env=no_passphrase)
-    assert asked.returncode == 1 and "set MMATS_SECRETS_PASSPHRASE" in asked.stderr
+    assert asked.returncode == 2 and "set MMATS_SECRETS_PASSPHRASE" in asked.stderr
     for result in (bad, mismatch, wrong, no_tty, asked):
         assert "Traceback" not in result.stderr
         assert not any(value in result.stdout + result.stderr for value in all_values())

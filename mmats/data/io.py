@@ -21,7 +21,13 @@ import pyarrow.parquet as pq
 
 from mmats.data.calendar import calendar_for_venue, infer_calendar, infer_timeframe
 from mmats.data.schema import COLUMNS, Reject, validate_candles
-from mmats.data.store import CandleStore, parse_store_name, stored_metadata, to_ns
+from mmats.data.store import (
+    CandleStore,
+    parse_store_name,
+    stored_metadata,
+    to_ns,
+    typed_symbol,
+)
 from mmats.errors import CandleValidationError, ConfigError, DataError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
@@ -109,7 +115,7 @@ def resolve_source(source, root=None) -> Located:
     have = (f"available for venue {venue!r}: {', '.join(dict.fromkeys(available))}" if available
             else f"nothing is stored for venue {venue!r}")
     raise DataError(f"no candles for {venue}:{symbol}:{timeframe}: looked for "
-                    f"{' and '.join(tried)}; {have}. Import some with scripts/import_data.py.")
+                    f"{' and '.join(tried)}; {have}. Import some with `mmats import` or `mmats fetch`.")
 
 
 def _layout_names(path: Path) -> tuple[str | None, str | None, str | None]:
@@ -118,7 +124,7 @@ def _layout_names(path: Path) -> tuple[str | None, str | None, str | None]:
     if parsed is None or not path.parent.name:
         return None, None, None
     key, timeframe = parsed
-    symbol = stored_metadata(path).get("symbol") or key
+    symbol = stored_metadata(path).get("symbol") or typed_symbol(key)
     return path.parent.name, symbol, timeframe
 
 

@@ -58,6 +58,21 @@ def symbol_key(symbol: str) -> str:
     return key
 
 
+def typed_symbol(key: str) -> str:
+    """The symbol as users type it, for a file whose metadata does not say: the inverse of
+    :func:`symbol_key` for the usual shapes (``BASE_QUOTE``, ``BASE_QUOTE_SETTLE``).
+
+    >>> typed_symbol("ADA_BTC"), typed_symbol("XRP_USDT_USDT"), typed_symbol("GOOG")
+    ('ADA/BTC', 'XRP/USDT:USDT', 'GOOG')
+    """
+    parts = str(key).split("_")
+    if len(parts) == 2 and all(parts):
+        return "/".join(parts)
+    if len(parts) == 3 and all(parts):
+        return f"{parts[0]}/{parts[1]}:{parts[2]}"
+    return str(key)
+
+
 def _check_venue(venue: str) -> str:
     venue = str(venue).strip()
     if not venue or venue.startswith(".") or any(ch in venue for ch in "/\\:\0"):
@@ -243,7 +258,7 @@ class CandleStore:
                 if parsed is None:
                     continue
                 key, timeframe = parsed
-                symbol = stored_metadata(file).get("symbol") or key
+                symbol = stored_metadata(file).get("symbol") or typed_symbol(key)
                 found.append((venue_dir.name, symbol, timeframe))
         return found
 

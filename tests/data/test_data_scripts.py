@@ -46,7 +46,7 @@ def csvs(tmp_path_factory):
 def test_help(tmp_path):
     for result in run_all([("import_data.py", "--help"), ("check_data.py", "--help")], tmp_path):
         assert result.returncode == 0 and "usage:" in result.stdout
-        assert "Exit codes" in result.stdout
+        assert "exit codes" in result.stdout
     bad = run("import_data.py", "x.csv", "--venue", "v", "--symbol", "S", "--timeframe", "5m",
               "--resample-to", "7m", cwd=tmp_path)
     assert bad.returncode == 2 and "7m is not a whole multiple of" in bad.stderr
@@ -72,7 +72,7 @@ def test_strict_import_writes_nothing(tmp_path, csvs):
     result = run("import_data.py", csvs / "part1.csv", csvs / "bad.csv", "--venue", "bittrex",
                  "--symbol", "ETH/BTC", "--timeframe", "5m", "--root", tmp_path / "store",
                  cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{csvs / 'bad.csv'}: 2 of 20 row(s) rejected" in result.stderr
     assert "row 5 (line 6): high < low" in result.stderr
     assert "row 12 (line 13): negative volume (-1)" in result.stderr
@@ -117,7 +117,7 @@ def test_an_infinite_value_is_refused_by_import_and_reported_by_check(tmp_path, 
         ("check_data.py", tmp_path / "inf.csv"),
         ("check_data.py", tmp_path / "inf.parquet"),
     ], cwd=tmp_path)
-    assert imported.returncode == 1
+    assert imported.returncode == 2
     assert f"{tmp_path / 'inf.csv'}: 1 of 20 row(s) rejected" in imported.stderr
     assert "row 7 (line 8): infinite value (high=inf)" in imported.stderr
     assert "Traceback" not in imported.stderr
@@ -148,10 +148,10 @@ def test_a_multi_file_import_is_one_transaction(tmp_path, eth_btc):
         ("import_data.py", tmp_path / "a.csv", tmp_path / "b_bad_row.csv", *common),
         ("import_data.py", tmp_path / "a.csv", tmp_path / "b_off_grid.csv", *common),
     ], cwd=tmp_path)
-    assert read_fails.returncode == 1
+    assert read_fails.returncode == 2
     assert f"{tmp_path / 'b_bad_row.csv'}: 1 of 30 row(s) rejected" in read_fails.stderr
     assert "row 4 (line 5): non-positive price (close=0)" in read_fails.stderr
-    assert write_fails.returncode == 1
+    assert write_fails.returncode == 2
     assert f"{tmp_path / 'b_off_grid.csv'}: 30 of 30 row(s) rejected" in write_fails.stderr
     assert "row 1 (line 2): ts 2018-01-11 05:57:00+00:00 is off the 5m grid" in write_fails.stderr
     assert "the store is as it was" in write_fails.stderr

@@ -344,7 +344,7 @@ def test_import_script_round_trip_into_the_store(tmp_path):
                         "--timeframe", "1m", "--resample-to", "15m", "--root", store_root,
                         "--json", cwd=tmp_path)
     # --tz applies to the MetaTrader file; HistData files refuse any other offset.
-    assert result.returncode == 1 and "always in EST" in result.stderr
+    assert result.returncode == 2 and "always in EST" in result.stderr
     assert not store_root.exists()
     result = run_import(histdata, "--venue", "fx", "--symbol", "EUR/USD", "--timeframe", "1m",
                         "--root", store_root, "--json", cwd=tmp_path)
@@ -379,7 +379,7 @@ def test_import_script_strict_names_bad_rows_and_writes_nothing(tmp_path):
     path = write(tmp_path / "EURUSD_M1.csv", lines)
     result = run_import(path, "--venue", "fx", "--symbol", "EUR/USD", "--timeframe", "1m",
                         "--root", tmp_path / "store", cwd=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"{path}: 1 of 10 row(s) rejected; nothing was written." in result.stderr
     assert "row 7 (line 8): unparseable date/time '2024-01-02 00:06:00'" in result.stderr
     assert not (tmp_path / "store").exists()

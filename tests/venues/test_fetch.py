@@ -229,12 +229,12 @@ def test_script_fetches_resumes_and_reports_gaps(repo, python, server, tmp_path)
 def test_script_errors_name_venue_and_symbol(repo, python, server, tmp_path):
     done = run(repo, python, "binance", "BTC/USDX", "1m", "--since", "2023-01-01",
                "--root", tmp_path, "--base-url", server.url)
-    assert done.returncode == 1
+    assert done.returncode == 2  # a symbol the venue does not list: the command is wrong
     assert "error: binance BTC/USDX 1m: binance has no market 'BTC/USDX'" in done.stderr
 
     done = run(repo, python, "binanse", "BTC/USDT", "1m", "--since", "2023-01-01",
                "--root", tmp_path)
-    assert done.returncode == 1 and "unknown exchange 'binanse'" in done.stderr
+    assert done.returncode == 2 and "unknown exchange 'binanse'" in done.stderr
 
     server.fail("418", path=KLINES, retry_after=600)  # banned for longer than it waits
     done = run(repo, python, "binance", "BTC/USDT", "1m", "--since", "2023-01-01",
@@ -257,6 +257,6 @@ def test_script_oanda_without_a_token_says_so(repo, python, tmp_path):
                            "MMATS_OANDA_API_KEY", "MMATS_OANDA_ACCOUNT_ID")}
     done = run(repo, python, "oanda", "EUR/USD", "1h", "--since", "2024-01-01",
                "--root", tmp_path, env=env)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.startswith("error: oanda EUR/USD 1h: ")
     assert "OANDA" in done.stderr

@@ -1,4 +1,22 @@
-"""What the command-line scripts share: parsing params and grids, cost options, JSON."""
+"""The ``mmats`` command's shared parts: one definition of each option, the exit codes,
+parsing params and grids, JSON output and plain error messages.
+
+Every subcommand (``mmats backtest``, ``mmats check-data``, ...) lives in a module of this
+package with a ``main(argv=None, prog=None) -> int``; :mod:`mmats.cli.main` dispatches to
+them and ``scripts/*.py`` call the same ``main``. Options that appear in several commands
+are added here, so they are spelled and mean the same everywhere:
+
+- ``--data FILE|VENUE:SYMBOL:TIMEFRAME`` — where the candles are (:func:`add_data_option`);
+- ``--root DIR`` — the candle store;
+- ``--strategy NAME|FILE`` — a strategy by name (``./strategies``, ``$MMATS_STRATEGIES``,
+  then the shipped ones) or by path;
+- ``--json`` — one JSON object on stdout, nothing else there.
+
+Exit codes, the same in every command (:data:`EXIT_CODES`): 0 done and fine; 1 done, and the
+check or the result says no (lookahead found, a tampered journal, data problems, a fail-safe
+acted, a venue refused); 2 the command or its input is wrong (a usage error, a missing or
+unreadable file, a bad configuration) — fix the command and run it again.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +32,78 @@ from mmats.records import json_safe
 from mmats.redact import redact_urls
 
 DEFAULT_DATA = "bittrex:ETH/BTC:5m"
+DEFAULT_STRATEGY = "ema_cross"
+DATA_METAVAR = "FILE|VENUE:SYMBOL:TIMEFRAME"
+
+EXIT_OK, EXIT_NO, EXIT_INPUT = 0, 1, 2
+EXIT_CODES = ("exit codes: 0 ok; 1 the check or result says no; "
+              "2 usage or input error (bad option, missing or unreadable file, bad config)")
+
+
+def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand, its help built from the module's docstring: the first
+    paragraph is the description, the rest (examples first, then details and the exit
+    codes of this command) is printed after the options.
+
+    >>> command_parser("mmats backtest", __doc__).prog
+    'mmats backtest'
+    """
+    head, _, rest = doc.strip().partition("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=head, epilog=rest,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_subcommand(parser: argparse.ArgumentParser, commands, name: str, help: str):
+    """A sub-subcommand (``mmats journal verify``) whose ``--help`` ends with the same
+    examples and exit codes as its parent's."""
+    return commands.add_parser(name, help=help, description=help, epilog=parser.epilog,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_data_option(parser: argparse.ArgumentParser, *, default: str | None = DEFAULT_DATA,
+                    required: bool = False, repeat: bool = False, what: str = "") -> None:
+    """``--data FILE|VENUE:SYMBOL:TIMEFRAME`` and ``--root DIR``: the candles a command
+    reads (or, for import and fetch, the series it writes)."""
+    text = what or "candles: a .csv/.parquet file or a stored series such as bittrex:ETH/BTC:5m"
+    if repeat:
+        text += "; repeat for several symbols"
+    if default is not None:
+        text += f" (default {default})"
+    parser.add_argument("--data", metavar=DATA_METAVAR, required=required,
+                        action="append" if repeat else "store",
+                        default=None if repeat else default, help=text)
+    parser.add_argument("--root", metavar="DIR",
+                        help="candle store root (default: $MMATS_DATA_ROOT or ./data, then "
+                        "the sample data shipped with MMATS)")
+
+
+def add_strategy_option(parser: argparse.ArgumentParser,
+                        default: str | None = DEFAULT_STRATEGY) -> None:
+    parser.add_argument("--strategy", default=default, metavar="NAME|FILE",
+                        help="a name (looked up in $MMATS_STRATEGIES, ./strategies, then the "
+                        "shipped ema_cross, rsi_reversion, donchian_breakout) or a .py/.zip "
+                        "path" + (f" (default {default})" if default else ""))
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout (no table, no progress bar)")
+
+
+def data_address(text: str, option: str = "--data") -> tuple[str, str, str]:
+    """``VENUE:SYMBOL:TIMEFRAME`` -> its three parts, for commands that write a series
+    (``mmats import``, ``mmats fetch``); :class:`ConfigError` naming the option otherwise.
+
+    >>> data_address("binance:BTC/USDT:1h")
+    ('binance', 'BTC/USDT', '1h')
+    """
+    from mmats.data.io import parse_spec
+
+    parts = parse_spec(text)
+    if parts is None:
+        raise ConfigError(f"{option} {text!r}: give the series as VENUE:SYMBOL:TIMEFRAME, "
+                          "e.g. binance:BTC/USDT:1h")
+    return parts
 
 
 def parse_params(text: str | None) -> dict:

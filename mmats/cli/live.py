@@ -1,0 +1,227 @@
+"""The live runner: one tick per invocation (cron), a loop, controls, and replay.
+
+examples:
+  mmats live --config configs/advisory_crypto.yaml --once --json   # one tick
+  mmats live --config FILE --loop                               # without cron
+  mmats live --config FILE kill --reason "..."                  # flatten, halt
+  mmats live --config FILE pause MODEL | resume [MODEL] | close SYMBOL | status
+  mmats live --config FILE --replay --data bittrex:ETH/BTC:5m --json   # paper replay
+  mmats live --config FILE --mode operator --once               # real orders
+
+A tick reads the bars that closed since the last tick from the candle store (data_root),
+runs every model on the shared kernel, journals everything and exits. Operator mode first
+looks up every order whose outcome is unknown and reconciles positions with each venue,
+then sends the decisions; against a real venue it needs `environment: prod` and
+--i-understand-live-trading (`execution: paper` rehearses it on the paper venue). kill,
+pause, close and status only reduce risk or read: they never need the flag. Replay runs
+the runner one tick per bar of stored history, each tick loading its state from the
+journal as a cron run would; for a one-model configuration it equals `mmats backtest`
+(--mode operator replays the operator path against the paper venue instead).
+
+exit codes: 0 done; 1 a tick's fail-safe acted (an alert: cron mails the output); 2 usage
+or input error (a bad option, a missing or bad configuration, operator mode on a real venue
+without the flag, data that cannot be read).
+"""
+
+import tempfile
+from pathlib import Path
+
+from mmats.cli import (
+    EXIT_NO,
+    add_data_option,
+    add_json_option,
+    command_parser,
+    fail,
+    print_json,
+)
+from mmats.errors import ConfigError, MMATSError
+
+
+def main(argv=None, prog="mmats live") -> int:
+    parser = command_parser(prog, __doc__)
+    parser.add_argument("command", nargs="*",
+                        help="kill | pause MODEL | resume [MODEL] | close SYMBOL | status "
+                        "(default: a tick)")
+    parser.add_argument("--config", required=True, help="runner configuration (YAML)")
+    parser.add_argument("--mode", choices=["advisory", "paper", "operator"],
+                        help="override the configuration's mode")
+    parser.add_argument("--once", action="store_true", help="one tick, then exit (default)")
+    parser.add_argument("--loop", action="store_true",
+                        help="tick after every bar close until interrupted")
+    parser.add_argument("--i-understand-live-trading", action="store_true",
+                        help="required with --mode operator against a real venue")
+    parser.add_argument("--reason", default="", help="why (journaled with a control)")
+    parser.add_argument("--replay", nargs="?", const="", metavar="DATA",
+                        help="replay stored history: with --data (or DATA here) for a "
+                        "one-symbol configuration; without, each configured symbol from the "
+                        "configuration's data_root")
+    add_data_option(parser, default=None, what="with --replay: the candles to replay, a "
+                    "file or VENUE:SYMBOL:TIMEFRAME")
+    parser.add_argument("--cash", type=float, default=10_000.0,
+                        help="starting cash of each market's paper account (10000)")
+    parser.add_argument("--journal", help="journal for the replay (default: a new temporary "
+                        "file, so a replay never mixes with the live journal)")
+    parser.add_argument("--bars", type=int, help="replay only the first N bars")
+    add_json_option(parser)
+    parser.add_argument("--now", help="the tick's clock (ISO time, or ns since the epoch) "
+                        "instead of the wall clock: for rehearsals against a test venue")
+    args = parser.parse_args(argv)
+    if args.data is not None:
+        if args.replay is None:
+            parser.error("--data goes with --replay (a tick reads the configuration's "
+                         "data_root)")
+        if args.replay and args.replay != args.data:
+            parser.error(f"two replay sources: --replay {args.replay} and --data {args.data}")
+        args.replay = args.data
+    if args.replay is None:
+        try:
+            return run_live(args)
+        except MMATSError as error:
+            return fail(error)
+    try:
+        from mmats.data import load
+        from mmats.live.config import load_config
+        from mmats.live.runner import replay
+
+        config = load_config(args.config)
+        candles = {}
+        for market in config.markets:
+            for symbol in market.symbols:
+                if args.replay:
+                    if sum(len(m.symbols) for m in config.markets) != 1:
+                        raise ConfigError("--replay DATA serves one symbol; this configuration "
+                                          "trades several: give --replay alone")
+                    frame = load(args.replay, root=args.root)
+                else:
+                    frame = load(f"{market.feed}:{symbol}:{market.timeframe}",
+                                 root=config.data_root)
+                candles[symbol] = frame.iloc[: args.bars] if args.bars else frame
+        journal = Path(args.journal) if args.journal else Path(
+            tempfile.mkdtemp(prefix="mmats-replay-")) / "journal.sqlite"
+        result = replay(config, candles, journal, cash=args.cash,
+                        mode="operator" if args.mode == "operator" else "paper")
+    except MMATSError as error:
+        return fail(error)
+    fills = [{"sleeve": f"{row['model_id']}:{row['symbol']}", "ts": row["ts"].isoformat(),
+              "side": int(row["side"]), "qty": float(row["qty"]), "price": float(row["price"]),
+              "fee": float(row["fee"])}
+             for row in _fills_frame(result.journal).to_dict(orient="records")]
+    if args.json:
+        print_json({"final_equity": result.final_equity, "fills": fills,
+                    "trades": result.trades, "journal": str(result.journal)})
+        return 0
+    for fill in fills:
+        side = "BUY " if fill["side"] > 0 else "SELL"
+        print(f"{fill['ts']}  {fill['sleeve']:28s} {side} {fill['qty']:.8g} @ "
+              f"{fill['price']:.8g}  fee {fill['fee']:.4g}")
+    print(f"\nfinal equity {result.final_equity:,.2f}, {result.trades} closed trades; "
+          f"journal {result.journal}")
+    return 0
+
+
+def run_live(args) -> int:
+    from mmats.live import control
+    from mmats.live.config import check_can_trade, load_config
+
+    config = load_config(args.config)
+    command = args.command
+    mode = args.mode or config.mode
+    # kill, status, pause and close only reduce risk: never refused for want of the flag;
+    # a tick and a resume (trading again) on a real venue need it
+    if mode == "operator" and (not command or command[0] == "resume"):
+        check_can_trade(config, args.i_understand_live_trading, mode)
+    if command:
+        verb, rest = command[0], command[1:]
+        if verb == "status":
+            print_json(control.status(config))
+            return 0
+        if verb == "kill":
+            if rest:
+                raise ConfigError("kill takes no argument (it halts everything); give the "
+                                  "reason with --reason")
+            outcome = control.kill(config, reason=args.reason, mode=mode, cash=args.cash,
+                                   live_trading_allowed=args.i_understand_live_trading)
+            _say(args, {"command": "kill", "sleeves": outcome.sleeves,
+                        "acted_at_venues": outcome.acted_at_venues,
+                        "deferred": outcome.deferred, "problems": outcome.problems},
+                 str(outcome))
+            return 0
+        if verb in ("pause", "resume"):
+            if verb == "pause" and len(rest) != 1:
+                raise ConfigError("pause takes one MODEL id")
+            model = rest[0] if rest else None
+            action = control.pause if verb == "pause" else control.resume_models
+            changed = action(config, model, reason=args.reason)
+            _say(args, {"command": verb, "sleeves": changed},
+                 f"{verb}d {', '.join(changed) or 'no sleeve yet'}")
+            return 0
+        if verb == "close":
+            if len(rest) != 1:
+                raise ConfigError("close takes one SYMBOL")
+            changed = control.close_symbol(config, rest[0], reason=args.reason)
+            _say(args, {"command": "close", "sleeves": changed},
+                 f"closing {', '.join(changed) or 'no sleeve yet'} at the next bar's open")
+            return 0
+        raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close or "
+                          "status")
+    if not args.loop:
+        report = control.tick_once(config, mode=mode, cash=args.cash, now_ns=_now(args.now),
+                                   live_trading_allowed=args.i_understand_live_trading)
+        _say(args, {"command": "tick", "bars": report.bars, "signals": report.signals,
+                    "orders": report.orders, "fills": report.fills, "rejects": report.rejects,
+                    "alerts": [{"title": title, "message": message}
+                               for title, message in report.alerts]},
+             f"{report.bars} new bar(s), {len(report.signals)} signal(s), "
+             f"{report.orders} order(s) sent, {report.fills} fill(s), "
+             f"{report.rejects} refused")
+        return EXIT_NO if report.alerts else 0  # a fail-safe acted: cron mails the output
+    control.run_loop(config, mode=mode, cash=args.cash,
+                     live_trading_allowed=args.i_understand_live_trading)
+    return 0
+
+
+def _say(args, value: dict, text: str) -> None:
+    """One JSON object with --json, else the line a person (or cron's mail) reads."""
+    if args.json:
+        print_json(value)
+    else:
+        print(text)
+
+
+def _now(text):
+    """``--now`` as nanoseconds since the epoch: an ISO time (naive = UTC) or an integer
+    count of nanoseconds, between 1970 and 2262 (what int64 nanoseconds hold)."""
+    if text is None:
+        return None
+    import pandas as pd
+
+    now_ns = None
+    try:
+        if text.strip().lstrip("+-").isdigit():
+            now_ns = int(text)
+        else:
+            stamp = pd.Timestamp(text)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            now_ns = stamp.as_unit("ns").value
+    except (pd.errors.OutOfBoundsDatetime, OverflowError):
+        pass  # out of range: said below
+    except ValueError:
+        raise ConfigError(f"--now {text!r} is neither an ISO time nor nanoseconds") from None
+    if now_ns is None or not 0 <= now_ns < 2**63:
+        raise ConfigError(f"--now {text!r} is out of range: give a time between 1970 and "
+                          f"{pd.Timestamp.max:%Y-%m-%d}, as ISO or nanoseconds since the epoch")
+    return now_ns
+
+
+def _fills_frame(path):
+    from mmats.live.journal import Journal
+
+    with Journal(path, create=False, readonly=True) as journal:
+        frame = journal.fills_frame()
+    if "ts" not in frame.columns:
+        import pandas as pd
+
+        frame["ts"] = pd.to_datetime(frame["fill_ts_ns"] if "fill_ts_ns" in frame else
+                                     frame["ts_ns"], utc=True)
+    return frame
+

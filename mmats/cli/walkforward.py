@@ -1,0 +1,166 @@
+"""Walk-forward research report on the sample data shipped with MMATS (or your own).
+
+examples:
+  mmats walkforward                               # ema_cross on bittrex:ETH/BTC:5m
+  mmats walkforward --strategy donchian_breakout --data nasdaq:GOOG:1d --json
+  mmats walkforward --train 7d --test 2d           # re-optimised every 2 days
+
+Sweeps the grid on each training window, trades the next window with the best
+parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
+ratio, probability of backtest overfitting and Hansen's SPA. Writes a quantstats
+tearsheet, an HTML report and its PDF under reports/ and prints their paths.
+
+exit codes: 0 done (whatever the verdict: read it); 2 usage or input error (a bad option,
+a missing or unreadable file, a strategy that breaks its contract or peeks ahead, a
+reports folder that cannot be written). 1 is unused.
+"""
+
+
+from mmats.cli import (
+    add_cost_options,
+    add_data_option,
+    add_data_quality_options,
+    add_json_option,
+    add_strategy_option,
+    check_output_folder,
+    command_parser,
+    fail,
+    parse_grid,
+    print_json,
+    report_data_quality,
+    settings_from,
+)
+from mmats.errors import MMATSError
+
+OBJECTIVES = ["sharpe", "sortino", "cagr", "profit_factor", "total_return"]
+
+
+def main(argv=None, prog="mmats walkforward") -> int:
+    parser = command_parser(prog, __doc__)
+    add_strategy_option(parser)
+    add_data_option(parser)
+    parser.add_argument("--grid", help="e.g. fast=5:50:5,slow=20|50|100 (default: PARAMS)")
+    parser.add_argument("--folds", type=int, help="walk-forward folds tiling the data (5)")
+    parser.add_argument("--train-fraction", type=float,
+                        help="training share of each fold's window (0.7)")
+    parser.add_argument("--train", help="training window in bars (500) or time (180d); "
+                        "with --test, instead of --folds / --train-fraction")
+    parser.add_argument("--test", help="test window in bars or time (30d)")
+    parser.add_argument("--step", help="how far each fold moves forward, in bars or time "
+                        "(default: the test length; longer leaves untraded gaps)")
+    parser.add_argument("--anchored", action="store_true",
+                        help="training windows all start at the first bar")
+    parser.add_argument("--embargo", default="0",
+                        help="bars (or time such as 1h) left out between train and test")
+    parser.add_argument("--objective", default="sharpe", choices=OBJECTIVES)
+    parser.add_argument("--selection", default="best", choices=["best", "robust"],
+                        help="best score, or best median over neighbouring grid cells")
+    parser.add_argument("--mc-runs", type=int, default=1000, help="Monte Carlo runs (1000)")
+    parser.add_argument("--mc-method", default="bootstrap",
+                        choices=["bootstrap", "block", "reshuffle"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reports", default="reports", help="output folder (reports/)")
+    add_json_option(parser)
+    add_cost_options(parser)
+    add_data_quality_options(parser)
+    parser.set_defaults(fee_bps=10.0)
+    args = parser.parse_args(argv)
+    try:
+        from mmats.data import load
+
+        check_output_folder("--reports", args.reports)
+        embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
+        windows = window_options(args)
+        candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
+        quality = report_data_quality(candles, args, label=args.data)  # gaps warn on stderr, never filled
+        from mmats.reports.research_report import write_research_report
+        from mmats.validate.research import run_research
+
+        research = run_research(
+            args.strategy, candles, parse_grid(args.grid) or None, **windows,
+            anchored=args.anchored, embargo=embargo,
+            objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
+            mc_method=args.mc_method, seed=args.seed, cash=args.cash,
+            progress=not args.json, **settings_from(args))
+        paths = write_research_report(research, args.reports)
+    except (MMATSError, OSError) as error:  # OSError: writing the reports (fail names it)
+        return fail(error)
+    summary = research.summary()
+    summary["data_quality"] = quality  # with the warnings the limits gave
+    summary["reports"] = {name: str(path) for name, path in paths.items()}
+    if args.json:
+        print_json(summary)
+        return 0
+    print_summary(research, args, paths, quality)
+    return 0
+
+
+def window_options(args) -> dict:
+    """The walk-forward windows: --folds / --train-fraction, or --train / --test / --step."""
+    from mmats.errors import ConfigError
+
+    lengths = {name: parse_length(f"--{name}", getattr(args, name))
+               for name in ("train", "test", "step")}
+    if lengths["train"] is None and lengths["test"] is None:
+        if lengths["step"] is not None:
+            raise ConfigError("--step needs --train and --test (with --folds the test "
+                              "windows tile the data, one after another)")
+        return {"folds": 5 if args.folds is None else args.folds,
+                "train_fraction": 0.7 if args.train_fraction is None else args.train_fraction}
+    if lengths["train"] is None or lengths["test"] is None:
+        raise ConfigError("--train and --test go together: give both window lengths")
+    if args.folds is not None or args.train_fraction is not None:
+        raise ConfigError("give either --folds / --train-fraction (equal folds tiling the "
+                          "data) or --train / --test (window lengths; the number of folds "
+                          "follows from the data's length), not both")
+    return {"folds": None, **lengths}
+
+
+def parse_length(option, text):
+    """Bars (``"500"`` -> 500) or a duration (``"180d"``); None stays None."""
+    from mmats.data.calendar import timeframe_ns
+    from mmats.errors import ConfigError
+
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        timeframe_ns(text)
+    except ConfigError:
+        raise ConfigError(f"{option} {text!r} is not a length: give a positive number of "
+                          "bars (e.g. 500) or a duration (e.g. 180d, 12h, 4w)") from None
+    return text
+
+
+def print_summary(research, args, paths, quality) -> None:
+    import pandas as pd
+
+    from mmats.types import METRIC_NAMES
+
+    wf = research.walk_forward
+    names = [c for c in research.sweep.table.columns if c not in METRIC_NAMES
+             and c != "symbol"]
+    table = wf.folds[["fold", "test_start", "test_end", *names, "is_sharpe", "oos_sharpe",
+                      "oos_total_return", "oos_max_drawdown", "oos_trades"]].copy()
+    for column in ("test_start", "test_end"):
+        table[column] = table[column].dt.strftime("%Y-%m-%d %H:%M")
+    print(f"{wf.strategy} on {args.data}: {len(wf.folds)} folds, objective {wf.objective}, "
+          f"{len(research.sweep.table)} combinations, fees {args.fee_bps:g} bps")
+    print(quality["summary"])
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    metrics = wf.metrics
+    print(f"\nout of sample: return {metrics['total_return']:+.2%}, Sharpe "
+          f"{metrics['sharpe']:.2f}, max drawdown {metrics['max_drawdown']:.2%}, "
+          f"{metrics['trades']} trades; buy and hold "
+          f"{wf.benchmark.iloc[-1] / wf.oos.cash - 1:+.2%}")
+    dsr = research.deflated_sharpe
+    print(f"DSR {dsr.dsr:.3f} ({dsr.n_trials} trials, {dsr.n_observations} {research.period} "
+          f"periods out of sample)   PBO {research.pbo.pbo:.2f}   "
+          f"SPA p {research.spa.pvalue:.3f}   WFE {wf.efficiency:.2f}")
+    print("\n" + research.verdict + "\n")
+    for name, path in paths.items():
+        print(f"{name:10s} {path}")
+
