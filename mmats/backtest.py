@@ -209,21 +209,35 @@ def backtest(
     ``check_lookahead_bias=False``.
     """
     strategy = load_strategy(strategy)
-    config = _config(config, settings)
+    config = sleeve_config(config, settings)
     prices = market(data, timeframe=timeframe, calendar=calendar)
     params = strategy.resolve_params(params)
     if check_lookahead_bias:
-        _require_no_lookahead(strategy, prices, params)
+        require_no_lookahead(strategy, prices, params)
     output = strategy.run(prices.arrays, params)
     first = _start_index(prices, start)
     state = new_state(cash) if state is None else np.array(state, copy=True)
     start_equity = float(state[0]["equity"])
     metrics = new_metrics(start_equity)
-    return _simulate(strategy, params, config, prices, output, first, state, metrics,
-                     start_equity)
+    return simulate_signal(strategy, params, config, prices, output, first, state, metrics,
+                           start_equity)
 
 
-def _simulate(strategy, params, config, prices, output, first, state, metrics, start_equity):
+def simulate_signal(strategy: Strategy, params: dict, config: SleeveConfig, prices: Market,
+                    output, first: int, state: np.ndarray, metrics: np.ndarray,
+                    start_equity: float) -> BacktestResult:
+    """Trade a computed signal through the kernel from bar ``first`` on; the one
+    simulation behind :func:`backtest` and walk-forward's folds.
+
+    ``output`` is the strategy's :class:`~mmats.strategy.SignalOutput` over all of
+    ``prices`` (earlier bars were its warm-up); ``state`` and ``metrics`` are the sleeve's
+    records (:func:`~mmats.sleeve.new_state`, :func:`~mmats.sleeve.new_metrics`), updated
+    in place; ``start_equity`` is the equity the returns are measured against.
+
+    >>> output = strategy.run(prices.arrays, params)                    # doctest: +SKIP
+    >>> simulate_signal(strategy, params, sleeve_config(None, {}), prices, output, 0,
+    ...                 new_state(10_000.0), new_metrics(10_000.0), 10_000.0)  # doctest: +SKIP
+    """
     from mmats.nb.metrics import finalize_metrics
     from mmats.nb.sim import simulate
 
@@ -339,7 +353,7 @@ def sweep(
     table's row numbers (what overfitting statistics such as PBO need).
     """
     strategy = load_strategy(strategy)
-    config = _config(config, settings)
+    config = sleeve_config(config, settings)
     combos, skipped = strategy.combinations(grid)
     if not combos:
         raise ConfigError(f"the grid leaves no valid combination for {strategy.name!r} "
@@ -349,8 +363,8 @@ def sweep(
     for symbol, candles in datasets:
         prices = market(candles, timeframe=timeframe, calendar=calendar, symbol=symbol)
         if check_lookahead_bias:
-            for params in _lookahead_samples(strategy, combos):
-                _require_no_lookahead(strategy, prices, params)
+            for params in lookahead_samples(strategy, combos):
+                require_no_lookahead(strategy, prices, params)
         sample_bars = _period_ends(prices, period_returns)
         equity = np.full((len(combos), sample_bars.shape[0]), np.nan)
         started = time.perf_counter()
@@ -451,7 +465,7 @@ def _datasets(data) -> list[tuple[str | None, Any]]:
     return [(None, data)]
 
 
-def _lookahead_samples(strategy, combos):
+def lookahead_samples(strategy: Strategy, combos: list[dict]) -> list[dict]:
     """Parameter sets whose lookahead is checked before a sweep: the defaults (if valid),
     checked in full, and the valid corners of the grid
     (:func:`~mmats.lookahead.grid_corners`; its first and last combination if no corner
@@ -469,7 +483,7 @@ def _lookahead_samples(strategy, combos):
     return samples
 
 
-def _require_no_lookahead(strategy, prices, params):
+def require_no_lookahead(strategy: Strategy, prices: Market, params: dict) -> None:
     """Raise :class:`LookaheadError` unless ``params`` pass the lookahead check: the full
     check (what ``scripts/check_strategy.py`` runs), or CORNER_BUDGET for a grid corner."""
     from mmats.lookahead import CORNER_BUDGET, GridCorner
@@ -481,7 +495,13 @@ def _require_no_lookahead(strategy, prices, params):
                              "--no-lookahead-check) to run it anyway.", report)
 
 
-def _config(config, settings) -> SleeveConfig:
+def sleeve_config(config: SleeveConfig | dict | None, settings: dict) -> SleeveConfig:
+    """The :class:`SleeveConfig` of a run: ``config`` (a SleeveConfig, a mapping of its
+    fields, or None for the defaults) with ``settings`` (field keyword arguments) on top.
+
+    >>> sleeve_config({"fee_bps": 10}, {"slippage_bps": 2}).fee_bps
+    10
+    """
     if isinstance(config, SleeveConfig):
         return SleeveConfig.from_mapping(config.to_dict(), **settings) if settings else config
     return SleeveConfig.from_mapping(config, **settings)

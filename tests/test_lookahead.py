@@ -4,7 +4,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from mmats.backtest import _lookahead_samples, _require_no_lookahead, backtest, market, sweep
+from mmats.backtest import backtest, lookahead_samples, market, require_no_lookahead, sweep
 from mmats.errors import LookaheadError
 from mmats.lookahead import CONTINUATIONS, _continuation, check_lookahead, grid_corners
 from mmats.strategy import available_strategies, load_strategy
@@ -256,8 +256,8 @@ def test_history_length_verdict_does_not_depend_on_the_seed(write_strategy, pric
 def test_every_shipped_strategy_passes_the_sweep_gate(name, sample_candles):
     strategy = load_strategy(name)
     prices = market(sample_candles)
-    for params in _lookahead_samples(strategy, strategy.combinations()[0]):
-        _require_no_lookahead(strategy, prices, params)
+    for params in lookahead_samples(strategy, strategy.combinations()[0]):
+        require_no_lookahead(strategy, prices, params)
 
 
 @pytest.mark.parametrize("kind", CONTINUATIONS)

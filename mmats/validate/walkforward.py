@@ -27,11 +27,11 @@ import pandas as pd
 from mmats.backtest import (
     BacktestResult,
     Market,
-    _config,
-    _lookahead_samples,
-    _require_no_lookahead,
-    _simulate,
+    lookahead_samples,
     market,
+    require_no_lookahead,
+    simulate_signal,
+    sleeve_config,
     sweep,
 )
 from mmats.data.calendar import timeframe_ns
@@ -227,7 +227,7 @@ def walk_forward(
     ``settings`` are :class:`~mmats.sleeve.SleeveConfig` fields.
     """
     strategy = load_strategy(strategy)
-    config = _config(None, settings)
+    config = sleeve_config(None, settings)
     prices = market(data, timeframe=timeframe, calendar=calendar)
     if selection not in SELECTIONS:
         raise ConfigError(f"selection {selection!r} is unknown; use one of {SELECTIONS}")
@@ -236,8 +236,8 @@ def walk_forward(
                           f"{', '.join(OBJECTIVES)} or a callable")
     combos, _ = strategy.combinations(grid)
     if check_lookahead_bias:
-        for params in _lookahead_samples(strategy, combos):
-            _require_no_lookahead(strategy, prices, params)
+        for params in lookahead_samples(strategy, combos):
+            require_no_lookahead(strategy, prices, params)
     splits = walk_forward_splits(prices.ts_ns, folds=folds, train_fraction=train_fraction,
                                  train=train, test=test, step=step, anchored=anchored,
                                  embargo=embargo)
@@ -257,9 +257,10 @@ def walk_forward(
         output = strategy.run(history.arrays, params)
         outputs.append((fold, output, params))
         before = state.copy()
-        result = _simulate(strategy, params, config, history, output, fold.test_start,
-                           state, new_metrics(float(state[0]["equity"])),
-                           float(state[0]["equity"]))
+        result = simulate_signal(strategy, params, config, history, output,
+                                 fold.test_start, state,
+                                 new_metrics(float(state[0]["equity"])),
+                                 float(state[0]["equity"]))
         _own_trade_metrics(result.metrics, before[0], result.state[0])
         state = np.array(result.state, copy=True)
         fold_results.append(result)
@@ -395,5 +396,5 @@ def _stitched(strategy, config, prices, outputs, cash) -> BacktestResult:
     signal = SignalOutput(**{name: None if values is None else values[keep]
                              for name, values in parts.items()})
     params = {"folds": [params for _, _, params in outputs]}
-    return _simulate(strategy, params, config, history, signal, first,
-                     new_state(cash), new_metrics(cash), cash)
+    return simulate_signal(strategy, params, config, history, signal, first,
+                           new_state(cash), new_metrics(cash), cash)
