@@ -179,7 +179,7 @@ class BacktestResult:
 
         Example: ``backtest("ema_cross", candles).plot(path="ema_cross.png")``
         """
-        from mmats.reports.plots import backtest_figure  # matplotlib only when drawing
+        from mmats.plots import backtest_figure  # matplotlib only when drawing
 
         return backtest_figure(self, path=path)
 
@@ -319,7 +319,7 @@ class SweepResult:
 
         Example: ``sweep("ema_cross", candles, grid).plot(metric="sortino", path="grid.png")``
         """
-        from mmats.reports.plots import sweep_figure  # matplotlib only when drawing
+        from mmats.plots import sweep_figure  # matplotlib only when drawing
 
         return sweep_figure(self, x, y, metric=metric, aggregate=aggregate, path=path)
 

@@ -2,50 +2,35 @@
 
 Figures are built without pyplot (no global figure registry, no backend needed to draw
 them), so a report can be written from a notebook or a server alike. Long series are
-thinned to a few thousand points: the charts look the same and the PDF stays small.
+thinned to a few thousand points: the charts look the same and the PDF stays small. The
+house style and the helpers shared with ``result.plot()`` (:func:`~mmats.plots.style`,
+:func:`~mmats.plots.thin`, :func:`~mmats.plots.heatmap_axes`, ...) live in
+:mod:`mmats.plots`, below the backtest.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-FONT = "DejaVu Sans"
-STRATEGY = "#1f5fa8"
-BENCHMARK = "#8a8a8a"
-ACCENT = "#c0392b"
-MAX_POINTS = 4000
+from mmats.plots import (
+    ACCENT,
+    BENCHMARK,
+    STRATEGY,
+    heatmap_axes,
+    style,
+    text_colour,
+    thin,
+)
+from mmats.plots import format_value as format_value  # the report reads it as charts.format_value
+
 WIDE = (10.0, 4.6)
-
-RC = {
-    "font.family": "sans-serif",
-    "font.sans-serif": [FONT],
-    "font.size": 9,
-    "axes.titlesize": 11,
-    "axes.titleweight": "bold",
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e4e4e4",
-    "grid.linewidth": 0.6,
-    "legend.frameon": False,
-}
-
-
-@contextlib.contextmanager
-def style() -> Iterator[None]:
-    """The report's matplotlib settings, for building and for saving figures."""
-    with matplotlib.rc_context(RC):
-        yield
 
 
 def _styled(build: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -57,17 +42,6 @@ def _styled(build: Callable[..., Figure]) -> Callable[..., Figure]:
             return build(*args, **kwargs)
 
     return wrapper
-
-
-def thin(series: pd.Series, points: int = MAX_POINTS) -> pd.Series:
-    """Every k-th value (the last always kept) so that at most ~``points`` remain."""
-    step = max(1, len(series) // points)
-    if step == 1:
-        return series
-    keep = np.zeros(len(series), dtype=bool)
-    keep[::step] = True
-    keep[-1] = True
-    return series[keep]
 
 
 @_styled
@@ -108,34 +82,6 @@ def parameter_heatmap(
     figure.colorbar(image, ax=ax, label=f"in-sample {objective}, mean of {folds} folds")
     ax.set_title(f"In-sample {objective} by parameters" + (f" ({note})" if note else ""))
     return figure
-
-
-def heatmap_axes(figure: Figure, grid: pd.DataFrame):
-    """Draw ``grid`` (rows: one parameter's values, columns: another's) as a heatmap on a
-    new axes of ``figure``: red to green, centred on 0 when the values straddle it, grey
-    where a cell is NaN. Returns ``(ax, image, values)``."""
-    values = grid.to_numpy(dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    ax = figure.add_subplot()
-    ax.grid(False)
-    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="#dddddd")
-    norm = None
-    if finite.size and finite.min() < 0.0 < finite.max():
-        norm = TwoSlopeNorm(vcenter=0.0, vmin=finite.min(), vmax=finite.max())
-    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=norm, aspect="auto",
-                      origin="lower")
-    ax.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
-    ax.set_xlabel(str(grid.columns.name))
-    ax.set_ylabel(str(grid.index.name))
-    return ax, image, values
-
-
-def text_colour(image, value: float) -> str:
-    """Black or white, whichever reads on the heatmap cell of ``value`` (NaN: grey)."""
-    red, green, blue, _ = image.cmap(image.norm(value)) if np.isfinite(value) else (
-        0.87, 0.87, 0.87, 1.0)
-    return "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
 
 
 @_styled
@@ -239,13 +185,6 @@ def histogram(values: np.ndarray, *, title: str, xlabel: str, marker: float | No
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return figure
-
-
-def format_value(value) -> str:
-    """A parameter value as a short label: 20.0 -> "20", 2.5 -> "2.5"."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return f"{value:g}" if isinstance(value, float | np.floating) else str(value)
 
 
 def _naive(series: pd.Series) -> pd.Series:
