@@ -16,4 +16,4 @@ def test_ci_runs_the_readme_test_command(repo):
 def test_readme_main_command_uses_bundled_data(repo):
     readme = (repo / "README.md").read_text()
     main = re.findall(r"```bash\n(.+?)\n```", readme, flags=re.S)[0]
-    assert "scripts/" in main and "pip install" in main
+    assert "mmats walkforward" in main and "pip install" in main

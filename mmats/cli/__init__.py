@@ -238,8 +238,8 @@ def settings_from(args: argparse.Namespace) -> dict:
     }
 
 
-def print_json(value) -> None:
-    print(json.dumps(json_safe(value), allow_nan=False))
+def print_json(value, file=None) -> None:
+    print(json.dumps(json_safe(value), allow_nan=False), file=file)
 
 
 def fail(error: Exception, code: int = 2) -> int:

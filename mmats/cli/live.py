@@ -23,6 +23,8 @@ or input error (a bad option, a missing or bad configuration, operator mode on a
 without the flag, data that cannot be read).
 """
 
+import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -73,9 +75,13 @@ def main(argv=None, prog="mmats live") -> int:
         if args.replay and args.replay != args.data:
             parser.error(f"two replay sources: --replay {args.replay} and --data {args.data}")
         args.replay = args.data
+    args.stdout = sys.stdout  # with --json, only the JSON object goes here
     if args.replay is None:
         try:
-            return run_live(args)
+            if not args.json:
+                return run_live(args)
+            with contextlib.redirect_stdout(sys.stderr):  # the console notifier's lines
+                return run_live(args)
         except MMATSError as error:
             return fail(error)
     try:
@@ -133,7 +139,7 @@ def run_live(args) -> int:
     if command:
         verb, rest = command[0], command[1:]
         if verb == "status":
-            print_json(control.status(config))
+            print_json(control.status(config), file=args.stdout)  # JSON with or without --json
             return 0
         if verb == "kill":
             if rest:
@@ -183,7 +189,7 @@ def run_live(args) -> int:
 def _say(args, value: dict, text: str) -> None:
     """One JSON object with --json, else the line a person (or cron's mail) reads."""
     if args.json:
-        print_json(value)
+        print_json(value, file=args.stdout)
     else:
         print(text)
 
