@@ -406,7 +406,7 @@ class DataQuality:
     forex or stocks series and the overnight gap of an intraday stocks series are not
     missing. ``largest_gap`` is the gap with the most missing bars (None when nothing is
     missing). ``rejected_rows`` is read from the candle store's metadata (rows that
-    ``scripts/import_data.py --reject-bad`` or a fetch refused, cumulative over the file's
+    ``mmats import --reject-bad`` or a fetch refused, cumulative over the file's
     imports, all of its dates); ``rejected_rows_known`` is False when the candles did not
     come from a store file that records it, and ``notes`` says so.
     """

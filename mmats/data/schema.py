@@ -397,7 +397,7 @@ def served_bars(frame: pd.DataFrame, first: int, last: int, symbol: str, timefra
         when = pd.Timestamp(ts_ns, tz="UTC")
         raise BadBarError(f"{source}: {symbol} {timeframe} bar opening {when} is bad: "
                           f"{bad[i]}; it is not served to a strategy. Fix or remove it "
-                          "(scripts/check_data.py lists every bad row)",
+                          "(mmats check-data lists every bad row)",
                           symbol=symbol, ts_ns=ts_ns, reason=bad[i])
     return frame.iloc[first:last]
 
@@ -431,7 +431,7 @@ def format_rejects(source: str, rejects: list[Reject], rows: int,
     if len(rejects) > MAX_LISTED_REJECTS:
         lines.append(f"  ... and {len(rejects) - MAX_LISTED_REJECTS} more")
     lines.append("Fix these rows, or keep only the good ones with strict=False "
-                 "(scripts/import_data.py --reject-bad).")
+                 "(mmats import --reject-bad).")
     return "\n".join(lines)
 
 

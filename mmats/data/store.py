@@ -275,7 +275,7 @@ class CandleStore:
             have = (f"the store has no venue {venue!r} ({venue_dir} has no candle files); "
                     f"venues present: {', '.join(venues) if venues else 'none'}")
         raise DataError(f"no candles for {venue}:{symbol}:{timeframe}: {path} does not exist; "
-                        f"{have}. Import some with scripts/import_data.py.")
+                        f"{have}. Import some with `mmats import` or `mmats fetch`.")
 
     def _query(self, path: Path, start, end) -> dict[str, np.ndarray]:
         import duckdb  # imported here so that `import mmats.data` stays light

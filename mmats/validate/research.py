@@ -1,4 +1,4 @@
-"""The research run behind ``scripts/walkforward.py``: walk-forward, Monte Carlo and the
+"""The research run behind ``mmats walkforward``: walk-forward, Monte Carlo and the
 overfitting statistics of one strategy on one market, with a plain-words verdict.
 
 Example::
