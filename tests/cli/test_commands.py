@@ -11,7 +11,7 @@ import pytest
 
 from mmats.cli.main import COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MMATS = str(Path(sys.executable).parent / "mmats")  # the [project.scripts] entry point
 ETH_FILE = REPO / "mmats" / "data" / "sample" / "bittrex" / "ETH_BTC_5m.parquet"
 # subcommands with their own sub-subcommands: their --help is checked too
