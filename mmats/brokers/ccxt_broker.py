@@ -2,7 +2,8 @@
 
 The only module that imports ccxt. What differs between venues is data
 (:data:`VENUE_FACTS`), not subclasses. Every ccxt error is mapped onto the outcomes of
-:mod:`mmats.brokers.base`:
+:mod:`mmats.brokers.base` by :func:`classify_error`, and retried (or not) by the venues'
+one policy, :class:`mmats.brokers.retry.RetryPolicy`:
 
 - 429/418 (``DDoSProtection``): wait the venue's ``Retry-After`` (read from the response
   headers; ccxt ignores it) and retry, then :class:`RateLimited`;
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import email.utils
 import math
 import numbers
 import re
@@ -48,6 +48,14 @@ from mmats.brokers.base import (
     OutcomeUnknown,
     RateLimited,
     VenueUnavailable,
+)
+from mmats.brokers.retry import (
+    RetryPolicy,
+    Verdict,
+    give_up,
+    rate_limited,
+    retry,
+    retry_after_s,
 )
 from mmats.data.schema import VALUE_COLUMNS, candles_from_arrays
 from mmats.errors import ConfigError
@@ -102,15 +110,16 @@ class CcxtBroker:
     ``base_url`` replaces the scheme and host of every API URL and keeps each path (a
     proxy, or a local test server); ``sandbox`` selects the venue's test network.
     ``symbols`` are the markets whose base-asset balances :meth:`positions` reports.
-    Reads are retried ``retries`` times, ``backoff_s`` doubling, through ``sleep``; a
-    ``Retry-After`` longer than ``max_wait_s`` is not waited for but raised.
-    ``rate_limit`` keeps ccxt's own request throttle on.
+    Requests follow ``retry`` (default: the venues' :class:`~mmats.brokers.retry.RetryPolicy`
+    with ``backoff_s``, ``max_wait_s`` and ``sleep``; ``retries`` given: that many retries
+    of a failure or a rate limit); a ``Retry-After`` longer than ``max_wait_s`` is not
+    waited for but raised. ``rate_limit`` keeps ccxt's own request throttle on.
     """
 
     def __init__(self, exchange_id: str, *, api_key=None, secret=None, sandbox=False,
-                 base_url=None, timeout_s=10.0, options=None, symbols=(), retries=3,
+                 base_url=None, timeout_s=10.0, options=None, symbols=(), retries=None,
                  backoff_s=0.5, max_wait_s=60.0, rate_limit=True, sleep=time.sleep,
-                 clock=time.time):
+                 clock=time.time, retry: RetryPolicy | None = None):
         exchange_id = str(exchange_id).strip().lower()
         if exchange_id not in ccxt.exchanges:
             close = difflib.get_close_matches(exchange_id, ccxt.exchanges, n=3)
@@ -121,8 +130,13 @@ class CcxtBroker:
         self.facts = {**DEFAULT_FACTS, **VENUE_FACTS.get(exchange_id, {})}
         self.symbols = tuple(symbols)
         _check_bases(exchange_id, self.symbols)
-        self.retries, self.backoff_s, self.max_wait_s = int(retries), backoff_s, max_wait_s
-        self._sleep, self._clock = sleep, clock
+        if retry is None:
+            tries = {} if retries is None else {"attempts": int(retries) + 1,
+                                                "rate_limit_attempts": int(retries) + 1}
+            retry = RetryPolicy(backoff_s=backoff_s, max_wait_s=max_wait_s, sleep=sleep,
+                                **tries)
+        self.retry = retry
+        self._clock = clock
         self._keyed = bool(api_key or secret)
         self._hide = _hider(api_key, secret)
         if not timeout_s or float(timeout_s) <= 0:
@@ -447,88 +461,29 @@ class CcxtBroker:
 
     def _call(self, what: str, symbol: str | None, method, *args, sends: bool = False,
               not_found: bool = False, **kwargs):
-        """Call ccxt, retrying what is safe to retry, and map its errors."""
-        where = f"{self.exchange_id}{'' if symbol is None else ' ' + symbol}"
-        attempt = 0
-        while True:
-            self._exchange.last_response_headers = None
-            try:
-                return method(*args, **kwargs)
-            except ccxt.OrderNotFound as exc:
-                if not not_found:
-                    error = BrokerError(f"{where}: {what}: unknown order: {self._text(exc)}")
-                else:
-                    error = _NotFound(what)
-                wait = None
-            except ccxt.BaseError as exc:
-                error, wait = self._map(exc, where, what, sends, attempt)
-            # Raised outside the except block: the ccxt exception (whose request holds the
-            # key in a header) is not chained to ours.
-            if wait is None or attempt >= self.retries:
-                raise error
-            self._sleep(wait)
-            attempt += 1
+        """Call ccxt under the retry policy; its errors mapped by :func:`classify_error`."""
+        label = f"{self.exchange_id}{'' if symbol is None else ' ' + symbol}: {what}"
 
-    def _map(self, exc, where: str, what: str, sends: bool, attempt: int):
-        """``(error, wait)``: the error to raise, and how long to wait before a retry (None:
-        do not retry)."""
-        detail = self._text(exc)
-        status = _http_status(exc)
-        backoff = self.backoff_s * 2 ** attempt
-        if isinstance(exc, ccxt.DDoSProtection) and status in (401, 403):
-            # Binance answers a revoked key with -2015, which ccxt reports as a rate limit
-            # once the key has worked before.
-            return AuthenticationFailed(f"{where}: {what}: credentials refused ({detail}); "
-                                        "check the API key, its permissions and IP list"), None
-        if isinstance(exc, ccxt.DDoSProtection):
-            retry_after = self._retry_after(exc)
-            wait = backoff if retry_after is None else retry_after
-            asked = "no Retry-After" if retry_after is None else f"Retry-After {retry_after:g} s"
-            error = RateLimited(f"{where}: {what}: rate limited after {attempt + 1} "
-                                f"attempt(s) (HTTP {status or '?'}, {asked}): {detail}",
-                                retry_after=wait)
-            return error, (wait if wait <= self.max_wait_s else None)
-        if isinstance(exc, ccxt.OperationFailed):  # timeouts, network errors, 5xx
-            if sends and not _never_sent(exc):
-                return OutcomeUnknown(
-                    f"{where}: {what}: the order may have reached the venue but the answer "
-                    f"was lost ({type(exc).__name__}: {detail}); look it up by client order id "
-                    "before sending anything else"), None
-            return VenueUnavailable(f"{where}: {what}: venue unavailable after "
-                                    f"{attempt + 1} attempt(s) ({type(exc).__name__}: "
-                                    f"{detail})"), backoff
-        if isinstance(exc, ccxt.AuthenticationError):  # includes PermissionDenied
-            return AuthenticationFailed(f"{where}: {what}: credentials refused ({detail}); "
-                                        "check the API key, its permissions and IP list"), None
-        if isinstance(exc, ccxt.InsufficientFunds):
-            return InsufficientFunds(f"{where}: {what}: insufficient funds: {detail}"), None
-        if isinstance(exc, (ccxt.InvalidOrder, ccxt.BadRequest)):
-            reason = _reject_reason(exc, detail, self.facts["duplicate_client_id"])
-            if sends:
-                return OrderRejected(f"{where}: {what}: rejected by the venue ({reason}): "
-                                     f"{detail}", reason), None
-            return BrokerError(f"{where}: {what}: the venue refused the request: {detail}"), None
-        if isinstance(exc, ccxt.ExchangeError) and sends:
-            return OrderRejected(f"{where}: {what}: rejected by the venue: {detail}"), None
-        if isinstance(exc, ccxt.ExchangeError):
-            return VenueUnavailable(f"{where}: {what}: venue error: {detail}"), None
-        return BrokerError(f"{where}: {what}: {type(exc).__name__}: {detail}"), None
+        def request():
+            self._exchange.last_response_headers = None
+            return method(*args, **kwargs)
+
+        def classify(exc: Exception) -> Verdict:
+            if not isinstance(exc, ccxt.BaseError):
+                return give_up(exc)
+            return classify_error(exc, label, self._text(exc), sends=sends,
+                                  not_found=not_found, retry_after=self._retry_after(exc),
+                                  duplicate_fragments=self.facts["duplicate_client_id"])
+
+        return self.retry.call(request, classify)
 
     def _retry_after(self, exc) -> float | None:
+        """The ``Retry-After`` of the failed response, in seconds (ccxt drops it)."""
         response = _http_response(exc)
         headers = response.headers if response is not None else (
             self._exchange.last_response_headers or {})
         value = headers.get("Retry-After") if hasattr(headers, "get") else None
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
-        try:  # an HTTP date
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - self._clock())
-        except (TypeError, ValueError):
-            return None
+        return retry_after_s(value, self._clock())
 
     def _text(self, exc) -> str:
         """The ccxt message without secrets or signatures, shortened."""
@@ -538,6 +493,62 @@ class CcxtBroker:
 
 class _NotFound(BrokerError):
     """The venue does not know the order (internal: lookup and cancel answer None)."""
+
+
+def classify_error(exc: ccxt.BaseError, label: str, detail: str, *, sends: bool = False,
+                   not_found: bool = False, retry_after: float | None = None,
+                   duplicate_fragments=()) -> Verdict:
+    """What the retry policy does about a ccxt error (see :mod:`mmats.brokers.retry`).
+
+    ``label`` names the exchange, symbol and request; ``detail`` is the error's text with
+    no secret in it; ``sends`` marks a request that places an order (never re-sent once it
+    may have left); ``not_found`` makes an unknown order the adapter's internal answer
+    instead of an error; ``retry_after`` is the response's ``Retry-After`` in seconds.
+
+    >>> classify_error(ccxt.RequestTimeout("slow"), "binance: fetch balances", "slow").action
+    'retry'
+    >>> classify_error(ccxt.RequestTimeout("slow"), "binance: send", "slow", sends=True).action
+    'give_up'
+    """
+    status = _http_status(exc)
+    if isinstance(exc, ccxt.OrderNotFound):
+        return give_up(_NotFound(label) if not_found else
+                       BrokerError(f"{label}: unknown order: {detail}"))
+    refused = AuthenticationFailed(f"{label}: credentials refused ({detail}); check the API "
+                                   "key, its permissions and IP list")
+    if isinstance(exc, ccxt.DDoSProtection) and status in (401, 403):
+        # Binance answers a revoked key with -2015, which ccxt reports as a rate limit once
+        # the key has worked before.
+        return give_up(refused)
+    if isinstance(exc, ccxt.DDoSProtection):  # 429, 418: the venue did not act
+        asked = "no Retry-After" if retry_after is None else f"Retry-After {retry_after:g} s"
+        return rate_limited(lambda tries, wait: RateLimited(
+            f"{label}: rate limited after {tries} attempt(s) (HTTP {status or '?'}, "
+            f"{asked}): {detail}", retry_after=wait), retry_after)
+    if isinstance(exc, ccxt.OperationFailed):  # timeouts, network errors, 5xx
+        if sends and not _never_sent(exc):
+            return give_up(OutcomeUnknown(
+                f"{label}: the order may have reached the venue but the answer was lost "
+                f"({type(exc).__name__}: {detail}); look it up by client order id before "
+                "sending anything else"))
+        kind = type(exc).__name__
+        return retry(lambda tries: VenueUnavailable(
+            f"{label}: venue unavailable after {tries} attempt(s) ({kind}: {detail})"))
+    if isinstance(exc, ccxt.AuthenticationError):  # includes PermissionDenied
+        return give_up(refused)
+    if isinstance(exc, ccxt.InsufficientFunds):
+        return give_up(InsufficientFunds(f"{label}: insufficient funds: {detail}"))
+    if isinstance(exc, (ccxt.InvalidOrder, ccxt.BadRequest)):
+        reason = _reject_reason(exc, detail, duplicate_fragments)
+        if sends:
+            return give_up(OrderRejected(f"{label}: rejected by the venue ({reason}): "
+                                         f"{detail}", reason))
+        return give_up(BrokerError(f"{label}: the venue refused the request: {detail}"))
+    if isinstance(exc, ccxt.ExchangeError) and sends:
+        return give_up(OrderRejected(f"{label}: rejected by the venue: {detail}"))
+    if isinstance(exc, ccxt.ExchangeError):
+        return give_up(VenueUnavailable(f"{label}: venue error: {detail}"))
+    return give_up(BrokerError(f"{label}: {type(exc).__name__}: {detail}"))
 
 
 def _check_order(order: dict, max_chars: int, venue: str):

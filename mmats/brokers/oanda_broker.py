@@ -21,9 +21,11 @@ What is easy to get wrong with OANDA, and what this adapter does about it:
 
   ========================================  =================================================
   401 / 403                                 :class:`AuthenticationFailed`
-  429                                       back off exponentially, then :class:`RateLimited`
+  429                                       wait ``Retry-After`` (else back off
+                                            exponentially), then :class:`RateLimited`
   5xx, timeout, dropped connection (read)   retry a few times, then :class:`VenueUnavailable`
-  connection refused / connect timeout      nothing was sent: :class:`VenueUnavailable`
+  connection refused / connect timeout      nothing was sent: retried, then
+                                            :class:`VenueUnavailable`
   5xx, timeout, dropped reply (``send``)    :class:`OutcomeUnknown`: never re-sent blindly
   400 / 404 on an order                     :class:`OrderRejected` with the venue's reason
   200 instead of 201 on an order            :class:`VenueUnavailable` (protocol error); if
@@ -33,6 +35,9 @@ What is easy to get wrong with OANDA, and what this adapter does about it:
 
   Cancels are retried like reads: cancelling twice is harmless, and a cancel the venue
   refuses (the order is already filled or cancelled) is answered by looking the order up.
+  The rules are the venues' one policy (:mod:`mmats.brokers.retry`), applied by
+  :func:`~mmats.brokers.oanda_wire.classify_failure`; oandapyV20 drops the response
+  headers, so the adapter reads ``Retry-After`` from its HTTP session.
 - **Fees** are reported in the account currency (OANDA's ``commission`` +
   ``guaranteedExecutionFee`` - ``financing`` of the fill). That is the quote currency for
   pairs quoted in the account currency (EUR/USD in a USD account); otherwise it is not
@@ -85,7 +90,6 @@ from mmats.brokers.base import (
     BrokerError,
     InsufficientFunds,
     OrderRejected,
-    OutcomeUnknown,
     RateLimited,
     VenueUnavailable,
 )
@@ -102,6 +106,8 @@ from mmats.brokers.oanda_wire import (
     TAG,
     Failure,
     Refused,
+    RequestFailed,
+    classify_failure,
     decimal_text,
     rfc3339,
     round_price,
@@ -109,6 +115,7 @@ from mmats.brokers.oanda_wire import (
     to_instrument,
     to_symbol,
 )
+from mmats.brokers.retry import RetryPolicy, retry_after_s
 from mmats.data.schema import VALUE_COLUMNS, candles_from_arrays, empty_candles
 from mmats.errors import ConfigError
 
@@ -130,6 +137,9 @@ class OandaBroker(ProtectiveLegs):
         Timeout of every request, in seconds.
     sleep
         Called with the back-off in seconds between retries (tests pass a recorder).
+    retry
+        The retry policy (default: the venues' ``RetryPolicy(sleep=sleep)``, see
+        :mod:`mmats.brokers.retry`).
 
     >>> broker = OandaBroker(base_url="http://127.0.0.1:8080", account_id="101-1", token=t)  # doctest: +SKIP
     >>> broker.send({"client_order_id": "mm-1", "symbol": "EUR/USD", "side": "buy",
@@ -137,12 +147,9 @@ class OandaBroker(ProtectiveLegs):
     """
 
     page_size = MAX_CANDLES_PER_REQUEST  # candles per request; lowered by tests
-    read_attempts = 4                     # tries of a read before VenueUnavailable
-    rate_limit_attempts = 5               # tries after 429s before RateLimited
-    backoff_s = 0.5                       # first back-off; doubles on each retry
 
     def __init__(self, account_id=None, token=None, *, practice=True, base_url=None,
-                 timeout_s=10.0, sleep=time.sleep):
+                 timeout_s=10.0, sleep=time.sleep, retry: RetryPolicy | None = None):
         account_id = account_id or os.environ.get("OANDA_ACCOUNT_ID")
         token = token or os.environ.get("OANDA_TOKEN")
         if not account_id:
@@ -156,7 +163,7 @@ class OandaBroker(ProtectiveLegs):
                               f"got {timeout_s!r}")
         self.account_id = str(account_id)
         self.timeout_s = float(timeout_s)
-        self._sleep = sleep
+        self.retry = RetryPolicy(sleep=sleep) if retry is None else retry
         if base_url:
             url = str(base_url).rstrip("/")
             if not url.startswith(("http://", "https://")):
@@ -169,6 +176,9 @@ class OandaBroker(ProtectiveLegs):
             self.environment = "practice" if practice else "live"
         self._api = oandapyV20.API(access_token=token, environment=self.environment,
                                    request_params={"timeout": self.timeout_s})
+        # oandapyV20 raises V20Error without the headers: keep the last Retry-After
+        self._retry_after: str | None = None
+        self._api.client.hooks["response"].append(self._remember_retry_after)
         self._hide = _hider(token)
         self._rules_cache: dict[str, dict] = {}
 
@@ -580,52 +590,28 @@ class OandaBroker(ProtectiveLegs):
 
     def _call(self, endpoint, what: str, symbol: str | None = None, *,
               idempotent: bool = True, refusal: bool = False) -> dict:
-        """Run one request with the retry policy and raise the outcome of base.py. A 4xx
-        (other than 401/403/429) raises :class:`Refused` when ``refusal`` (the caller
-        interprets it), else :class:`BrokerError`. Errors are raised outside any ``except``
-        block so they carry no chained ``requests`` exception."""
+        """Run one request under the retry policy and raise the outcome of base.py (see
+        :func:`~mmats.brokers.oanda_wire.classify_failure`). A 4xx (other than
+        401/403/429) raises :class:`Refused` when ``refusal`` (the caller interprets it),
+        else :class:`BrokerError`. Errors carry no chained ``requests`` exception."""
         where = f"OANDA account {self.account_id}: {what}{' on ' + symbol if symbol else ''}"
-        rate_limited = failed = 0
-        while True:
-            response, failure = self._attempt(endpoint)
-            if failure is None:
-                return response
-            if failure.kind == "auth":
-                raise AuthenticationFailed(f"{where}: credentials refused (HTTP {failure.status}"
-                                           f": {failure.detail}); check the token and that it "
-                                           "may use this account")
-            if failure.kind == "refused":
-                if refusal:
-                    raise Refused(failure)
-                raise BrokerError(f"{where}: the venue refused the request ({failure.detail})")
-            if failure.kind == "rate":
-                wait = self.backoff_s * 2 ** rate_limited
-                rate_limited += 1
-                if rate_limited >= self.rate_limit_attempts:
-                    raise RateLimited(f"{where}: rate limited {rate_limited} times in a row "
-                                      f"(HTTP 429); wait {wait:g} s", retry_after=wait)
-                self._sleep(wait)
-                continue
-            if not idempotent:
-                raise self._send_failure(where, failure)
-            failed += 1
-            if failed >= self.read_attempts:
-                raise VenueUnavailable(f"{where}: {failure.detail} ({failed} attempts); "
-                                       "retry later")
-            self._sleep(self.backoff_s * 2 ** (failed - 1))
 
-    def _send_failure(self, where: str, failure: Failure) -> BrokerError:
-        lookup = "look the order up by its client id before sending anything else"
-        if failure.kind == "unsent":
-            return VenueUnavailable(f"{where}: {failure.detail}; the order was not sent")
-        if failure.kind == "protocol" and "orderCreateTransaction" not in (failure.body or {}):
-            return VenueUnavailable(f"{where}: venue protocol error: {failure.detail}; the "
-                                    "answer shows no order created")
-        return OutcomeUnknown(f"{where}: {failure.detail}; the order may have reached the "
-                              f"venue: {lookup}")
+        def request() -> dict:
+            response, failure = self._attempt(endpoint)
+            if failure is not None:
+                raise RequestFailed(failure)
+            return response
+
+        return self.retry.call(request, lambda exc: classify_failure(
+            exc, where, idempotent=idempotent, refusal=refusal))
+
+    def _remember_retry_after(self, response, *args, **kwargs) -> None:
+        """A response hook of the HTTP session: the answer's ``Retry-After``."""
+        self._retry_after = response.headers.get("Retry-After")
 
     def _attempt(self, endpoint) -> tuple[dict | None, Failure | None]:
         endpoint.response = None
+        self._retry_after = None
         try:
             return self._api.request(endpoint), None
         except V20Error as err:
@@ -669,7 +655,8 @@ class OandaBroker(ProtectiveLegs):
             kind = "server"
         else:
             kind = "refused"
-        return Failure(kind, detail, status=status, body=body)
+        wait = retry_after_s(self._retry_after) if kind == "rate" else None
+        return Failure(kind, detail, status=status, body=body, retry_after_s=wait)
 
     def _describe(self, err: Exception, what: str) -> str:
         return f"{what} ({type(err).__name__}: {self._hide(str(err))[:300]})"

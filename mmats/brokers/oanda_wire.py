@@ -1,6 +1,7 @@
 """OANDA's wire format, shared by the adapter and its protective legs: instrument names,
-order states, units and prices as OANDA writes them, and how a failed request is told.
-No SDK here: the adapter modules import oandapyV20."""
+order states, units and prices as OANDA writes them, how a failed request is told
+(:class:`Failure`) and what the venues' retry policy does about it
+(:func:`classify_failure`). No SDK here: the adapter modules import oandapyV20."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import time
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from mmats.brokers.base import (
+    AuthenticationFailed,
+    BrokerError,
+    OutcomeUnknown,
+    RateLimited,
+    VenueUnavailable,
+)
+from mmats.brokers.retry import Verdict, give_up, rate_limited, retry
 from mmats.errors import ConfigError
 
 GRANULARITIES = {"1m": "M1", "5m": "M5", "15m": "M15", "30m": "M30", "1h": "H1", "4h": "H4",
@@ -41,12 +50,14 @@ def to_symbol(instrument: str) -> str:
 class Failure:
     """Why one request failed: ``kind`` is auth, rate, refused (other 4xx), server (5xx),
     unsent (nothing reached the venue), lost (the answer was lost), garbled (unreadable
-    body) or protocol (an unexpected success status)."""
+    body) or protocol (an unexpected success status). ``retry_after_s`` is the answer's
+    ``Retry-After``, in seconds, when it had one."""
 
     kind: str
     detail: str
     status: int | None = None
     body: dict | None = None
+    retry_after_s: float | None = None
 
 
 class Refused(Exception):
@@ -55,6 +66,60 @@ class Refused(Exception):
     def __init__(self, failure: Failure):
         super().__init__(failure.detail)
         self.failure = failure
+
+
+class RequestFailed(Exception):
+    """One try of a request failed (internal: the adapter raises it for the retry policy
+    to judge with :func:`classify_failure`)."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+def classify_failure(exc: Exception, where: str, *, idempotent: bool = True,
+                     refusal: bool = False) -> Verdict:
+    """What the retry policy does about a failed OANDA request (see
+    :mod:`mmats.brokers.retry`).
+
+    ``where`` names the account and the request; ``idempotent`` is False for a request
+    that creates an order (never sent again once it may have arrived: only a connection
+    that was never opened is retried); ``refusal`` lets the caller read a 4xx itself
+    (:class:`Refused`) instead of a :class:`~mmats.brokers.base.BrokerError`.
+
+    >>> classify_failure(RequestFailed(Failure("server", "HTTP 503")), "OANDA").action
+    'retry'
+    >>> classify_failure(RequestFailed(Failure("server", "HTTP 503")), "OANDA",
+    ...                  idempotent=False).action
+    'give_up'
+    """
+    if not isinstance(exc, RequestFailed):
+        return give_up(exc)
+    failure = exc.failure
+    if failure.kind == "auth":
+        return give_up(AuthenticationFailed(
+            f"{where}: credentials refused (HTTP {failure.status}: {failure.detail}); check "
+            "the token and that it may use this account"))
+    if failure.kind == "refused":
+        return give_up(Refused(failure) if refusal else BrokerError(
+            f"{where}: the venue refused the request ({failure.detail})"))
+    if failure.kind == "rate":
+        return rate_limited(lambda tries, wait: RateLimited(
+            f"{where}: rate limited {tries} times in a row (HTTP 429); wait {wait:g} s",
+            retry_after=wait), failure.retry_after_s)
+    if failure.kind == "unsent":  # nothing reached the venue: safe to try again
+        sent = "" if idempotent else "; the order was not sent"
+        return retry(lambda tries: VenueUnavailable(
+            f"{where}: {failure.detail}{sent} ({tries} attempts); retry later"))
+    if idempotent:
+        return retry(lambda tries: VenueUnavailable(
+            f"{where}: {failure.detail} ({tries} attempts); retry later"))
+    if failure.kind == "protocol" and "orderCreateTransaction" not in (failure.body or {}):
+        return give_up(VenueUnavailable(f"{where}: venue protocol error: {failure.detail}; "
+                                        "the answer shows no order created"))
+    return give_up(OutcomeUnknown(
+        f"{where}: {failure.detail}; the order may have reached the venue: look the order "
+        "up by its client id before sending anything else"))
 
 
 def rfc3339(ts_ns: int) -> str:

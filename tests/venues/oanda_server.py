@@ -28,7 +28,8 @@ price (an ``ORDER_FILL`` with reason ``STOP_LOSS_ORDER`` / ``TAKE_PROFIT_ORDER``
 ``tradesClosed``). A trade that closes, by any fill, takes its dependent orders with it
 (``ORDER_CANCEL`` reason ``LINKED_TRADE_CLOSED``).
 
-Faults (:meth:`fail_next`) apply to the next matching requests: ``"429"``, ``"500"``,
+Faults (:meth:`fail_next`) apply to the next matching requests: ``"429"`` (with a
+``Retry-After`` header when ``retry_after`` is given), ``"500"``,
 ``"503"``, ``"timeout"`` (answer after ``delay_s``, past the client's timeout; an order is
 processed first), ``"drop"`` (close the connection without acting), ``"lost_response"``
 (act, then close without answering), ``"wrong_status"`` (answer 200 ``{}`` without acting)
@@ -210,14 +211,15 @@ class OandaServer:
                     self._trigger(order, trade)
 
     def fail_next(self, kind: str, count: int = 1, *, method: str | None = None,
-                  path: str | None = None) -> None:
+                  path: str | None = None, retry_after: float | str | None = None) -> None:
         """Answer the next ``count`` requests matching ``method`` and a ``path`` substring
-        with the fault ``kind`` (one of :data:`FAULTS`)."""
+        with the fault ``kind`` (one of :data:`FAULTS`); a 429 carries ``Retry-After:
+        retry_after`` when given (seconds or an HTTP date)."""
         if kind not in FAULTS:
             raise ValueError(f"fault {kind!r} is not one of {FAULTS}")
         with self._lock:
             self._faults.append({"kind": kind, "left": int(count), "method": method,
-                                 "path": path})
+                                 "path": path, "retry_after": retry_after})
 
     def faults_left(self) -> int:
         with self._lock:
@@ -767,13 +769,14 @@ class OandaServer:
 
     # -- faults -------------------------------------------------------------------------
 
-    def take_fault(self, method: str, path: str) -> str | None:
+    def take_fault(self, method: str, path: str) -> dict | None:
+        """The next fault matching this request (its ``kind`` and ``retry_after``), used up."""
         with self._lock:
             for fault in self._faults:
                 if fault["left"] > 0 and fault["method"] in (None, method) and (
                         fault["path"] is None or fault["path"] in path):
                     fault["left"] -= 1
-                    return fault["kind"]
+                    return fault
         return None
 
     def log(self, entry: dict) -> None:
@@ -826,14 +829,18 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         owner.log({"method": method, "path": path, "params": params, "body": body})
-        fault = owner.take_fault(method, path)
+        taken = owner.take_fault(method, path)
+        fault = taken and taken["kind"]
         if fault == "drop":
             self.close_connection = True
             return
         if fault in ("429", "500", "503"):
             messages = {"429": "Requests per second exceeded", "500": "Internal server error",
                         "503": "Service unavailable"}
-            self._send(int(fault), {"errorMessage": messages[fault]})
+            headers = {}
+            if fault == "429" and taken["retry_after"] is not None:
+                headers["Retry-After"] = str(taken["retry_after"])
+            self._send(int(fault), {"errorMessage": messages[fault]}, headers)
             return
         if fault == "wrong_status":
             self._send(200, {})
@@ -852,13 +859,15 @@ class _Handler(BaseHTTPRequestHandler):
             status = 200
         self._send(status, payload)
 
-    def _send(self, status: int, payload: dict) -> None:
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("RequestID", str(time.time_ns()))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):

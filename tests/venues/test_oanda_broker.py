@@ -435,11 +435,13 @@ def test_connection_refused_on_send_means_nothing_was_sent(waits):
         client = OandaBroker(gone.account_id, TOKEN, base_url=gone.url, timeout_s=TIMEOUT_S,
                              sleep=waits.append)
         client.instrument("EUR/USD")  # rules cached: the next call is the order itself
-    with pytest.raises(VenueUnavailable, match="not sent"):
+    # nothing can have reached the venue: the order is tried again like a read
+    with pytest.raises(VenueUnavailable, match="not sent .*4 attempts"):
         client.send(order("mm-refused"))
+    assert waits == [0.5, 1.0, 2.0]
     with pytest.raises(VenueUnavailable, match="connection refused"):
         client.positions()
-    assert waits == [0.5, 1.0, 2.0]
+    assert waits == [0.5, 1.0, 2.0] * 2
     assert gone.orders == []
 
 
