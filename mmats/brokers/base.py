@@ -15,11 +15,17 @@ nothing at run time (callers still build and read dicts), and a type checker or 
 conformance suite (``tests/venues/test_ports.py``) holds every adapter to them.
 
 Protective orders rest at the venue for an open position: a stop-loss, a take-profit, or
-both as one-cancels-the-other legs (when one fills the venue cancels the other; cancelling
-either leg cancels both). A stop-loss triggers when the price trades through its level and
-fills at the venue's price then (the paper venue: the kernel's stop-fill rule); a leg
-cancelled because its sibling filled reports ``canceled`` (or ``expired``) with nothing
-filled.
+both as one-cancels-the-other legs, placed by one :meth:`Execution.protect`. When one leg
+fills, the other is cancelled; cancelling either leg cancels both, on every venue (Binance:
+its OCO order list; OANDA, which has none: the adapter cancels the sibling's orders too;
+paper: the linked rows), so a position is never left with half of its protection: to move
+one level, cancel and protect again with both. Legs placed by separate ``protect`` calls
+are not siblings. (A ccxt venue with no order list in its facts, ``oco_method``, cannot
+keep this: there the two legs are independent orders; Binance, the venue configured, has
+one.) A stop-loss triggers when the price trades through its level and fills
+at the venue's price then (the paper venue: the kernel's stop-fill rule); a leg cancelled
+with its sibling (filled or cancelled) reports ``canceled`` (or ``expired``) with nothing
+filled, and cancelling it again returns that report.
 
 Every adapter maps its venue's errors onto the four outcomes the runner acts on:
 retry (:class:`VenueUnavailable`), back off (:class:`RateLimited`), reject
@@ -164,7 +170,8 @@ class Execution(Protocol):
         """Send an order; return its report. Raises one of the errors above."""
 
     def cancel(self, client_order_id: str, symbol: str) -> OrderReport | None:
-        """Cancel an open order; return its final report (None if the venue never had it)."""
+        """Cancel an open order; return its final report (None if the venue never had it).
+        Cancelling a protective leg cancels its sibling too; the report is the named leg's."""
 
     def lookup(self, client_order_id: str, symbol: str) -> OrderReport | None:
         """The venue's report of an order, or None if it never arrived."""

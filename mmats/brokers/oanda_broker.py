@@ -52,7 +52,9 @@ What is easy to get wrong with OANDA, and what this adapter does about it:
   :meth:`~OandaBroker.cancel` and :meth:`~OandaBroker.open_orders` report a leg as one
   order. OANDA fills a triggered stop by closing its trade (``tradesClosed``) and cancels a
   closed trade's other dependent orders itself (``LINKED_TRADE_CLOSED``): one cancels the
-  other without an order list. The trades must hold exactly the units to protect (one
+  other without an order list. A cancel takes only the order named, so cancelling a leg
+  here also cancels the leg placed with it (named in each order's comment), as the port
+  promises and Binance's order lists do. The trades must hold exactly the units to protect (one
   sleeve per instrument in the account), else the legs are refused (``position_mismatch``)
   and the runner's own stop exits apply.
 - **Secrets.** The token never appears in a message or a repr, and errors are raised
@@ -464,24 +466,24 @@ class OandaBroker(ProtectiveLegs):
 
     def cancel(self, client_order_id: str, symbol: str | None = None) -> dict | None:
         """Cancel an open order by client id; return its final report, or None if the venue
-        never had it. An order already filled or cancelled returns its report as it is."""
+        never had it. An order already filled or cancelled returns its report as it is.
+
+        A protective leg is cancelled on every trade of the position, and so is the other
+        leg placed with it (OANDA has no order lists: the adapter keeps the port's "one
+        cancels the other"); the report is the named leg's."""
         what = f"cancel client id {client_order_id}"
         refused = self._cancel_order(client_order_id, symbol)
         order = self._order_by_client_id(client_order_id, symbol)
         if order is not None and order.get("type") in PROTECTIVE:
-            # the leg's orders on the position's other trades
-            members = self._members(client_order_id, order, symbol)
-            if any(m["state"] == "PENDING" for m in members[1:]):
-                for member in members[1:]:
-                    if member["state"] == "PENDING":
-                        self._cancel_order(member["clientExtensions"]["id"], symbol)
-                members = self._members(client_order_id, self._order_by_client_id(
-                    client_order_id, symbol), symbol)
-            report = self._leg_report(client_order_id, symbol, members)
+            report = self._cancel_leg(client_order_id, order, symbol)
+            if report["status"] not in ("open", "partially_filled"):
+                self._cancel_sibling(order, symbol)
         elif order is not None:
             report = self._order_report(order)
         else:
-            self._cancel_orphans(client_order_id, symbol)
+            orphan = self._cancel_orphans(client_order_id, symbol)
+            if orphan is not None and orphan.get("type") in PROTECTIVE:
+                self._cancel_sibling(orphan, symbol)
             report = None
         if refused is not None and report is not None and report["status"] == "open":
             body = refused.body or {}
@@ -500,15 +502,19 @@ class OandaBroker(ProtectiveLegs):
             return err.failure
         return None
 
-    def _cancel_orphans(self, client_order_id: str, symbol: str | None) -> None:
+    def _cancel_orphans(self, client_order_id: str, symbol: str | None) -> dict | None:
         """Cancel the orders of a leg whose own order never arrived (a :meth:`protect` cut
-        short places it last): ``<client id>.2``, ``.3``... while they exist."""
+        short places it last): ``<client id>.2``, ``.3``... while they exist. Returns the
+        first of them (None: there were none)."""
+        first = None
         for k in range(2, 10_000):
             member = self._order_by_client_id(f"{client_order_id}.{k}", symbol)
             if member is None:
-                return
+                return first
+            first = first or member
             if member["state"] == "PENDING":
                 self._cancel_order(f"{client_order_id}.{k}", symbol)
+        return first
 
     def open_orders(self, symbol: str | None = None) -> list[dict]:
         """Reports of the pending orders (of ``symbol``, or all): entry orders, and the

@@ -1,7 +1,10 @@
 """OANDA's protective legs: a position's stop-loss and take-profit resting at the venue as
 dependent STOP_LOSS / TAKE_PROFIT orders, one on each open trade of the position (see
-:meth:`ProtectiveLegs.protect`). A mixin of :class:`~mmats.brokers.oanda_broker.OandaBroker`,
-which supplies the requests (``_call``), the rules and the guard."""
+:meth:`ProtectiveLegs.protect`). OANDA has no order lists: a fill closes the trade and the
+venue cancels its other dependent orders, but a cancel takes only the order named, so the
+adapter cancels a leg's sibling itself (:meth:`ProtectiveLegs._cancel_sibling`), as the
+port promises. A mixin of :class:`~mmats.brokers.oanda_broker.OandaBroker`, which
+supplies the requests (``_call``), the rules and the guard."""
 
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ class ProtectiveLegs:
         OANDA's dependent STOP_LOSS / TAKE_PROFIT orders, one on each open trade of the
         position (oldest first; the oldest's carries the leg's client id, the others
         ``<client id>.k``, placed before it so a leg whose own order exists is complete).
+        Each order's comment names the other leg when both are asked for, so cancelling
+        one cancels both (see :meth:`~mmats.brokers.oanda_broker.OandaBroker.cancel`).
         Levels are rounded to the instrument's ``displayPrecision``. A dependent order
         closes its whole trade, so the trades must hold the units asked for; otherwise
         :class:`OrderRejected` (``position_mismatch``). If a leg is refused, the orders
@@ -93,12 +98,15 @@ class ProtectiveLegs:
                         "stop_price": levels[kind]}
                     continue
                 price = decimal_text(round_price(levels[kind], rules["price_precision"]))
+                sibling = "".join(f" oco {other}" for name, other in cids.items()
+                                  if name != kind)
                 members = [(f"{cid}.{k}", k, trade) for k, trade in enumerate(trades, 1)]
                 members = members[1:] + [(cid, 1, trades[0])]  # the leg's own order last
                 for member_cid, k, trade in members:
                     closed |= self._place_dependent(
                         kind, member_cid, trade, price,
-                        f"{side} {units_text(trade['units'])} ({k}/{len(trades)})", symbol)
+                        f"{side} {units_text(trade['units'])} ({k}/{len(trades)}){sibling}",
+                        symbol)
                     placed.append(member_cid)
         except (OrderRejected, VenueUnavailable, RateLimited, AuthenticationFailed):
             for member_cid in reversed(placed):  # nothing half-protected left behind
@@ -131,6 +139,34 @@ class ProtectiveLegs:
                                 f"the order at once ({cancel.get('reason')})",
                                 cancel.get("reason") or "CANCELLED")
         return bool(response.get("orderFillTransaction"))
+
+    def _cancel_leg(self, client_order_id: str, order: dict, symbol: str | None) -> dict:
+        """Cancel the orders of a protective leg on the position's other trades (its own
+        order, ``order``, was cancelled by the caller); return the leg's report."""
+        members = self._members(client_order_id, order, symbol)
+        if any(m["state"] == "PENDING" for m in members[1:]):
+            for member in members[1:]:
+                if member["state"] == "PENDING":
+                    self._cancel_order(member["clientExtensions"]["id"], symbol)
+            members = self._members(client_order_id, self._order_by_client_id(
+                client_order_id, symbol), symbol)
+        return self._leg_report(client_order_id, symbol, members)
+
+    def _cancel_sibling(self, order: dict, symbol: str | None) -> None:
+        """Cancel the other leg placed with the protective order ``order`` (named in its
+        comment), on every trade: cancelling one leg cancels both. A sibling already
+        filled or cancelled is left as it is."""
+        described = LEG_COMMENT.match((order.get("clientExtensions") or {}).get(
+            "comment") or "")
+        sibling = described and described.group("sibling")
+        if not sibling:
+            return  # a leg placed alone
+        self._cancel_order(sibling, symbol)  # refused when already final: nothing to do
+        other = self._order_by_client_id(sibling, symbol)
+        if other is None:
+            self._cancel_orphans(sibling, symbol)  # its own order never went out
+        elif other.get("type") in PROTECTIVE:
+            self._cancel_leg(sibling, other, symbol)
 
     def _members(self, client_order_id: str, order: dict, symbol: str | None) -> list[dict]:
         """A protective leg's dependent orders: its own, then those on the position's other

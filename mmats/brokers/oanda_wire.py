@@ -27,9 +27,11 @@ MAX_CANDLES_PER_REQUEST = 5000  # OANDA's limit on ``count``
 STATUS = {"PENDING": "open", "TRIGGERED": "open", "FILLED": "filled", "CANCELLED": "canceled"}
 PROTECTIVE = {"STOP_LOSS": "stop_loss", "TAKE_PROFIT": "take_profit"}  # dependent orders
 # a protective leg's order on the position's k-th trade (k >= 2): "<leg client id>.k"; its
-# clientExtensions.comment: "<side> <units> (k/n)"
+# clientExtensions.comment: "<side> <units> (k/n)", then " oco <the other leg's client id>"
+# when the stop-loss and take-profit were placed together (cancelling one cancels both)
 LEG_MEMBER = re.compile(r"^(?P<leg>.+)\.(?P<k>[2-9]|[1-9][0-9]+)$")
-LEG_COMMENT = re.compile(r"^(?P<side>buy|sell) (?P<units>[0-9.]+) \((?P<k>\d+)/(?P<n>\d+)\)$")
+LEG_COMMENT = re.compile(r"^(?P<side>buy|sell) (?P<units>[0-9.]+) \((?P<k>\d+)/(?P<n>\d+)\)"
+                         r"(?: oco (?P<sibling>\S+))?$")
 FUNDS_REASONS = ("INSUFFICIENT_MARGIN", "INSUFFICIENT_FUNDS", "INSUFFICIENT_LIQUIDITY_FUNDS")
 MARKET_TIME_IN_FORCE = ("FOK", "IOC")
 LIMIT_TIME_IN_FORCE = ("GTC", "GFD")

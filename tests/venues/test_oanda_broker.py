@@ -246,10 +246,53 @@ def test_protective_legs_rest_on_every_trade_and_report_as_one_order(venue, oand
     assert sorted(oanda.open_orders("EUR/USD"), key=lambda r: r["type"]) == [stop, take]
     assert oanda.open_orders("USD/JPY") == []
     assert oanda.lookup("mm-s", "EUR/USD") == stop
-    cancelled = oanda.cancel("mm-s", "EUR/USD")  # every trade's stop goes
+    cancelled = oanda.cancel("mm-s", "EUR/USD")  # every trade's stop goes, and the take
     assert (cancelled["status"], cancelled["reason"]) == ("canceled", "CLIENT_REQUEST")
-    assert [o["clientExtensions"]["id"] for o in dependent(venue)] == ["mm-t.2", "mm-t"]
-    assert oanda.open_orders() == [take]
+    assert dependent(venue) == [] and oanda.open_orders() == []
+    gone = oanda.lookup("mm-t", "EUR/USD")  # one cancels the other, as the port promises
+    assert (gone["status"], gone["reason"], gone["qty"]) == ("canceled", "CLIENT_REQUEST",
+                                                             1500.0)
+    assert sorted(o["clientExtensions"]["id"] for o in dependent(venue, "CANCELLED")) == [
+        "mm-s", "mm-s.2", "mm-t", "mm-t.2"]
+    assert oanda.positions() == {"EUR/USD": 1500.0}  # the trades stay open, unprotected
+
+
+def test_legs_name_each_other_and_a_leg_placed_alone_cancels_only_itself(venue, oanda):
+    oanda.send(order("mm-a", qty=1000))
+    oanda.send(order("mm-b", qty=500))
+    oanda.protect(protective(stop=None, cids=("-", "mm-t0")))
+    assert sorted(o["clientExtensions"]["comment"] for o in dependent(venue)) == [
+        "sell 1000 (1/2)", "sell 500 (2/2)"]
+    assert oanda.cancel("mm-t0", "EUR/USD")["status"] == "canceled"
+    oanda.protect(protective(take=None, cids=("mm-s0", "-")))
+    oanda.protect(protective(stop=None, cids=("-", "mm-t1")))  # placed apart: not siblings
+    assert oanda.cancel("mm-t1", "EUR/USD")["status"] == "canceled"
+    assert oanda.lookup("mm-s0", "EUR/USD")["status"] == "open"
+    assert oanda.cancel("mm-s0", "EUR/USD")["status"] == "canceled"
+    oanda.protect(protective())
+    assert sorted(o["clientExtensions"]["comment"] for o in dependent(venue)) == [
+        "sell 1000 (1/2) oco mm-s", "sell 1000 (1/2) oco mm-t", "sell 500 (2/2) oco mm-s",
+        "sell 500 (2/2) oco mm-t"]
+
+
+@pytest.mark.parametrize("named", ["mm-s", "mm-t"])
+def test_cancelling_either_leg_clears_a_sibling_cut_short(venue, oanda, named):
+    """A crash while the take-profit was placed: the stop rests on both trades, the take's
+    order on the second trade rests too, its own order never went out. Cancelling either
+    leg's id clears all of them."""
+    oanda.send(order("mm-a", qty=1000))
+    oanda.send(order("mm-b", qty=500))
+    first, second = sorted(oanda.trades(), key=lambda t: int(t["trade_id"]))
+    for kind, cid, trade, comment in (
+            ("stop_loss", "mm-s.2", second, "sell 500 (2/2) oco mm-t"),
+            ("stop_loss", "mm-s", first, "sell 1000 (1/2) oco mm-t"),
+            ("take_profit", "mm-t.2", second, "sell 500 (2/2) oco mm-s")):  # then the crash
+        oanda._place_dependent(kind, cid, trade, "1.09123" if kind == "stop_loss"
+                               else "1.12000", comment, "EUR/USD")
+    assert len(dependent(venue)) == 3
+    done = oanda.cancel(named, "EUR/USD")
+    assert done is None if named == "mm-t" else done["status"] == "canceled"
+    assert dependent(venue) == [] and oanda.open_orders() == []
 
 
 def test_a_triggered_stop_closes_every_trade_and_cancels_the_take_profit(venue, oanda):

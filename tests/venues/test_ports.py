@@ -256,20 +256,22 @@ def test_protect_returns_one_report_per_leg(rig):
         assert looked["type"] == by_cid[cid]["type"]
 
 
-def test_cancelling_one_leg_cancels_its_sibling(rig, request):
-    if "oanda" in request.node.callspec.id:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "OANDA has no order lists: a leg is a dependent STOP_LOSS / TAKE_PROFIT order on "
-            "each trade, and cancelling one leaves the other resting (only a fill closes the "
-            "trade and takes its sibling); test_oanda_broker.py asserts that. The port says "
-            "cancelling either leg cancels both: a mismatch left open, see the report")))
+@pytest.mark.parametrize("named", ["mm-sl-1", "mm-tp-1"])
+def test_cancelling_one_leg_cancels_its_sibling(rig, named):
     rig.broker.send(order(rig, "mm-entry-1"))
     rig.broker.protect(protective(rig))
-    done = rig.broker.cancel("mm-sl-1", rig.symbol)
+    done = rig.broker.cancel(named, rig.symbol)
     assert_report(done, "cancel() of a leg")
-    assert done["status"] == "canceled" and done["type"] == "stop_loss"
-    assert rig.broker.lookup("mm-tp-1", rig.symbol)["status"] in FINAL_STATES
+    assert done["status"] == "canceled" and done["filled_qty"] == 0.0
+    assert done["type"] == {"mm-sl-1": "stop_loss", "mm-tp-1": "take_profit"}[named]
+    sibling = ({"mm-sl-1", "mm-tp-1"} - {named}).pop()
+    other = rig.broker.lookup(sibling, rig.symbol)
+    assert_report(other, "lookup() of the sibling")
+    assert (other["status"], other["filled_qty"]) == ("canceled", 0.0)
     assert rig.broker.open_orders(rig.symbol) == []
+    # cancelling the sibling afterwards answers its final report, as it is
+    assert rig.broker.cancel(sibling, rig.symbol)["status"] == "canceled"
+    assert rig.broker.positions()[rig.symbol] > 0  # the position itself is untouched
 
 
 @pytest.mark.parametrize("rule", [0, 1], ids=["rule-checked-here", "rule-checked-there"])
