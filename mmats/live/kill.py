@@ -32,7 +32,7 @@ import numpy as np
 
 from mmats.brokers.base import BrokerError
 from mmats.files import fsync_folder, write_durably
-from mmats.live.operator import CLIENT_ID_PREFIX, client_order_id
+from mmats.live.orders import CLIENT_ID_PREFIX, client_order_id
 from mmats.nb.risk import halt
 from mmats.types import ORDER_DTYPE, FillReason
 

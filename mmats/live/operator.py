@@ -23,10 +23,8 @@ authentication failure pauses the market. Every one of these is a risk event and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from base64 import b32encode
 from collections import defaultdict
 
 import numpy as np
@@ -38,6 +36,7 @@ from mmats.brokers.base import (
     OrderRejected,
     OutcomeUnknown,
 )
+from mmats.live.orders import CLIENT_ID_PREFIX, client_order_id, order_record
 from mmats.live.protect import Protection, is_protective
 from mmats.nb.fills import adopt_position, fee_in_base
 from mmats.nb.risk import order_refused, reduce_only
@@ -49,16 +48,7 @@ from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, OrderStatus
 UNSETTLED = ("SENDING", "PLACING", "UNKNOWN", "UNSENT", "open", "partially_filled")
 # PLACING: a protective leg (mmats.live.protect) journaled, its answer not yet known
 # "abandoned": never reached the venue, and the sleeve was halted before it could go
-CLIENT_ID_PREFIX = "mm"
 REJECTS_TO_PAUSE = 2
-
-
-def client_order_id(sleeve_id: str, decision_ts_ns: int, order_id: int) -> str:
-    """Deterministic and short enough for every venue (32 characters of [a-z2-7]):
-    the same sleeve, decision time and order sequence always give the same id, so an
-    order re-sent after a crash is recognised by the venue instead of doubled."""
-    digest = hashlib.sha256(f"{sleeve_id}|{decision_ts_ns}|{order_id}".encode()).digest()
-    return CLIENT_ID_PREFIX + b32encode(digest).decode("ascii").lower()[:30]
 
 
 def with_venue_rules(sleeves, brokers) -> list:
@@ -127,7 +117,7 @@ class Desk:
                 self._event("WARNING", sleeve, "lookup_failed",
                             f"{cid}: outcome still unknown ({error})", alert=False)
                 continue
-            order = _order_record(row)
+            order = order_record(row)
             if venue is not None:
                 self._settle(sleeve, cid, order, venue)
             elif is_protective(order):  # never re-sent as it was: the next sync places anew
@@ -278,7 +268,7 @@ class Desk:
                 sleeve = self.by_key.get((rows[-1]["model_id"], rows[-1]["symbol"])) \
                     if rows else None
                 if sleeve is not None:
-                    self._settle(sleeve, cid, _order_record(rows[-1]), final)
+                    self._settle(sleeve, cid, order_record(rows[-1]), final)
 
     # -- 3. send ---------------------------------------------------------------------
     def send_pending(self, volumes: dict[str, float]) -> None:
@@ -463,14 +453,6 @@ class Desk:
         if alert:
             self.report.alerts.append((f"MMATS {kind.replace('_', ' ')}",
                                        f"{sleeve.id}: {message}"))
-
-
-def _order_record(row: dict) -> np.ndarray:
-    order = np.zeros(1, dtype=ORDER_DTYPE)[0]
-    for name in ORDER_DTYPE.names:
-        if row.get(name) is not None:
-            order[name] = row[name]
-    return order
 
 
 def _side_of(order) -> int:

@@ -34,6 +34,7 @@ from mmats.brokers.base import (
     OrderRejected,
     OutcomeUnknown,
 )
+from mmats.live.orders import client_order_id, order_record
 from mmats.nb.risk import current_exposure
 from mmats.types import ORDER_DTYPE, FillReason
 
@@ -137,7 +138,7 @@ class Protection:
                 self.desk._event("WARNING", sleeve, "protective_cancel_failed",
                                  f"{cid}: {error}", alert=False)
                 return False
-            order = _order_of(row)
+            order = order_record(row)
             if final is None:  # the venue never had it
                 self.desk._status(sleeve, cid, order, "missing")
             else:
@@ -254,8 +255,6 @@ def _close(a: float, b: float) -> bool:
 
 
 def _client_id(sleeve, kind: str, entry_ts_ns: int, sequence: int) -> str:
-    from mmats.live.operator import client_order_id
-
     return client_order_id(f"{sleeve.id}|{kind}", entry_ts_ns, sequence)
 
 
@@ -270,10 +269,4 @@ def _leg_record(record, now_ns: int, signed_qty: float, level: float, reason: in
     order["price"] = level
     order["reason"] = reason
     return order
-
-
-def _order_of(row: dict):
-    from mmats.live.operator import _order_record
-
-    return _order_record(row)
 
