@@ -4,105 +4,27 @@ resume, status. Every control is journaled as an operator action."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import time
 from dataclasses import dataclass
 
-from mmats.brokers.store_feed import StoreFeed
 from mmats.data.calendar import timeframe_ns, trading_ns_between
 from mmats.errors import ConfigError, MMATSError
 from mmats.files import write_durably
 from mmats.live import kill as killswitch
 from mmats.live.config import RunnerConfig
-from mmats.live.journal import Journal
 from mmats.live.notify import notify
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
-from mmats.live.runner import CALENDAR_OF_MARKET, book_id, run_tick, sleeves
+from mmats.live.runner import book_id, run_tick
+from mmats.live.sleeves import CALENDAR_OF_MARKET, sleeves
 from mmats.live.sync import sync_candles
+from mmats.live.wiring import RunnerBusy, brokers_for, feeds_for, open_journal, runner_lock
 from mmats.nb.risk import flatten, halt, resume
 from mmats.nb.risk import pause as pause_state
 from mmats.redact import redact_urls
 from mmats.types import TradingState
 
-
-class RunnerBusy(MMATSError):
-    """Another tick holds the runner's lock."""
-
-
 KILL_LOCK_WAIT_S = 1.0  # how long a kill waits for a tick to finish before leaving it
-
-
-@contextlib.contextmanager
-def runner_lock(path, *, wait_s: float = 0.0):
-    """An exclusive lock, so two ticks (a slow one and the next cron run) never overlap;
-    ``wait_s`` > 0 waits that long for the holder before giving up."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RunnerBusy(f"another runner tick holds {path}; this one "
-                                     "exits") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        handle.close()
-
-
-def _journal(config: RunnerConfig, mode: str | None = None) -> Journal:
-    """The configuration's journal, anchored where the configuration says; a new journal
-    of operator mode (real orders) must be signed (:mod:`mmats.live.journal_signing`)."""
-    return Journal(config.journal, anchor=config.journal_anchor,
-                   sign=True if (mode or config.mode) == "operator" else None)
-
-
-def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
-    """A store feed per market, reading the folder of its active feed (the primary unless
-    a failover chose another)."""
-    active = active or {}
-    return {market.name: StoreFeed(config.data_root, active.get(market.name, market.feed))
-            for market in config.markets}
-
-
-def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
-                clock=time.time_ns, purpose: str = "trade",
-                live_trading_allowed: bool = False) -> dict:
-    """The Execution/AccountState adapter of every market: the paper venue for
-    ``execution: paper`` (one SQLite account per market beside the journal; it charges
-    the fee and slippage of the market's first model), a venue adapter otherwise."""
-    from mmats.brokers.paper import PaperBroker
-    from mmats.live.runner import sleeves as all_sleeves
-
-    result = {}
-    by_market = {}
-    for sleeve in all_sleeves(config, cash):
-        by_market.setdefault(sleeve.market, sleeve)
-    for market in config.markets:
-        if not market.is_paper:
-            from mmats.brokers.connect import connect
-
-            result[market.name] = connect(config, market, purpose=purpose,
-                                          live_trading_allowed=live_trading_allowed)
-            continue
-        first = by_market.get(market.name)
-        cfg = first.cfg[0] if first is not None else None
-        path = config.journal.with_name(f"{config.journal.stem}.{market.name}.paper.sqlite")
-        result[market.name] = PaperBroker(
-            path, feeds[market.name], market.timeframe, cash=cash,
-            fee_bps=float(cfg["fee_bps"]) if cfg is not None else 0.0,
-            slippage_bps=float(cfg["slippage_bps"]) if cfg is not None else 0.0,
-            leverage=max([float(s.cfg[0]["max_leverage"]) for s in all_sleeves(config, cash)
-                          if s.market == market.name] + [1.0]),
-            symbols=market.symbols, clock=clock)
-    return result
 
 
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
@@ -203,7 +125,7 @@ def _tick_failed(config, error, mode, cash) -> None:
 
 
 def _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed):
-    with runner_lock(config.lock), _journal(config, mode) as journal:
+    with runner_lock(config.lock), open_journal(config, mode) as journal:
         snapshot = config.snapshot()
         last = journal.last_config_snapshot()
         if last is None or last["text"] != snapshot:
@@ -299,14 +221,14 @@ def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
     changed, deferred = [], False
     try:
         with runner_lock(config.lock, wait_s=KILL_LOCK_WAIT_S), \
-                _journal(config) as journal:
+                open_journal(config) as journal:
             journal.append_operator_action("kill", "all", user, reason)
             changed = _book_kill(config, journal, request, brokers if operator else None,
                                  cash)
     except RunnerBusy:  # a tick is running: it books the kill at its next check
         deferred = True
         try:
-            with _journal(config) as journal:
+            with open_journal(config) as journal:
                 journal.append_operator_action("kill", "all", user, reason)
         except MMATSError as error:  # e.g. the signing key cannot be read here
             problems.append(f"journal: {error}; the next tick books the kill")
@@ -398,7 +320,7 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
                           f"{', '.join(m.id for m in config.models)}")
     changed = []
     now = time.time_ns()
-    with runner_lock(config.lock), _journal(config) as journal:
+    with runner_lock(config.lock), open_journal(config) as journal:
         if before is not None:
             before(journal)
         with journal.transaction():
@@ -421,7 +343,7 @@ def status(config: RunnerConfig) -> dict:
     """Positions, equity, trading state and last bar of every sleeve, from the journal,
     and under ``kill_switch`` the kill in force (who, why, when), or None."""
     result = {}
-    with _journal(config) as journal:
+    with open_journal(config) as journal:
         for sleeve in sleeves(config, 1.0):
             state = journal.load_state(sleeve.id)
             if state is None:

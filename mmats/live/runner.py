@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mmats.brokers.replay import ReplayFeed
-from mmats.data.calendar import periods_per_year, timeframe_ns
+from mmats.data.calendar import timeframe_ns
 from mmats.data.schema import VALUE_COLUMNS, candle_rows
 from mmats.errors import BadBarError, ConfigError
 from mmats.live.config import MODES, RunnerConfig
@@ -36,62 +36,13 @@ from mmats.live.journal import Journal
 from mmats.live.kill import book, booked, is_killed, read_request
 from mmats.live.operator import client_order_id
 from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocks_new_exposure, new_book, scopes
+from mmats.live.sleeves import Sleeve, sleeves
+from mmats.live.wiring import brokers_for
 from mmats.nb.sim import on_bar, on_bar_venue, on_signal
 from mmats.nb.sizing import target_quantity
 from mmats.sleeve import new_state
-from mmats.strategy import Strategy, load_strategy
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE, TradingState
 from mmats.units import DAY_NS
-
-CALENDAR_OF_MARKET = {"crypto": "24/7", "forex": "forex", "stocks": "stocks"}
-
-
-@dataclass(frozen=True)
-class Sleeve:
-    """One model on one symbol: its strategy, kernel settings and starting cash."""
-
-    id: str
-    model_id: str
-    symbol: str
-    market: str
-    timeframe: str
-    strategy: Strategy
-    params: dict
-    cfg: np.ndarray  # the CONFIG_DTYPE record the kernel reads
-    cash: float
-
-
-def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
-    """The sleeves of a configuration. Each market is an account of ``cash``; a model
-    gets its allocation of it, split evenly over its symbols."""
-    result = []
-    for model in config.models:
-        market = config.market(model.market)
-        calendar = CALENDAR_OF_MARKET[market.type]
-        record = model.sleeve.to_record(periods_per_year(market.timeframe, calendar))
-        caps = [c for c in (model.sleeve.max_order_notional,
-                            config.global_risk.max_order_notional,
-                            market.risk.max_order_notional) if c]
-        record["max_order_notional"] = min(caps) if caps else 0.0
-        for symbol in model.symbols:
-            result.append(Sleeve(
-                id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
-                market=market.name, timeframe=market.timeframe,
-                strategy=_strategy(model), params=dict(model.params), cfg=record,
-                cash=cash * model.allocation / len(model.symbols)))
-    return result
-
-
-_LOADED: dict[tuple[str, str], Strategy] = {}
-
-
-def _strategy(model) -> Strategy:
-    """The model's strategy, loaded once per process (a loop or a replay ticks many
-    times); keyed by the file's hash too, so an edited strategy is loaded again."""
-    key = (str(model.strategy), model.strategy_hash)
-    if key not in _LOADED:
-        _LOADED[key] = load_strategy(model.strategy)
-    return _LOADED[key]
 
 
 @dataclass
@@ -445,8 +396,6 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
     brokers = None
     if mode == "operator":
         from dataclasses import replace
-
-        from mmats.live.control import brokers_for
 
         config = replace(config, journal=Path(journal_path))
         brokers = brokers_for(config, feeds, cash=cash, clock=lambda: clock[0])

@@ -1,0 +1,70 @@
+"""The sleeves of a configuration: one model on one symbol, with its kernel settings.
+
+Every part of the live wing (the tick, its wiring, the controls, the replay) starts from
+:func:`sleeves`; it sits below them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmats.data.calendar import periods_per_year
+from mmats.live.config import RunnerConfig
+from mmats.strategy import Strategy, load_strategy
+
+# the trading calendar of each market type (mmats.data.calendar)
+CALENDAR_OF_MARKET = {"crypto": "24/7", "forex": "forex", "stocks": "stocks"}
+
+
+@dataclass(frozen=True)
+class Sleeve:
+    """One model on one symbol: its strategy, kernel settings and starting cash."""
+
+    id: str
+    model_id: str
+    symbol: str
+    market: str
+    timeframe: str
+    strategy: Strategy
+    params: dict
+    cfg: np.ndarray  # the CONFIG_DTYPE record the kernel reads
+    cash: float
+
+
+def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
+    """The sleeves of a configuration. Each market is an account of ``cash``; a model
+    gets its allocation of it, split evenly over its symbols.
+
+    >>> [s.id for s in sleeves(config, 10_000.0)]  # doctest: +SKIP
+    ['ema:ETH/BTC', 'donchian:ETH/BTC']
+    """
+    result = []
+    for model in config.models:
+        market = config.market(model.market)
+        calendar = CALENDAR_OF_MARKET[market.type]
+        record = model.sleeve.to_record(periods_per_year(market.timeframe, calendar))
+        caps = [c for c in (model.sleeve.max_order_notional,
+                            config.global_risk.max_order_notional,
+                            market.risk.max_order_notional) if c]
+        record["max_order_notional"] = min(caps) if caps else 0.0
+        for symbol in model.symbols:
+            result.append(Sleeve(
+                id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
+                market=market.name, timeframe=market.timeframe,
+                strategy=_strategy(model), params=dict(model.params), cfg=record,
+                cash=cash * model.allocation / len(model.symbols)))
+    return result
+
+
+_LOADED: dict[tuple[str, str], Strategy] = {}
+
+
+def _strategy(model) -> Strategy:
+    """The model's strategy, loaded once per process (a loop or a replay ticks many
+    times); keyed by the file's hash too, so an edited strategy is loaded again."""
+    key = (str(model.strategy), model.strategy_hash)
+    if key not in _LOADED:
+        _LOADED[key] = load_strategy(model.strategy)
+    return _LOADED[key]

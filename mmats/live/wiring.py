@@ -1,0 +1,100 @@
+"""What a tick is wired from, built from its configuration: the runner's lock, the
+journal, a candle feed per market and a broker per market.
+
+Below the tick (:mod:`mmats.live.tick`), the controls (:mod:`mmats.live.control`) and the
+replay (:mod:`mmats.live.replay`), so none of them imports another for its wiring.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+
+from mmats.brokers.store_feed import StoreFeed
+from mmats.errors import MMATSError
+from mmats.live.config import RunnerConfig
+from mmats.live.journal import Journal
+from mmats.live.sleeves import sleeves
+
+
+class RunnerBusy(MMATSError):
+    """Another tick holds the runner's lock."""
+
+
+@contextlib.contextmanager
+def runner_lock(path, *, wait_s: float = 0.0):
+    """An exclusive lock, so two ticks (a slow one and the next cron run) never overlap;
+    ``wait_s`` > 0 waits that long for the holder before giving up.
+
+    >>> with runner_lock(config.lock):  # doctest: +SKIP
+    ...     ...  # no other tick runs here
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunnerBusy(f"another runner tick holds {path}; this one "
+                                     "exits") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        handle.close()
+
+
+def open_journal(config: RunnerConfig, mode: str | None = None) -> Journal:
+    """The configuration's journal, anchored where the configuration says; a new journal
+    of operator mode (real orders) must be signed (:mod:`mmats.live.journal_signing`)."""
+    return Journal(config.journal, anchor=config.journal_anchor,
+                   sign=True if (mode or config.mode) == "operator" else None)
+
+
+def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
+    """A store feed per market, reading the folder of its active feed (the primary unless
+    a failover chose another)."""
+    active = active or {}
+    return {market.name: StoreFeed(config.data_root, active.get(market.name, market.feed))
+            for market in config.markets}
+
+
+def brokers_for(config: RunnerConfig, feeds: dict, *, cash: float = 10_000.0,
+                clock=time.time_ns, purpose: str = "trade",
+                live_trading_allowed: bool = False) -> dict:
+    """The Execution/AccountState adapter of every market: the paper venue for
+    ``execution: paper`` (one SQLite account per market beside the journal; it charges
+    the fee and slippage of the market's first model), a venue adapter otherwise.
+
+    >>> brokers = brokers_for(config, feeds_for(config))  # doctest: +SKIP
+    """
+    from mmats.brokers.paper import PaperBroker
+
+    result = {}
+    by_market = {}
+    for sleeve in sleeves(config, cash):
+        by_market.setdefault(sleeve.market, sleeve)
+    for market in config.markets:
+        if not market.is_paper:
+            from mmats.brokers.connect import connect
+
+            result[market.name] = connect(config, market, purpose=purpose,
+                                          live_trading_allowed=live_trading_allowed)
+            continue
+        first = by_market.get(market.name)
+        cfg = first.cfg[0] if first is not None else None
+        path = config.journal.with_name(f"{config.journal.stem}.{market.name}.paper.sqlite")
+        result[market.name] = PaperBroker(
+            path, feeds[market.name], market.timeframe, cash=cash,
+            fee_bps=float(cfg["fee_bps"]) if cfg is not None else 0.0,
+            slippage_bps=float(cfg["slippage_bps"]) if cfg is not None else 0.0,
+            leverage=max([float(s.cfg[0]["max_leverage"]) for s in sleeves(config, cash)
+                          if s.market == market.name] + [1.0]),
+            symbols=market.symbols, clock=clock)
+    return result
