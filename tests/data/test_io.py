@@ -111,7 +111,8 @@ def test_load_missing_spec_lists_what_exists(tmp_path):
         load("bittrex:DOGE/BTC:5m", root=tmp_path)
     message = str(info.value)
     assert str(tmp_path / "bittrex" / "DOGE_BTC_5m.parquet") in message
-    assert "bittrex:ETH_BTC:5m" in message
+    assert "bittrex:ETH/BTC:5m" in message  # as users type it, not the file name's ETH_BTC
+    assert "ETH_BTC:5m" not in message
 
 
 def test_load_file_in_store_layout(tmp_path, eth):
