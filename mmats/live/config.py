@@ -11,6 +11,12 @@ and the multi-market form: ``markets:`` (a list of markets with ``name:``, or a 
 from name to market), each with its own ``risk:``, a global ``risk:``, and models that
 name their ``market:``. See ``configs/*.yaml`` for complete examples.
 
+The file's shape is a pydantic model (``_File`` and its blocks, below), sharing its value
+checks and wording with :class:`~mmats.sleeve.SleeveConfig`, which checks a model's ``risk:``
+and ``costs:`` exactly as it checks ``backtest(..., fee_bps=10)``; :class:`_Reader` adds what
+a model cannot say (secrets anywhere, strategies and their parameters, references between
+models and markets, allocations per account, paths).
+
 Rules worth knowing:
 
 - Every error is a :class:`~mmats.errors.ConfigError` whose message starts with the file
@@ -36,18 +42,47 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn
+
+import pydantic.dataclasses
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, StrategyError
 from mmats.live.yaml_text import read_yaml
 from mmats.redact import redact_url
-from mmats.sleeve import SleeveConfig
+from mmats.sleeve import (
+    Flag,
+    Name,
+    Settings,
+    SleeveConfig,
+    Text,
+    aliased,
+    as_choice,
+    as_name,
+    as_number,
+    as_percent,
+    as_text,
+    as_whole_number,
+    check,
+    file_error,
+    key_path,
+    keys_problem,
+    refuse,
+    setting_keys,
+)
 from mmats.strategy import load_strategy
 
 MODES = ("advisory", "paper", "operator")
@@ -55,41 +90,36 @@ ENVIRONMENTS = ("dev", "test", "prod")
 MARKET_TYPES = ("crypto", "forex", "stocks")
 PAPER_EXECUTION = "paper"
 
-_TOP_KEYS = ("mode", "environment", "risk", "market", "markets", "models", "notifications",
-             "journal", "journal_anchor", "data_root", "stale_after_bars",
-             "reconcile_tolerance_pct", "venues")
-_VENUE_KEYS = ("exchange", "sandbox", "base_url", "timeout_s")
-_MARKET_KEYS = ("name", "type", "feed", "execution", "symbols", "timeframe", "risk")
-_MODEL_KEYS = ("id", "strategy", "file", "params", "market", "symbols", "allocation",
-               "risk", "costs")
-_RISK_ALIASES = {"max_daily_loss": "max_daily_loss_pct", "max_drawdown": "max_drawdown_pct",
-                 "max_pos": "max_open_positions", "max_positions": "max_open_positions",
-                 "leverage": "max_leverage"}
-_SLEEVE_FIELDS = {item.name: item for item in fields(SleeveConfig)}
 _COST_KEYS = ("fee_bps", "slippage_bps", "slippage_model", "impact_coef", "max_participation",
               "lot_size", "min_notional")
-_SLEEVE_RISK_KEYS = tuple(name for name in _SLEEVE_FIELDS if name not in _COST_KEYS)
+_SLEEVE_RISK_KEYS = {key: name for key, name in setting_keys(SleeveConfig).items()
+                     if name not in _COST_KEYS}
 _SECRET_WORDS = {"secret", "secrets", "password", "passwd", "passphrase", "token", "tokens",
                  "apikey", "privatekey", "credential", "credentials"}
 _SECRET_PAIRS = {("api", "key"), ("private", "key"), ("access", "key"), ("secret", "key")}
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_PERCENT_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d*)?|[-+]?\.\d+)\s*%\s*$")
 _EPSILON = 1e-9
 
+_Limit = Annotated[float, check(as_number, above=0)]
+_LimitPercent = Annotated[float, check(as_percent)]  # (0, 100]: omit the key for no limit
 
-@dataclass(frozen=True)
-class RiskLimits:
+
+@pydantic.dataclasses.dataclass(frozen=True)
+class RiskLimits(Settings):
     """Limits of one level of the risk hierarchy (global or market); None means no limit.
 
-    Percentages are in percent (5.0 is 5 %); ``max_order_notional`` is in the quote
-    currency of the account.
+    Percentages are in percent (5.0 is 5 %; ``"5%"`` is read as 5.0);
+    ``max_order_notional`` is in the quote currency of the account. The configuration's
+    short names (``max_daily_loss``, ``max_drawdown``, ``max_pos``, ``max_positions``,
+    ``leverage``) are read too.
     """
 
-    max_daily_loss_pct: float | None = None
-    max_drawdown_pct: float | None = None
-    max_open_positions: int | None = None
-    max_leverage: float | None = None
-    max_order_notional: float | None = None
+    max_daily_loss_pct: _LimitPercent | None = aliased(None, "max_daily_loss_pct",
+                                                       "max_daily_loss")
+    max_drawdown_pct: _LimitPercent | None = aliased(None, "max_drawdown_pct", "max_drawdown")
+    max_open_positions: Annotated[int, check(as_whole_number, minimum=1)] | None = aliased(
+        None, "max_open_positions", "max_pos", "max_positions")
+    max_leverage: _Limit | None = aliased(None, "max_leverage", "leverage")
+    max_order_notional: _Limit | None = None
 
 
 @dataclass(frozen=True)
@@ -237,11 +267,13 @@ def load_config(path: str | os.PathLike) -> RunnerConfig:
     return parse_config(mapping, source=source, base_dir=file.resolve().parent)
 
 
+
+
 def parse_config(mapping: Any, source: str = "<dict>",
                  base_dir: str | os.PathLike | None = None) -> RunnerConfig:
     """Validate an already-parsed mapping; relative paths resolve against ``base_dir``
     (default: the current directory)."""
-    return _Parser(source, Path(base_dir) if base_dir is not None else Path.cwd()).config(mapping)
+    return _Reader(source, Path(base_dir) if base_dir is not None else Path.cwd()).config(mapping)
 
 
 def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
@@ -268,11 +300,180 @@ def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
                               "paper to trade without money.")
 
 
-def _join(path: str, key) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
 
+# --- the file's shape ---------------------------------------------------------------------
+
+def _non_empty_list(value, *, what: str):
+    if not isinstance(value, list | tuple) or not value:
+        refuse("list", f"must be {what}, got {value!r}")
+    return value
+
+
+def _unique(values: tuple) -> tuple:
+    for index, item in enumerate(values):
+        if item in values[:index]:
+            refuse("unique", f"{item!r} is listed twice", (index,))
+    return values
+
+
+def _feeds(value) -> list:
+    """``feed:`` is a name, or a list of one to three (the primary first, then backups)."""
+    if not isinstance(value, list):
+        return [as_name(value)]
+    if not 1 <= len(value) <= 3:
+        refuse("feeds", f"must be a feed name or a list of one to three (primary first), got "
+                        f"{value!r}")
+    return value
+
+
+def _timeframe(value) -> str:
+    text = as_text(value)
+    try:
+        timeframe_ns(text)
+    except ConfigError as error:
+        refuse("timeframe", str(error))
+    return text
+
+
+def _allocation(value) -> float:
+    """A fraction of the account's equity in (0, 1]: ``0.5`` or ``50%``."""
+    if isinstance(value, str):
+        fraction = as_percent(value, allow_zero=True) / 100
+    else:
+        fraction = as_number(value, above=0)
+    if not 0 < fraction <= 1:
+        refuse("allocation", f"{value!r} is outside (0, 1]; it is a fraction of the account's "
+                             "equity: write 0.5 or 50%")
+    return fraction
+
+
+def _notification(value) -> str:
+    text = as_text(value)
+    if text != "console" and "://" not in text:
+        refuse("notification", f"{text!r} is neither console nor an apprise-style URL "
+                               "(scheme://...); put tokens in ${ENV_VARS}, not in the file")
+    return text
+
+
+def _url(value) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        refuse("url", f"must be an http(s) URL, got {value!r}")
+    return value
+
+
+def _block_keys(value, *, keys) -> dict:
+    """A model's ``risk:`` or ``costs:``: its keys here, its values by SleeveConfig."""
+    value = {} if value is None else value
+    problem = keys_problem(value, keys)
+    if problem:
+        refuse("keys", problem[1], problem[0])
+    return value
+
+
+_Symbols = Annotated[tuple[Text, ...], check(_non_empty_list, what="a non-empty list, e.g. "
+                                             "[ETH/BTC]"), AfterValidator(_unique)]
+
+
+class _Block(BaseModel):
+    """A block of the file. Its keys are checked first (an unknown one is named with the keys
+    known here); an empty block (``risk:`` and nothing under it) is an empty mapping."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, values):
+        return _block_keys(values, keys=setting_keys(cls))
+
+
+class _Venue(_Block):
+    """A venue under ``venues:``, named by its key; ``exchange`` defaults to that name."""
+
+    exchange: Name | None = None
+    sandbox: Flag = False
+    base_url: Annotated[str, BeforeValidator(_url)] | None = None
+    timeout_s: Annotated[float, check(as_number, minimum=0.1)] = 10.0
+
+
+class _Market(_Block):
+    """A market of the ``markets:`` mapping, named by its key."""
+
+    type: Annotated[str, check(as_choice, allowed=MARKET_TYPES)]
+    feed: Annotated[tuple[Name, ...], BeforeValidator(_feeds)]
+    execution: Name = PAPER_EXECUTION
+    symbols: _Symbols
+    timeframe: Annotated[str, BeforeValidator(_timeframe)] = "1h"
+    risk: RiskLimits = RiskLimits()
+
+
+class _NamedMarket(_Market):
+    """The ``market:`` of the shorthand, or one of a ``markets:`` list: ``name:`` defaults
+    to its type."""
+
+    name: Name | None = None
+
+
+class _Model(_Block):
+    """One of ``models:``; its ``params:`` are checked by its strategy."""
+
+    id: Name
+    strategy: Text | None = None
+    file: Text | None = None
+    params: Any = None
+    market: Text | None = None
+    symbols: _Symbols | None = None
+    allocation: Annotated[float, BeforeValidator(_allocation)] | None = None
+    risk: Annotated[dict, check(_block_keys, keys=_SLEEVE_RISK_KEYS)] = {}
+    costs: Annotated[dict, check(_block_keys, keys=_COST_KEYS)] = {}
+
+    @model_validator(mode="after")
+    def _one_strategy(self):
+        if self.strategy is not None and self.file is not None:
+            refuse("strategy", "give strategy: (a name or path) or file:, not both", ("file",))
+        if self.strategy is None and self.file is None:
+            refuse("strategy", "is required: a strategy name such as ema_cross, or a .py/.zip "
+                               "path", ("strategy",))
+        return self
+
+
+class _File(_Block):
+    """The whole file. ``market:`` / ``markets:`` are read by :meth:`_Reader.markets`, as
+    they may take three shapes."""
+
+    mode: Annotated[str, check(as_choice, allowed=MODES)] = "advisory"
+    environment: Annotated[str, check(as_choice, allowed=ENVIRONMENTS)] = "dev"
+    risk: RiskLimits = RiskLimits()
+    market: Any = None
+    markets: Any = None
+    models: Annotated[tuple[_Model, ...], check(_non_empty_list,
+                                                what="a non-empty list of models")]
+    notifications: Annotated[
+        tuple[Annotated[str, BeforeValidator(_notification)], ...],
+        check(_non_empty_list, what="a non-empty list such as [console] or apprise URLs"),
+    ] = ("console",)
+    journal: Text = "journal/mmats.sqlite"
+    journal_anchor: Text | None = None
+    data_root: Text = "data"
+    stale_after_bars: Annotated[int, check(as_whole_number, minimum=1)] = 3
+    reconcile_tolerance_pct: Annotated[float, check(as_percent, allow_zero=True)] = 0.5
+    venues: dict[Name, _Venue] = {}
+
+    @model_validator(mode="after")
+    def _one_shape(self):
+        if {"market", "markets"} <= self.model_fields_set:
+            refuse("markets", "give either market: (one market) or markets: (several), not "
+                              "both", ("markets",))
+        return self
+
+
+_FILE = TypeAdapter(_File)
+_MARKET = TypeAdapter(_Market)
+_NAMED_MARKET = TypeAdapter(_NamedMarket)
+_SLEEVE = TypeAdapter(SleeveConfig)
+_NAME = TypeAdapter(Name)
+
+
+# --- what the shape cannot say ------------------------------------------------------------
 
 def _is_secret_key(key: str) -> bool:
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key)
@@ -282,326 +483,167 @@ def _is_secret_key(key: str) -> bool:
     return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False))
 
 
-class _Parser:
+class _Reader:
+    """Reads a mapping into a :class:`RunnerConfig`: secrets refused anywhere, the shape
+    validated by :class:`_File`, then markets, strategies and their parameters, references
+    and allocations; relative paths resolve against ``base_dir``."""
+
     def __init__(self, source: str, base_dir: Path):
         self.source = source
         self.base_dir = base_dir
 
-    def fail(self, path: str, message: str):
-        raise ConfigError(f"{self.source}: {path or '(top level)'}: {message}")
+    def fail(self, path: tuple, message: str) -> NoReturn:
+        raise ConfigError(f"{self.source}: {key_path(path) or '(top level)'}: {message}")
 
-    # --- generic values -------------------------------------------------------------
+    def validate(self, adapter: TypeAdapter, value, path: tuple = ()):
+        """``value`` validated by ``adapter``; its problems named with ``path`` in front."""
+        try:
+            return adapter.validate_python(value, context={"source": self.source})
+        except ValidationError as error:
+            raise file_error(error, self.source, path) from None
 
-    def mapping(self, value, path: str, known: tuple[str, ...]) -> dict:
-        if not isinstance(value, dict):
-            self.fail(path, f"must be a mapping of {', '.join(known)}; "
-                            f"got {type(value).__name__} {value!r}")
-        for key in value:
-            if not isinstance(key, str):
-                self.fail(path, f"keys must be strings, got {key!r}")
-        unknown = [key for key in value if key not in known]
-        if unknown:
-            self.fail(_join(path, unknown[0]),
-                      f"unknown key; known keys here: {', '.join(known)}")
-        return value
-
-    def string(self, value, path: str, allowed: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str) or not value.strip():
-            hint = f"one of {', '.join(allowed)}" if allowed else "a non-empty string"
-            self.fail(path, f"must be {hint}, got {value!r} (quote values YAML reads as "
-                            "booleans or numbers)")
-        if allowed and value not in allowed:
-            self.fail(path, f"{value!r} is not allowed; use one of {', '.join(allowed)}")
-        return value.strip()
-
-    def name(self, value, path: str) -> str:
-        text = self.string(value, path)
-        if not _NAME_RE.match(text):
-            self.fail(path, f"{text!r} is not a valid name; use letters, digits, '_', '.' "
-                            "and '-', starting with a letter or digit")
-        return text
-
-    def number(self, value, path: str, *, minimum=None, above=None, maximum=None) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(path, f"must be a number, got {value!r}")
-        number = float(value)
-        if not math.isfinite(number):
-            self.fail(path, f"must be a finite number, got {value!r}")
-        if above is not None and not number > above:
-            self.fail(path, f"must be > {above:g}, got {value!r}")
-        if minimum is not None and number < minimum:
-            self.fail(path, f"must be >= {minimum:g}, got {value!r}")
-        if maximum is not None and number > maximum:
-            self.fail(path, f"must be <= {maximum:g}, got {value!r}")
-        return number
-
-    def integer(self, value, path: str, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            self.fail(path, f"must be a whole number, got {value!r}")
-        if value < minimum:
-            self.fail(path, f"must be >= {minimum}, got {value!r}")
-        return int(value)
-
-    def percent(self, value, path: str, allow_zero: bool = False) -> float:
-        """``"5%"`` or ``5`` -> 5.0, in (0, 100] (or [0, 100] with ``allow_zero``)."""
-        if isinstance(value, str):
-            match = _PERCENT_RE.match(value)
-            if not match:
-                self.fail(path, f"{value!r} is not a percentage; write e.g. 5% or 5 "
-                                "(both mean five percent)")
-            value = float(match.group(1))
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(path, f"must be a percentage such as 5% or 5, got {value!r}")
-        number = float(value)
-        low_ok = number >= 0 if allow_zero else number > 0
-        if not math.isfinite(number) or not low_ok or number > 100:
-            bounds = "[0%, 100%]" if allow_zero else "(0%, 100%]; omit the key for no limit"
-            self.fail(path, f"{value!r} is outside {bounds}")
-        return number
-
-    def strings(self, value, path: str) -> tuple[str, ...]:
-        if not isinstance(value, list) or not value:
-            self.fail(path, f"must be a non-empty list, e.g. [ETH/BTC], got {value!r}")
-        items = []
-        for index, item in enumerate(value):
-            text = self.string(item, _join(path, index))
-            if text in items:
-                self.fail(_join(path, index), f"{text!r} is listed twice")
-            items.append(text)
-        return tuple(items)
-
-    def path(self, value, path: str) -> Path:
-        text = self.string(value, path)
+    def path(self, text: str) -> Path:
         candidate = Path(text).expanduser()
         return candidate if candidate.is_absolute() else (self.base_dir / candidate).resolve()
 
-    def aliases(self, values: dict, path: str, aliases: dict) -> dict:
-        """Rename alias keys (``leverage`` -> ``max_leverage``); naming a key twice fails."""
-        renamed = {}
-        for key, value in values.items():
-            canonical = aliases.get(key, key)
-            if canonical in renamed:
-                self.fail(_join(path, key), f"sets {canonical} a second time; keep one of "
-                                            f"{canonical} and its alias {key}")
-            renamed[canonical] = (key, value)
-        return renamed
-
-    def find_secret(self, value, path: str) -> None:
+    def find_secret(self, value, path: tuple) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                where = _join(path, key)
                 if isinstance(key, str) and _is_secret_key(key):
-                    self.fail(where, "looks like a secret; secrets never go in the "
-                                     "configuration. Store API keys in the OS keyring (or "
-                                     "environment variables) where the venue adapter reads "
-                                     "them")
-                self.find_secret(item, where)
+                    self.fail((*path, key), "looks like a secret; secrets never go in the "
+                                            "configuration. Store API keys in the OS keyring "
+                                            "(or environment variables) where the venue "
+                                            "adapter reads them")
+                self.find_secret(item, (*path, key))
         elif isinstance(value, list):
             for index, item in enumerate(value):
-                self.find_secret(item, _join(path, index))
+                self.find_secret(item, (*path, index))
 
-    # --- blocks ---------------------------------------------------------------------
-
-    def risk(self, value, path: str) -> RiskLimits:
-        known = tuple(item.name for item in fields(RiskLimits)) + tuple(_RISK_ALIASES)
-        values = self.aliases(self.mapping({} if value is None else value, path, known), path, _RISK_ALIASES)
-        parsed = {}
-        for name, (key, item) in values.items():
-            where = _join(path, key)
-            if name.endswith("_pct"):
-                parsed[name] = self.percent(item, where)
-            elif name == "max_open_positions":
-                parsed[name] = self.integer(item, where, minimum=1)
-            else:
-                parsed[name] = self.number(item, where, above=0)
-        return RiskLimits(**parsed)
-
-    def sleeve(self, model: dict, path: str) -> SleeveConfig:
-        sleeve_aliases = {k: v for k, v in _RISK_ALIASES.items() if v in _SLEEVE_FIELDS}
-        blocks = (("risk", _SLEEVE_RISK_KEYS + tuple(sleeve_aliases)), ("costs", _COST_KEYS))
-        settings = {}
-        for block, known in blocks:
-            where_block = _join(path, block)
-            raw = model.get(block)
-            raw = self.mapping({} if raw is None else raw, where_block, known)
-            for name, (key, value) in self.aliases(raw, where_block, sleeve_aliases).items():
-                where = _join(where_block, key)
-                value = self.sleeve_value(name, value, where)
-                try:
-                    SleeveConfig.from_mapping({name: value})
-                except ConfigError as error:
-                    self.fail(where, str(error))
-                settings[name] = value
-        try:
-            return SleeveConfig.from_mapping(settings)
-        except ConfigError as error:
-            self.fail(path, str(error))
-
-    def sleeve_value(self, name: str, value, where: str):
-        default = _SLEEVE_FIELDS[name].default
-        if name.endswith("_pct"):
-            return self.percent(value, where)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                self.fail(where, f"must be true or false, got {value!r}")
-            return value
-        if isinstance(default, str):
-            return self.string(value, where)
-        if isinstance(default, int):
-            return self.integer(value, where, minimum=0)
-        return self.number(value, where, minimum=0)
-
-    def market(self, value, path: str, name: str | None) -> MarketConfig:
-        known = _MARKET_KEYS if name is None else _MARKET_KEYS[1:]
-        values = self.mapping(value, path, known)
-        for required in ("type", "feed", "symbols"):
-            if required not in values:
-                self.fail(_join(path, required), "is required")
-        market_type = self.string(values["type"], _join(path, "type"), MARKET_TYPES)
-        if name is None:
-            name = self.name(values.get("name", market_type), _join(path, "name"))
-        timeframe = self.string(values.get("timeframe", "1h"), _join(path, "timeframe"))
-        try:
-            timeframe_ns(timeframe)
-        except ConfigError as error:
-            self.fail(_join(path, "timeframe"), str(error))
-        feeds = values["feed"]
-        if isinstance(feeds, list):
-            if not 1 <= len(feeds) <= 3:
-                self.fail(_join(path, "feed"), "must be a feed name or a list of one to three "
-                                               f"(primary first), got {feeds!r}")
-            feeds = [self.name(f, _join(_join(path, "feed"), i)) for i, f in enumerate(feeds)]
-        else:
-            feeds = [self.name(feeds, _join(path, "feed"))]
-        return MarketConfig(
-            name=name,
-            type=market_type,
-            feed=feeds[0],
-            backup_feeds=tuple(feeds[1:]),
-            execution=self.name(values.get("execution", PAPER_EXECUTION),
-                                _join(path, "execution")),
-            symbols=self.strings(values["symbols"], _join(path, "symbols")),
-            timeframe=timeframe,
-            risk=self.risk(values.get("risk"), _join(path, "risk")),
+    def config(self, top) -> RunnerConfig:
+        if top is None:
+            self.fail((), "the configuration is empty; it needs market: (or markets:) and "
+                          "models:")
+        self.find_secret(top, ())
+        if isinstance(top, dict) and "lock" in top:
+            self.fail(("lock",), "is no longer a setting: the tick lock lives beside the "
+                                 "journal (<journal>.lock), so every configuration writing one "
+                                 "journal shares it; remove the key")
+        file = self.validate(_FILE, top)
+        markets = self.markets(file)
+        return RunnerConfig(
+            mode=file.mode,
+            environment=file.environment,
+            global_risk=file.risk,
+            markets=markets,
+            models=self.models(file.models, markets),
+            notifications=file.notifications,
+            journal=self.path(file.journal),
+            data_root=self.path(file.data_root),
+            anchor_path=None if file.journal_anchor is None else self.path(file.journal_anchor),
+            stale_after_bars=file.stale_after_bars,
+            reconcile_tolerance_pct=file.reconcile_tolerance_pct,
+            venues=tuple(VenueConfig(name=name, exchange=venue.exchange or name,
+                                     sandbox=venue.sandbox, base_url=venue.base_url,
+                                     timeout_s=venue.timeout_s)
+                         for name, venue in file.venues.items()),
+            source=self.source,
         )
 
-    def markets(self, top: dict) -> tuple[MarketConfig, ...]:
-        if "market" in top and "markets" in top:
-            self.fail("markets", "give either market: (one market) or markets: (several), "
-                                 "not both")
-        if "market" in top:
-            return (self.market(top["market"], "market", None),)
-        value = top.get("markets")
-        if value is None:
-            self.fail("markets", "is required: add market: (one market) or markets:")
-        if isinstance(value, dict):
-            if not value:
-                self.fail("markets", "is empty; add at least one market")
-            markets = [self.market(item, _join("markets", self.name(key, "markets")), key)
+    def markets(self, file: _File) -> tuple[MarketConfig, ...]:
+        """``market:`` (one), ``markets:`` as a mapping from name to market, or as a list of
+        markets each with ``name:`` (default: the market's type)."""
+        value = file.markets
+        if "market" in file.model_fields_set:
+            entries = [(("market",), file.market, None)]
+        elif isinstance(value, dict) and value:
+            entries = [(("markets", key), item, self.validate(_NAME, key, ("markets",)))
                        for key, item in value.items()]
         elif isinstance(value, list) and value:
-            markets = [self.market(item, _join("markets", index), None)
-                       for index, item in enumerate(value)]
-            seen = set()
-            for index, market in enumerate(markets):
-                if market.name in seen:
-                    self.fail(_join(_join("markets", index), "name"),
-                              f"market name {market.name!r} is used twice")
-                seen.add(market.name)
+            entries = [(("markets", index), item, None) for index, item in enumerate(value)]
+        elif value is None:
+            self.fail(("markets",), "is required: add market: (one market) or markets:")
         else:
-            self.fail("markets", "must be a non-empty list of markets (each with name:) or a "
-                                 f"mapping from market name to market, got {value!r}")
+            self.fail(("markets",), "must be a non-empty list of markets (each with name:) or "
+                                    f"a mapping from market name to market, got {value!r}")
+        markets = []
+        for path, item, key in entries:
+            market = self.validate(_NAMED_MARKET if key is None else _MARKET, item, path)
+            name = key or market.name or market.type
+            if name in [other.name for other in markets]:
+                self.fail((*path, "name"), f"market name {name!r} is used twice")
+            markets.append(MarketConfig(
+                name=name, type=market.type, feed=market.feed[0], backup_feeds=market.feed[1:],
+                execution=market.execution, symbols=market.symbols,
+                timeframe=market.timeframe, risk=market.risk))
         return tuple(markets)
 
-    def model(self, value, path: str, markets: tuple[MarketConfig, ...]) -> dict:
-        values = self.mapping(value, path, _MODEL_KEYS)
-        if "id" not in values:
-            self.fail(_join(path, "id"), "is required")
-        model_id = self.name(values["id"], _join(path, "id"))
-        if "strategy" in values and "file" in values:
-            self.fail(_join(path, "file"), "give strategy: (a name or path) or file:, not both")
-        key = "file" if "file" in values else "strategy"
-        if key not in values:
-            self.fail(_join(path, "strategy"), "is required: a strategy name such as "
-                                               "ema_cross, or a .py/.zip path")
-        reference = self.string(values[key], _join(path, key))
+    def models(self, models: tuple[_Model, ...], markets) -> tuple[ModelConfig, ...]:
+        parsed: list[dict] = []
+        for index, model in enumerate(models):
+            ids = [other["id"] for other in parsed]
+            if model.id in ids:
+                self.fail(("models", index, "id"),
+                          f"id {model.id!r} is already used by models[{ids.index(model.id)}]; "
+                          "model ids must be unique")
+            parsed.append(self.model(model, ("models", index), markets))
+        self.allocate(parsed, markets)
+        return tuple(ModelConfig(**model) for model in parsed)
+
+    def model(self, model: _Model, path: tuple, markets) -> dict:
+        key = "file" if model.file is not None else "strategy"
+        reference = getattr(model, key)
         if reference.endswith((".py", ".zip")) or "/" in reference or os.sep in reference:
-            reference = str(self.path(reference, _join(path, key)))
+            reference = str(self.path(reference))
         try:
             strategy = load_strategy(reference)
         except StrategyError as error:
-            self.fail(_join(path, key), str(error))
+            self.fail((*path, key), str(error))
+        params = self.params(model.params, strategy, (*path, "params"))
 
-        params = values.get("params")
-        params = {} if params is None else params
-        params_path = _join(path, "params")
-        self.mapping(params, params_path, strategy.param_names)
+        names = [m.name for m in markets]
+        if model.market is not None and model.market not in names:
+            self.fail((*path, "market"), f"no market named {model.market!r}; markets: "
+                                         f"{', '.join(names)}")
+        if model.market is None and len(markets) > 1:
+            self.fail((*path, "market"), "is required when there are several markets; use one "
+                                         f"of {', '.join(names)}")
+        market = markets[names.index(model.market) if model.market is not None else 0]
+        for index, symbol in enumerate(model.symbols or ()):
+            if symbol not in market.symbols:
+                self.fail((*path, "symbols", index),
+                          f"{symbol!r} is not a symbol of market {market.name!r}; its "
+                          f"symbols: {', '.join(market.symbols)}")
+        return {"id": model.id, "strategy": reference, "params": params,
+                "market": market.name, "symbols": model.symbols or market.symbols,
+                "allocation": model.allocation, "sleeve": self.sleeve(model, path),
+                "strategy_hash": strategy.source_hash}
+
+    def params(self, value, strategy, path: tuple) -> dict:
+        """The strategy's parameters: given ones checked by the strategy, defaults filled."""
+        params = {} if value is None else value
+        problem = keys_problem(params, strategy.param_names)
+        if problem:
+            self.fail((*path, *problem[0]), problem[1])
         for name, item in params.items():
             if isinstance(item, str):  # YAML numbers are numbers; a string is a typo
-                self.fail(_join(params_path, name), f"must be a number, got {item!r}")
+                self.fail((*path, name), f"must be a number, got {item!r}")
             try:
                 strategy.param_value(name, item)
             except ConfigError as error:
-                self.fail(_join(params_path, name), str(error))
+                self.fail((*path, name), str(error))
         try:
-            resolved = strategy.resolve_params(params)
+            return strategy.resolve_params(params)
         except ConfigError as error:
-            self.fail(params_path, str(error))
+            self.fail(path, str(error))
 
-        names = [m.name for m in markets]
-        if "market" in values:
-            market_name = self.string(values["market"], _join(path, "market"))
-            if market_name not in names:
-                self.fail(_join(path, "market"), f"no market named {market_name!r}; "
-                                                 f"markets: {', '.join(names)}")
-        elif len(markets) == 1:
-            market_name = names[0]
-        else:
-            self.fail(_join(path, "market"), f"is required when there are several markets; "
-                                             f"use one of {', '.join(names)}")
-        market = markets[names.index(market_name)]
-        symbols = market.symbols
-        if "symbols" in values:
-            symbols = self.strings(values["symbols"], _join(path, "symbols"))
-            for index, symbol in enumerate(symbols):
-                if symbol not in market.symbols:
-                    self.fail(_join(_join(path, "symbols"), index),
-                              f"{symbol!r} is not a symbol of market {market.name!r}; "
-                              f"its symbols: {', '.join(market.symbols)}")
-        allocation = None
-        if "allocation" in values:
-            allocation = self.allocation(values["allocation"], _join(path, "allocation"))
-        return {"id": model_id, "strategy": reference, "params": resolved,
-                "market": market.name, "symbols": symbols, "allocation": allocation,
-                "sleeve": self.sleeve(values, path), "strategy_hash": strategy.source_hash}
+    def sleeve(self, model: _Model, path: tuple) -> SleeveConfig:
+        """A model's ``risk:`` and ``costs:``, each checked by :class:`SleeveConfig` (as a
+        backtest's settings are), merged."""
+        risk = self.validate(_SLEEVE, model.risk, (*path, "risk"))
+        costs = self.validate(_SLEEVE, model.costs, (*path, "costs"))
+        return replace(risk, **{name: getattr(costs, name) for name in _COST_KEYS})
 
-    def allocation(self, value, path: str) -> float:
-        if isinstance(value, str):
-            number = self.percent(value, path) / 100.0
-        else:
-            number = self.number(value, path, above=0)
-        if not 0 < number <= 1:
-            self.fail(path, f"{value!r} is outside (0, 1]; it is a fraction of the account's "
-                            "equity: write 0.5 or 50%")
-        return number
-
-    def models(self, value, markets: tuple[MarketConfig, ...]) -> tuple[ModelConfig, ...]:
-        if not isinstance(value, list) or not value:
-            self.fail("models", f"must be a non-empty list of models, got {value!r}")
-        parsed, paths = [], []
-        for index, item in enumerate(value):
-            path = _join("models", index)
-            model = self.model(item, path, markets)
-            for earlier, other in zip(paths, parsed, strict=True):
-                if other["id"] == model["id"]:
-                    self.fail(_join(path, "id"), f"id {model['id']!r} is already used by "
-                                                 f"{earlier}; model ids must be unique")
-            parsed.append(model)
-            paths.append(path)
-        self.allocate(parsed, paths, markets)
-        return tuple(ModelConfig(**model) for model in parsed)
-
-    def allocate(self, parsed: list[dict], paths: list[str], markets) -> None:
+    def allocate(self, parsed: list[dict], markets) -> None:
         """Fill default allocations and check each account's sum is at most 1.
 
         An account is a market, except that markets executing on the same real venue share
@@ -627,82 +669,12 @@ class _Parser:
                 continue
             if len(given) != len(members):
                 missing = next(i for i in members if parsed[i]["allocation"] is None)
-                self.fail(_join(paths[missing], "allocation"),
+                self.fail(("models", missing, "allocation"),
                           f"is missing while other models on {where} give one; give every "
                           "model of an account an allocation, or none (equal split)")
             total = sum(parsed[i]["allocation"] for i in members)
             if total > 1 + _EPSILON:
-                self.fail(_join(paths[members[-1]], "allocation"),
+                self.fail(("models", members[-1], "allocation"),
                           f"allocations of the models on {where} "
                           f"({', '.join(parsed[i]['id'] for i in members)}) sum to "
                           f"{total:g}; the sum must be <= 1")
-
-    def notifications(self, value) -> tuple[str, ...]:
-        if not isinstance(value, list) or not value:
-            self.fail("notifications", "must be a non-empty list such as [console] or "
-                                       f"apprise URLs, got {value!r}")
-        urls = []
-        for index, item in enumerate(value):
-            text = self.string(item, _join("notifications", index))
-            if text != "console" and "://" not in text:
-                self.fail(_join("notifications", index),
-                          f"{text!r} is neither console nor an apprise-style URL "
-                          "(scheme://...); put tokens in ${ENV_VARS}, not in the file")
-            urls.append(text)
-        return tuple(urls)
-
-    def venues(self, value) -> tuple[VenueConfig, ...]:
-        if not isinstance(value, dict):
-            self.fail("venues", f"must be a mapping from venue name to settings, got {value!r}")
-        result = []
-        for key, item in value.items():
-            name = self.name(key, "venues")
-            path = _join("venues", name)
-            values = self.mapping(item or {}, path, _VENUE_KEYS)
-            sandbox = values.get("sandbox", False)
-            if not isinstance(sandbox, bool):
-                self.fail(_join(path, "sandbox"), f"must be true or false, got {sandbox!r}")
-            base_url = values.get("base_url")
-            if base_url is not None and (not isinstance(base_url, str)
-                                         or not base_url.startswith(("http://", "https://"))):
-                self.fail(_join(path, "base_url"), f"must be an http(s) URL, got {base_url!r}")
-            result.append(VenueConfig(
-                name=name,
-                exchange=self.name(values.get("exchange", name), _join(path, "exchange")),
-                sandbox=sandbox, base_url=base_url,
-                timeout_s=self.number(values.get("timeout_s", 10.0), _join(path, "timeout_s"),
-                                      minimum=0.1)))
-        return tuple(result)
-
-    def config(self, top) -> RunnerConfig:
-        if top is None:
-            self.fail("", "the configuration is empty; it needs market: (or markets:) and "
-                          "models:")
-        self.find_secret(top, "")
-        if isinstance(top, dict) and "lock" in top:
-            self.fail("lock", "is no longer a setting: the tick lock lives beside the journal "
-                              "(<journal>.lock), so every configuration writing one journal "
-                              "shares it; remove the key")
-        top = self.mapping(top, "", _TOP_KEYS)
-        markets = self.markets(top)
-        journal = self.path(top.get("journal", "journal/mmats.sqlite"), "journal")
-        anchor = (self.path(top["journal_anchor"], "journal_anchor")
-                  if "journal_anchor" in top else None)
-        return RunnerConfig(
-            mode=self.string(top.get("mode", "advisory"), "mode", MODES),
-            environment=self.string(top.get("environment", "dev"), "environment",
-                                    ENVIRONMENTS),
-            global_risk=self.risk(top.get("risk"), "risk"),
-            markets=markets,
-            models=self.models(top.get("models"), markets),
-            notifications=self.notifications(top.get("notifications", ["console"])),
-            journal=journal,
-            data_root=self.path(top.get("data_root", "data"), "data_root"),
-            anchor_path=anchor,
-            stale_after_bars=self.integer(top.get("stale_after_bars", 3), "stale_after_bars",
-                                          minimum=1),
-            reconcile_tolerance_pct=self.percent(top.get("reconcile_tolerance_pct", 0.5),
-                                                 "reconcile_tolerance_pct", allow_zero=True),
-            venues=self.venues(top.get("venues", {})),
-            source=self.source,
-        )

@@ -484,3 +484,67 @@ def test_journal_anchor_defaults_beside_the_journal_and_is_snapshotted(tmp_path)
         "/srv/offsite/j.anchor")
     mapping["journal_anchor"] = 3
     assert "journal_anchor: must be" in error_of(mapping)
+
+
+# --- one model: the file says what Python says -----------------------------------------
+
+@pytest.mark.parametrize("block, key, value", [
+    ("costs", "fee_bps", "10"), ("costs", "fee_bps", True), ("costs", "slippage_bps", 1e5),
+    ("costs", "slippage_model", "linear"), ("risk", "kelly_min_trades", 2.5),
+    ("risk", "max_drawdown", "150%"), ("risk", "max_drawdown_pct", "15"),
+    ("risk", "leverage", 0), ("risk", "allow_short", "no"), ("risk", "sizing", 3),
+])
+def test_a_models_risk_and_costs_are_checked_by_the_sleeves_model(block, key, value):
+    """A model's risk:/costs: value is refused in the words SleeveConfig(...) uses (the
+    Python message names the setting and may add an example; the file's names the key path)."""
+    mapping = base()
+    mapping["models"][0][block] = {key: value}
+    message = error_of(mapping)
+    with pytest.raises(ConfigError) as python:
+        SleeveConfig(**{key: value})
+    words = str(python.value).removeprefix(f"{key} ").split("; e.g. ")[0]
+    assert message == f"configs/x.yaml: models[0].{block}.{key}: {words}"
+
+
+def test_every_problem_of_the_shape_is_listed_with_its_key_path():
+    mapping = base()
+    mapping["mode"] = "live"
+    mapping["stale_after_bars"] = 0
+    mapping["models"][1]["costs"] = {"fee_bps": -1}
+    mapping["markets"]["crypto"]["risk"] = {"max_pos": "3"}
+    lines = error_of(mapping).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["mode", "stale_after_bars"]
+    assert all(line.startswith("configs/x.yaml: ") for line in lines)
+    del mapping["mode"], mapping["stale_after_bars"]  # then the markets, then the models
+    assert error_of(mapping) == ("configs/x.yaml: markets.crypto.risk.max_pos: must be a whole "
+                                 "number, got '3'")
+    del mapping["markets"]["crypto"]["risk"]
+    assert error_of(mapping).startswith("configs/x.yaml: models[1].costs.fee_bps: must be a "
+                                        "finite number >= 0")
+
+
+ODD_VALUES = [None, True, 0, -1, 1e400, float("nan"), "", " ", "x", "5%", [], [None], {},
+              {"x": 1}, {1: 2}, ("t",), object()]
+PLACES = [("mode",), ("risk",), ("risk", "max_pos"), ("markets",), ("markets", "crypto"),
+          ("markets", "crypto", "feed"), ("markets", "crypto", "symbols"),
+          ("markets", "crypto", "risk"), ("markets", "crypto", "timeframe"), ("models",),
+          ("models", 0), ("models", 0, "id"), ("models", 0, "params"),
+          ("models", 0, "params", "fast"), ("models", 0, "symbols"),
+          ("models", 0, "allocation"), ("models", 0, "risk"), ("models", 0, "costs"),
+          ("models", 0, "costs", "fee_bps"), ("models", 0, "risk", "sizing"),
+          ("notifications",), ("venues",), ("venues", "binance"),
+          ("venues", "binance", "timeout_s"), ("journal",), ("reconcile_tolerance_pct",)]
+
+
+@pytest.mark.parametrize("where", PLACES, ids=lambda where: ".".join(map(str, where)))
+def test_odd_values_give_a_config_error_never_a_pydantic_one(where):
+    for value in ODD_VALUES:
+        mapping = base()
+        mapping["venues"] = {"binance": {}}
+        mapping["models"][0].update(costs={"fee_bps": 1}, risk={"sizing": "kelly"})
+        _set(mapping, where, copy.copy(value))
+        try:
+            parse_config(mapping, source="configs/x.yaml", base_dir=REPO)
+        except ConfigError as error:
+            assert str(error).startswith("configs/x.yaml: "), (where, value, error)
+            assert "pydantic" not in str(error) and "Input should" not in str(error), error
