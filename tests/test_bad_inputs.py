@@ -268,3 +268,21 @@ def test_a_setting_given_as_text_or_a_flag_is_named(eth_btc, value):
 
     with pytest.raises(ConfigError, match=r"fee_bps must be a number, got .* e\.g\. fee_bps="):
         backtest("ema_cross", eth_btc, fee_bps=value)
+
+
+@pytest.mark.parametrize("entry", ["backtest", "sweep", "walk_forward", "run_research"])
+@pytest.mark.parametrize("setting, value, says", [
+    ("fee_bps", "10", r"^fee_bps must be a number, got '10' \(str\); e\.g\. fee_bps=0\.0"),
+    ("max_leverage", True, r"^max_leverage must be a number, got True \(bool\)"),
+    ("max_drawdown_pct", "25", r"^max_drawdown_pct '25' is not a percentage"),
+    ("fees", 10, r"^unknown setting 'fees'; known settings: "),
+])
+def test_every_entry_point_checks_its_settings_with_the_one_model(eth_btc, entry, setting,
+                                                                   value, says):
+    """backtest, sweep, walk_forward and run_research (what the command line calls with its
+    dict of settings) all check them through SleeveConfig, before any work."""
+    import mmats
+    from mmats.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says):
+        getattr(mmats, entry)("ema_cross", eth_btc, **{setting: value})

@@ -300,7 +300,6 @@ def check_can_trade(config: RunnerConfig, i_understand_live_trading: bool,
                               "paper to trade without money.")
 
 
-
 # --- the file's shape ---------------------------------------------------------------------
 
 def _non_empty_list(value, *, what: str):

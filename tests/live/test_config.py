@@ -548,3 +548,15 @@ def test_odd_values_give_a_config_error_never_a_pydantic_one(where):
         except ConfigError as error:
             assert str(error).startswith("configs/x.yaml: "), (where, value, error)
             assert "pydantic" not in str(error) and "Input should" not in str(error), error
+
+
+def test_risk_limits_built_in_python_are_checked_too():
+    limits = RiskLimits("5%", 25, 5, 2, None)
+    assert limits == RiskLimits(max_daily_loss=5.0, max_drawdown=25.0, max_pos=5, leverage=2.0)
+    assert dataclasses.replace(limits, max_drawdown_pct=0.3).max_drawdown_pct == 0.3
+    for settings, says in (({"max_pos": 1.5}, "^max_pos must be a whole number, got 1.5"),
+                           ({"max_drawdown_pct": 0}, "^max_drawdown_pct 0 is outside"),
+                           ({"leverage": "2"}, r"^leverage must be a number, got '2' \(str\)"),
+                           ({"colour": 1}, "^unknown setting 'colour'")):
+        with pytest.raises(ConfigError, match=says):
+            RiskLimits(**settings)
