@@ -1,5 +1,7 @@
-"""One tick from the store (what cron runs), and the operator's controls: kill, pause,
-resume, status. Every control is journaled as an operator action."""
+"""One tick from the store (what cron runs), its loop and its failure count, and the
+operator's controls: kill, pause, resume, status. Every control is journaled as an
+operator action. The tick itself, stage by stage, is :mod:`mmats.live.tick`; the lock,
+journal, feeds and brokers are built by :mod:`mmats.live.wiring`."""
 
 from __future__ import annotations
 
@@ -8,18 +10,19 @@ import json
 import time
 from dataclasses import dataclass
 
-from mmats.data.calendar import timeframe_ns, trading_ns_between
+from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, MMATSError
 from mmats.files import write_durably
 from mmats.live import kill as killswitch
+from mmats.live.closes import book_id
 from mmats.live.config import RunnerConfig
 from mmats.live.notify import notify
+from mmats.live.operator import Desk, with_venue_rules
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
-from mmats.live.runner import book_id, run_tick
-from mmats.live.sleeves import CALENDAR_OF_MARKET, sleeves
-from mmats.live.sync import sync_candles
+from mmats.live.sleeves import sleeves
+from mmats.live.tick import TickReport, store_tick
 from mmats.live.wiring import RunnerBusy, brokers_for, feeds_for, open_journal, runner_lock
-from mmats.nb.risk import flatten, halt, resume
+from mmats.nb.risk import flatten, resume
 from mmats.nb.risk import pause as pause_state
 from mmats.redact import redact_urls
 from mmats.types import TradingState
@@ -29,18 +32,22 @@ KILL_LOCK_WAIT_S = 1.0  # how long a kill waits for a tick to finish before leav
 
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
               mode: str | None = None, brokers: dict | None = None,
-              sources: dict | None = None, live_trading_allowed: bool = False):
+              sources: dict | None = None, live_trading_allowed: bool = False,
+              trace=None) -> TickReport:
     """Lock, journal the configuration if it changed, process every newly closed bar
     (operator mode: recover, reconcile and send through the brokers), notify the signals
-    and alerts, exit. Live feeds are synced into the store first (:mod:`mmats.live.sync`;
-    ``sources`` overrides their candle sources).
+    and alerts, exit: :func:`mmats.live.tick.store_tick`. Live feeds are synced into the
+    store first (:mod:`mmats.live.sync`; ``sources`` overrides their candle sources);
+    ``trace``, when given, hears the name of each stage as it starts.
 
     A tick that fails (an error no fail-safe handles) is counted; after
     ``FAILURES_TO_HALT`` in a row the runner kills itself (halt, flatten, one
     notification) instead of failing the same way forever."""
     mode = mode or config.mode
     try:
-        report = _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed)
+        report = store_tick(config, cash=cash, now_ns=now_ns, mode=mode, brokers=brokers,
+                            sources=sources, live_trading_allowed=live_trading_allowed,
+                            trace=trace)
     except RunnerBusy:
         raise
     except Exception as error:
@@ -124,58 +131,6 @@ def _tick_failed(config, error, mode, cash) -> None:
                f"{reason}; the kill itself failed: {kill_error}")
 
 
-def _tick(config, cash, now_ns, mode, brokers, sources, live_trading_allowed):
-    with runner_lock(config.lock), open_journal(config, mode) as journal:
-        snapshot = config.snapshot()
-        last = journal.last_config_snapshot()
-        if last is None or last["text"] != snapshot:
-            journal.append_config_snapshot(snapshot)
-        now_ns = now_ns or time.time_ns()
-        active, sync_alerts = sync_candles(config, journal, now_ns, sources=sources)
-        feeds = feeds_for(config, active)
-        if mode == "operator" and brokers is None:
-            brokers = brokers_for(config, feeds, cash=cash, clock=lambda: now_ns,
-                                  live_trading_allowed=live_trading_allowed)
-        report = run_tick(config, feeds, journal, now_ns, cash=cash, mode=mode,
-                          brokers=brokers)
-        stale = _halt_stale(config, journal, now_ns)
-    report.alerts[:0] = sync_alerts
-    for title, message in report.alerts:
-        notify(config.notifications, title, message)
-    for sleeve_id, message in stale:
-        notify(config.notifications, "MMATS halted: stale data", f"{sleeve_id}: {message}")
-    for signal in report.fresh_signals():
-        notify(config.notifications, f"MMATS {mode} signal",
-               f"{signal['model_id']} {signal['symbol']}: {signal['action']} "
-               f"{signal['qty']:.8g} (target exposure {signal['meta']['target_exposure']})")
-    return report
-
-
-def _halt_stale(config, journal, now_ns) -> list[tuple[str, str]]:
-    """Fail safe: a sleeve whose newest bar is more than ``stale_after_bars`` bars of its
-    market's trading time old (its feed stopped; a forex weekend or a stock market's
-    night is not silence) is halted and flattened, with a risk event."""
-    halted = []
-    for sleeve in sleeves(config, 1.0):
-        state = journal.load_state(sleeve.id)
-        if state is None or state[0]["trading_state"] == int(TradingState.HALTED):
-            continue
-        step = timeframe_ns(sleeve.timeframe)
-        calendar = CALENDAR_OF_MARKET[config.market(sleeve.market).type]
-        age_bars = trading_ns_between(calendar, int(state[0]["last_bar_ts_ns"]) + step,
-                                      now_ns, step) / step
-        if age_bars > config.stale_after_bars:
-            message = (f"no new bar for {age_bars:.1f} bars (limit {config.stale_after_bars}); "
-                       "halted, positions flatten at the next bar's open")
-            with journal.transaction():
-                halt(state[0], now_ns)
-                journal.save_state(sleeve.id, state, ts_ns=now_ns)
-                journal.append_risk_event("CRITICAL", f"sleeve:{sleeve.id}", "stale_data",
-                                          message, {"age_bars": age_bars})
-            halted.append((sleeve.id, message))
-    return halted
-
-
 @dataclass
 class KillOutcome:
     """What a kill did: the sleeves it halted in the journal (empty when a running tick
@@ -242,9 +197,6 @@ def kill(config: RunnerConfig, *, user: str | None = None, reason: str = "",
 
 
 def _book_kill(config, journal, request, brokers, cash) -> list[str]:
-    from mmats.live.operator import Desk, with_venue_rules
-    from mmats.live.runner import TickReport
-
     all_sleeves = sleeves(config, cash)
     states = {s.id: journal.load_state(s.id) for s in all_sleeves}
     states = {k: v for k, v in states.items() if v is not None}

@@ -12,7 +12,7 @@ from mmats.live import control
 from mmats.live.config import parse_config
 from mmats.live.journal import Journal
 from mmats.live.portfolio import BOOK_DTYPE
-from mmats.live.runner import replay
+from mmats.live.replay import replay
 from mmats.types import TradingState
 
 FIVE_MINUTES = 300_000_000_000

@@ -16,7 +16,7 @@ import pytest
 from mmats.data import load
 from mmats.live.config import parse_config
 from mmats.live.journal import Journal
-from mmats.live.runner import replay
+from mmats.live.replay import replay
 
 BARS = 1200
 CONFIG = {
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent("""
     import sys
     from mmats.data import load
     from mmats.live.config import parse_config
-    from mmats.live.runner import replay
+    from mmats.live.replay import replay
     config = parse_config({config!r})
     candles = {{"ETH/BTC": load("bittrex:ETH/BTC:5m").iloc[:{bars}]}}
     print("ready", flush=True)

@@ -25,7 +25,8 @@ from mmats.live import control
 from mmats.live.config import parse_config
 from mmats.live.journal import Journal
 from mmats.live.operator import client_order_id
-from mmats.live.runner import replay, run_tick
+from mmats.live.replay import replay
+from mmats.live.tick import run_tick
 from mmats.types import TradingState
 
 FIVE_MINUTES = 300_000_000_000

@@ -10,7 +10,7 @@ import pytest
 from mmats.backtest import backtest
 from mmats.data import load
 from mmats.live.config import parse_config
-from mmats.live.runner import replay
+from mmats.live.replay import replay
 from mmats.strategy import available_strategies
 
 DATA = {  # spec: (market type, bars replayed)

@@ -6,7 +6,7 @@ import pytest
 
 from mmats.data import load
 from mmats.live.config import parse_config
-from mmats.live.runner import portfolio_backtest, replay
+from mmats.live.replay import portfolio_backtest, replay
 
 
 def two_markets(crypto_risk=None, **global_risk):

@@ -20,7 +20,8 @@ from mmats.brokers.replay import ReplayFeed
 from mmats.live import control
 from mmats.live.config import parse_config
 from mmats.live.journal import Journal
-from mmats.live.runner import replay, run_tick
+from mmats.live.replay import replay
+from mmats.live.tick import run_tick
 from mmats.types import FillReason, TradingState
 
 SCRIPTED = textwrap.dedent('''

@@ -1,0 +1,162 @@
+"""History through the live path: the replay and the portfolio backtest.
+
+:func:`replay` runs the tick (:func:`mmats.live.tick.run_tick`) once per bar close of
+stored history, each tick opening the journal and loading its state as a cron run
+would: the parity tests prove it equal to the backtest. :func:`portfolio_backtest` steps
+the same closes (:class:`mmats.live.closes.Book`) in memory, in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmats.brokers.replay import ReplayFeed
+from mmats.data.calendar import timeframe_ns
+from mmats.errors import ConfigError
+from mmats.live.closes import Book, by_close, sleeve_bar, value_at
+from mmats.live.config import RunnerConfig
+from mmats.live.journal import Journal
+from mmats.live.sleeves import sleeves
+from mmats.live.tick import run_tick
+from mmats.live.wiring import brokers_for
+from mmats.sleeve import new_state
+from mmats.types import FILL_DTYPE, STATE_DTYPE
+
+
+@dataclass
+class ReplayResult:
+    """What a replay leaves: its journal, each sleeve's equity at every bar, the fills,
+    the final equity and closed trades of all sleeves, and their final states."""
+
+    journal: Path
+    equity: pd.DataFrame  # one column per sleeve, indexed by bar time
+    fills: np.ndarray
+    final_equity: float
+    trades: int
+    states: dict[str, np.ndarray]
+
+
+def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_path,
+           *, cash: float = 10_000.0, mode: str = "paper") -> ReplayResult:
+    """Run the configured runner over stored history, one tick per bar close, each tick
+    opening the journal and loading its state as a cron run would.
+
+    ``candles`` maps each configured symbol to its history (candle schema); the journal
+    is written without fsyncs (a replay is scratch; its transactions are the runner's).
+    ``mode`` ``paper`` fills through the kernel's fill model (equal to the backtest);
+    ``operator`` runs the operator path against the paper venue (one account per market
+    beside the journal), as a rehearsal of real orders.
+
+    >>> result = replay(config, {"ETH/BTC": candles}, "replay.sqlite")  # doctest: +SKIP
+    >>> result.final_equity  # doctest: +SKIP
+    """
+    feeds, closes = {}, []
+    for market in config.markets:
+        frames = {}
+        for symbol in market.symbols:
+            if symbol not in candles:
+                raise ConfigError(f"replay has no candles for {market.name} symbol {symbol!r}")
+            frames[symbol] = candles[symbol]
+        feeds[market.name] = ReplayFeed(frames, market.timeframe)
+        closes += [feeds[market.name].close_times(s) for s in frames]
+    clock = [0]
+    brokers = None
+    if mode == "operator":
+        config = replace(config, journal=Path(journal_path))
+        brokers = brokers_for(config, feeds, cash=cash, clock=lambda: clock[0])
+    times = np.unique(np.concatenate(closes))
+    with Journal(journal_path) as journal:  # a restarted replay goes on from its last tick
+        times = times[times >= _last_tick(config, journal, cash)]
+    for now_ns in times:
+        clock[0] = int(now_ns)
+        with Journal(journal_path, durable=False) as journal:  # a replay's is scratch
+            run_tick(config, feeds, journal, int(now_ns), cash=cash, mode=mode,
+                     brokers=brokers)
+    with Journal(journal_path) as journal:
+        return _collect(config, journal, Path(journal_path), cash)
+
+
+def _last_tick(config, journal, cash) -> int:
+    """When the journal's last tick ran: the close of the bar every sleeve processed last
+    (0 for a new journal, or while a sleeve has not started)."""
+    last = []
+    for sleeve in sleeves(config, cash):
+        state = journal.load_state(sleeve.id)
+        if state is None:
+            return 0
+        last.append(int(state[0]["last_bar_ts_ns"]) + timeframe_ns(sleeve.timeframe))
+    return min(last, default=0)
+
+
+def _collect(config, journal, path, cash) -> ReplayResult:
+    columns, states = {}, {}
+    for sleeve in sleeves(config, cash):
+        rows = journal.sleeve_states(sleeve.id)
+        values = [np.frombuffer(row["state"], dtype=STATE_DTYPE)[0] for row in rows]
+        series = pd.Series([v["equity"] for v in values],
+                           index=pd.to_datetime([r["ts_ns"] for r in rows], utc=True))
+        # operator mode also saves the state when an order is sent or filled
+        columns[sleeve.id] = series[~series.index.duplicated(keep="last")]
+        states[sleeve.id] = journal.load_state(sleeve.id)
+    equity = pd.DataFrame(columns)
+    final = float(sum(state[0]["equity"] for state in states.values()))
+    trades = int(sum(state[0]["n_trades"] for state in states.values()))
+    return ReplayResult(path, equity, journal.fills(), final, trades, states)
+
+
+@dataclass
+class PortfolioResult:
+    """What the portfolio backtest leaves: the sleeves' equity curves and fills, their
+    final states and the global and market limits' risk events."""
+
+    equity: pd.DataFrame  # one column per sleeve at each of its bars, forward-filled
+    fills: dict[str, np.ndarray]
+    states: dict[str, np.ndarray]
+    risk_events: list[tuple]  # (scope, bar open time in ns, kind, message, data)
+
+    @property
+    def final_equity(self) -> float:
+        return float(sum(state[0]["equity"] for state in self.states.values()))
+
+
+def portfolio_backtest(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], *,
+                       cash: float = 10_000.0) -> PortfolioResult:
+    """Backtest a whole configuration (every model, market and symbol, with the global
+    and market limits) in one pass, in memory: the same kernel step, the same limits and
+    the same order of events as the runner, with each strategy's signal computed once
+    over the whole history instead of on a trailing window per tick."""
+    from mmats.backtest import market as to_market
+
+    all_sleeves = sleeves(config, cash)
+    states = {s.id: new_state(s.cash) for s in all_sleeves}
+    book = Book(config, all_sleeves, states)
+    prices, outputs, bars, events = {}, {}, [], []
+    for order, sleeve in enumerate(all_sleeves):
+        if sleeve.symbol not in candles:
+            raise ConfigError(f"no candles for {sleeve.market} symbol {sleeve.symbol!r}")
+        p = prices[sleeve.id] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
+        outputs[sleeve.id] = sleeve.strategy.run(p.arrays, sleeve.params)
+        bars += [sleeve_bar(order, sleeve, int(p.ts_ns[t]),
+                            (p.open[t], p.high[t], p.low[t], p.close[t], p.volume[t]), t)
+                 for t in range(len(p))]
+    fills = {s.id: [] for s in all_sleeves}
+    curves = {s.id: ([], []) for s in all_sleeves}
+    for group in by_close(bars):
+        done, new_events = book.close(group, [value_at(outputs[bar.sleeve.id], bar.index)
+                                              for bar in group])
+        events += new_events
+        for bar, bar_fills, _, _ in done:
+            fills[bar.sleeve.id] += bar_fills
+            curves[bar.sleeve.id][0].append(bar.open_ns)
+            curves[bar.sleeve.id][1].append(float(states[bar.sleeve.id][0]["equity"]))
+    equity = pd.DataFrame({sid: pd.Series(v, index=pd.to_datetime(i, utc=True))
+                           for sid, (i, v) in curves.items()})
+    return PortfolioResult(
+        equity=equity,
+        fills={sid: np.array(rows, dtype=FILL_DTYPE) for sid, rows in fills.items()},
+        states=states, risk_events=events)
