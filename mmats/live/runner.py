@@ -4,8 +4,9 @@ The runner is one tick per invocation, on the same kernel as the backtest. Its p
 live in their own modules: the tick, stage by stage (:mod:`mmats.live.tick`), the bar
 closes it shares with the portfolio backtest (:mod:`mmats.live.closes`), the sleeves
 (:mod:`mmats.live.sleeves`), and the replay and portfolio backtest
-(:mod:`mmats.live.replay`); the lock, the controls and the store-fed tick's failure
-counting are in :mod:`mmats.live.control`. Code that imported these names from here
+(:mod:`mmats.live.replay`); the lock, journal, feeds and brokers are built by
+:mod:`mmats.live.wiring`, and the controls, the loop and the count of failed ticks are
+in :mod:`mmats.live.control`. Code that imported these names from here
 (``from mmats.live.runner import replay``) keeps working; new code imports them from
 where they live.
 """

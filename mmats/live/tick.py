@@ -8,20 +8,22 @@
    else is sent (:mod:`mmats.live.operator`);
 3. **reconcile** — in operator mode, the venues' positions and open orders against the
    journal's (a kill's fills are booked first);
-4. then, for each bar close since the last tick, in one journal transaction:
+4. then for each bar close since the last tick, each close in one journal transaction:
    **decide** (each strategy's value on its trailing window), **gate** (the kernel's step
    of the bar, the global and market limits, the value through the kernel's sizing and
    gates: :mod:`mmats.live.closes`) and **journal** (the bars, paper orders and fills,
    signals, states, risk events);
 5. **act** — in operator mode, each sleeve's newest decision goes to its venue (paper
-   mode acts inside the kernel: the order decided at a close fills at the next bar's open,
-   in that close's gate);
+   mode acts inside the kernel: the order decided at a close fills at the next bar's
+   open, in the next close's gate);
 6. **stale check** — a store tick halts the sleeves whose feed went silent;
 7. **notify** — a store tick tells people, once the runner's lock is released.
 
 ``act`` follows the journal of the closes: an order is sent only once the close it was
 decided at is in the journal, and is itself journaled (``SENDING``) before it goes out.
 The kill switch is obeyed before the reconciliation, between closes and after the orders.
+A bare tick (:func:`run_tick`: the replay's, a test's) is given its feeds and journal,
+and syncs, checks staleness and notifies nothing.
 
 Nothing here re-implements a sizing, gate or fill rule: the kernel (:mod:`mmats.nb.sim`)
 does, the same as in the backtest.
@@ -104,8 +106,8 @@ class Tick:
     states: dict[str, np.ndarray] = field(default_factory=dict)
     desk: Desk | None = None  # operator mode: the tick's dealings with the brokers
     book: Book | None = None
-    faults: DataFaults | None = None
-    volumes: dict[str, float] = field(default_factory=dict)  # each sleeve's newest bar's
+    faults: _DataFaults | None = None
+    volumes: dict[str, float] = field(default_factory=dict)  # of each sleeve's newest bar
     stale: list[tuple[str, str]] = field(default_factory=list)  # (sleeve id, message)
     kill_seen: bool = False
 
@@ -354,7 +356,7 @@ def _new_closes(tick: Tick) -> list[list[SleeveBar]]:
     states, that the closes step."""
     tick.book = Book(tick.config, tick.sleeves, tick.states, tick.journal,
                      venue=tick.desk is not None)
-    tick.faults = DataFaults(tick.journal, tick.now_ns, tick.report)
+    tick.faults = _DataFaults(tick.journal, tick.now_ns, tick.report)
     bars = []
     for order, sleeve in enumerate(tick.sleeves):
         last = int(tick.states[sleeve.id][0]["last_bar_ts_ns"])
@@ -409,7 +411,7 @@ def _arrays(window) -> dict[str, np.ndarray]:
             for name in VALUE_COLUMNS}
 
 
-class DataFaults:
+class _DataFaults:
     """Bad bars met by a tick: each journaled once (a risk event per sleeve and bar) and
     alerted once; the same bar met again by a later tick is not news."""
 
