@@ -83,7 +83,7 @@ def decision_latency(candles, models: int, bars: int) -> dict:
     from mmats.brokers.paper import PaperBroker
     from mmats.brokers.replay import ReplayFeed
     from mmats.live.journal import Journal
-    from mmats.live.runner import run_tick
+    from mmats.live.tick import run_tick
 
     with tempfile.TemporaryDirectory() as folder:
         config = config_for(folder, models)
@@ -109,7 +109,7 @@ def decision_latency(candles, models: int, bars: int) -> dict:
 
 
 def throughput(candles, models: int, bars: int) -> dict:
-    from mmats.live.runner import portfolio_backtest, replay
+    from mmats.live.replay import portfolio_backtest, replay
 
     config = None
     with tempfile.TemporaryDirectory() as folder:
@@ -132,7 +132,7 @@ import resource, sys, tempfile
 sys.path.insert(0, {root!r})
 from benchmarks.bench_runner import config_for
 from mmats.data import load
-from mmats.live.runner import replay
+from mmats.live.replay import replay
 with tempfile.TemporaryDirectory() as folder:
     config = config_for(folder, 10, mode="operator")
     replay(config, {{"ETH/BTC": load("bittrex:ETH/BTC:5m").iloc[:300]}},

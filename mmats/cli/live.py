@@ -87,7 +87,7 @@ def main(argv=None, prog="mmats live") -> int:
     try:
         from mmats.data import load
         from mmats.live.config import load_config
-        from mmats.live.runner import replay
+        from mmats.live.replay import replay
 
         config = load_config(args.config)
         candles = {}
