@@ -17,9 +17,11 @@ numba nor matplotlib. Everything else lives in its module (``mmats.data``,
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+# Private aliases: a submodule bound on the package (mmats.types!) would replace a global
+# of the same name, since the package's attributes are these globals.
+import importlib as _importlib
+import sys as _sys
+import types as _types
 
 __version__ = "0.1.0"
 
@@ -49,7 +51,7 @@ def __getattr__(name: str):
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'mmats' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
+    value = getattr(_importlib.import_module(home), name)
     globals()[name] = value  # later look-ups skip this function
     return value
 
@@ -58,7 +60,7 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """``mmats.backtest`` names both a module and its function; the package attribute is
     the function. Python binds a submodule onto its package when it is first imported
     (``from mmats.backtest import sweep`` anywhere), which would make a later
@@ -67,10 +69,10 @@ class _Package(types.ModuleType):
     ``import mmats.backtest as name`` gets the function, so write the former."""
 
     def __setattr__(self, name: str, value) -> None:
-        if (isinstance(value, types.ModuleType) and _HOMES.get(name) == value.__name__
+        if (isinstance(value, _types.ModuleType) and _HOMES.get(name) == value.__name__
                 and value.__name__ == f"{__name__}.{name}"):
             value = getattr(value, name)
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package

@@ -81,3 +81,20 @@ def test_star_import_gives_every_public_function():
                f"print(all(inspect.isfunction(globals()[n]) for n in {sorted(PUBLIC)!r}))")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_every_submodule_is_bound_on_the_package_whatever_came_first():
+    """``import mmats.types`` binds the submodule as the package attribute ``types``; the
+    package's own helpers must not be globals of that name, or every later submodule import
+    fails to bind (``mmats.live`` was missing after ``import mmats.types``)."""
+    code = ("import warnings; warnings.simplefilter('error', ImportWarning)\n"
+            "import mmats.types, mmats.units, mmats.records, mmats.live, mmats.data, "
+            "mmats.validate, mmats.reports, mmats.cli, mmats.brokers\n"
+            "import mmats\n"
+            "for name in ('types', 'units', 'records', 'live', 'data', 'validate', 'reports', "
+            "'cli', 'brokers'):\n"
+            "    assert getattr(mmats, name).__name__ == 'mmats.' + name, name\n"
+            "from mmats import backtest; assert callable(backtest)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
