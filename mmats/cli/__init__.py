@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
@@ -199,43 +200,55 @@ def check_output_folder(option: str, path) -> None:
             return
 
 
-def add_cost_options(parser: argparse.ArgumentParser) -> None:
-    """Options that build the :class:`~mmats.sleeve.SleeveConfig` of a run."""
+# The settings options of a run, each passed to SleeveConfig only when given, so the model's
+# defaults are the only ones; the "(default ...)" in a help text is checked against them
+# (tests/cli/test_commands.py).
+COST_OPTIONS = {  # option -> (SleeveConfig field, type, help)
+    "--fee-bps": ("fee_bps", float, "fee per fill, bps (default 0)"),
+    "--slippage-bps": ("slippage_bps", float, "fixed slippage, bps (default 0)"),
+    "--slippage-model": ("slippage_model", str, "fixed, volatility_sqrt or participation "
+                         "(default fixed)"),
+    "--impact-coef": ("impact_coef", float, "coefficient of the volatility_sqrt / "
+                      "participation models (default 1)"),
+    "--max-participation": ("max_participation", float, "cap a fill at this fraction of the "
+                            "bar's volume, 0 = none (default 0)"),
+    "--sizing": ("sizing", str, "fixed_fraction, volatility_target or kelly "
+                 "(default fixed_fraction)"),
+    "--fraction": ("fraction", float, "fixed fraction (default 1)"),
+    "--vol-target": ("vol_target", float, "annualised volatility target (default 0.2)"),
+    "--lot-size": ("lot_size", float, "lot size, 0 = fractional (default 0)"),
+    "--min-notional": ("min_notional", float, "smallest order value (default 0)"),
+    "--max-leverage": ("max_leverage", float, "gross exposure over equity (default 1)"),
+    "--max-daily-loss-pct": ("max_daily_loss_pct", float, "0 = off (default 0)"),
+    "--max-drawdown-pct": ("max_drawdown_pct", float, "0 = off (default 0)"),
+}
+
+
+def add_cost_options(parser: argparse.ArgumentParser, **defaults) -> None:
+    """Options that build the :class:`~mmats.sleeve.SleeveConfig` of a run; ``defaults``
+    (by field, e.g. ``fee_bps=10.0``) are this command's own, said in its help."""
     group = parser.add_argument_group("costs, sizing and risk")
-    group.add_argument("--cash", type=float, default=10_000.0, help="starting cash (10000)")
-    group.add_argument("--fee-bps", type=float, default=0.0, help="fee per fill, bps (0)")
-    group.add_argument("--slippage-bps", type=float, default=0.0, help="fixed slippage, bps (0)")
-    group.add_argument("--slippage-model", default="fixed",
-                       choices=["fixed", "volatility_sqrt", "participation"])
-    group.add_argument("--impact-coef", type=float, default=1.0,
-                       help="coefficient of the volatility_sqrt / participation models")
-    group.add_argument("--max-participation", type=float, default=0.0,
-                       help="cap a fill at this fraction of the bar's volume (0 = none)")
-    group.add_argument("--sizing", default="fixed_fraction",
-                       choices=["fixed_fraction", "volatility_target", "kelly"])
-    group.add_argument("--fraction", type=float, default=1.0, help="fixed fraction (1)")
-    group.add_argument("--vol-target", type=float, default=0.2,
-                       help="annualised volatility target (0.2)")
-    group.add_argument("--lot-size", type=float, default=0.0, help="lot size (0 = fractional)")
-    group.add_argument("--min-notional", type=float, default=0.0)
-    group.add_argument("--max-leverage", type=float, default=1.0)
-    group.add_argument("--max-daily-loss-pct", type=float, default=0.0, help="0 = off")
-    group.add_argument("--max-drawdown-pct", type=float, default=0.0, help="0 = off")
+    group.add_argument("--cash", type=float, default=10_000.0,
+                       help="starting cash (default 10000)")
+    for option, (field, kind, text) in COST_OPTIONS.items():
+        if field in defaults:
+            text = re.sub(r"\(default [^)]*\)", f"(default {defaults[field]:g} here)", text)
+        group.add_argument(option, dest=field, type=kind, default=defaults.get(field),
+                           help=text,
+                           metavar=field.upper() if kind is float else None)
     group.add_argument("--long-only", action="store_true", help="ignore short signals")
     group.add_argument("--no-lookahead-check", action="store_true",
                        help="run a strategy even if it fails the lookahead check")
 
 
 def settings_from(args: argparse.Namespace) -> dict:
-    return {
-        "fee_bps": args.fee_bps, "slippage_bps": args.slippage_bps,
-        "slippage_model": args.slippage_model, "impact_coef": args.impact_coef,
-        "max_participation": args.max_participation, "sizing": args.sizing,
-        "fraction": args.fraction, "vol_target": args.vol_target, "lot_size": args.lot_size,
-        "min_notional": args.min_notional, "max_leverage": args.max_leverage,
-        "max_daily_loss_pct": args.max_daily_loss_pct,
-        "max_drawdown_pct": args.max_drawdown_pct, "allow_short": not args.long_only,
-    }
+    """The settings given on the command line, for SleeveConfig (which checks them and
+    fills in the rest)."""
+    settings = {field: getattr(args, field) for field, _, _ in COST_OPTIONS.values()
+                if getattr(args, field) is not None}
+    if args.long_only:
+        settings["allow_short"] = False
+    return settings
 
 
 def print_json(value, file=None) -> None:

@@ -61,9 +61,8 @@ def main(argv=None, prog="mmats walkforward") -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reports", default="reports", help="output folder (reports/)")
     add_json_option(parser)
-    add_cost_options(parser)
+    add_cost_options(parser, fee_bps=10.0)  # research assumes a realistic fee
     add_data_quality_options(parser)
-    parser.set_defaults(fee_bps=10.0)
     args = parser.parse_args(argv)
     try:
         from mmats.data import load

@@ -191,3 +191,34 @@ def test_one_data_address_for_every_command(tmp_path):
     unknown = mmats("backtest", "--data", "bittrex:XRP/BTC:5m", cwd=tmp_path)
     assert unknown.returncode == 2 and "bittrex:ADA/BTC:5m" in unknown.stderr
     assert "ADA_BTC:" not in unknown.stderr
+
+
+def test_cost_options_take_their_defaults_from_the_one_model():
+    """The command line passes only the settings a user gave; SleeveConfig fills in the
+    rest, and each option's help states the model's own default."""
+    import argparse
+    import re
+
+    from mmats.cli import COST_OPTIONS, add_cost_options, settings_from
+    from mmats.sleeve import SleeveConfig
+
+    model = SleeveConfig()
+    for option, (field, _, text) in COST_OPTIONS.items():
+        (stated,) = re.findall(r"\(default ([^)]*)\)", text)
+        value = getattr(model, field)
+        assert stated == (f"{value:g}" if isinstance(value, float) else str(value)), option
+    parser = argparse.ArgumentParser()
+    add_cost_options(parser)
+    assert settings_from(parser.parse_args([])) == {}
+    given = settings_from(parser.parse_args(["--fee-bps", "7", "--long-only"]))
+    assert given == {"fee_bps": 7.0, "allow_short": False}
+    research = argparse.ArgumentParser()
+    add_cost_options(research, fee_bps=10.0)
+    assert settings_from(research.parse_args([])) == {"fee_bps": 10.0}
+
+
+def test_a_setting_the_model_refuses_is_a_usage_error(tmp_path):
+    done = mmats("backtest", "--sizing", "martingale", cwd=tmp_path)
+    assert done.returncode == 2 and "sizing 'martingale' is not allowed" in done.stderr
+    done = mmats("backtest", "--fee-bps", "-3", cwd=tmp_path)
+    assert done.returncode == 2 and "fee_bps" in done.stderr and "Traceback" not in done.stderr
