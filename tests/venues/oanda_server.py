@@ -44,13 +44,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from http.server import ThreadingHTTPServer
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
+
+from .oanda_http import OandaHandler, now_text, parse_time
 
 FAULTS = ("429", "500", "503", "timeout", "drop", "lost_response", "wrong_status",
           "accepted_200")
@@ -63,22 +64,6 @@ INSTRUMENTS = {
     "USD_JPY": (3, 0, "1", "CURRENCY", 110.000),
     "DE30_EUR": (1, 1, "0.1", "CFD", 12000.0),
 }
-
-
-def _now_text(ts_ns: int | None = None) -> str:
-    ts_ns = time.time_ns() if ts_ns is None else int(ts_ns)
-    seconds, nanos = divmod(ts_ns, 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{nanos:09d}Z"
-
-
-def _parse_time(text: str) -> int:
-    """RFC 3339 or UNIX seconds to epoch nanoseconds."""
-    try:
-        return int(Decimal(text) * 1_000_000_000)
-    except InvalidOperation:
-        stamp = pd.Timestamp(text)
-        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-        return int(stamp.value)
 
 
 class _BadRequest(Exception):
@@ -116,7 +101,7 @@ class OandaServer:
 
     def start(self) -> OandaServer:
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), OandaHandler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -244,7 +229,7 @@ class OandaServer:
         return self._last_id
 
     def _tx(self, kind: str, **fields) -> dict:
-        tx = {"id": str(fields.pop("id", None) or self._next_id()), "time": _now_text(),
+        tx = {"id": str(fields.pop("id", None) or self._next_id()), "time": now_text(),
               "type": kind, "accountID": self.account_id, "userID": 1435156, **fields}
         tx.setdefault("batchID", tx["id"])
         self._transactions[tx["id"]] = tx
@@ -352,7 +337,7 @@ class OandaServer:
         realized = (price - float(trade["price"])) * units * factor
         commission = self.commission_rate * abs(units) * price * factor
         self.balance += realized - commission
-        trade.update(currentUnits="0", state="CLOSED", closeTime=_now_text(),
+        trade.update(currentUnits="0", state="CLOSED", closeTime=now_text(),
                      realizedPL=f"{float(trade['realizedPL']) + realized:.4f}")
         places = INSTRUMENTS[instrument][0]
         fill = self._tx("ORDER_FILL", id=fill_id, orderID=order["id"], instrument=instrument,
@@ -441,7 +426,7 @@ class OandaServer:
             trade["currentUnits"] = _units_text(left)
             trade["realizedPL"] = f"{float(trade['realizedPL']) + realized:.4f}"
             if left == 0:
-                trade.update(state="CLOSED", closeTime=_now_text())
+                trade.update(state="CLOSED", closeTime=now_text())
                 self._close_dependents(trade, batch)
             closed.append({"tradeID": trade["id"], "units": _units_text(signed),
                            "realizedPL": f"{realized:.4f}", "financing": "0.0000"})
@@ -461,7 +446,7 @@ class OandaServer:
             fields["tradesClosed"] = closed
         if remaining != 0:
             trade = {"id": fill_id, "instrument": instrument, "price": fields["price"],
-                     "openTime": _now_text(), "initialUnits": _units_text(remaining),
+                     "openTime": now_text(), "initialUnits": _units_text(remaining),
                      "currentUnits": _units_text(remaining), "state": "OPEN",
                      "realizedPL": "0.0000", "financing": "0.0000",
                      "clientExtensions": order.get("tradeClientExtensions") or {}}
@@ -681,7 +666,7 @@ class OandaServer:
         names = [n for n in (params.get("instruments") or "").split(",") if n]
         if not names or any(n not in INSTRUMENTS for n in names):
             raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'instruments'"})
-        now = _now_text()
+        now = now_text()
         prices = []
         for name in names:
             bid, ask = self._bid_ask(name)
@@ -730,8 +715,8 @@ class OandaServer:
             raise _BadRequest(400, {"errorMessage": "'count' cannot be used with both 'from' "
                                                     "and 'to'"})
         try:
-            start_ns = None if start is None else _parse_time(start)
-            end_ns = None if end is None else _parse_time(end)
+            start_ns = None if start is None else parse_time(start)
+            end_ns = None if end is None else parse_time(end)
         except ValueError:
             raise _BadRequest(400, {"errorMessage": "Invalid value specified for 'from' or "
                                                     "'to'"}) from None
@@ -758,7 +743,7 @@ class OandaServer:
         candles = []
         for row in ([] if data is None else rows.itertuples(index=False)):
             candle = {"complete": bool(row.complete), "volume": int(round(row.volume)),
-                      "time": _now_text(row.ts_ns)}
+                      "time": now_text(row.ts_ns)}
             for letter, key, shift in (("M", "mid", 0.0), ("B", "bid", -half),
                                        ("A", "ask", half)):
                 if letter in components:
@@ -798,77 +783,3 @@ def _as_of(data: pd.DataFrame, now_ns: int, step_ns: int) -> pd.DataFrame:
 def _units_text(units: float) -> str:
     text = f"{units:.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "OandaLookalike/1.0"
-
-    def log_message(self, format, *args):  # noqa: A002 - silence the stderr log
-        pass
-
-    def do_GET(self):
-        self._handle("GET")
-
-    def do_POST(self):
-        self._handle("POST")
-
-    def do_PUT(self):
-        self._handle("PUT")
-
-    def do_PATCH(self):
-        self._handle("PATCH")
-
-    def _handle(self, method: str) -> None:
-        owner: OandaServer = self.server.owner
-        parts = urlsplit(self.path)
-        path = unquote(parts.path)
-        params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        owner.log({"method": method, "path": path, "params": params, "body": body})
-        taken = owner.take_fault(method, path)
-        fault = taken and taken["kind"]
-        if fault == "drop":
-            self.close_connection = True
-            return
-        if fault in ("429", "500", "503"):
-            messages = {"429": "Requests per second exceeded", "500": "Internal server error",
-                        "503": "Service unavailable"}
-            headers = {}
-            if fault == "429" and taken["retry_after"] is not None:
-                headers["Retry-After"] = str(taken["retry_after"])
-            self._send(int(fault), {"errorMessage": messages[fault]}, headers)
-            return
-        if fault == "wrong_status":
-            self._send(200, {})
-            return
-        if path != "/_control" and (
-                self.headers.get("Authorization") != f"Bearer {owner.token}"):
-            self._send(401, {"errorMessage": "Insufficient authorization to perform request."})
-            return
-        status, payload = owner.route(method, path, params, body)
-        if fault == "lost_response":
-            self.close_connection = True
-            return
-        if fault == "timeout":
-            owner._stopping.wait(owner.delay_s)
-        if fault == "accepted_200" and status == 201:
-            status = 200
-        self._send(status, payload)
-
-    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("RequestID", str(time.time_ns()))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (a timeout fault)
