@@ -91,6 +91,25 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object on stdout (no table, no progress bar)")
 
 
+def series_from(data: str | None, parts, spelled: str) -> tuple[str, str, str]:
+    """The series a command writes: ``--data VENUE:SYMBOL:TIMEFRAME``, or its older
+    three-part form ``parts`` (``spelled`` says how that form is written), never both.
+
+    >>> series_from(None, ["binance", "BTC/USDT", "1h"], "three words")
+    ('binance', 'BTC/USDT', '1h')
+    """
+    given = [part for part in parts if part]
+    if data:
+        if given:
+            raise ConfigError("give the series once: --data VENUE:SYMBOL:TIMEFRAME, or "
+                              + spelled)
+        return data_address(data)
+    if len(parts) != 3 or len(given) != 3:
+        raise ConfigError("which series? give --data VENUE:SYMBOL:TIMEFRAME, e.g. "
+                          "--data binance:BTC/USDT:1h")
+    return tuple(parts)
+
+
 def data_address(text: str, option: str = "--data") -> tuple[str, str, str]:
     """``VENUE:SYMBOL:TIMEFRAME`` -> its three parts, for commands that write a series
     (``mmats import``, ``mmats fetch``); :class:`ConfigError` naming the option otherwise.

@@ -32,8 +32,8 @@ from mmats.cli import (
     add_json_option,
     check_date,
     command_parser,
-    data_address,
     fail,
+    series_from,
 )
 from mmats.redact import redact_urls
 
@@ -66,7 +66,8 @@ def parse_args(argv=None, prog="mmats fetch") -> argparse.Namespace:
     from mmats.errors import ConfigError
 
     try:
-        args.venue, args.symbol, args.timeframe = _series(args)
+        args.venue, args.symbol, args.timeframe = series_from(args.data, args.series,
+                                                              "three words")
         args.venue = args.venue.strip().lower()
         args.root = args.root or str(default_root())
         timeframe_ns(args.timeframe)
@@ -125,20 +126,6 @@ def main(argv=None, prog="mmats fetch") -> int:
     else:
         print(report)
     return 0
-
-
-def _series(args) -> tuple[str, str, str]:
-    """VENUE, SYMBOL, TIMEFRAME from --data, or from the three words that may replace it."""
-    from mmats.errors import ConfigError
-
-    if args.series and args.data:
-        raise ConfigError("give the series once: --data VENUE:SYMBOL:TIMEFRAME, or three words")
-    if args.data:
-        return data_address(args.data)
-    if len(args.series) != 3:
-        raise ConfigError("which series? give --data VENUE:SYMBOL:TIMEFRAME, e.g. "
-                          "--data binance:BTC/USDT:1h")
-    return tuple(args.series)
 
 
 def make_source(venue: str, *, base_url=None, sandbox=False):

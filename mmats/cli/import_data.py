@@ -41,8 +41,8 @@ from mmats.cli import (
     add_data_option,
     add_json_option,
     command_parser,
-    data_address,
     fail,
+    series_from,
 )
 
 
@@ -73,7 +73,9 @@ def parse_args(argv=None, prog="mmats import") -> argparse.Namespace:
     from mmats.errors import ConfigError
 
     try:
-        args.venue, args.symbol, args.timeframe = _series(args)
+        given = (args.venue, args.symbol, args.timeframe)
+        args.venue, args.symbol, args.timeframe = series_from(
+            args.data, given, "--venue, --symbol and --timeframe")
         args.root = args.root or str(default_root())
         source_ns = timeframe_ns(args.timeframe)
         for target in args.targets:
@@ -160,22 +162,6 @@ def main(argv=None, prog="mmats import") -> int:
         if rejected:
             print(f"{len(rejected)} row(s) rejected (listed on stderr)")
     return 0
-
-
-def _series(args) -> tuple[str, str, str]:
-    """VENUE, SYMBOL, TIMEFRAME from --data, or from --venue, --symbol and --timeframe."""
-    from mmats.errors import ConfigError
-
-    parts = (args.venue, args.symbol, args.timeframe)
-    if args.data:
-        if any(parts):
-            raise ConfigError("give the series once: --data VENUE:SYMBOL:TIMEFRAME, or "
-                              "--venue, --symbol and --timeframe")
-        return data_address(args.data)
-    if not all(parts):
-        raise ConfigError("which series do the files hold? give --data VENUE:SYMBOL:TIMEFRAME, "
-                          "e.g. --data bittrex:ETH/BTC:5m")
-    return parts
 
 
 def _progress(items, quiet):
