@@ -30,6 +30,7 @@ COMMANDS = {
     "live": "live",
     "journal": "journal",
     "keys": "keys",
+    "dashboard": "dashboard",
 }
 
 
