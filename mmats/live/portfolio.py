@@ -118,3 +118,72 @@ def blocks_new_exposure(scopes_of_sleeve, sleeve_id: str, states: dict) -> bool:
             if equity <= 0 or gross >= limits.max_leverage * equity:
                 return True
     return False
+
+
+# --- usage: how much of each limit a scope uses (read-only; the console's risk view) ------
+
+def open_positions(scope: Scope, states: dict) -> int:
+    """The scope's sleeves holding a position or waiting on a non-zero target, as
+    :func:`blocks_new_exposure` counts them against ``max_open_positions``."""
+    return sum(1 for i in scope.sleeve_ids
+               if states[i][0]["position"] != 0.0
+               or (not np.isnan(states[i][0]["target"]) and states[i][0]["target"] != 0.0))
+
+
+def gross_exposure(scope: Scope, states: dict) -> float:
+    """Σ |position × last close| of the scope's sleeves, in the quote currency, as
+    :func:`blocks_new_exposure` weighs it against ``max_leverage`` × equity."""
+    return float(sum(abs(states[i][0]["position"] * states[i][0]["last_close"])
+                     for i in scope.sleeve_ids if states[i][0]["position"] != 0.0))
+
+
+def scope_usage(scope: Scope, states: dict) -> dict[str, dict]:
+    """How much of each limit of ``scope`` is used at its last close, by the formulas
+    :func:`apply_limits` and :func:`blocks_new_exposure` act on; nothing is changed.
+
+    Returns ``{name: {"used", "limit", "reached"}}`` for
+
+    - ``daily_loss``: percent lost since the book's day-start equity (``used`` None
+      without a book);
+    - ``drawdown``: percent below the book's equity peak (None without a book);
+    - ``gross_leverage``: :func:`gross_exposure` / equity, in x (inf at equity <= 0);
+    - ``open_positions``: :func:`open_positions`.
+
+    ``limit`` is the scope's limit (None: none set); ``reached`` says the scope acts on
+    it now: daily loss tripped today (REDUCING), drawdown halted, a full book or the
+    leverage cap vetoing new exposure. Every sleeve of the scope must have a state.
+
+    >>> scope_usage(scope, states)["drawdown"]  # doctest: +SKIP
+    {'used': 3.2, 'limit': 25.0, 'reached': False}
+    """
+    limits = scope.limits
+    equity = scope.equity(states)
+    gross = gross_exposure(scope, states)
+    count = open_positions(scope, states)
+    usage = {
+        "daily_loss": {"used": None, "limit": limits.max_daily_loss_pct, "reached": False},
+        "drawdown": {"used": None, "limit": limits.max_drawdown_pct, "reached": False},
+        "gross_leverage": {
+            "used": gross / equity if equity > 0 else float("inf"),
+            "limit": limits.max_leverage,
+            "reached": bool(limits.max_leverage)
+            and (equity <= 0 or gross >= limits.max_leverage * equity)},
+        "open_positions": {
+            "used": float(count), "limit": limits.max_open_positions,
+            "reached": bool(limits.max_open_positions) and count >= limits.max_open_positions},
+    }
+    if scope.book is None:
+        return usage
+    book = scope.book[0]
+    peak = max(float(book["equity_peak"]), equity)
+    if peak > 0:
+        drawdown = 100.0 * (peak - equity) / peak
+        usage["drawdown"].update(used=drawdown, reached=bool(book["halted"]) or bool(
+            limits.max_drawdown_pct and drawdown >= limits.max_drawdown_pct))
+    start = float(book["day_start_equity"])
+    if start > 0:
+        loss = 100.0 * (start - equity) / start
+        tripped = book["loss_tripped_day"] == book["day"] and book["day"] >= 0
+        usage["daily_loss"].update(used=loss, reached=bool(limits.max_daily_loss_pct) and (
+            bool(tripped) or loss >= limits.max_daily_loss_pct))
+    return usage
