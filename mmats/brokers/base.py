@@ -4,7 +4,12 @@ import a venue's SDK (ccxt, oandapyV20).
 - :class:`DataFeed`: closed candles of a symbol up to a time (never the bar still forming);
 - :class:`Execution`: send and cancel orders, look one up by client order id, list the
   open ones, protect a position, and the instrument's trading rules;
-- :class:`AccountState`: balances and positions, for reconciliation.
+- :class:`AccountState`: balances and positions, for reconciliation;
+- :class:`MarketDepth` (optional, for the operator console): ``order_book(symbol, depth)``,
+  the top ``depth`` price levels of each side as an :class:`OrderBook`, read with no key
+  where the venue publishes its book. An adapter whose venue has none (the paper venue:
+  its orders fill at the last stored close) raises :class:`OrderBookUnavailable`, and a
+  caller treats an adapter without the method the same way.
 
 What crosses a port is a plain dict, the same for every venue; its shape is declared once,
 by the TypedDicts below: :class:`Order` (what :meth:`Execution.send` takes),
@@ -115,6 +120,35 @@ class InstrumentRules(TypedDict):
     min_notional: float   # quote units
 
 
+class OrderBook(TypedDict):
+    """A snapshot of the top of an instrument's book (what ``order_book`` returns)."""
+
+    symbol: str
+    bids: list[list[float]]   # [[price, quantity], ...], best (highest) first
+    asks: list[list[float]]   # [[price, quantity], ...], best (lowest) first
+    ts_ms: int                # the venue's time of the snapshot, else when it arrived
+
+
+def book_levels(levels, depth: int, *, descending: bool) -> list[list[float]]:
+    """The best ``depth`` of a side's ``levels`` (rows starting ``price, quantity``, as
+    ccxt and the venues send them, numbers or text) as ``[[price, quantity], ...]``
+    floats; rows without a positive price or quantity are dropped.
+
+    >>> book_levels([["0.05", "2"], [0.051, 1.5, 7]], 1, descending=True)
+    [[0.051, 1.5]]
+    """
+    rows = []
+    for row in levels or ():
+        try:
+            price, quantity = float(row[0]), float(row[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if price > 0 and quantity > 0:
+            rows.append([price, quantity])
+    rows.sort(key=lambda level: level[0], reverse=descending)
+    return rows[:max(1, int(depth))]
+
+
 class BrokerError(MMATSError):
     """A venue could not do what was asked."""
 
@@ -151,6 +185,10 @@ class InsufficientFunds(OrderRejected):
 
 class AuthenticationFailed(BrokerError):
     """Bad, expired or revoked credentials: the runner halts and notifies."""
+
+
+class OrderBookUnavailable(BrokerError):
+    """The venue (or its adapter) has no order book to give; the message says why."""
 
 
 @runtime_checkable
@@ -194,3 +232,10 @@ class AccountState(Protocol):
 
     def positions(self) -> dict[str, float]:
         """Signed position of each traded symbol, in base units (0 entries omitted)."""
+
+
+@runtime_checkable
+class MarketDepth(Protocol):
+    def order_book(self, symbol: str, depth: int = 10) -> OrderBook:
+        """The top ``depth`` levels of each side of ``symbol``'s book. Raises
+        :class:`OrderBookUnavailable` where the venue has none, else the errors above."""

@@ -44,10 +44,12 @@ from mmats.brokers.base import (
     AuthenticationFailed,
     BrokerError,
     InsufficientFunds,
+    OrderBookUnavailable,
     OrderRejected,
     OutcomeUnknown,
     RateLimited,
     VenueUnavailable,
+    book_levels,
 )
 from mmats.brokers.retry import (
     RetryPolicy,
@@ -189,6 +191,20 @@ class CcxtBroker:
         frame.attrs = {"venue": self.exchange_id, "symbol": symbol, "timeframe": timeframe,
                        "last_bar_may_be_forming": bool(self.facts["last_candle_forming"])}
         return frame
+
+    def order_book(self, symbol: str, depth: int = 10) -> dict:
+        """The top ``depth`` levels of each side of ``symbol``'s book, from ccxt's
+        ``fetch_order_book`` (public: no key needed), as a :class:`~mmats.brokers.base.OrderBook`."""
+        self._market(symbol)
+        if not self._exchange.has.get("fetchOrderBook"):
+            raise OrderBookUnavailable(f"{self.exchange_id}: ccxt cannot fetch its order book")
+        depth = max(1, int(depth))
+        book = self._call("fetch the order book", symbol, self._exchange.fetch_order_book,
+                          symbol, depth)
+        stamp = book.get("timestamp")
+        return {"symbol": symbol, "bids": book_levels(book.get("bids"), depth, descending=True),
+                "asks": book_levels(book.get("asks"), depth, descending=False),
+                "ts_ms": int(stamp) if stamp else int(self._clock() * 1000)}
 
     # -- execution -----------------------------------------------------------------------
 

@@ -94,6 +94,7 @@ from mmats.brokers.base import (
     OrderRejected,
     RateLimited,
     VenueUnavailable,
+    book_levels,
 )
 from mmats.brokers.oanda_legs import ProtectiveLegs
 from mmats.brokers.oanda_wire import (
@@ -256,14 +257,31 @@ class OandaBroker(ProtectiveLegs):
 
     def price(self, symbol: str) -> dict:
         """The current best ``{"bid", "ask", "ts"}`` of ``symbol`` (``ts``: UTC Timestamp)."""
+        quote = self._quote(symbol, "price")
+        return {"bid": float(quote["bids"][0]["price"]), "ask": float(quote["asks"][0]["price"]),
+                "ts": pd.Timestamp(quote["time"]).tz_convert("UTC")}
+
+    def order_book(self, symbol: str, depth: int = 10) -> dict:
+        """The price levels OANDA quotes for ``symbol`` (its pricing endpoint: each bid and
+        ask with the liquidity available there, in units; a few levels, not a full book),
+        as a :class:`~mmats.brokers.base.OrderBook`."""
+        quote = self._quote(symbol, "read the order book")
+        sides = {side: [(level.get("price"), level.get("liquidity"))
+                        for level in quote.get(side) or ()] for side in ("bids", "asks")}
+        return {"symbol": symbol,
+                "bids": book_levels(sides["bids"], depth, descending=True),
+                "asks": book_levels(sides["asks"], depth, descending=False),
+                "ts_ms": int(pd.Timestamp(quote["time"]).value // 1_000_000)}
+
+    def _quote(self, symbol: str, what: str) -> dict:
+        """The pricing endpoint's quote of ``symbol``, with bids and asks."""
         request = oanda_pricing.PricingInfo(self.account_id,
                                             params={"instruments": to_instrument(symbol)})
-        prices = self._call(request, "price", symbol).get("prices", [])
+        prices = self._call(request, what, symbol).get("prices", [])
         quote = next((p for p in prices if p.get("instrument") == to_instrument(symbol)), None)
         if quote is None or not quote.get("bids") or not quote.get("asks"):
             raise BrokerError(f"OANDA account {self.account_id}: no price for {symbol}")
-        return {"bid": float(quote["bids"][0]["price"]), "ask": float(quote["asks"][0]["price"]),
-                "ts": pd.Timestamp(quote["time"]).tz_convert("UTC")}
+        return quote
 
     # -- execution --------------------------------------------------------------------
 

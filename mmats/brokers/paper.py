@@ -31,7 +31,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mmats.brokers.base import FINAL_STATES, InsufficientFunds, OrderRejected
+from mmats.brokers.base import (
+    FINAL_STATES,
+    InsufficientFunds,
+    OrderBookUnavailable,
+    OrderRejected,
+)
 from mmats.data.calendar import timeframe_ns
 from mmats.data.schema import candle_rows
 from mmats.errors import ConfigError, DataError
@@ -105,6 +110,12 @@ class PaperBroker:
         if len(bars) == 0:
             raise DataError(f"paper broker: no closed {self.timeframe} bar of {symbol} yet")
         return float(bars["close"].iloc[-1])
+
+    def order_book(self, symbol: str, depth: int = 10) -> dict:
+        """Never: the paper venue keeps no book (raises :class:`OrderBookUnavailable`)."""
+        raise OrderBookUnavailable(
+            f"the paper venue has no order book for {symbol}: its orders fill at the last "
+            "stored close (moved by the fill model), and stored candles carry no book")
 
     # -- Execution ------------------------------------------------------------------
     def instrument(self, symbol: str) -> dict:

@@ -36,6 +36,8 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from .binance_depth import DepthBook
+
 _INTERVAL_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _PRIVATE = {"/api/v3/order", "/api/v3/openOrders", "/api/v3/account", "/api/v3/myTrades",
             "/api/v3/orderList/oco"}
@@ -137,7 +139,7 @@ def kline_values(open_ms: int, step_ms: int, fraction: float = 1.0) -> tuple[flo
     return (round(base, 8), round(high, 8), round(low, 8), round(close, 8), round(volume, 8))
 
 
-class BinanceServer:
+class BinanceServer(DepthBook):
     """In-memory Binance spot look-alike on 127.0.0.1 (port chosen by the OS)."""
 
     def __init__(self, api_key: str = "test-key", secret: str = "test-secret", *,
@@ -640,6 +642,7 @@ _ROUTES = {
     ("GET", "/api/v3/exchangeInfo"): BinanceServer._exchange_info,
     ("GET", "/api/v3/ticker/24hr"): BinanceServer._ticker,
     ("GET", "/api/v3/klines"): BinanceServer._klines,
+    ("GET", "/api/v3/depth"): BinanceServer._depth,
     ("GET", "/api/v3/account"): BinanceServer._account,
     ("POST", "/api/v3/order"): BinanceServer._new_order,
     ("GET", "/api/v3/order"): BinanceServer._get_order,
