@@ -173,6 +173,16 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TelegramConfig:
+    """The Telegram bot's allow-list (``telegram:``): the chats whose commands it answers,
+    and how long a ``/kill`` confirmation code stays valid. The bot's token is not here:
+    it lives in the secrets store (``mmats keys set telegram --fields token``)."""
+
+    chat_ids: tuple[int, ...]
+    confirm_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class RunnerConfig:
     """Everything the live runner needs, validated. Build with :func:`load_config`."""
 
@@ -188,6 +198,7 @@ class RunnerConfig:
     stale_after_bars: int = 3
     reconcile_tolerance_pct: float = 0.5
     venues: tuple[VenueConfig, ...] = ()
+    telegram: TelegramConfig | None = None  # the telegram: block; None: no chat control
     source: str = "<dict>"
 
     @property
@@ -246,6 +257,9 @@ class RunnerConfig:
             "venues": [{**asdict(v), "base_url": None if v.base_url is None
                         else redact_url(v.base_url)} for v in self.venues],
         }
+        if self.telegram is not None:  # left out when absent: older snapshots stay equal
+            data["telegram"] = {**asdict(self.telegram),
+                                "chat_ids": list(self.telegram.chat_ids)}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
@@ -369,6 +383,14 @@ def _block_keys(value, *, keys) -> dict:
     return value
 
 
+def _chat_id(value) -> int:
+    """A Telegram chat id: a whole number (a group's is negative), not text."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        refuse("chat_id", f"must be a chat id, a whole number such as 123 or -100456, got "
+                          f"{value!r}")
+    return value
+
+
 _Symbols = Annotated[tuple[Text, ...], check(_non_empty_list, what="a non-empty list, e.g. "
                                              "[ETH/BTC]"), AfterValidator(_unique)]
 
@@ -410,6 +432,15 @@ class _NamedMarket(_Market):
     to its type."""
 
     name: Name | None = None
+
+
+class _Telegram(_Block):
+    """``telegram:``: the chats the bot answers and the life of a /kill confirmation code."""
+
+    chat_ids: Annotated[tuple[Annotated[int, BeforeValidator(_chat_id)], ...],
+                        check(_non_empty_list, what="a non-empty list of chat ids such as "
+                              "[123, -100456]"), AfterValidator(_unique)]
+    confirm_timeout_s: Annotated[float, check(as_number, minimum=1)] = 60.0
 
 
 class _Model(_Block):
@@ -456,6 +487,7 @@ class _File(_Block):
     stale_after_bars: Annotated[int, check(as_whole_number, minimum=1)] = 3
     reconcile_tolerance_pct: Annotated[float, check(as_percent, allow_zero=True)] = 0.5
     venues: dict[Name, _Venue] = {}
+    telegram: _Telegram | None = None
 
     @model_validator(mode="after")
     def _one_shape(self):
@@ -545,6 +577,9 @@ class _Reader:
                                      sandbox=venue.sandbox, base_url=venue.base_url,
                                      timeout_s=venue.timeout_s)
                          for name, venue in file.venues.items()),
+            telegram=None if file.telegram is None else TelegramConfig(
+                chat_ids=file.telegram.chat_ids,
+                confirm_timeout_s=file.telegram.confirm_timeout_s),
             source=self.source,
         )
 
