@@ -134,6 +134,9 @@ def _summed(members: list[SleeveCurve], since: int | None):
     """Sum of the members' carried values at every member time >= ``since``."""
     if not members:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    if len(members) == 1:  # a model of one symbol: its sleeve's own points
+        start = 0 if since is None else int(np.searchsorted(members[0].ts, since, side="left"))
+        return members[0].ts[start:].copy(), members[0].values[start:].copy()
     parts = [m.ts if since is None else m.ts[np.searchsorted(m.ts, since, side="left"):]
              for m in members]
     times = np.unique(np.concatenate(parts))

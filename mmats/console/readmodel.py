@@ -40,29 +40,48 @@ from urllib.parse import quote
 import numpy as np
 
 from mmats.console.curves import Curves, downsample, points
+from mmats.console.rows import (
+    CONFIG_FIELDS,
+    FILL_FIELDS,
+    LEVELS,
+    NS_PER_MS,
+    OPERATOR_FIELDS,
+    ORDER_FIELDS,
+    RISK_FIELDS,
+    SIGNAL_FIELDS,
+    STATE_TEXT,
+    config_log,
+    event_of,
+    fill_of,
+    log_entry,
+    ms,
+    number,
+    operator_log,
+    order_of,
+    plain,
+    risk_log,
+    signal_view,
+)
 from mmats.live import kill as killswitch
 from mmats.live.closes import book_id
 from mmats.live.config import RunnerConfig
 from mmats.live.control import FAILURES_TO_HALT
 from mmats.live.operator import UNSETTLED
-from mmats.live.portfolio import BOOK_DTYPE, Scope
+from mmats.live.portfolio import BOOK_DTYPE, Scope, scopes
 from mmats.live.sleeves import sleeves
-from mmats.types import STATE_DTYPE, FillReason, TradingState
+from mmats.types import STATE_DTYPE, TradingState
 from mmats.units import DAY_NS
 
-NS_PER_MS = 1_000_000
 FILLS_KEPT = 5000  # the newest fills (the app asks for at most 5000)
 MARKERS_KEPT = 5000  # fills per symbol, for the market chart
 FINAL_ORDERS_KEPT = 2000  # settled orders (every unsettled one is kept)
 LOGS_KEPT = 5000
 SIGNALS_KEPT = 20  # per model
 LEVELS_KEPT = 2000  # stop / take-profit points per sleeve and per source
-LEVELS = ("INFO", "WARNING", "CRITICAL")
 CONTROLS = ("pause", "resume", "kill")  # the operator actions that set a model's state
 BOOK_PREFIX = book_id(Scope("", None, []))  # "__book__:"
-_STATE_TEXT = json.dumps(np.lib.format.dtype_to_descr(STATE_DTYPE))  # as Journal stores it
 _BOOK_TEXT = json.dumps(np.lib.format.dtype_to_descr(BOOK_DTYPE))
-_PROTECTIVE = {int(FillReason.STOP_LOSS): "stop_loss", int(FillReason.TAKE_PROFIT): "take_profit"}
+_STATE_ROW = np.dtype([("ts_ns", np.int64), ("state", f"S{STATE_DTYPE.itemsize}")])
 
 
 class ReadModel:
@@ -83,6 +102,7 @@ class ReadModel:
         self.problem: str | None = None  # why the journal could not be read, if it could not
         self._sleeves = sleeves(config, 1.0)
         self._sleeve = {s.id: s for s in self._sleeves}
+        self._scopes = [scope.name for scope in scopes(config, self._sleeves)]
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file connected
@@ -104,14 +124,13 @@ class ReadModel:
         self._books: dict[str, np.ndarray] = {}  # scope name -> newest book (1 record)
         self._state_levels = defaultdict(lambda: deque(maxlen=LEVELS_KEPT))  # by sleeve
         self._last_levels: dict[str, tuple[float, float]] = {}
-        self._order_levels = defaultdict(lambda: deque(maxlen=LEVELS_KEPT))  # by symbol
         self._signal_levels = defaultdict(lambda: deque(maxlen=LEVELS_KEPT))  # by symbol
-        self._last_bar_ns: int | None = None
-        self._signals = defaultdict(lambda: deque(maxlen=SIGNALS_KEPT))  # by model, raw rows
-        self._fills: deque[dict] = deque(maxlen=FILLS_KEPT)
+        # rows are kept as read (tuples of the *_FIELDS columns) and shaped when shown
+        self._signals = defaultdict(lambda: deque(maxlen=SIGNALS_KEPT))  # by model
+        self._fills: deque[tuple] = deque(maxlen=FILLS_KEPT)
         self._markers = defaultdict(lambda: deque(maxlen=MARKERS_KEPT))  # by symbol
-        self._pending: dict[str, dict] = {}  # client order id -> newest row, unsettled
-        self._settled: OrderedDict[str, dict] = OrderedDict()  # the same, settled, oldest first
+        self._pending: dict[str, tuple] = {}  # client order id -> newest row, unsettled
+        self._settled: OrderedDict[str, tuple] = OrderedDict()  # the same, settled
         self._logs: deque[dict] = deque(maxlen=LOGS_KEPT)
         self._controls: dict[str, tuple[int, str]] = {}  # target -> (seq, newest control)
         self._portfolio: tuple[tuple, dict] | None = None
@@ -163,6 +182,9 @@ class ReadModel:
             if "meta" in tables:
                 row = db.execute("SELECT value FROM meta WHERE name = 'journal_id'").fetchone()
                 journal_id = row[0] if row else None
+            # layout 1 journals (before signing) lack config_snapshots.user
+            self._snapshot_users = "user" in {row[1] for row in db.execute(
+                "PRAGMA table_info(config_snapshots)")}
         except BaseException:
             db.close()
             raise
@@ -185,48 +207,46 @@ class ReadModel:
             self._journal_id = journal_id
         if head == self._head:
             return
-        after = self._head
-        tables = {row[0] for row in db.execute(
-            "SELECT DISTINCT table_name FROM chain WHERE seq > ? AND seq <= ?", (after, head))}
-        for table, read in self._readers():
-            if table in tables:
-                read(db, after, head)
+        for read in (self._read_states, self._read_signals,
+                     self._read_orders, self._read_fills, self._read_risk_events,
+                     self._read_operator_actions, self._read_config_snapshots):
+            read(db, self._head, head)  # each a range of the seq key: nothing older is read
         self._head = head
 
-    def _readers(self):
-        return (("sleeve_states", self._read_states), ("ticks", self._read_ticks),
-                ("signals", self._read_signals), ("orders", self._read_orders),
-                ("fills", self._read_fills), ("risk_events", self._read_risk_events),
-                ("operator_actions", self._read_operator_actions),
-                ("config_snapshots", self._read_config_snapshots))
-
-    def _select(self, db, table: str, columns: str, after: int, head: int) -> list[tuple]:
-        rows = db.execute(f"SELECT {columns} FROM {table} WHERE seq > ? AND seq <= ? "
-                          "ORDER BY seq", (after, head)).fetchall()
+    def _fetch(self, db, query: str, *params) -> list[tuple]:
+        rows = db.execute(query, params).fetchall()
         self.rows_read += len(rows)
         return rows
 
+    def _select(self, db, table: str, columns: str, after: int, head: int) -> list[tuple]:
+        return self._fetch(db, f"SELECT {columns} FROM {table} WHERE seq > ? AND seq <= ? "
+                               "ORDER BY seq", after, head)
+
     def _read_states(self, db, after: int, head: int) -> None:
-        """Each sleeve's new states, decoded in one go per sleeve: its curve, its newest
-        state and where its resting stop and take-profit levels moved; the scopes' books."""
-        new = defaultdict(lambda: ([], []))
-        for ts_ns, sleeve_id, dtype, blob in self._select(
-                db, "sleeve_states", "ts_ns, sleeve_id, dtype, state", after, head):
-            if sleeve_id in self._sleeve and dtype == _STATE_TEXT \
-                    and len(blob) == STATE_DTYPE.itemsize:
-                times, blobs = new[sleeve_id]
-                times.append(ts_ns)
-                blobs.append(blob)
-            elif sleeve_id.startswith(BOOK_PREFIX) and dtype == _BOOK_TEXT \
-                    and len(blob) == BOOK_DTYPE.itemsize:
-                self._books[sleeve_id[len(BOOK_PREFIX):]] = np.frombuffer(
-                    blob, dtype=BOOK_DTYPE).copy()
-        for sleeve_id, (times, blobs) in new.items():
-            records = np.frombuffer(b"".join(blobs), dtype=STATE_DTYPE)
-            times = np.asarray(times, dtype=np.int64)
-            self._curves.extend(sleeve_id, times, records["equity"])
-            self._states[sleeve_id] = records[-1:].copy()
-            self._track_levels(sleeve_id, times, records)
+        """Each configured sleeve's new states (by the journal's ``states_sleeve`` index),
+        decoded in one go: its curve, its newest state and where its resting stop and
+        take-profit levels moved. Of each scope's book, the newest only."""
+        for sleeve in self._sleeves:
+            cursor = db.execute(
+                "SELECT ts_ns, state FROM sleeve_states WHERE sleeve_id = ? AND dtype = ? "
+                "AND length(state) = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                (sleeve.id, STATE_TEXT, STATE_DTYPE.itemsize, after, head))
+            rows = np.fromiter(cursor, dtype=_STATE_ROW)  # no Python object per row kept
+            self.rows_read += len(rows)
+            if not len(rows):
+                continue
+            records = np.ascontiguousarray(rows["state"]).view(STATE_DTYPE)
+            times = rows["ts_ns"]
+            self._curves.extend(sleeve.id, times, records["equity"])
+            self._states[sleeve.id] = records[-1:].copy()
+            self._track_levels(sleeve.id, times, records)
+        for scope in self._scopes:
+            rows = self._fetch(
+                db, "SELECT state FROM sleeve_states WHERE sleeve_id = ? AND dtype = ? AND "
+                "length(state) = ? AND seq > ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
+                BOOK_PREFIX + scope, _BOOK_TEXT, BOOK_DTYPE.itemsize, after, head)
+            if rows:
+                self._books[scope] = np.frombuffer(rows[0][0], dtype=BOOK_DTYPE).copy()
 
     def _track_levels(self, sleeve_id: str, times, records) -> None:
         """The points where a sleeve's resting levels (the kernel's ``stop_price`` and
@@ -242,71 +262,64 @@ class ReadModel:
         for index in np.flatnonzero(changed):
             self._state_levels[sleeve_id].append({
                 "ts_ms": int(times[index]) // NS_PER_MS, "model_id": sleeve.model_id,
-                "stop_loss": _number(stop[index]), "take_profit": _number(take[index]),
+                "stop_loss": number(stop[index]), "take_profit": number(take[index]),
                 "source": "state"})
         self._last_levels[sleeve_id] = (float(stop[-1]), float(take[-1]))
 
-    def _read_ticks(self, db, after: int, head: int) -> None:
-        count, newest = db.execute(
-            "SELECT COUNT(*), MAX(bar_ts_ns) FROM ticks WHERE seq > ? AND seq <= ?",
-            (after, head)).fetchone()
-        self.rows_read += count
-        if newest is not None:
-            self._last_bar_ns = max(newest, self._last_bar_ns or newest)
-
     def _read_signals(self, db, after: int, head: int) -> None:
-        for row in self._select(db, "signals", "*", after, head):
-            signal = _Row(row, _SIGNAL_COLUMNS)
-            self._signals[signal["model_id"]].append(row)  # parsed when shown
-            if signal["stop_loss"] is not None or signal["take_profit"] is not None:
-                self._signal_levels[signal["symbol"]].append({
-                    "ts_ms": signal["ts_ns"] // NS_PER_MS, "model_id": signal["model_id"],
-                    "stop_loss": _number(signal["stop_loss"]),
-                    "take_profit": _number(signal["take_profit"]), "source": "signal"})
+        """The newest signals of each model (read newest first, so the first load stops
+        after ``SIGNALS_KEPT`` of each) and every signal that asked for a stop or a
+        take-profit level."""
+        columns = ", ".join(SIGNAL_FIELDS)
+        for model in self.config.models:
+            rows = self._fetch(db, f"SELECT {columns} FROM signals WHERE model_id = ? AND "
+                                   "seq > ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+                               model.id, after, head, SIGNALS_KEPT)
+            self._signals[model.id].extend(reversed(rows))
+        for ts_ns, model_id, symbol, stop, take in self._fetch(
+                db, "SELECT ts_ns, model_id, symbol, stop_loss, take_profit FROM signals "
+                "WHERE seq > ? AND seq <= ? AND (stop_loss IS NOT NULL OR take_profit IS NOT "
+                "NULL) ORDER BY seq", after, head):
+            self._signal_levels[symbol].append({
+                "ts_ms": ts_ns // NS_PER_MS, "model_id": model_id, "stop_loss": number(stop),
+                "take_profit": number(take), "source": "signal"})
 
     def _read_orders(self, db, after: int, head: int) -> None:
         """The newest row of each client order: unsettled ones in ``_pending``, the rest in
-        ``_settled`` (the newest ``FINAL_ORDERS_KEPT``). A protective leg that comes to
-        rest at the venue is a stop level on the chart."""
-        for row in self._select(db, "orders", "*", after, head):
-            order = order_view(dict(zip(_ORDER_COLUMNS, row, strict=True)))
-            cid = order["client_order_id"]
-            before = self._pending.pop(cid, None)
-            self._settled.pop(cid, None)
-            if order["status"] in UNSETTLED:
-                self._pending[cid] = order
+        ``_settled`` (the newest ``FINAL_ORDERS_KEPT``)."""
+        cid, status = ORDER_FIELDS.index("client_order_id"), ORDER_FIELDS.index("broker_status")
+        for row in self._select(db, "orders", ", ".join(ORDER_FIELDS), after, head):
+            self._pending.pop(row[cid], None)
+            self._settled.pop(row[cid], None)
+            if row[status] in UNSETTLED:
+                self._pending[row[cid]] = row
             else:
-                self._settled[cid] = order
-                while len(self._settled) > FINAL_ORDERS_KEPT:
-                    self._settled.popitem(last=False)
-            if order["kind"] != "market" and order["status"] == "open" \
-                    and (before is None or before["status"] != "open"):
-                self._order_levels[order["symbol"]].append({
-                    "ts_ms": order["ts_ms"], "model_id": order["model_id"],
-                    "stop_loss": order["price"] if order["kind"] == "stop_loss" else None,
-                    "take_profit": order["price"] if order["kind"] == "take_profit" else None,
-                    "source": "order"})
+                self._settled[row[cid]] = row
+        while len(self._settled) > FINAL_ORDERS_KEPT:
+            self._settled.popitem(last=False)
 
     def _read_fills(self, db, after: int, head: int) -> None:
-        for row in self._select(db, "fills", "*", after, head):
-            fill = fill_view(dict(zip(_FILL_COLUMNS, row, strict=True)))
-            self._fills.append(fill)
-            self._markers[fill["symbol"]].append(fill)
+        symbol = FILL_FIELDS.index("symbol")
+        for row in self._select(db, "fills", ", ".join(FILL_FIELDS), after, head):
+            self._fills.append(row)
+            self._markers[row[symbol]].append(row)
 
     def _read_risk_events(self, db, after: int, head: int) -> None:
-        for row in self._select(db, "risk_events", "*", after, head):
-            self._logs.append(risk_log(dict(zip(_RISK_COLUMNS, row, strict=True))))
+        for row in self._select(db, "risk_events", ", ".join(RISK_FIELDS), after, head):
+            self._logs.append(risk_log(dict(zip(RISK_FIELDS, row, strict=True))))
 
     def _read_operator_actions(self, db, after: int, head: int) -> None:
-        for row in self._select(db, "operator_actions", "*", after, head):
-            entry = operator_log(dict(zip(_OPERATOR_COLUMNS, row, strict=True)))
+        for row in self._select(db, "operator_actions", ", ".join(OPERATOR_FIELDS), after,
+                                head):
+            entry = operator_log(dict(zip(OPERATOR_FIELDS, row, strict=True)))
             self._logs.append(entry)
             if entry["kind"] in CONTROLS:
                 self._controls[entry["scope"]] = (entry["seq"], entry["kind"])
 
     def _read_config_snapshots(self, db, after: int, head: int) -> None:
-        for row in self._select(db, "config_snapshots", "*", after, head):
-            names = _CONFIG_COLUMNS if len(row) == len(_CONFIG_COLUMNS) else _CONFIG_COLUMNS_1
+        fields = CONFIG_FIELDS if self._snapshot_users else CONFIG_FIELDS[:-1]
+        names = [field.split(" AS ")[-1] for field in fields]
+        for row in self._select(db, "config_snapshots", ", ".join(fields), after, head):
             self._logs.append(config_log(dict(zip(names, row, strict=True))))
 
     # -- the live feed ---------------------------------------------------------------------
@@ -347,21 +360,23 @@ class ReadModel:
         "last_bar_ts_ms", "problem"}``."""
         with self._lock:
             request = killswitch.read_request(self.path)
-            last_bar = self._last_bar_ns
-            if last_bar is None:
-                bars = [int(s[0]["last_bar_ts_ns"]) for s in self._states.values()]
-                last_bar = max((b for b in bars if b >= 0), default=None)
+            last_bar = self._newest_bar_ns()
             return {
                 "mode": self.config.mode, "environment": self.config.environment,
                 "journal": str(self.path), "journal_id": self._journal_id,
                 "head_seq": self._head,
                 "kill_switch": None if request is None else {
                     "user": request.get("user"), "reason": request.get("reason"),
-                    "ts_ms": _ms(request.get("ts_ns"))},
+                    "ts_ms": ms(request.get("ts_ns"))},
                 "markets": [m.name for m in self.config.markets],
                 "models": [m.id for m in self.config.models],
                 "sleeves": len(self._sleeves),
-                "last_bar_ts_ms": _ms(last_bar), "problem": self.problem}
+                "last_bar_ts_ms": ms(last_bar), "problem": self.problem}
+
+    def _newest_bar_ns(self) -> int | None:
+        """The open time of the newest bar any sleeve has processed (its state says)."""
+        bars = [int(state[0]["last_bar_ts_ns"]) for state in self._states.values()]
+        return max((bar for bar in bars if bar >= 0), default=None)
 
     def portfolio(self) -> dict:
         """Equity curves (each at most ``max_points`` points ``[ts_ms, equity]``), P&L and
@@ -373,7 +388,7 @@ class ReadModel:
         curve's running peak; the limits are the configuration's global ones (None: no
         limit)."""
         with self._lock:
-            key = (self._curves.version, self._head, self._last_bar_ns)
+            key = (self._curves.version, self._head)
             if self._portfolio is None or self._portfolio[0] != key:
                 self._portfolio = (key, self._compute_portfolio())
             answer = self._portfolio[1]
@@ -403,7 +418,8 @@ class ReadModel:
         # curve's last point may be an older state stamped later (see mmats.console.curves)
         now = float(sum(state[0]["equity"] for state in self._states.values()))
         start = float(values[0])
-        newest = self._last_bar_ns if self._last_bar_ns is not None else int(times[-1])
+        newest = self._newest_bar_ns()
+        newest = int(times[-1]) if newest is None else newest
         before_day = int(np.searchsorted(times, newest // DAY_NS * DAY_NS, side="left")) - 1
         day_start = float(values[before_day]) if before_day >= 0 else start
         peaks = np.maximum.accumulate(values)
@@ -435,9 +451,9 @@ class ReadModel:
                     continue
                 record = state[0]
                 qty = float(record["position"])
-                entry = _number(record["avg_price"]) if record["avg_price"] > 0 else None
-                mark = _number(record["last_close"])
-                stop, take = _number(record["stop_price"]), _number(record["take_profit_price"])
+                entry = number(record["avg_price"]) if record["avg_price"] > 0 else None
+                mark = number(record["last_close"])
+                stop, take = number(record["stop_price"]), number(record["take_profit_price"])
                 if stop is None and take is None:
                     stop, take = self._resting_orders(sleeve)
                 result.append({
@@ -445,15 +461,16 @@ class ReadModel:
                     "symbol": sleeve.symbol, "qty": qty, "side": "long" if qty > 0 else "short",
                     "entry_price": entry, "mark": mark,
                     "unrealised_pnl": None if entry is None or mark is None
-                    else _number(qty * (mark - entry)),
-                    "equity": _number(record["equity"]), "stop_loss": stop, "take_profit": take,
+                    else number(qty * (mark - entry)),
+                    "equity": number(record["equity"]), "stop_loss": stop, "take_profit": take,
                     "trading_state": self._state_label(sleeve, record),
-                    "last_bar_ts_ms": _ms(int(record["last_bar_ts_ns"]))})
+                    "last_bar_ts_ms": ms(int(record["last_bar_ts_ns"]))})
             return result
 
     def _resting_orders(self, sleeve) -> tuple[float | None, float | None]:
+        """The levels of the sleeve's protective orders resting at the venue, newest last."""
         levels = {"stop_loss": None, "take_profit": None}
-        for order in sorted(self._pending.values(), key=lambda o: o["seq"]):
+        for order in sorted(map(order_of, self._pending.values()), key=lambda o: o["seq"]):
             if order["model_id"] == sleeve.model_id and order["symbol"] == sleeve.symbol \
                     and order["kind"] in levels and order["status"] == "open":
                 levels[order["kind"]] = order["price"]
@@ -466,16 +483,17 @@ class ReadModel:
         ones (filled, canceled, rejected, expired, PAPER, abandoned, missing, NOT_SENT_...),
         each newest first; rows as :func:`order_view`."""
         with self._lock:
-            pending = sorted(self._pending.values(), key=lambda o: o["seq"], reverse=True)
+            pending = sorted(self._pending.values(), key=lambda row: row[0], reverse=True)
             recent = list(self._settled.values())[::-1][:max(0, int(limit))]
-            return {"pending": [dict(o) for o in pending], "recent": [dict(o) for o in recent]}
+            return {"pending": [order_of(row) for row in pending],
+                    "recent": [order_of(row) for row in recent]}
 
     def fills(self, limit: int = 500) -> list[dict]:
         """The ``limit`` newest fills (at most ``FILLS_KEPT``), newest first, as
         :func:`fill_view`."""
         with self._lock:
             newest = list(self._fills)[::-1][:max(0, int(limit))]
-            return [dict(fill) for fill in newest]
+            return [fill_of(row) for row in newest]
 
     def strategies(self) -> list[dict]:
         """One per configured model: ``{"id", "strategy", "market", "symbols", "params",
@@ -496,14 +514,14 @@ class ReadModel:
                         "id": sleeve.id, "symbol": sleeve.symbol,
                         "state": None if record is None else self._state_label(sleeve, record),
                         "position": None if record is None else float(record["position"]),
-                        "equity": None if record is None else _number(record["equity"]),
+                        "equity": None if record is None else number(record["equity"]),
                         "last_bar_ts_ms": None if record is None
-                        else _ms(int(record["last_bar_ts_ns"]))})
-                signals = [signal_view(_Row(row, _SIGNAL_COLUMNS))
+                        else ms(int(record["last_bar_ts_ns"]))})
+                signals = [signal_view(dict(zip(SIGNAL_FIELDS, row, strict=True)))
                            for row in reversed(self._signals.get(model.id, ()))]
                 result.append({
                     "id": model.id, "strategy": model.strategy, "market": model.market,
-                    "symbols": list(model.symbols), "params": _plain(model.params),
+                    "symbols": list(model.symbols), "params": plain(model.params),
                     "allocation": model.allocation, "sleeves": rows, "signals": signals})
             return result
 
@@ -556,7 +574,7 @@ class ReadModel:
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             data = json.loads(failures.read_text(encoding="utf-8"))
             count = int(data["count"])
-            entries.append(_log(None, int(failures.stat().st_mtime_ns), "runner",
+            entries.append(log_entry(None, int(failures.stat().st_mtime_ns), "runner",
                                 "CRITICAL" if count >= FAILURES_TO_HALT else "WARNING",
                                 "tick_failures", "runner",
                                 f"{count} tick(s) in a row failed (the {FAILURES_TO_HALT}th "
@@ -564,7 +582,7 @@ class ReadModel:
         request = killswitch.read_request(self.path)
         if request is not None:
             orders = len(request.get("orders") or [])
-            entries.append(_log(None, request.get("ts_ns"), "runner", "CRITICAL",
+            entries.append(log_entry(None, request.get("ts_ns"), "runner", "CRITICAL",
                                 "kill_request", "all",
                                 f"kill switch on: {request.get('reason') or 'no reason given'}"
                                 f" ({orders} flattening order(s))", request.get("user")))
@@ -577,19 +595,19 @@ class ReadModel:
         with self._lock:
             return [{name: fill[name] for name in
                      ("seq", "ts_ms", "side", "price", "qty", "model_id", "reason")}
-                    for fill in self._markers.get(symbol, ())]
+                    for fill in map(fill_of, self._markers.get(symbol, ()))]
 
     def stop_levels(self, symbol: str) -> list[dict]:
         """Where the resting stop-loss and take-profit levels of ``symbol``'s sleeves were
         set, moved or lifted, oldest first: ``{"ts_ms", "model_id", "stop_loss",
         "take_profit", "source"}``. Source ``state``: the kernel's resting levels (a point
-        each time one changes; None once lifted: draw them as steps); ``order``: a
-        protective order coming to rest at the venue (operator mode); ``signal``: the
-        levels a decision asked for."""
+        each time one changes; None once lifted: draw them as steps) — in operator mode
+        the protective orders at the venue rest at these very levels
+        (:class:`~mmats.live.protect.Protection` places them from the state), so they add
+        no point of their own; ``signal``: the levels a decision asked for."""
         with self._lock:
             found = [point for sleeve in self._sleeves if sleeve.symbol == symbol
                      for point in self._state_levels.get(sleeve.id, ())]
-            found += self._order_levels.get(symbol, ())
             found += self._signal_levels.get(symbol, ())
             return [dict(point) for point in sorted(found, key=lambda p: p["ts_ms"])]
 
@@ -604,203 +622,3 @@ class ReadModel:
     def close(self) -> None:
         with self._lock:
             self._disconnect()
-
-
-# -- rows as answers ---------------------------------------------------------------------
-_SIGNAL_COLUMNS = ("seq", "ts_ns", "model_id", "symbol", "action", "qty", "limit_price",
-                   "stop_loss", "take_profit", "time_in_force", "confidence", "meta",
-                   "prev_hash", "hash")
-_ORDER_COLUMNS = ("seq", "ts_ns", "model_id", "symbol", "client_order_id", "broker_status",
-                  "order_id", "decision_ts_ns", "bar", "order_ts_ns", "target_exposure",
-                  "requested_qty", "filled_qty", "price", "status", "reason", "prev_hash",
-                  "hash")
-_FILL_COLUMNS = ("seq", "ts_ns", "model_id", "symbol", "client_order_id", "order_id", "bar",
-                 "fill_ts_ns", "side", "qty", "price", "fee", "slippage", "reason",
-                 "position_after", "cash_after", "realized_pnl", "prev_hash", "hash")
-_RISK_COLUMNS = ("seq", "ts_ns", "level", "scope", "kind", "message", "data", "prev_hash",
-                 "hash")
-_OPERATOR_COLUMNS = ("seq", "ts_ns", "action", "target", "user", "reason", "prev_hash", "hash")
-_CONFIG_COLUMNS = ("seq", "ts_ns", "format", "text", "user", "prev_hash", "hash")
-_CONFIG_COLUMNS_1 = ("seq", "ts_ns", "format", "text", "prev_hash", "hash")  # layout 1
-
-
-class _Row:
-    """A row tuple read by column name (cheaper than a dict for rows mostly not shown)."""
-
-    __slots__ = ("_row", "_names")
-
-    def __init__(self, row, names):
-        self._row, self._names = row, names
-
-    def __getitem__(self, name):
-        return self._row[self._names.index(name)]
-
-
-def _number(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _ms(ts_ns) -> int | None:
-    if ts_ns is None or int(ts_ns) < 0:
-        return None
-    return int(ts_ns) // NS_PER_MS
-
-
-def _plain(value):
-    """A JSON-ready copy (numpy scalars as Python numbers, NaN as None)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _reason(code) -> str | None:
-    try:
-        return FillReason(int(code)).name.lower()
-    except (TypeError, ValueError):
-        return None
-
-
-def _event_time(row: dict, column: str) -> int:
-    """A record's own time (when it filled, its bar) where it has one, else the row's:
-    a paper replay journals its rows at the wall clock but its fills at their bars."""
-    value = row.get(column)
-    return value if value is not None and value > 0 else row["ts_ns"]
-
-
-def fill_view(row: dict) -> dict:
-    """A ``fills`` row as the dashboard shows it: ``{"seq", "ts_ms" (the fill's time),
-    "model_id", "symbol", "client_order_id", "order_id", "side" ("buy"/"sell"), "qty",
-    "price", "fee", "slippage", "reason" (signal, stop_loss, take_profit, risk),
-    "position_after", "realized_pnl"}``."""
-    return {"seq": row["seq"], "ts_ms": _event_time(row, "fill_ts_ns") // NS_PER_MS,
-            "model_id": row["model_id"], "symbol": row["symbol"],
-            "client_order_id": row["client_order_id"], "order_id": row["order_id"],
-            "side": "buy" if (row["side"] or 0) > 0 else "sell", "qty": _number(row["qty"]),
-            "price": _number(row["price"]), "fee": _number(row["fee"]),
-            "slippage": _number(row["slippage"]), "reason": _reason(row["reason"]),
-            "position_after": _number(row["position_after"]),
-            "realized_pnl": _number(row["realized_pnl"])}
-
-
-def order_view(row: dict) -> dict:
-    """An ``orders`` row: ``{"seq", "ts_ms" (the record's time, else the row's),
-    "decision_ts_ms", "model_id", "symbol", "client_order_id", "status" (the journal's
-    broker status), "kind" ("market", or "stop_loss"/"take_profit" for a protective leg),
-    "side", "qty", "filled_qty", "price", "target_exposure", "order_id", "reason"}``."""
-    requested = row["requested_qty"] or 0.0
-    order_id = row["order_id"]
-    kind = _PROTECTIVE.get(row["reason"], "market") if order_id is not None and order_id < 0 \
-        else "market"
-    return {"seq": row["seq"], "ts_ms": _event_time(row, "order_ts_ns") // NS_PER_MS,
-            "decision_ts_ms": _ms(row["decision_ts_ns"]) if row["decision_ts_ns"] else None,
-            "model_id": row["model_id"], "symbol": row["symbol"],
-            "client_order_id": row["client_order_id"], "status": row["broker_status"],
-            "kind": kind, "side": "buy" if requested > 0 else "sell" if requested < 0 else None,
-            "qty": abs(float(requested)), "filled_qty": abs(_number(row["filled_qty"]) or 0.0),
-            "price": _number(row["price"]), "target_exposure": _number(row["target_exposure"]),
-            "order_id": order_id, "reason": _reason(row["reason"])}
-
-
-def signal_view(row) -> dict:
-    """A ``signals`` row with its ``meta`` parsed (the gate-by-gate reasons, when the
-    runner journals them, are there: ``meta.gates``, ``meta.decision``, ``meta.reason``)."""
-    try:
-        meta = json.loads(row["meta"]) if row["meta"] else None
-    except ValueError:
-        meta = {"unreadable": row["meta"]}
-    return {"seq": row["seq"], "ts_ms": row["ts_ns"] // NS_PER_MS, "model_id": row["model_id"],
-            "symbol": row["symbol"], "action": row["action"], "qty": _number(row["qty"]),
-            "limit_price": _number(row["limit_price"]), "stop_loss": _number(row["stop_loss"]),
-            "take_profit": _number(row["take_profit"]), "time_in_force": row["time_in_force"],
-            "confidence": _number(row["confidence"]), "meta": _plain(meta)}
-
-
-def _log(seq, ts_ns, source, level, kind, scope, message, user) -> dict:
-    return {"seq": seq, "ts_ms": _ms(ts_ns), "source": source,
-            "level": level if level in LEVELS else "INFO", "kind": kind or "", "scope": scope,
-            "message": message or "", "user": user}
-
-
-def risk_log(row: dict) -> dict:
-    return _log(row["seq"], row["ts_ns"], "risk", row["level"], row["kind"], row["scope"],
-                row["message"], None)
-
-
-def operator_log(row: dict) -> dict:
-    action = row["action"]
-    level = "CRITICAL" if action == "kill" else "WARNING" if action in (
-        "pause", "close", "login_failed", "manual_order") else "INFO"
-    reason = f": {row['reason']}" if row["reason"] else ""
-    return _log(row["seq"], row["ts_ns"], "operator", level, action, row["target"],
-                f"{action} {row['target']} by {row['user']}{reason}", row["user"])
-
-
-def config_log(row: dict) -> dict:
-    user = row.get("user")
-    return _log(row["seq"], row["ts_ns"], "config", "INFO", "config_snapshot", "config",
-                f"configuration in force ({row['format']}, {len(row['text'] or '')} characters)"
-                + (f", by {user}" if user else ""), user)
-
-
-def event_of(table: str, row: dict, configured: dict) -> dict:
-    """One journal row as an event of the live feed: ``{"seq", "table", "ts_ms",
-    "summary": one line}`` and the row's key fields — fills: those of :func:`fill_view`;
-    orders: of :func:`order_view`; signals: model_id, symbol, action, qty, stop_loss,
-    take_profit, confidence; risk events and operator actions: those of the log entry
-    (level, kind, scope, user; ``action`` for an operator action); ticks: symbol,
-    timeframe, close; sleeve states: sleeve, model_id, symbol, position, equity,
-    trading_state (a scope's book: sleeve only)."""
-    base = {"seq": row["seq"], "table": table, "ts_ms": row["ts_ns"] // NS_PER_MS}
-    if table == "fills":
-        fill = fill_view(row)
-        return {**base, **fill, "summary": f"fill {fill['model_id']} {fill['symbol']}: "
-                f"{fill['side']} {fill['qty']:.6g} @ {fill['price']:.8g} ({fill['reason']})"}
-    if table == "orders":
-        order = order_view(row)
-        return {**base, **order, "summary": f"order {order['model_id']} {order['symbol']}: "
-                f"{order['side'] or '-'} {order['qty']:.6g} {order['kind']} {order['status']}"}
-    if table == "signals":
-        signal = signal_view(row)
-        levels = "".join(f" {name} {signal[name]:.8g}" for name in ("stop_loss", "take_profit")
-                         if signal[name] is not None)
-        return {**base, **{k: signal[k] for k in ("model_id", "symbol", "action", "qty",
-                                                  "stop_loss", "take_profit", "confidence")},
-                "summary": f"signal {signal['model_id']} {signal['symbol']}: "
-                           f"{signal['action']} {signal['qty']:.6g}{levels}"}
-    if table in ("risk_events", "operator_actions", "config_snapshots"):
-        entry = {"risk_events": risk_log, "operator_actions": operator_log,
-                 "config_snapshots": config_log}[table](row)
-        extra = {"action": entry["kind"]} if table == "operator_actions" else {}
-        return {**base, **{k: entry[k] for k in ("level", "kind", "scope", "user")}, **extra,
-                "summary": f"{entry['source']} {entry['level']} {entry['kind']}: "
-                           f"{entry['message']}"}
-    if table == "ticks":
-        return {**base, "ts_ms": row["bar_ts_ns"] // NS_PER_MS, "symbol": row["symbol"],
-                "timeframe": row["timeframe"], "close": _number(row["close"]),
-                "summary": f"bar {row['symbol']} {row['timeframe']} close {row['close']:.8g}"}
-    if table == "sleeve_states":
-        return {**base, **_state_event(row, configured)}
-    return {**base, "summary": table}
-
-
-def _state_event(row: dict, configured: dict) -> dict:
-    sleeve_id = row["sleeve_id"]
-    sleeve = configured.get(sleeve_id)
-    if sleeve is None or row["dtype"] != _STATE_TEXT or len(row["state"]) != STATE_DTYPE.itemsize:
-        return {"sleeve": sleeve_id, "summary": f"state {sleeve_id}"}
-    record = np.frombuffer(row["state"], dtype=STATE_DTYPE)[0]
-    state = TradingState(int(record["trading_state"])).name
-    return {"sleeve": sleeve_id, "model_id": sleeve.model_id, "symbol": sleeve.symbol,
-            "position": float(record["position"]), "equity": _number(record["equity"]),
-            "trading_state": state,
-            "summary": f"state {sleeve_id}: equity {float(record['equity']):.2f}, position "
-                       f"{float(record['position']):.6g}, {state}"}
