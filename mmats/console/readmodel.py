@@ -67,7 +67,7 @@ from mmats.live.closes import book_id
 from mmats.live.config import RunnerConfig
 from mmats.live.control import FAILURES_TO_HALT
 from mmats.live.operator import UNSETTLED
-from mmats.live.portfolio import BOOK_DTYPE, Scope, scopes
+from mmats.live.portfolio import BOOK_DTYPE, scopes
 from mmats.live.sleeves import sleeves
 from mmats.types import STATE_DTYPE, TradingState
 from mmats.units import DAY_NS
@@ -79,7 +79,6 @@ LOGS_KEPT = 5000
 SIGNALS_KEPT = 20  # per model
 LEVELS_KEPT = 2000  # stop / take-profit points per sleeve and per source
 CONTROLS = ("pause", "resume", "kill")  # the operator actions that set a model's state
-BOOK_PREFIX = book_id(Scope("", None, []))  # "__book__:"
 _BOOK_TEXT = json.dumps(np.lib.format.dtype_to_descr(BOOK_DTYPE))
 _STATE_ROW = np.dtype([("ts_ns", np.int64), ("state", f"S{STATE_DTYPE.itemsize}")])
 
@@ -102,7 +101,7 @@ class ReadModel:
         self.problem: str | None = None  # why the journal could not be read, if it could not
         self._sleeves = sleeves(config, 1.0)
         self._sleeve = {s.id: s for s in self._sleeves}
-        self._scopes = [scope.name for scope in scopes(config, self._sleeves)]
+        self._book_ids = [book_id(scope) for scope in scopes(config, self._sleeves)]
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file connected
@@ -121,7 +120,7 @@ class ReadModel:
         self._head = 0
         self._curves = Curves(groups)
         self._states: dict[str, np.ndarray] = {}  # sleeve id -> newest state (1 record)
-        self._books: dict[str, np.ndarray] = {}  # scope name -> newest book (1 record)
+        self._books: dict[str, np.ndarray] = {}  # book id -> its scope's newest book
         self._state_levels = defaultdict(lambda: deque(maxlen=LEVELS_KEPT))  # by sleeve
         self._last_levels: dict[str, tuple[float, float]] = {}
         self._signal_levels = defaultdict(lambda: deque(maxlen=LEVELS_KEPT))  # by symbol
@@ -240,13 +239,13 @@ class ReadModel:
             self._curves.extend(sleeve.id, times, records["equity"])
             self._states[sleeve.id] = records[-1:].copy()
             self._track_levels(sleeve.id, times, records)
-        for scope in self._scopes:
+        for book in self._book_ids:
             rows = self._fetch(
                 db, "SELECT state FROM sleeve_states WHERE sleeve_id = ? AND dtype = ? AND "
                 "length(state) = ? AND seq > ? AND seq <= ? ORDER BY seq DESC LIMIT 1",
-                BOOK_PREFIX + scope, _BOOK_TEXT, BOOK_DTYPE.itemsize, after, head)
+                book, _BOOK_TEXT, BOOK_DTYPE.itemsize, after, head)
             if rows:
-                self._books[scope] = np.frombuffer(rows[0][0], dtype=BOOK_DTYPE).copy()
+                self._books[book] = np.frombuffer(rows[0][0], dtype=BOOK_DTYPE).copy()
 
     def _track_levels(self, sleeve_id: str, times, records) -> None:
         """The points where a sleeve's resting levels (the kernel's ``stop_price`` and
@@ -613,11 +612,12 @@ class ReadModel:
 
     def latest_states(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Copies of each sleeve's newest state (sleeve id -> 1-element ``STATE_DTYPE``
-        array, as the runner's ``states``) and of each scope's newest book (``"global"`` or
-        ``"market:<name>"`` -> 1-element ``BOOK_DTYPE`` array), for the risk view."""
+        array, as the runner's ``states``) and of each scope's newest book (its journal id,
+        :func:`mmats.live.closes.book_id`, e.g. ``"__book__:global"`` -> 1-element
+        ``BOOK_DTYPE`` array), as :func:`mmats.console.risk_view.risk_usage` takes them."""
         with self._lock:
             return ({sid: state.copy() for sid, state in self._states.items()},
-                    {scope: book.copy() for scope, book in self._books.items()})
+                    {book: record.copy() for book, record in self._books.items()})
 
     def close(self) -> None:
         with self._lock:

@@ -21,10 +21,13 @@ from mmats.console.curves import Curves, downsample
 from mmats.console.readmodel import ReadModel
 from mmats.data import load
 from mmats.live import control
+from mmats.live.closes import book_id
 from mmats.live.config import load_config
 from mmats.live.journal import Journal
 from mmats.live.operator import UNSETTLED
+from mmats.live.portfolio import BOOK_DTYPE, scopes
 from mmats.live.replay import replay
+from mmats.live.sleeves import sleeves
 from mmats.units import DAY_NS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,6 +220,19 @@ def test_positions_agree_with_the_runners_status(operator, tmp_path):
         stop = float(state["stop_price"])
         assert row["stop_loss"] == (None if np.isnan(stop) else stop)
     json.dumps(model.positions(), allow_nan=False)
+
+
+def test_latest_states_are_the_journals_newest(operator, tmp_path):
+    folder, _ = operator
+    config = copied(folder, tmp_path / "copy")
+    states, books = loaded(config).latest_states()
+    with Journal(config.journal, readonly=True) as journal:
+        for sleeve in sleeves(config, 1.0):
+            assert states[sleeve.id].tobytes() == journal.load_state(sleeve.id).tobytes()
+        for scope in scopes(config, sleeves(config, 1.0)):
+            newest = journal.load_state(book_id(scope), BOOK_DTYPE)
+            assert books[book_id(scope)].tobytes() == newest.tobytes()
+    assert len(books) == 1 + len(config.markets)
 
 
 def test_orders_are_the_newest_row_of_each_client_order(operator, tmp_path):
