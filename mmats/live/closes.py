@@ -5,7 +5,8 @@ At each close, every sleeve's bar goes through the kernel's step (``on_bar``: th
 decided at the previous close fills at this bar's open, stops, mark-to-market, the
 sleeve's own limits; ``on_bar_venue`` when a venue executes), then the global and market
 limits (:mod:`mmats.live.portfolio`), then each strategy value through the kernel's
-``on_signal``, vetoed where a full book or a leverage cap forbids new exposure.
+``on_signal``, vetoed where a full book or a leverage cap forbids new exposure; how each
+value went through the gates is told by :func:`mmats.live.gates.explain`, for the journal.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmats.data.calendar import timeframe_ns
-from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocks_new_exposure, new_book, scopes
+from mmats.live.gates import explain
+from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocking_limit, new_book, scopes
 from mmats.live.sleeves import Sleeve
 from mmats.nb.sim import on_bar, on_bar_venue, on_signal
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, TradingState
@@ -85,8 +87,9 @@ class Book:
         """Every bar of the close through the kernel (orders fill at the open, stops,
         mark-to-market, the sleeve's own limits), then the global and market limits,
         then each bar's strategy value (``values``, in the order of ``group``) as the
-        sleeve's decision. Returns ``([(bar, fills, order, (stop, take))], events)``,
-        each event ``(scope, close time in ns, kind, message, data)``."""
+        sleeve's decision. Returns ``([(bar, fills, order, (stop, take, why))], events)``,
+        ``why`` the decision gate by gate (:func:`~mmats.live.gates.explain`), each event
+        ``(scope, close time in ns, kind, message, data)``."""
         done = []
         for bar in group:
             record, cfg = self.states[bar.sleeve.id][0], bar.sleeve.cfg[0]
@@ -102,12 +105,13 @@ class Book:
         events = [(scope.name, close_ns, *event) for scope in self.scopes
                   for event in apply_limits(scope, self.states, close_ns)]
         for entry, (value, stop, take) in zip(done, values, strict=True):
-            bar = entry[0]
-            apply_signal(self.states[bar.sleeve.id][0], bar.sleeve.cfg[0], bar.open_ns,
-                         value, stop, take,
-                         blocks_new_exposure(self.scopes_of[bar.sleeve.id], bar.sleeve.id,
-                                             self.states))
-            entry[3] = (stop, take)
+            sleeve = entry[0].sleeve
+            state, cfg = self.states[sleeve.id], sleeve.cfg[0]
+            blocking = blocking_limit(self.scopes_of[sleeve.id], sleeve.id, self.states)
+            why = explain(state, cfg, value, blocking)  # before on_signal changes the state
+            apply_signal(state[0], cfg, entry[0].open_ns, value, stop, take,
+                         blocking is not None)
+            entry[3] = (stop, take, why)
         return [tuple(entry) for entry in done], events
 
 

@@ -99,25 +99,38 @@ def apply_limits(scope: Scope, states: dict, ts_ns: int) -> list[tuple[str, str,
 
 def blocks_new_exposure(scopes_of_sleeve, sleeve_id: str, states: dict) -> bool:
     """Whether a full book (max open positions) or the gross leverage cap of any scope of
-    this sleeve forbids it new exposure at this decision (it is retried later)."""
-    record = states[sleeve_id][0]
-    holding = record["position"] != 0.0
+    this sleeve forbids it new exposure at this decision (it is retried later):
+    :func:`blocking_limit` found one."""
+    return blocking_limit(scopes_of_sleeve, sleeve_id, states) is not None
+
+
+def blocking_limit(scopes_of_sleeve, sleeve_id: str,
+                   states: dict) -> tuple[str, str, str] | None:
+    """The first limit of this sleeve's scopes (in their order: global, then its market)
+    that forbids it new exposure at this decision, as ``(scope name, limit name,
+    detail)``, or None: a full book (``max_open_positions``, for a sleeve not yet holding:
+    :func:`open_positions` at or above it) before the gross leverage cap
+    (``max_leverage``: :func:`gross_exposure` at or above the cap × the scope's equity).
+
+    >>> blocking_limit(scopes_of[sleeve.id], sleeve.id, states)  # doctest: +SKIP
+    ('market:crypto', 'max_open_positions', '2/2 open')
+    """
+    holding = states[sleeve_id][0]["position"] != 0.0
     for scope in scopes_of_sleeve:
         limits = scope.limits
         if limits.max_open_positions and not holding:
-            open_positions = sum(
-                1 for i in scope.sleeve_ids
-                if states[i][0]["position"] != 0.0
-                or (not np.isnan(states[i][0]["target"]) and states[i][0]["target"] != 0.0))
-            if open_positions >= limits.max_open_positions:
-                return True
+            count = open_positions(scope, states)
+            if count >= limits.max_open_positions:
+                return scope.name, "max_open_positions", \
+                    f"{count}/{limits.max_open_positions} open"
         if limits.max_leverage:
             equity = scope.equity(states)
-            gross = sum(abs(states[i][0]["position"] * states[i][0]["last_close"])
-                        for i in scope.sleeve_ids if states[i][0]["position"] != 0.0)
+            gross = gross_exposure(scope, states)
             if equity <= 0 or gross >= limits.max_leverage * equity:
-                return True
-    return False
+                detail = (f"equity {equity:.6g} <= 0" if equity <= 0 else
+                          f"gross {gross / equity:.4g}x >= {limits.max_leverage:g}x equity")
+                return scope.name, "max_leverage", detail
+    return None
 
 
 # --- usage: how much of each limit a scope uses (read-only; the console's risk view) ------

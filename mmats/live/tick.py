@@ -57,9 +57,10 @@ from mmats.live.wiring import brokers_for, feeds_for, open_journal, runner_lock
 from mmats.nb.risk import halt
 from mmats.nb.sizing import target_quantity
 from mmats.sleeve import new_state
-from mmats.types import STATE_DTYPE, TradingState
+from mmats.types import STATE_DTYPE, FillReason, TradingState
 
 MAX_BAD_BARS_PER_TICK = 100
+_REASONS = {int(reason): reason.name.lower() for reason in FillReason}
 
 
 @dataclass
@@ -270,8 +271,8 @@ def journal(tick: Tick, close: list[SleeveBar], stepped: tuple[list, list]) -> N
     order and fills, the decision as a signal and the sleeve's new state; the limits'
     risk events; the scopes' books."""
     done, events = stepped
-    for bar, fills, order, (stop, take) in done:
-        _journal_bar(tick, bar, fills, order, stop, take)
+    for bar, fills, order, (stop, take, why) in done:
+        _journal_bar(tick, bar, fills, order, stop, take, why)
     for scope, ts_ns, kind, message, data in events:
         tick.journal.append_risk_event("CRITICAL", scope, kind, message, data, ts_ns=ts_ns)
     for scope in tick.book.scopes:
@@ -431,7 +432,7 @@ class _DataFaults:
 
 
 # -- what the journal stage writes ---------------------------------------------------------
-def _journal_bar(tick: Tick, bar: SleeveBar, fills, order, stop, take) -> None:
+def _journal_bar(tick: Tick, bar: SleeveBar, fills, order, stop, take, why) -> None:
     """The bar, its paper orders and fills, the decision and the sleeve's new state."""
     sleeve, ts_ns, state = bar.sleeve, bar.open_ns, tick.states[bar.sleeve.id]
     tick.journal.append_tick(sleeve.symbol, ts_ns, *bar.prices, timeframe=sleeve.timeframe,
@@ -445,7 +446,7 @@ def _journal_bar(tick: Tick, bar: SleeveBar, fills, order, stop, take) -> None:
                                      _client_id(sleeve, order) if fill["order_id"] >= 0
                                      else f"{sleeve.id}:stop:{ts_ns}", fill)
         tick.report.fills += len(fills)
-    signal = _signal_row(sleeve, state[0], sleeve.cfg[0], ts_ns, stop, take)
+    signal = _signal_row(sleeve, state[0], sleeve.cfg[0], ts_ns, stop, take, why)
     tick.journal.append_signal(**signal)
     tick.journal.save_state(sleeve.id, state, ts_ns=ts_ns)
     tick.report.bars += 1
@@ -454,8 +455,11 @@ def _journal_bar(tick: Tick, bar: SleeveBar, fills, order, stop, take) -> None:
         tick.report.signals.append(signal)
 
 
-def _signal_row(sleeve, record, cfg, ts_ns, stop, take) -> dict:
-    """What the kernel decided at this close, as the journal's signal (F3)."""
+def _signal_row(sleeve, record, cfg, ts_ns, stop, take, why) -> dict:
+    """What the kernel decided at this close, as the journal's signal (F3); its ``meta``
+    tells the pending target (``target_exposure``, and ``target_by``: the signal, or a
+    risk limit or stop decided at the same close) and how the strategy's value went
+    through the gates (``why``: :func:`mmats.live.gates.explain`)."""
     decided = record["target_ts_ns"] == ts_ns and not math.isnan(record["target"])
     action, qty = "HOLD", 0.0
     if decided:
@@ -468,7 +472,8 @@ def _signal_row(sleeve, record, cfg, ts_ns, stop, take) -> dict:
             "qty": abs(float(qty)), "stop_loss": _level(record, stop, -1),
             "take_profit": _level(record, take, 1), "time_in_force": "GTC",
             "meta": {"target_exposure": float(record["target"]) if decided else None,
-                     "trading_state": int(record["trading_state"])},
+                     "target_by": _REASONS[int(record["target_reason"])] if decided else None,
+                     "trading_state": int(record["trading_state"]), **why},
             "ts_ns": ts_ns}
 
 
