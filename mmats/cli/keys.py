@@ -3,6 +3,7 @@
 examples:
   mmats keys set binance                          # asks for api_key and secret
   mmats keys set oanda                            # asks for token and account_id
+  mmats keys set telegram                         # asks for the chat bot's token
   mmats keys set kraken --fields api_key,secret,otp
   printf 'api_key=%s\\nsecret=%s\\n' "$KEY" "$SECRET" | mmats keys set binance --stdin
   mmats keys list --json
@@ -36,7 +37,7 @@ from mmats.cli import (
 )
 
 # Fields asked for when --fields is not given; venue differences are data.
-DEFAULT_FIELDS = {"oanda": ("token", "account_id")}
+DEFAULT_FIELDS = {"oanda": ("token", "account_id"), "telegram": ("token",)}
 GENERIC_FIELDS = ("api_key", "secret")
 
 
@@ -47,7 +48,7 @@ def parse_args(argv=None, prog="mmats keys") -> argparse.Namespace:
     store.add_argument("venue", metavar="VENUE")
     store.add_argument("--fields", default=None, metavar="NAME[,NAME...]",
                        help="field names to ask for (default: token,account_id for oanda, "
-                            "api_key,secret otherwise)")
+                            "token for telegram, api_key,secret otherwise)")
     store.add_argument("--stdin", action="store_true",
                        help="read field=value lines from stdin instead of asking")
     add_json_option(store)

@@ -31,6 +31,7 @@ COMMANDS = {
     "journal": "journal",
     "keys": "keys",
     "dashboard": "dashboard",
+    "telegram": "telegram_bot",
 }
 
 
