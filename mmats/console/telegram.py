@@ -255,14 +255,15 @@ class TelegramControl:
         return None
 
     async def _send(self, bot, chat_id: int, text: str) -> None:
-        """Send ``text`` (split at the API's length limit); a reply that cannot be sent is
-        logged and dropped, never retried forever."""
+        """Send ``text`` (split at the API's length limit), even while the bot stops: the
+        command was carried out. A reply that cannot be sent after a few tries is logged
+        and dropped."""
         from telegram import error as api
 
         for part in _parts(self._redact(text)):
             try:
                 await self._retrying(lambda part=part: bot.send_message(chat_id, part),
-                                     self._stop, 4, "sendMessage",
+                                     threading.Event(), 4, "sendMessage",
                                      give_up=(api.BadRequest, api.Forbidden))
             except (BotError, api.TelegramError) as error:
                 log.warning("could not answer chat %s: %s", chat_id,

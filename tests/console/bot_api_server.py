@@ -35,7 +35,7 @@ class BotApiServer:
         self.updates: list[dict] = []  # queued, not yet confirmed
         self.sent: list[dict] = []  # sendMessage calls: chat_id, text
         self.calls: list[str] = []  # every method asked for, wrong token or not
-        self._failures: list[int] = []  # HTTP statuses the next requests get
+        self._failures: list[tuple] = []  # (status, method or None, retry_after) to come
         self._next_update_id = 100_000
         self._next_message_id = 1
         self._changed = threading.Condition()
@@ -95,11 +95,13 @@ class BotApiServer:
             self._changed.notify_all()
         return update_id
 
-    def fail_next(self, count: int, status: int = 502) -> None:
-        """Answer the next ``count`` requests with HTTP ``status`` (a gateway error: the
-        library raises NetworkError)."""
+    def fail_next(self, count: int, status: int = 502, *, method: str | None = None,
+                  retry_after: int | None = None) -> None:
+        """Answer the next ``count`` requests (of ``method``, or any) with HTTP ``status``:
+        502, a gateway error (the library raises NetworkError), or 429 with
+        ``retry_after`` seconds, the API's flood control (RetryAfter)."""
         with self._changed:
-            self._failures += [status] * count
+            self._failures += [(status, method, retry_after)] * count
 
     def replies_to(self, chat_id: int) -> list[str]:
         with self._changed:
@@ -122,8 +124,15 @@ class BotApiServer:
 
     def answer(self, method: str, fields: dict) -> tuple[int, dict]:
         with self._changed:
-            if self._failures:
-                status = self._failures.pop(0)
+            failure = next((f for f in self._failures if f[1] in (None, method)), None)
+            if failure is not None:
+                self._failures.remove(failure)
+                status, _, retry_after = failure
+                if retry_after is not None:
+                    return status, {"ok": False, "error_code": status,
+                                    "description": f"Too Many Requests: retry after "
+                                                   f"{retry_after}",
+                                    "parameters": {"retry_after": retry_after}}
                 return status, {"ok": False, "error_code": status,
                                 "description": "Bad Gateway"}
         if method == "getMe":

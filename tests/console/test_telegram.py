@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -242,13 +243,20 @@ def test_a_command_sent_while_the_bot_was_down_is_not_carried_out(config, server
     assert actions(config) == [] and set(states(config).values()) == {"ACTIVE"}
 
 
+# RetryAfter's own constructor warns that retry_after will become a timedelta
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 def test_network_errors_are_retried_and_a_refused_token_is_said_plainly(config, server):
     server.fail_next(3)  # getMe three times, then the API is back
+    server.fail_next(1, method="sendMessage")  # a gateway error on a reply...
+    server.fail_next(1, 429, method="sendMessage", retry_after=1)  # ...then flood control
     assert ask(config, server, ALICE, "/status")[0].startswith("MMATS paper")
-    assert server.calls[:4] == ["getMe"] * 4
+    assert server.calls == ["getMe"] * 4 + ["getUpdates"] + ["sendMessage"] * 3 + \
+        ["getUpdates"]
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
     with pytest.raises(BotError, match="did not answer getMe after 2 tries") as caught:
-        server.fail_next(2)
-        bot(config, server).run_once(attempts=2)
+        TelegramControl(config, token=TOKEN, api_url=nowhere, **FAST).run_once(attempts=2)
     assert TOKEN not in str(caught.value)
     with pytest.raises(BotError, match="refused the Telegram token.*mmats keys set telegram"):
         TelegramControl(config, token="1:wrong", api_url=server.api_url).run_once()
