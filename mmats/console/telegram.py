@@ -381,8 +381,9 @@ class TelegramControl:
                 return f"usage: /close SYMBOL (symbols: {', '.join(self._symbols())})"
             symbol = self._symbol(args[0])
             changed = control.close_symbol(self.config, symbol, user=user, reason=reason)
-            return (f"closing {symbol}: {', '.join(changed) or 'no sleeve has a state yet'} "
-                    "flatten at the next bar's open")
+            if not changed:
+                return f"closing {symbol}: no sleeve has a state yet, nothing to flatten"
+            return f"closing {symbol}: {', '.join(changed)} go flat at the next bar's open"
         if command == "kill":
             code = self._codes.issue(chat_id, self.clock() + self.confirm_timeout_s)
             return ("EMERGENCY STOP: flattens every position and halts every model. To go "
