@@ -34,7 +34,7 @@ def test_the_console_script_lists_every_command(tmp_path):
         in done.stdout
     assert set(COMMANDS) == {"backtest", "sweep", "walkforward", "montecarlo",
                              "check-strategy", "import", "fetch", "check-data", "live",
-                             "journal", "keys"}
+                             "journal", "keys", "dashboard", "telegram"}
     nothing = mmats(cwd=tmp_path)
     assert nothing.returncode == 2 and "usage: mmats COMMAND" in nothing.stderr
     unknown = mmats("backtset", cwd=tmp_path)
@@ -94,6 +94,8 @@ def missing_file_runs(config, folder):
         "fetch": ("--data", "binance:BTC/USDT:1h", "--since", "2024-01-01",
                   "--root", a_file, "--base-url", "http://127.0.0.1:9"),
         "live": ("--config", folder / "no_such_config.yaml", "status"),
+        "dashboard": ("--config", folder / "no_such_config.yaml", "--port", "0"),
+        "telegram": ("--config", folder / "no_such_config.yaml", "--once"),
         "journal verify": ("--journal", folder / "no_such_journal.sqlite"),
         "journal export": ("--journal", folder / "no_such_journal.sqlite", "--output",
                            folder / "fills.csv"),
@@ -110,6 +112,7 @@ def test_a_missing_input_exits_2_everywhere(config, tmp_path):
         assert done.returncode == 2, (name, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, name
         named = {"fetch": "a_file", "keys list": str(tmp_path), "live": "no_such_config",
+                 "dashboard": "no_such_config", "telegram": "no_such_config",
                  "journal verify": "no_such_journal", "journal export": "no_such_journal"}
         assert named.get(name, MISSING) in done.stderr, (name, done.stderr)
 
