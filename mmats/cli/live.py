@@ -5,6 +5,7 @@ examples:
   mmats live --config FILE --loop                               # without cron
   mmats live --config FILE kill --reason "..."                  # flatten, halt
   mmats live --config FILE pause MODEL | resume [MODEL] | close SYMBOL | status
+  mmats live --config FILE order --model M --symbol S --side buy --quantity Q  # or --exposure X
   mmats live --config FILE --replay --data bittrex:ETH/BTC:5m --json   # paper replay
   mmats live --config FILE --mode operator --once               # real orders
 
@@ -13,12 +14,15 @@ runs every model on the shared kernel, journals everything and exits. Operator m
 looks up every order whose outcome is unknown and reconciles positions with each venue,
 then sends the decisions; against a real venue it needs `environment: prod` and
 --i-understand-live-trading (`execution: paper` rehearses it on the paper venue). kill,
-pause, close and status only reduce risk or read: they never need the flag. Replay runs
+pause, close and status only reduce risk or read: they never need the flag. An order goes
+through the runner's risk gates (mmats.live.manual): refused, it says which limit forbids
+it. Replay runs
 the runner one tick per bar of stored history, each tick loading its state from the
 journal as a cron run would; for a one-model configuration it equals `mmats backtest`
 (--mode operator replays the operator path against the paper venue instead).
 
-exit codes: 0 done; 1 a tick's fail-safe acted (an alert: cron mails the output); 2 usage
+exit codes: 0 done; 1 a tick's fail-safe acted (an alert: cron mails the output), or an
+order was refused (the reason is printed); 2 usage
 or input error (a bad option, a missing or bad configuration, operator mode on a real venue
 without the flag, data that cannot be read).
 """
@@ -43,7 +47,7 @@ def main(argv=None, prog="mmats live") -> int:
     parser = command_parser(prog, __doc__)
     parser.add_argument("command", nargs="*",
                         help="kill | pause MODEL | resume [MODEL] | close SYMBOL | status "
-                        "(default: a tick)")
+                        "| order (default: a tick)")
     parser.add_argument("--config", required=True, help="runner configuration (YAML)")
     parser.add_argument("--mode", choices=["advisory", "paper", "operator"],
                         help="override the configuration's mode")
@@ -53,6 +57,13 @@ def main(argv=None, prog="mmats live") -> int:
     parser.add_argument("--i-understand-live-trading", action="store_true",
                         help="required with --mode operator against a real venue")
     parser.add_argument("--reason", default="", help="why (journaled with a control)")
+    order = parser.add_argument_group("order (an operator's order for one model's symbol)")
+    order.add_argument("--model")
+    order.add_argument("--symbol")
+    order.add_argument("--side", choices=["buy", "sell"])
+    order.add_argument("--quantity", type=float, help="units to buy or sell")
+    order.add_argument("--exposure", type=float, help="target exposure, a fraction of the "
+                       "sleeve's equity (the side gives its sign)")
     parser.add_argument("--replay", nargs="?", const="", metavar="DATA",
                         help="replay stored history: with --data (or DATA here) for a "
                         "one-symbol configuration; without, each configured symbol from the "
@@ -65,8 +76,9 @@ def main(argv=None, prog="mmats live") -> int:
                         "file, so a replay never mixes with the live journal)")
     parser.add_argument("--bars", type=int, help="replay only the first N bars")
     add_json_option(parser)
-    parser.add_argument("--now", help="the tick's clock (ISO time, or ns since the epoch) "
-                        "instead of the wall clock: for rehearsals against a test venue")
+    parser.add_argument("--now", help="the tick's (or order's) clock (ISO time, or ns since "
+                        "the epoch) instead of the wall clock: for rehearsals against a "
+                        "test venue")
     args = parser.parse_args(argv)
     if args.data is not None:
         if args.replay is None:
@@ -161,6 +173,8 @@ def run_live(args) -> int:
             _say(args, {"command": verb, "sleeves": changed},
                  f"{verb}d {', '.join(changed) or 'no sleeve yet'}")
             return 0
+        if verb == "order":
+            return _order(args, config, mode, rest)
         if verb == "close":
             if len(rest) != 1:
                 raise ConfigError("close takes one SYMBOL")
@@ -168,8 +182,8 @@ def run_live(args) -> int:
             _say(args, {"command": "close", "sleeves": changed},
                  f"closing {', '.join(changed) or 'no sleeve yet'} at the next bar's open")
             return 0
-        raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close or "
-                          "status")
+        raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close, order "
+                          "or status")
     if not args.loop:
         report = control.tick_once(config, mode=mode, cash=args.cash, now_ns=_now(args.now),
                                    live_trading_allowed=args.i_understand_live_trading)
@@ -184,6 +198,24 @@ def run_live(args) -> int:
     control.run_loop(config, mode=mode, cash=args.cash,
                      live_trading_allowed=args.i_understand_live_trading)
     return 0
+
+
+def _order(args, config, mode, rest) -> int:
+    """``order``: through the risk gates (:func:`mmats.live.manual.manual_order`); exit 1,
+    with the reason, when refused."""
+    from mmats.live.kill import os_user
+    from mmats.live.manual import manual_order
+
+    if rest or not (args.model and args.symbol and args.side):
+        raise ConfigError("order takes --model, --symbol, --side and one of --quantity and "
+                          "--exposure, and no other argument")
+    outcome = manual_order(config, args.model, args.symbol, side=args.side,
+                           quantity=args.quantity, exposure=args.exposure, user=os_user(),
+                           reason=args.reason, mode=mode, cash=args.cash,
+                           live_trading_allowed=args.i_understand_live_trading,
+                           now_ns=_now(args.now))
+    _say(args, outcome.to_dict(), outcome.message)
+    return 0 if outcome.accepted else EXIT_NO
 
 
 def _say(args, value: dict, text: str) -> None:

@@ -14,7 +14,8 @@ before ``on_signal``, changing nothing, so the account cannot drift from what wa
      "gates": [{"gate": "signal", "result": "new value"},
                {"gate": "sizing", "model": "fixed_fraction", "scale": 1.0, "exposure": 1.0},
                {"gate": "clip", "limit": null, "from": 1.0, "to": 1.0},
-               {"gate": "upper_limits", "blocked_by": "market:crypto max_open_positions (1/1 open)"},
+               {"gate": "upper_limits",
+                "blocked_by": "market:crypto max_open_positions (1/1 open)"},
                {"gate": "trading_state", "state": "REDUCING", "from": 1.0, "to": null}],
      "decision": "vetoed", "vetoed_by": "upper_limits",
      "reason": "vetoed by market:crypto max_open_positions (1/1 open): no new exposure; ..."}
