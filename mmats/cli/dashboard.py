@@ -66,6 +66,9 @@ def main(argv=None, prog="mmats dashboard") -> int:
     parser.add_argument("--telegram", action="store_true",
                         help="also answer the Telegram bot in this process (token from the "
                         "secrets store, chat ids from the configuration's telegram: block)")
+    parser.add_argument("--telegram-api-url", metavar="URL",
+                        help="with --telegram: the Bot API's address (default Telegram's; a "
+                        "local server for tests)")
     parser.add_argument("--insecure-cookie", action="store_true",
                         help="send the session cookie without the Secure flag (for a browser "
                         "that refuses Secure cookies over http://127.0.0.1)")
@@ -106,7 +109,9 @@ def _run(args) -> int:
     if args.telegram:
         from mmats.console.telegram import TelegramControl
 
-        extras.append(TelegramControl.from_config(config, mode=mode))
+        extras.append(TelegramControl.from_config(
+            config, mode=mode, api_url=args.telegram_api_url, cash=args.cash,
+            live_trading_allowed=args.i_understand_live_trading))
 
     def ready(url: str) -> None:
         if args.json:

@@ -340,3 +340,28 @@ def test_the_console_script_answers_once(config, server, vault, tmp_path):
     assert server.updates == []  # confirmed: the next run answers nothing twice
     again = mmats(*args)
     assert again.returncode == 0 and again.stdout.startswith("answered 0 message(s)")
+
+
+def test_the_dashboard_answers_the_bot_in_its_own_process(config, server, vault, tmp_path):
+    """``mmats dashboard --telegram``: the bot runs beside the web app, in one process."""
+    from mmats.console.users import add_user
+
+    users = tmp_path / "users.json"
+    add_user("alice", "operator", "alice-operator-pw-1", path=users)
+    process = subprocess.Popen(
+        [MMATS, "dashboard", "--config", str(config.source), "--port", "0", "--json",
+         "--telegram", "--telegram-api-url", server.api_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "MMATS_USERS_FILE": str(users)})
+    try:
+        assert json.loads(process.stdout.readline())["url"].startswith("http://127.0.0.1:")
+        server.push_message(ALICE, "/pause forex_rsi")
+        deadline = time.monotonic() + 20
+        while not server.replies_to(ALICE) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.replies_to(ALICE)[0].startswith("paused forex_rsi")
+        assert [(a["action"], a["target"]) for a in actions(config)] == \
+            [("pause", "forex_rsi")]
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
