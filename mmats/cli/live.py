@@ -16,15 +16,14 @@ then sends the decisions; against a real venue it needs `environment: prod` and
 --i-understand-live-trading (`execution: paper` rehearses it on the paper venue). kill,
 pause, close and status only reduce risk or read: they never need the flag. An order goes
 through the runner's risk gates (mmats.live.manual): refused, it says which limit forbids
-it. Replay runs
-the runner one tick per bar of stored history, each tick loading its state from the
-journal as a cron run would; for a one-model configuration it equals `mmats backtest`
-(--mode operator replays the operator path against the paper venue instead).
+it. Replay runs the runner one tick per bar of stored history, each tick loading its state
+from the journal as a cron run would; for a one-model configuration it equals `mmats
+backtest` (--mode operator replays the operator path against the paper venue instead).
 
 exit codes: 0 done; 1 a tick's fail-safe acted (an alert: cron mails the output), or an
-order was refused (the reason is printed); 2 usage
-or input error (a bad option, a missing or bad configuration, operator mode on a real venue
-without the flag, data that cannot be read).
+order was refused (the reason is printed); 2 usage or input error (a bad option, a missing
+or bad configuration, operator mode on a real venue without the flag, data that cannot be
+read).
 """
 
 import contextlib
