@@ -134,8 +134,9 @@ def _number(body: dict, key: str) -> float:
         value = float(body[key])
     except (TypeError, ValueError):
         raise ConfigError(f"{key} must be a number, got {body[key]!r}") from None
-    if not value > 0:
-        raise ConfigError(f"{key} must be above 0, got {body[key]!r}")
+    if not (value > 0 or (key == "exposure" and value == 0)):
+        raise ConfigError(f"{key} must be above 0 (an exposure may be 0: flat), got "
+                          f"{body[key]!r}")
     return value
 
 

@@ -220,10 +220,13 @@ def test_a_manual_fill_shows_at_once_and_a_refused_order_says_why(browser, dashb
     page.click("#new-order")
     page.select_option("#ticket-sleeve", "forex_rsi|EUR/USD")
     page.select_option("#ticket-side", "buy")
-    page.fill("#ticket-exposure", "5")
+    page.fill("#ticket-exposure", "1.5")
     page.click("#confirm-ok")
     page.wait_for_selector("#confirm-error:not([hidden])")
-    assert "refused" in page.inner_text("#confirm-error")
+    refusal = page.inner_text("#confirm-error")
+    assert "refused" in refusal and "max_order_notional" in refusal, refusal
+    refused = journal_rows(dashboard.journal, "operator_actions", "action = 'order_refused'")
+    assert refused and refused[-1]["user"] == "alice"
     page.click("#confirm-cancel")
     page.context.close()
 
