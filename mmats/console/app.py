@@ -416,6 +416,8 @@ async def _events(console: Console, request: Request, seq: int):
     a comment every 15 s keeps proxies from closing a quiet stream."""
     yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'head': console.head})}\n\n"
     while not await request.is_disconnected():
+        if console.head < seq:  # the journal was replaced (a new replay): from its start
+            seq = 0
         if console.head > seq:
             for change in console.model.changes(seq, limit=500):
                 seq = max(seq, int(change["seq"]))

@@ -260,3 +260,20 @@ def test_emergency_stop_leaves_every_position_flat_within_5_s(browser, replayed,
                 assert state["trading_state"] == "HALTED", sleeve
     finally:
         server.stop()
+
+
+def test_many_tabs_share_one_live_stream(browser, dashboard):
+    """A browser opens at most six connections to one server and a live stream holds one:
+    the tabs share one stream (a SharedWorker), so the ninth tab still loads and draws."""
+    page = log_in(browser, dashboard.url, "rita")
+    tabs = [page]
+    for _ in range(8):
+        tab = page.context.new_page()
+        tab.goto(dashboard.url + "/#risk", timeout=15_000)
+        tab.wait_for_selector("body[data-drawn=risk]", timeout=15_000)
+        tab.wait_for_selector("#live.on", timeout=15_000)
+        tabs.append(tab)
+    streams = page.evaluate("""() => performance.getEntriesByType('resource')
+        .filter(e => e.name.includes('/api/stream')).length""")
+    assert streams == 0  # the page itself opened none: the worker holds the one stream
+    page.context.close()

@@ -89,8 +89,24 @@ function changed(change) {
   }
 }
 
+// The live stream: shared by every tab through stream-worker.js (a browser gives one
+// server six connections, and each stream holds one), or the tab's own where the browser
+// has no SharedWorker.
 function listen() {
   const live = document.getElementById("live");
+  if (typeof SharedWorker === "function") {
+    const worker = new SharedWorker("/static/stream-worker.js");
+    worker.port.onmessage = (message) => {
+      const { type, data } = message.data;
+      if (type === "hello") live.classList.add("on");
+      else if (type === "change") changed(JSON.parse(data));
+      else if (type === "error") live.classList.remove("on");
+    };
+    worker.port.start();
+    worker.port.postMessage({ type: "start", after: App.lastSeq });
+    window.addEventListener("pagehide", () => worker.port.postMessage({ type: "bye" }));
+    return;
+  }
   const source = new EventSource(`/api/stream?after=${App.lastSeq}`);
   source.addEventListener("hello", () => live.classList.add("on"));
   source.addEventListener("change", (event) => changed(JSON.parse(event.data)));
