@@ -149,7 +149,8 @@ def risk_log(row: dict) -> dict:
 def operator_log(row: dict) -> dict:
     action = row["action"]
     level = "CRITICAL" if action == "kill" else "WARNING" if action in (
-        "pause", "close", "login_failed", "manual_order") else "INFO"
+        "pause", "close", "login_failed", "order", "order_refused",
+        "telegram_refused") else "INFO"
     reason = f": {row['reason']}" if row["reason"] else ""
     return log_entry(row["seq"], row["ts_ns"], "operator", level, action, row["target"],
                 f"{action} {row['target']} by {row['user']}{reason}", row["user"])
