@@ -182,7 +182,7 @@ def create_app(settings: ConsoleSettings) -> FastAPI:
 
 # -- pages, login and logout -----------------------------------------------------------
 def _mount_pages(app: FastAPI, console: Console) -> None:
-    plotly_js = _plotly_js()
+    charts_js = _charts_js()
 
     @app.get("/login")
     def login_page():
@@ -228,9 +228,9 @@ def _mount_pages(app: FastAPI, console: Console) -> None:
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    @app.get("/static/plotly.min.js")
-    def plotly():
-        return FileResponse(plotly_js, media_type="text/javascript",
+    @app.get("/static/charts.js")
+    def charts():
+        return FileResponse(charts_js, media_type="text/javascript",
                             headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/static/{name}")
@@ -489,14 +489,18 @@ def _escape(text: str) -> str:
             .replace('"', "&quot;"))
 
 
-def _plotly_js() -> Path:
-    """plotly.js as shipped inside the plotly package: served by the app itself, so the
-    dashboard draws offline (no CDN)."""
-    import plotly
+def _charts_js() -> Path:
+    """TradingView's Lightweight Charts (Apache 2.0), as shipped inside the
+    ``lightweight-charts`` package: served by the app itself, so the dashboard draws
+    offline (no CDN)."""
+    import importlib.util
 
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise MMATSError(f"{path} is missing: reinstall plotly (pip install 'mmats[console]')")
+    spec = importlib.util.find_spec("lightweight_charts")
+    path = None if spec is None or spec.origin is None else \
+        Path(spec.origin).parent / "js" / "lightweight-charts.js"
+    if path is None or not path.is_file():
+        raise MMATSError("the chart library is missing: pip install 'mmats[console]' "
+                         "(it ships in the lightweight-charts package)")
     return path
 
 

@@ -1,6 +1,6 @@
 """The dashboard over real HTTP (httpx against ``mmats dashboard`` in a subprocess): no
 anonymous access, the session cookie's flags, login throttling and journaling, the CSRF
-rule, the security headers, plotly served by the app itself, the reports folder kept
+rule, the security headers, the chart library served by the app itself, the reports folder kept
 closed, the live stream following the journal, and the command's refusals."""
 
 from __future__ import annotations
@@ -104,15 +104,15 @@ def test_every_mutating_request_needs_the_token_and_our_origin(server):
     assert not rows(server.journal, "operator_actions", "action = 'pause'")
 
 
-def test_pages_carry_the_security_headers_and_plotly_is_served_here(server):
+def test_pages_carry_the_security_headers_and_the_charts_are_served_here(server):
     client = logged_in(server.url, "alice")
     page = client.get("/")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert page.headers["x-frame-options"] == "SAMEORIGIN"
     assert page.headers["x-content-type-options"] == "nosniff"
-    script = client.get("/static/plotly.min.js")
-    assert script.status_code == 200 and len(script.content) > 1_000_000
-    assert b"plotly" in script.content[:2000].lower()
+    script = client.get("/static/charts.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert b"Lightweight Charts" in script.content[:400]
     index = page.text
     assert "http://" not in index and "https://" not in index  # no CDN
 

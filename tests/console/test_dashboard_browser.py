@@ -27,12 +27,25 @@ def journal_rows(path, table, where="", params=()):
             params)]
 
 
-def drawn_path_length(page, selector: str) -> int:
-    """The total length of the SVG path data plotly drew in ``selector``: 0 if the chart
-    is empty."""
+def drawn_pixels(page, selector: str, colour: str) -> int:
+    """How many pixels of the chart's canvases have a series' colour (``#rrggbb``, within a
+    little antialiasing): 0 for a series that drew nothing."""
     return page.evaluate(
-        """(selector) => [...document.querySelectorAll(selector)]
-             .reduce((n, p) => n + (p.getAttribute('d') || '').length, 0)""", selector)
+        """([selector, colour]) => {
+             const want = [1, 3, 5].map(i => parseInt(colour.slice(i, i + 2), 16));
+             let count = 0;
+             for (const canvas of document.querySelectorAll(selector + ' canvas')) {
+               if (!canvas.width || !canvas.height) continue;
+               const data = canvas.getContext('2d').getImageData(0, 0, canvas.width,
+                                                                 canvas.height).data;
+               for (let i = 0; i < data.length; i += 4) {
+                 if (data[i + 3] > 200 && Math.abs(data[i] - want[0]) < 8
+                     && Math.abs(data[i + 1] - want[1]) < 8
+                     && Math.abs(data[i + 2] - want[2]) < 8) count++;
+               }
+             }
+             return count;
+           }""", [selector, colour])
 
 
 def open_view(page, view: str) -> None:
@@ -57,8 +70,13 @@ def test_every_view_shows_the_replay_and_its_charts_draw(browser, dashboard,
     page = log_in(browser, dashboard.url, "alice")
     assert page.inner_text("#who") == "alice (operator)"
     # Portfolio: the cards and the equity curve, drawn
-    page.wait_for_selector("#equity-chart .main-svg")
-    assert drawn_path_length(page, "#equity-chart .scatterlayer path.js-line") > 200
+    page.wait_for_selector("#equity-chart canvas")
+    assert drawn_pixels(page, "#equity-chart", "#58a6ff") > 300  # the global curve
+    assert drawn_pixels(page, "#equity-chart", "#f0883e") == 0  # a market's, hidden
+    page.check("#equity-legend input[data-line='1']")
+    page.wait_for_function("() => true")
+    page.wait_for_timeout(300)
+    assert drawn_pixels(page, "#equity-chart", "#f0883e") > 300  # shown from the legend
     cards = page.inner_text("#portfolio-cards")
     for label in ("Equity", "P&L today", "P&L total", "Drawdown", "Daily loss"):
         assert label in cards
@@ -90,10 +108,13 @@ def test_every_view_shows_the_replay_and_its_charts_draw(browser, dashboard,
     page.screenshot(path=shots / "risk.png", full_page=True)
     # Market: candles with the runner's fills marked; no order book at the paper venue
     open_view(page, "market")
-    page.wait_for_selector("#candle-chart .main-svg")
-    assert drawn_path_length(page, "#candle-chart .boxlayer path, #candle-chart .ohlc path"
-                             ", #candle-chart .trace.boxes path") > 200
-    assert page.locator("#candle-chart .scatterlayer .point").count() > 0  # fill markers
+    page.wait_for_selector("#candle-chart canvas")
+    # the candles: rising and falling bodies and wicks
+    assert drawn_pixels(page, "#candle-chart", "#2ea043") > 2000
+    assert drawn_pixels(page, "#candle-chart", "#f85149") > 2000
+    assert "ETH/BTC" in page.inner_text("#candle-title")
+    marked = page.request.get(dashboard.url + "/api/market?market=crypto&symbol=ETH/BTC").json()
+    assert marked["fills"] and all(f["side"] in ("buy", "sell") for f in marked["fills"])
     assert "not available" in page.inner_text("#order-book")
     page.screenshot(path=shots / "market.png")
     # Logs, filterable

@@ -1,5 +1,6 @@
-// The console's views: each reads its JSON from /api and draws it. Charts are plotly.js,
-// served by the app itself (no CDN). Everything user- or journal-supplied goes through
+// The console's views: each reads its JSON from /api and draws it. Charts are TradingView's
+// Lightweight Charts (canvas; ~160 kB, ready in tens of milliseconds), served by the app
+// itself (no CDN). Everything user- or journal-supplied goes through
 // esc() before it reaches innerHTML.
 "use strict";
 
@@ -14,12 +15,37 @@ const time = (ms) => ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 
 const signed = (value, digits = 2) =>
   `<span class="${value >= 0 ? "pos" : "neg"}">${value >= 0 ? "+" : ""}${num(value, digits)}</span>`;
 
-const LAYOUT = {
-  paper_bgcolor: "#172029", plot_bgcolor: "#172029", font: { color: "#d9e1e8", size: 12 },
-  margin: { l: 60, r: 20, t: 30, b: 40 }, xaxis: { gridcolor: "#26323d", type: "date" },
-  yaxis: { gridcolor: "#26323d" }, legend: { orientation: "h" },
+const CHART_OPTIONS = {
+  autoSize: true,
+  layout: { background: { color: "#172029" }, textColor: "#d9e1e8" },
+  grid: { vertLines: { color: "#26323d" }, horzLines: { color: "#26323d" } },
+  timeScale: { timeVisible: true, secondsVisible: false, borderColor: "#26323d" },
+  rightPriceScale: { borderColor: "#26323d" },
 };
-const PLOT_CONFIG = { responsive: true, displaylogo: false };
+const PALETTE = ["#f0883e", "#3fb950", "#f85149", "#a371f7", "#d29922", "#db61a2", "#79c0ff",
+                 "#56d364", "#ffa657", "#bc8cff"];
+const charts = {};  // container id -> chart, replaced on each draw
+
+function newChart(id) {
+  if (charts[id]) charts[id].remove();
+  charts[id] = LightweightCharts.createChart(document.getElementById(id), CHART_OPTIONS);
+  return charts[id];
+}
+
+// [[ts_ms, value], ...] as the chart's points: seconds, ascending, one per time (the last).
+function points(pairs) {
+  const out = [];
+  for (const [ms, value] of pairs) {
+    if (value === null || value === undefined) continue;
+    const time = Math.floor(ms / 1000);
+    if (out.length && out[out.length - 1].time >= time) {
+      if (out[out.length - 1].time === time) out[out.length - 1].value = value;
+      continue;
+    }
+    out.push({ time, value });
+  }
+  return out;
+}
 
 function table(columns, rows, empty = "nothing yet") {
   if (!rows.length) return `<p class="empty">${esc(empty)}</p>`;
@@ -29,11 +55,6 @@ function table(columns, rows, empty = "nothing yet") {
     return `<td class="${c.num ? "num" : ""} ${c.wrap ? "wrap" : ""}">${value}</td>`;
   }).join("") + "</tr>").join("");
   return `<table><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
-}
-
-function curve(points, name, extra = {}) {
-  return { x: points.map((p) => p[0]), y: points.map((p) => p[1]), name, type: "scatter",
-           mode: "lines", ...extra };
 }
 
 const stateBadge = (state) => `<span class="state ${esc(state)}">${esc(state)}</span>`;
@@ -54,16 +75,29 @@ const Views = {
         : `${num(data.daily_loss_pct)} %`],
     ].map(([label, value]) =>
       `<div class="card"><div class="label">${label}</div><div class="value">${value}</div></div>`).join("");
-    const traces = [curve(data.equity.global || [], "global", { line: { width: 3 } })];
-    for (const [name, points] of Object.entries(data.equity.markets || {})) {
-      traces.push(curve(points, `market ${name}`, { visible: "legendonly" }));
+    const chart = newChart("equity-chart");
+    const lines = [["global", data.equity.global || [], "#58a6ff", true]];
+    let colour = 0;
+    for (const [name, pts] of Object.entries(data.equity.markets || {})) {
+      lines.push([`market ${name}`, pts, PALETTE[colour++ % PALETTE.length], false]);
     }
-    for (const [name, points] of Object.entries(data.equity.models || {})) {
-      traces.push(curve(points, `model ${name}`, { visible: "legendonly" }));
+    for (const [name, pts] of Object.entries(data.equity.models || {})) {
+      lines.push([`model ${name}`, pts, PALETTE[colour++ % PALETTE.length], false]);
     }
-    await Plotly.react("equity-chart", traces,
-      { ...LAYOUT, title: { text: "Equity (click the legend for markets and models)" } },
-      PLOT_CONFIG);
+    const legend = [];
+    for (const [name, pts, color, visible] of lines) {
+      const series = chart.addLineSeries({ color, lineWidth: name === "global" ? 3 : 2,
+        title: name, visible, priceLineVisible: false });
+      series.setData(points(pts));
+      legend.push({ name, color, series, visible });
+    }
+    chart.timeScale().fitContent();
+    const box = document.getElementById("equity-legend");
+    box.innerHTML = legend.map((l, i) => `<label><input type="checkbox" data-line="${i}"
+      ${l.visible ? "checked" : ""}><span style="color:${l.color}">&#9632;</span> ${esc(l.name)}</label>`).join("");
+    for (const input of box.querySelectorAll("input")) {
+      input.onchange = () => legend[input.dataset.line].series.applyOptions({ visible: input.checked });
+    }
   },
 
   async positions() {
@@ -153,20 +187,36 @@ const Views = {
     const query = `market=${encodeURIComponent(market)}&symbol=${encodeURIComponent(symbol)}`;
     const [data, book] = await Promise.all([api(`/api/market?${query}`), api(`/api/orderbook?${query}`)]);
     const c = data.candles;
-    const traces = [{ type: "candlestick", x: c.t, open: c.open, high: c.high, low: c.low,
-                      close: c.close, name: symbol }];
-    for (const [side, colour, shape] of [["buy", "#2ea043", "triangle-up"], ["sell", "#f85149", "triangle-down"]]) {
-      const fills = data.fills.filter((f) => f.side === side);
-      traces.push({ type: "scatter", mode: "markers", name: side === "buy" ? "buys" : "sells",
-        x: fills.map((f) => f.ts_ms), y: fills.map((f) => f.price),
-        text: fills.map((f) => `${f.model_id} ${f.reason || ""} ${qty(f.qty)}`),
-        marker: { color: colour, symbol: shape, size: 10 } });
+    const chart = newChart("candle-chart");
+    const candles = chart.addCandlestickSeries({ upColor: "#2ea043", downColor: "#f85149",
+      wickUpColor: "#2ea043", wickDownColor: "#f85149", borderVisible: false });
+    candles.setData(c.t.map((ms, i) => ({ time: Math.floor(ms / 1000), open: c.open[i],
+      high: c.high[i], low: c.low[i], close: c.close[i] })).filter((bar) => bar.open !== null));
+    // each fill marked on the candle (bucket) it fell in
+    const bucket = (ms) => Math.floor((ms - (ms % c.bucket_ms)) / 1000);
+    candles.setMarkers(data.fills.map((f) => ({ time: bucket(f.ts_ms),
+      position: f.side === "buy" ? "belowBar" : "aboveBar",
+      color: f.side === "buy" ? "#2ea043" : "#f85149",
+      shape: f.side === "buy" ? "arrowUp" : "arrowDown",
+      text: `${f.side} ${qty(f.qty)} ${f.model_id}${f.reason && f.reason !== "signal" ? " (" + f.reason + ")" : ""}`,
+    })).sort((a, b) => a.time - b.time));
+    const stops = chart.addLineSeries({ color: "#d29922", lineWidth: 1, lineStyle: 2,
+      lineType: 1, title: "stop", priceLineVisible: false, lastValueVisible: false });
+    // a lifted stop (null) is a gap in the line, not a level
+    const levels = [];
+    for (const level of data.stops) {
+      const time = Math.floor(level.ts_ms / 1000);
+      const point = level.stop_loss === null ? { time } : { time, value: level.stop_loss };
+      if (levels.length && levels[levels.length - 1].time >= time) {
+        if (levels[levels.length - 1].time === time) levels[levels.length - 1] = point;
+        continue;
+      }
+      levels.push(point);
     }
-    const stops = data.stops.filter((s) => s.stop_loss != null);
-    traces.push({ type: "scatter", mode: "markers", name: "stops", x: stops.map((s) => s.ts_ms),
-      y: stops.map((s) => s.stop_loss), marker: { color: "#d29922", symbol: "line-ew-open", size: 10 } });
-    await Plotly.react("candle-chart", traces, { ...LAYOUT, title: { text: `${symbol} · ${c.timeframe}` },
-      xaxis: { ...LAYOUT.xaxis, rangeslider: { visible: false } } }, PLOT_CONFIG);
+    stops.setData(levels);
+    chart.timeScale().fitContent();
+    document.getElementById("candle-title").textContent =
+      `${symbol} · ${c.timeframe}${c.bucket_ms > 0 && c.bars > c.t.length ? " (grouped: " + c.t.length + " of " + c.bars + " bars)" : ""}`;
     document.getElementById("order-book").innerHTML = book.available
       ? table([{ label: "Bid size", num: true, value: (r) => qty(r.bid && r.bid[1]) },
                { label: "Bid", num: true, value: (r) => qty(r.bid && r.bid[0]) },
