@@ -81,7 +81,8 @@ function changed(change) {
   if (change.table === "operator_actions" || change.table === "risk_events") refreshOverview();
   // at most one redraw per 300 ms however fast the runner journals (throttled, not
   // debounced: a busy runner must not starve the page)
-  if (redrawTimer === null) {
+  // a tab nobody looks at draws nothing until it is shown again
+  if (redrawTimer === null && !document.hidden) {
     redrawTimer = setTimeout(() => {
       redrawTimer = null;
       if (App.stale.has(App.view)) { App.stale.delete(App.view); draw(App.view); }
@@ -218,6 +219,9 @@ async function start() {
     link.onclick = (event) => { event.preventDefault(); location.hash = link.dataset.view; };
   }
   window.addEventListener("hashchange", () => show(location.hash.slice(1)));
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && App.stale.has(App.view)) { App.stale.delete(App.view); draw(App.view); }
+  });
   show(location.hash.slice(1) || "portfolio");
   listen();
 }
