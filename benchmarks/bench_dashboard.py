@@ -197,7 +197,8 @@ def _journal_of(config_path: Path) -> Path:
     return config_path.parent / "journal" / "paper.sqlite"
 
 
-def tabs_cost(browser, users: Path, folder: Path, bars: int, rounds: int, tabs: int):
+def tabs_cost(browser, users: Path, folder: Path, bars: int, rounds: int, tabs: int,
+              view: str = "portfolio"):
     text = (ROOT / "configs" / "paper_multi_market.yaml").read_text().splitlines()
     lines = ["journal: journal/paper.sqlite" if line.startswith("journal:") else
              f"data_root: {ROOT / 'mmats' / 'data' / 'sample'}"
@@ -217,7 +218,7 @@ def tabs_cost(browser, users: Path, folder: Path, bars: int, rounds: int, tabs: 
             without.append(replay_seconds(config, bars))
             for _ in range(tabs - len(pages)):
                 page = context.new_page()
-                page.goto(dashboard.url + "/#portfolio")
+                page.goto(dashboard.url + f"/#{view}")
                 pages.append(page)
             for path in _journal_of(config).parent.glob("*"):
                 path.unlink()
@@ -231,6 +232,10 @@ def tabs_cost(browser, users: Path, folder: Path, bars: int, rounds: int, tabs: 
     return without, with_tabs
 
 
+class _SkipPaint(Exception):
+    pass
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bars", type=int, default=100_000)
@@ -238,6 +243,9 @@ def main() -> int:
     parser.add_argument("--replay-bars", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tabs", type=int, default=20)
+    parser.add_argument("--tab-view", default="portfolio",
+                        help="the view the tabs show (portfolio redraws at each new row)")
+    parser.add_argument("--only-tabs", action="store_true", help="measure the tabs only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -265,18 +273,22 @@ def main() -> int:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         dashboard = Dashboard(config, users, folder)
         try:
+            if args.only_tabs:
+                raise _SkipPaint
             paints = first_paint(browser, dashboard.url, 6)
             result["first_paint_cold_s"] = paints[0]
             result["first_paint_warm_s"] = statistics.median(paints[1:])
             latencies = fill_latency(browser, dashboard.url, journal, 20)
             result["fill_latency_median_s"] = statistics.median(latencies)
             result["fill_latency_max_s"] = max(latencies)
+        except _SkipPaint:
+            pass
         finally:
             dashboard.stop()
         tabs_folder = folder / "tabs"
         tabs_folder.mkdir()
         without, with_tabs = tabs_cost(browser, users, tabs_folder, args.replay_bars,
-                                       args.rounds, args.tabs)
+                                       args.rounds, args.tabs, args.tab_view)
         result["replay_without_tabs_s"] = without
         result["replay_with_tabs_s"] = with_tabs
         browser.close()
@@ -289,6 +301,9 @@ def main() -> int:
           f"{result['load_1m_after']:.2f}")
     print(f"journal: {args.bars:,} bars of states and ticks, {args.fills:,} fills "
           f"(built in {built:.1f} s); store: {args.bars:,} candles")
+    if args.only_tabs:
+        print(f"tabs on {args.tab_view}: without {without}, with {with_tabs}")
+        return 0
     print(f"first paint of Portfolio: cold {result['first_paint_cold_s']:.3f} s, warm "
           f"{result['first_paint_warm_s']:.3f} s (median of 5)   target <= 1 s")
     print(f"fill committed -> row in the page: median "

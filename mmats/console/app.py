@@ -411,18 +411,33 @@ def _mark(path: Path):
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
+#: Rows a page is sent one by one; of the others (a row per bar and sleeve) only the count.
+ROWS_SENT = ("fills", "orders", "risk_events", "operator_actions", "config_snapshots")
+
+
 async def _events(console: Console, request: Request, seq: int):
-    """Server-sent events: every row after ``seq``, then each new one as it is journaled;
-    a comment every 15 s keeps proxies from closing a quiet stream."""
+    """Server-sent events: what was journaled after ``seq``, in batches: each batch says
+    which tables changed (and how many rows) and carries the rows a page shows one by one
+    (fills, orders, risk events, operator actions); a busy runner makes at most one batch
+    per look at the journal, however many rows it writes. A comment every 15 s keeps
+    proxies from closing a quiet stream."""
     yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'head': console.head})}\n\n"
     while not await request.is_disconnected():
         if console.head < seq:  # the journal was replaced (a new replay): from its start
             seq = 0
         if console.head > seq:
-            for change in console.model.changes(seq, limit=500):
-                seq = max(seq, int(change["seq"]))
-                yield (f"id: {change['seq']}\nevent: change\n"
-                       f"data: {json.dumps(json_safe(change), allow_nan=False)}\n\n")
+            changes = console.model.changes(seq, limit=2000)
+            if not changes:  # the read model is behind the head it reported: wait
+                seq = console.head
+                continue
+            seq = max(int(change["seq"]) for change in changes)
+            tables: dict[str, int] = {}
+            for change in changes:
+                tables[change["table"]] = tables.get(change["table"], 0) + 1
+            batch = {"seq": seq, "tables": tables,
+                     "rows": [c for c in changes if c["table"] in ROWS_SENT]}
+            yield (f"id: {seq}\nevent: changes\n"
+                   f"data: {json.dumps(json_safe(batch), allow_nan=False)}\n\n")
             continue
         async with console.changed:
             try:

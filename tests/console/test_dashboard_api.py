@@ -138,16 +138,19 @@ def test_the_stream_follows_the_journal_by_sequence_number(server):
         answer = client.post("/api/actions/close", json={"symbol": "GOOG", "confirm": "GOOG"},
                              headers={"X-CSRF-Token": csrf, "Origin": server.url})
         assert answer.status_code == 200, answer.text
-        events = []
+        batches = []
         for line in stream.iter_lines():
-            if line.startswith("data: ") and '"seq"' in line:
-                events.append(json.loads(line[6:]))
-                if any(e.get("action") == "close" for e in events):
+            if line.startswith("data: ") and '"tables"' in line:
+                batches.append(json.loads(line[6:]))
+                if any(r.get("action") == "close" for b in batches for r in b["rows"]):
                     break
+    events = [row for batch in batches for row in batch["rows"]]
     assert all(event["seq"] > head for event in events)
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    assert batches[-1]["tables"]["sleeve_states"] >= 1  # the state it changed, counted
+    assert all(b["seq"] >= max((r["seq"] for r in b["rows"]), default=0) for b in batches)
     action = next((e for e in events if e.get("action") == "close"), None)
-    assert action is not None, events
+    assert action is not None, batches
     journaled = rows(server.journal, "operator_actions", "action = 'close'")
     assert action["seq"] == journaled[-1]["seq"] and action["user"] == "alice"
 

@@ -74,14 +74,20 @@ const AFFECTS = {
 };
 
 let redrawTimer = null;
-function changed(change) {
-  App.lastSeq = Math.max(App.lastSeq, change.seq);
-  if (change.table === "fills" && Views.addFill) Views.addFill(change);  // at once
-  for (const view of AFFECTS[change.table] || []) App.stale.add(view);
-  if (change.table === "operator_actions" || change.table === "risk_events") refreshOverview();
+// A batch of journaled rows from the stream: which tables changed, and the rows a page
+// shows one by one (a new fill goes into the fills table at once).
+function changed(batch) {
+  App.lastSeq = Math.max(App.lastSeq, batch.seq);
+  for (const row of batch.rows) {
+    if (row.table === "fills" && Views.addFill) Views.addFill(row);
+  }
+  for (const table of Object.keys(batch.tables)) {
+    for (const view of AFFECTS[table] || []) App.stale.add(view);
+  }
+  if (batch.tables.operator_actions || batch.tables.risk_events) refreshOverview();
   // at most one redraw per 300 ms however fast the runner journals (throttled, not
-  // debounced: a busy runner must not starve the page)
-  // a tab nobody looks at draws nothing until it is shown again
+  // debounced: a busy runner must not starve the page); a tab nobody looks at draws
+  // nothing until it is shown again
   if (redrawTimer === null && !document.hidden) {
     redrawTimer = setTimeout(() => {
       redrawTimer = null;
@@ -100,7 +106,7 @@ function listen() {
     worker.port.onmessage = (message) => {
       const { type, data } = message.data;
       if (type === "hello") live.classList.add("on");
-      else if (type === "change") changed(JSON.parse(data));
+      else if (type === "changes") changed(JSON.parse(data));
       else if (type === "error") live.classList.remove("on");
     };
     worker.port.start();
@@ -110,7 +116,7 @@ function listen() {
   }
   const source = new EventSource(`/api/stream?after=${App.lastSeq}`);
   source.addEventListener("hello", () => live.classList.add("on"));
-  source.addEventListener("change", (event) => changed(JSON.parse(event.data)));
+  source.addEventListener("changes", (event) => changed(JSON.parse(event.data)));
   source.onerror = () => live.classList.remove("on");
 }
 

@@ -10,7 +10,7 @@ let source = null;
 function open(after) {
   source = new EventSource(`/api/stream?after=${after}`);
   source.addEventListener("hello", (event) => send({ type: "hello", data: event.data }));
-  source.addEventListener("change", (event) => send({ type: "change", data: event.data }));
+  source.addEventListener("changes", (event) => send({ type: "changes", data: event.data }));
   source.onerror = () => send({ type: "error" });
 }
 
