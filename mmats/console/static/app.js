@@ -85,14 +85,14 @@ function changed(batch) {
     for (const view of AFFECTS[table] || []) App.stale.add(view);
   }
   if (batch.tables.operator_actions || batch.tables.risk_events) refreshOverview();
-  // at most one redraw per 300 ms however fast the runner journals (throttled, not
+  // at most one redraw a second however fast the runner journals (throttled, not
   // debounced: a busy runner must not starve the page); a tab nobody looks at draws
   // nothing until it is shown again
   if (redrawTimer === null && !document.hidden) {
     redrawTimer = setTimeout(() => {
       redrawTimer = null;
       if (App.stale.has(App.view)) { App.stale.delete(App.view); draw(App.view); }
-    }, 300);
+    }, 1000);
   }
 }
 
