@@ -30,6 +30,7 @@ in use).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def main(argv=None, prog="mmats dashboard") -> int:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; anything else needs "
                         "--allow-remote)")
-    parser.add_argument("--port", type=int, default=8050, help="port (default 8050; 0: any)")
+    parser.add_argument("--port", type=_port, default=8050,
+                        help="port (default 8050; 0: any free one)")
     parser.add_argument("--allow-remote", action="store_true",
                         help="listen on a non-loopback address: only behind a VPN or a TLS "
                         "proxy (the cookie then needs HTTPS)")
@@ -80,6 +82,16 @@ def main(argv=None, prog="mmats dashboard") -> int:
         return fail(error)
     except OSError as error:  # the port is taken, the address is not ours
         return fail(ConfigError(f"cannot listen on {args.host}:{args.port}: {error.strerror}"))
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: give 0 to 65535")
+    return port
 
 
 def _run(args) -> int:

@@ -177,3 +177,16 @@ def test_a_missing_configuration_is_named(tmp_path, users_file):
                env={"MMATS_USERS_FILE": str(users_file)})
     assert done.returncode == 2 and "nope.yaml" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_bad_or_busy_port_is_one_plain_line(server, users_file):
+    config = server.config
+    env = {"MMATS_USERS_FILE": str(users_file)}
+    for port, words in (("99999", "not a port"), ("http", "not a port number")):
+        done = run("dashboard", "--config", str(config), "--port", port, env=env)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    busy = server.url.rsplit(":", 1)[1]
+    done = run("dashboard", "--config", str(config), "--port", busy, env=env)
+    assert done.returncode == 2 and "Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
