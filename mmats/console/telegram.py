@@ -151,13 +151,13 @@ class TelegramControl:
     def run(self, stop: threading.Event | None = None) -> None:
         """Answer until ``stop`` is set (or forever); blocks. :class:`BotError` when the
         token is refused."""
-        asyncio.run(self.serve(stop or self._stop))
+        _run_coroutine(self.serve(stop or self._stop))
 
     def run_once(self, attempts: int = 4) -> int:
         """Answer every pending update, confirm them to the Bot API and return how many
         there were (``mmats telegram --once``). :class:`BotError` when the token is refused
         or the API stays unreachable after ``attempts`` tries."""
-        return asyncio.run(self.poll_once(attempts))
+        return _run_coroutine(self.poll_once(attempts))
 
     async def serve(self, stop: threading.Event) -> None:
         """The bot's loop, for a caller's event loop: long polls until ``stop`` is set."""
@@ -577,3 +577,26 @@ def _when(ts_ns) -> str:
     if not ts_ns:
         return "?"
     return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _run_coroutine(coroutine):
+    """``asyncio.run`` of ``coroutine``, in a thread of its own when this thread already
+    runs an event loop (Jupyter, or a host program's loop), where asyncio.run refuses."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    outcome = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(coroutine)
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="mmats-telegram-once")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

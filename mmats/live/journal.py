@@ -658,6 +658,15 @@ class Journal:
         """Every saved state of one sleeve, oldest first."""
         return self.rows("sleeve_states", "sleeve_id = ?", (sleeve_id,))
 
+    def newest_strategy_signal(self, model_id: str, symbol: str) -> dict | None:
+        """The newest signal of one sleeve that carries the strategy's own value
+        (``meta.value``; an operator's manual order carries none), or None."""
+        rows = self.rows(
+            "signals", "seq = (SELECT MAX(seq) FROM signals WHERE model_id = ? AND symbol = ? "
+            "AND json_extract(meta, '$.manual') IS NULL "
+            "AND json_extract(meta, '$.value') IS NOT NULL)", (model_id, symbol))
+        return rows[0] if rows else None
+
     def last_config_snapshot(self) -> dict | None:
         """The newest configuration snapshot, or None."""
         cursor = self._db.execute("SELECT * FROM config_snapshots ORDER BY seq DESC LIMIT 1")

@@ -409,13 +409,10 @@ def _amount(value, name: str, rule: str, valid) -> float | None:
 def _latest_value(journal, model_id: str, symbol: str) -> float | None:
     """The strategy's standing value for this sleeve: its newest journaled opinion (a
     signal's ``meta.value``; None when it never gave one, or the rows predate it)."""
-    rows = journal.rows(
-        "signals", "seq = (SELECT MAX(seq) FROM signals WHERE model_id = ? AND symbol = ? "
-        "AND json_extract(meta, '$.manual') IS NULL "
-        "AND json_extract(meta, '$.value') IS NOT NULL)", (model_id, symbol))
-    if not rows:
+    row = journal.newest_strategy_signal(model_id, symbol)
+    if row is None:
         return None
-    value = json.loads(rows[0]["meta"]).get("value")
+    value = json.loads(row["meta"]).get("value")
     return float(value) if isinstance(value, int | float) else None
 
 

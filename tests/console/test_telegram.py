@@ -365,3 +365,22 @@ def test_the_dashboard_answers_the_bot_in_its_own_process(config, server, vault,
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_answering_once_works_inside_a_running_event_loop(config, server):
+    """A notebook (or a browser driver) runs an event loop in the caller's thread:
+    run_once must still answer there (asyncio.run alone refuses to)."""
+    import asyncio
+
+    server.push_message(ALICE, "/status")
+
+    async def inside_a_loop():
+        return bot(config, server).run_once()
+
+    try:  # after the browser tests, Playwright's loop runs in this thread already
+        asyncio.get_running_loop()
+        answered = bot(config, server).run_once()
+    except RuntimeError:
+        answered = asyncio.run(inside_a_loop())
+    assert answered == 1
+    assert "GOOG" in server.replies_to(ALICE)[0]
