@@ -9,6 +9,11 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+try:  # POSIX; elsewhere writes are still atomic but not serialised between processes.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, prefix: str | None = None,
@@ -109,3 +114,25 @@ def restored_on_error(paths: Iterable[Path]):
             if keep is not None:
                 with contextlib.suppress(FileNotFoundError):
                     keep.unlink()
+
+
+@contextlib.contextmanager
+def sibling_lock(path: Path, refuse: Callable[[OSError], Exception]):
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``path`` (its folder made, mode
+    0700; the lock file 0600) for the block, so writers in other processes wait their
+    turn. A lock that cannot be made (a file where the folder should be, no permission)
+    raises ``refuse(error)``, the caller's own error naming the file."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = None if fcntl is None else os.open(path.parent / f".{path.name}.lock",
+                                                os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise refuse(error) from None
+    if fd is None:  # pragma: no cover
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -36,7 +36,6 @@ venue SDKs need them); :func:`redact` masks known secret values in any text, and
 from __future__ import annotations
 
 import base64
-import contextlib
 import getpass
 import hashlib
 import hmac
@@ -50,7 +49,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mmats.errors import MMATSError
-from mmats.files import write_durably
+from mmats.files import sibling_lock, write_durably
 from mmats.redact import MASK, redact, secret_values
 
 SERVICE = "mmats"
@@ -74,11 +73,6 @@ _VENUE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 log = logging.getLogger(__name__)
-
-try:  # POSIX; elsewhere writes are still atomic but not serialised between processes.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 
 class SecretsError(MMATSError):
@@ -442,26 +436,10 @@ class _EncryptedFile:
             raise SecretsError(f"{self.path}: cannot write it: {exc}; nothing was "
                                "changed") from None
 
-    @contextlib.contextmanager
     def _locked(self):
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if fcntl is None:  # pragma: no cover
-                fd = None
-            else:
-                fd = os.open(self.path.parent / f".{self.path.name}.lock",
-                             os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:  # e.g. a file where its folder should be
-            raise SecretsError(f"{self.path}: cannot write here: {exc}; point {FILE_ENV} at "
-                               "a file in a folder you can write") from None
-        if fd is None:  # pragma: no cover
-            yield
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        return sibling_lock(self.path, lambda exc: SecretsError(
+            f"{self.path}: cannot write here: {exc}; point {FILE_ENV} at a file in a folder "
+            "you can write"))
 
 
 def _aad(header: dict) -> bytes:

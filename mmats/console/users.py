@@ -27,7 +27,6 @@ disabled account, a malformed name — so its time does not tell which names exi
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -39,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mmats.errors import MMATSError
-from mmats.files import write_durably
+from mmats.files import sibling_lock, write_durably
 from mmats.secrets import default_secrets_file
 
 FILE_ENV = "MMATS_USERS_FILE"
@@ -62,11 +61,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ENTRY_KEYS = {"role", "hash", "created", "disabled"}
 
 log = logging.getLogger(__name__)
-
-try:  # POSIX; elsewhere writes are still atomic but not serialised between processes.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 
 
 class UsersError(MMATSError):
@@ -343,25 +337,10 @@ def _write(file: Path, accounts: dict[str, dict]) -> None:
                          "changed") from None
 
 
-@contextlib.contextmanager
 def _locked(file: Path):
-    """An exclusive lock on ``.{name}.lock`` beside ``file`` (created with its folder,
-    0700) for one read-change-write."""
-    try:
-        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = None if fcntl is None else os.open(file.parent / f".{file.name}.lock",
-                                                os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:  # e.g. a file where its folder should be
-        raise UsersError(f"{file}: cannot write here: {exc.strerror or exc}; point "
-                         f"{FILE_ENV} at a file in a folder you can write") from None
-    if fd is None:  # pragma: no cover
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return sibling_lock(file, lambda exc: UsersError(
+        f"{file}: cannot write here: {exc.strerror or exc}; point {FILE_ENV} at a file in a "
+        "folder you can write"))
 
 
 def _user(name: str, entry: dict) -> User:
