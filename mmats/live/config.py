@@ -87,6 +87,7 @@ from mmats.strategy import load_strategy
 
 MODES = ("advisory", "paper", "operator")
 ENVIRONMENTS = ("dev", "test", "prod")
+TICK_STREAMS = ("trades", "book_ticker")
 MARKET_TYPES = ("crypto", "forex", "stocks")
 PAPER_EXECUTION = "paper"
 
@@ -133,6 +134,15 @@ class VenueConfig:
     sandbox: bool = False
     base_url: str | None = None
     timeout_s: float = 10.0
+    stream: bool = True  # under --serve, bars come from the venue's stream (REST fills gaps)
+    stream_url: str | None = None  # the stream's base URL: a proxy, or the tests' servers
+    ticks: str | None = None  # keep the stream's ticks too: "trades" or "book_ticker"
+
+    def stream_settings(self) -> dict:
+        """The streaming keys that differ from their defaults (older snapshots stay equal)."""
+        return {key: value for key, value, default in (
+            ("stream", self.stream, True), ("stream_url", self.stream_url, None),
+            ("ticks", self.ticks, None)) if value != default}
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,7 @@ class RunnerConfig:
     stale_after_bars: int = 3
     reconcile_tolerance_pct: float = 0.5
     venues: tuple[VenueConfig, ...] = ()
+    heartbeat_s: float = 10.0  # a stream silent this long is reconnected (--serve)
     telegram: TelegramConfig | None = None  # the telegram: block; None: no chat control
     source: str = "<dict>"
 
@@ -254,9 +265,15 @@ class RunnerConfig:
             "journal_anchor": str(self.journal_anchor),
             "stale_after_bars": self.stale_after_bars,
             "reconcile_tolerance_pct": self.reconcile_tolerance_pct,
-            "venues": [{**asdict(v), "base_url": None if v.base_url is None
-                        else redact_url(v.base_url)} for v in self.venues],
+            "venues": [{**{k: val for k, val in asdict(v).items()
+                           if k not in ("stream", "stream_url", "ticks")},
+                        **v.stream_settings(),
+                        "base_url": None if v.base_url is None else redact_url(v.base_url)}
+                       | ({"stream_url": redact_url(v.stream_url)} if v.stream_url else {})
+                       for v in self.venues],
         }
+        if self.heartbeat_s != 10.0:  # left out at its default: older snapshots stay equal
+            data["heartbeat_s"] = self.heartbeat_s
         if self.telegram is not None:  # left out when absent: older snapshots stay equal
             data["telegram"] = {**asdict(self.telegram),
                                 "chat_ids": list(self.telegram.chat_ids)}
@@ -374,6 +391,13 @@ def _url(value) -> str:
     return value
 
 
+def _stream_url(value) -> str:
+    if not isinstance(value, str) or not value.startswith(("ws://", "wss://", "http://",
+                                                           "https://")):
+        refuse("url", f"must be a ws(s) or http(s) URL, got {value!r}")
+    return value
+
+
 def _block_keys(value, *, keys) -> dict:
     """A model's ``risk:`` or ``costs:``: its keys here, its values by SleeveConfig."""
     value = {} if value is None else value
@@ -414,6 +438,9 @@ class _Venue(_Block):
     sandbox: Flag = False
     base_url: Annotated[str, BeforeValidator(_url)] | None = None
     timeout_s: Annotated[float, check(as_number, minimum=0.1)] = 10.0
+    stream: Flag = True
+    stream_url: Annotated[str, BeforeValidator(_stream_url)] | None = None
+    ticks: Annotated[str, check(as_choice, allowed=TICK_STREAMS)] | None = None
 
 
 class _Market(_Block):
@@ -488,6 +515,7 @@ class _File(_Block):
     reconcile_tolerance_pct: Annotated[float, check(as_percent, allow_zero=True)] = 0.5
     venues: dict[Name, _Venue] = {}
     telegram: _Telegram | None = None
+    heartbeat_s: Annotated[float, check(as_number, minimum=1)] = 10.0
 
     @model_validator(mode="after")
     def _one_shape(self):
@@ -572,10 +600,12 @@ class _Reader:
             data_root=self.path(file.data_root),
             anchor_path=None if file.journal_anchor is None else self.path(file.journal_anchor),
             stale_after_bars=file.stale_after_bars,
+            heartbeat_s=file.heartbeat_s,
             reconcile_tolerance_pct=file.reconcile_tolerance_pct,
             venues=tuple(VenueConfig(name=name, exchange=venue.exchange or name,
                                      sandbox=venue.sandbox, base_url=venue.base_url,
-                                     timeout_s=venue.timeout_s)
+                                     timeout_s=venue.timeout_s, stream=venue.stream,
+                                     stream_url=venue.stream_url, ticks=venue.ticks)
                          for name, venue in file.venues.items()),
             telegram=None if file.telegram is None else TelegramConfig(
                 chat_ids=file.telegram.chat_ids,
