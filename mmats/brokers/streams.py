@@ -136,3 +136,20 @@ class BarBuilder:
         bar, self._bar = self._bar, None
         self.closed_until_ns = bar[0] + self.step_ns
         return [StreamBar(self.symbol, self.timeframe, *bar, closed=True)]
+
+
+def open_stream(venue, *, keys: dict | None = None) -> BarStream:
+    """The stream adapter of a :class:`~mmats.live.config.VenueConfig`: OANDA's pricing
+    stream (its account id and token in ``keys``) or ccxt's WebSocket side for a ccxt
+    exchange; ``venue.stream_url`` points it elsewhere (a proxy, the tests' servers)."""
+    keys = keys or {}
+    if venue.exchange == "oanda":
+        from mmats.brokers.oanda_stream import OandaPricingStream
+
+        return OandaPricingStream(keys.get("account_id"), keys.get("token"),
+                                  practice=venue.sandbox, stream_url=venue.stream_url,
+                                  timeout_s=venue.timeout_s)
+    from mmats.brokers.ccxt_stream import CcxtStream
+
+    return CcxtStream(venue.exchange, ws_url=venue.stream_url, sandbox=venue.sandbox,
+                      ticks=venue.ticks, timeout_s=venue.timeout_s)

@@ -3,6 +3,7 @@
 examples:
   mmats live --config configs/advisory_crypto.yaml --once --json   # one tick
   mmats live --config FILE --loop                               # without cron
+  mmats live --config FILE --serve                              # always on: streams, /health
   mmats live --config FILE kill --reason "..."                  # flatten, halt
   mmats live --config FILE pause MODEL | resume [MODEL] | close SYMBOL | status
   mmats live --config FILE order --model M --symbol S --side buy --quantity Q  # or --exposure X
@@ -53,6 +54,18 @@ def main(argv=None, prog="mmats live") -> int:
     parser.add_argument("--once", action="store_true", help="one tick, then exit (default)")
     parser.add_argument("--loop", action="store_true",
                         help="tick after every bar close until interrupted")
+    serve = parser.add_argument_group(
+        "serve (always on: a tick at each bar close from the venues' streams, /health on "
+        "loopback, systemd's watchdog, a graceful stop on SIGTERM)")
+    serve.add_argument("--serve", action="store_true", help="run until stopped")
+    serve.add_argument("--health-port", type=int, default=8787,
+                       help="port of GET /health on --health-host (8787; 0: any free port)")
+    serve.add_argument("--health-host", default="127.0.0.1",
+                       help="loopback address of /health (127.0.0.1)")
+    serve.add_argument("--no-health", action="store_true", help="serve no /health")
+    serve.add_argument("--clock", metavar="START[@SPEED]",
+                       help="a rehearsal clock: time starts at START (ISO or ns) and runs "
+                       "SPEED times faster (e.g. 2021-03-01@60 on stored data)")
     parser.add_argument("--i-understand-live-trading", action="store_true",
                         help="required with --mode operator against a real venue")
     parser.add_argument("--reason", default="", help="why (journaled with a control)")
@@ -183,6 +196,10 @@ def run_live(args) -> int:
             return 0
         raise ConfigError(f"unknown command {verb!r}; use kill, pause, resume, close, order "
                           "or status")
+    if args.serve:
+        if args.loop or args.once:
+            raise ConfigError("--serve runs until stopped: give it without --once or --loop")
+        return _serve(args, config, mode)
     if not args.loop:
         report = control.tick_once(config, mode=mode, cash=args.cash, now_ns=_now(args.now),
                                    live_trading_allowed=args.i_understand_live_trading)
@@ -197,6 +214,29 @@ def run_live(args) -> int:
     control.run_loop(config, mode=mode, cash=args.cash,
                      live_trading_allowed=args.i_understand_live_trading)
     return 0
+
+
+def _serve(args, config, mode) -> int:
+    """``--serve``: the always-on runner (:mod:`mmats.live.service`)."""
+    from mmats.live.service import RehearsalClock, Service
+
+    clock = None
+    if args.clock is not None:
+        start, _, speed = args.clock.partition("@")
+        try:
+            speed = float(speed) if speed else 1.0
+        except ValueError:
+            raise ConfigError(f"--clock {args.clock!r}: SPEED must be a number, e.g. "
+                              "2021-03-01@60") from None
+        clock = RehearsalClock(_now(start, "--clock"), speed)
+    service = Service(config, mode=mode, cash=args.cash,
+                      live_trading_allowed=args.i_understand_live_trading,
+                      health_host=args.health_host,
+                      health_port=None if args.no_health else args.health_port, clock=clock)
+    if service.health_server is not None:
+        print(f"serving {args.config}: /health on http://{service.health_server.host}:"
+              f"{service.health_server.port}/health", flush=True)
+    return service.run()
 
 
 def _order(args, config, mode, rest) -> int:
@@ -225,7 +265,7 @@ def _say(args, value: dict, text: str) -> None:
         print(text)
 
 
-def _now(text):
+def _now(text, option="--now"):
     """``--now`` as nanoseconds since the epoch: an ISO time (naive = UTC) or an integer
     count of nanoseconds, between 1970 and 2262 (what int64 nanoseconds hold)."""
     if text is None:
@@ -243,9 +283,9 @@ def _now(text):
     except (pd.errors.OutOfBoundsDatetime, OverflowError):
         pass  # out of range: said below
     except ValueError:
-        raise ConfigError(f"--now {text!r} is neither an ISO time nor nanoseconds") from None
+        raise ConfigError(f"{option} {text!r} is neither an ISO time nor nanoseconds") from None
     if now_ns is None or not 0 <= now_ns < 2**63:
-        raise ConfigError(f"--now {text!r} is out of range: give a time between 1970 and "
+        raise ConfigError(f"{option} {text!r} is out of range: give a time between 1970 and "
                           f"{pd.Timestamp.max:%Y-%m-%d}, as ISO or nanoseconds since the epoch")
     return now_ns
 

@@ -33,12 +33,13 @@ KILL_LOCK_WAIT_S = 1.0  # how long a kill waits for a tick to finish before leav
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
               mode: str | None = None, brokers: dict | None = None,
               sources: dict | None = None, live_trading_allowed: bool = False,
-              trace=None) -> TickReport:
+              trace=None, feed_events: tuple = ()) -> TickReport:
     """Lock, journal the configuration if it changed, process every newly closed bar
     (operator mode: recover, reconcile and send through the brokers), notify the signals
     and alerts, exit: :func:`mmats.live.tick.store_tick`. Live feeds are synced into the
     store first (:mod:`mmats.live.sync`; ``sources`` overrides their candle sources);
-    ``trace``, when given, hears the name of each stage as it starts.
+    ``trace``, when given, hears the name of each stage as it starts; ``feed_events``
+    are the always-on service's stream events, journaled by the tick's sync.
 
     A tick that fails (an error no fail-safe handles) is counted; after
     ``FAILURES_TO_HALT`` in a row the runner kills itself (halt, flatten, one
@@ -47,7 +48,7 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
     try:
         report = store_tick(config, cash=cash, now_ns=now_ns, mode=mode, brokers=brokers,
                             sources=sources, live_trading_allowed=live_trading_allowed,
-                            trace=trace)
+                            trace=trace, feed_events=feed_events)
     except RunnerBusy:
         raise
     except Exception as error:

@@ -111,6 +111,7 @@ class Tick:
     volumes: dict[str, float] = field(default_factory=dict)  # of each sleeve's newest bar
     stale: list[tuple[str, str]] = field(default_factory=list)  # (sleeve id, message)
     kill_seen: bool = False
+    feed_events: tuple = ()  # the streams' losses and recoveries since the last tick
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
@@ -135,17 +136,20 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
 def store_tick(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
                mode: str | None = None, brokers: Mapping[str, object] | None = None,
                sources: dict | None = None, live_trading_allowed: bool = False,
-               trace: Callable[[str], None] | None = None) -> TickReport:
+               trace: Callable[[str], None] | None = None,
+               feed_events: tuple = ()) -> TickReport:
     """One tick as cron runs it: under the runner's lock, with the configuration's
     journal, on the store's candles (live feeds synced first; ``sources`` overrides
     their candle sources), then the stale check, then the notifications. ``now_ns`` is
-    the tick's clock (default: the wall clock once the lock is held).
+    the tick's clock (default: the wall clock once the lock is held). ``feed_events``
+    (:class:`~mmats.live.feed_watch.FeedEvent`: the always-on service's streams) are
+    journaled as risk events and notified with the tick's alerts.
 
     >>> report = store_tick(load_config("configs/advisory_crypto.yaml"))  # doctest: +SKIP
     """
     return _run(Tick(config, mode or config.mode, now_ns, cash=cash, brokers=brokers,
                      sources=sources, live_trading_allowed=live_trading_allowed,
-                     trace=trace))
+                     trace=trace, feed_events=tuple(feed_events)))
 
 
 def _run(tick: Tick) -> TickReport:
@@ -203,6 +207,10 @@ def sync(tick: Tick) -> None:
     if last is None or last["text"] != snapshot:
         tick.journal.append_config_snapshot(snapshot)
     tick.now_ns = now_ns = tick.now_ns or time.time_ns()
+    for event in tick.feed_events:
+        tick.journal.append_risk_event(event.level, f"market:{event.market}", event.kind,
+                                       event.message, event.data, ts_ns=event.ts_ns)
+        tick.report.alerts.append((f"MMATS {event.kind.replace('_', ' ')}", event.message))
     active, alerts = sync_candles(config, tick.journal, now_ns, sources=tick.sources)
     tick.report.alerts += alerts
     tick.feeds = feeds_for(config, active)
