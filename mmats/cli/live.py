@@ -63,9 +63,10 @@ def main(argv=None, prog="mmats live") -> int:
     serve.add_argument("--health-host", default="127.0.0.1",
                        help="loopback address of /health (127.0.0.1)")
     serve.add_argument("--no-health", action="store_true", help="serve no /health")
-    serve.add_argument("--clock", metavar="START[@SPEED]",
+    serve.add_argument("--clock", metavar="START[@SPEED[@ORIGIN]]",
                        help="a rehearsal clock: time starts at START (ISO or ns) and runs "
-                       "SPEED times faster (e.g. 2021-03-01@60 on stored data)")
+                       "SPEED times faster (e.g. 2021-03-01@60 on stored data); ORIGIN, "
+                       "the wall time START was (default: now), lets processes share it")
     parser.add_argument("--i-understand-live-trading", action="store_true",
                         help="required with --mode operator against a real venue")
     parser.add_argument("--reason", default="", help="why (journaled with a control)")
@@ -222,13 +223,15 @@ def _serve(args, config, mode) -> int:
 
     clock = None
     if args.clock is not None:
-        start, _, speed = args.clock.partition("@")
+        start, _, rest = args.clock.partition("@")
+        speed, _, origin = rest.partition("@")
         try:
             speed = float(speed) if speed else 1.0
         except ValueError:
             raise ConfigError(f"--clock {args.clock!r}: SPEED must be a number, e.g. "
                               "2021-03-01@60") from None
-        clock = RehearsalClock(_now(start, "--clock"), speed)
+        clock = RehearsalClock(_now(start, "--clock"), speed,
+                               _now(origin, "--clock") if origin else None)
     service = Service(config, mode=mode, cash=args.cash,
                       live_trading_allowed=args.i_understand_live_trading,
                       health_host=args.health_host,

@@ -55,16 +55,22 @@ HANG_S = 120.0  # /health says "down" when the loop has not turned for this long
 
 
 class RehearsalClock:
-    """Wall time that starts at ``start_ns`` and runs ``speed`` times faster."""
+    """Wall time that was ``start_ns`` at the wall time ``origin_ns`` (default: now) and
+    runs ``speed`` times faster. Anchored to the wall clock, not to the process: processes
+    given the same three numbers (the soak's venues and a restarted service) agree."""
 
-    def __init__(self, start_ns: int, speed: float = 1.0) -> None:
-        if speed <= 0:
+    def __init__(self, start_ns: int, speed: float = 1.0, origin_ns: int | None = None) -> None:
+        if not speed > 0:
             raise ConfigError(f"--clock: speed must be above 0, got {speed}")
         self.start_ns, self.speed = int(start_ns), float(speed)
-        self._origin = time.monotonic()
+        self.origin_ns = time.time_ns() if origin_ns is None else int(origin_ns)
 
     def __call__(self) -> int:
-        return self.start_ns + int((time.monotonic() - self._origin) * self.speed * 1e9)
+        return self.start_ns + int((time.time_ns() - self.origin_ns) * self.speed)
+
+    def wall_ns(self, at_ns: int) -> int:
+        """The wall time at which this clock reads ``at_ns``."""
+        return self.origin_ns + int((at_ns - self.start_ns) / self.speed)
 
 
 @dataclass
