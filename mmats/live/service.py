@@ -110,6 +110,7 @@ class Service:
         self._next_close: dict[str, int] = {}
         self._kill_ticked: str | None = None
         self.watches: dict[str, FeedWatch] = {}
+        self.recorders: dict = {}  # feed -> TickRecorder, for venues with ticks:
         self.sources: dict = {}
         self._streams_given, self._rest_given = streams, rest
         self._backoff_s = backoff_s
@@ -155,6 +156,9 @@ class Service:
         """One turn of the loop: ping the watchdog, wait for what is due, tick if due."""
         self.notifier.watchdog()
         self._loop_turned = time.monotonic()
+        for recorder in self.recorders.values():
+            if recorder.due():
+                self._flush(recorder)
         reason, wait_s = self._due()
         if reason is None:
             with self._wake:
@@ -271,6 +275,12 @@ class Service:
                               on_event=self._event, clock=self.clock,
                               backoff_s=self._backoff_s)
             self.watches[market.name] = watch
+            if venue.ticks:
+                from mmats.data.ticks import TickRecorder
+
+                recorder = self.recorders.setdefault(
+                    feed, TickRecorder(self.config.data_root, feed))
+                watch.on_tick = recorder.add
         for feed in {w.feed for w in self.watches.values()}:
             watches = [w for w in self.watches.values() if w.feed == feed]
             self.sources[feed] = StreamedSource(self.sources.get(feed), watches, self.clock)
@@ -292,9 +302,17 @@ class Service:
             self._pending.events.append(event)
             self._wake.notify_all()
 
+    def _flush(self, recorder) -> None:
+        try:
+            recorder.flush()
+        except (OSError, MMATSError) as error:  # the ticks are a record, not a trade input
+            self.say(f"ticks of {recorder.venue} not written: {error}")
+
     def _shutdown(self) -> None:
         for watch in self.watches.values():
             watch.stop()
+        for recorder in self.recorders.values():
+            self._flush(recorder)
         if self.health_server is not None:
             self.health_server.stop()
         for source in list(self.sources.values()):
