@@ -58,7 +58,7 @@ class TickRecorder:
             ticks.sort(key=lambda row: row[0])
             days = defaultdict(list)
             for row in ticks:
-                days[time.strftime("%Y-%m-%d", time.gmtime(row[0] / 1e9))].append(row)
+                days[time.strftime("%Y-%m-%d", time.gmtime(row[0] // 1_000_000_000))].append(row)
             for day, day_rows in days.items():
                 self._write(symbol, day, day_rows)
                 count += len(day_rows)
