@@ -225,9 +225,11 @@ class Service:
             record.update(ok=True, bars=report.bars, fills=report.fills,
                           orders=report.orders, signals=len(report.signals),
                           newest_bar=dict(report.newest_bar))
+            newest = min(report.newest_bar.values(), default=None)
             self.say(f"tick ({reason}) at {_iso(now_ns)}: {report.bars} bar(s), "
                      f"{len(report.signals)} signal(s), {report.orders} order(s), "
-                     f"{report.fills} fill(s)")
+                     f"{report.fills} fill(s)" + ("" if newest is None else
+                                                  f"; bars to {newest}"))
         record["duration_s"] = round(time.monotonic() - started, 4)
         record["finished"] = time.time()
         self.ticks += 1
