@@ -210,7 +210,7 @@ class Service:
             report = tick_once(self.config, cash=self.cash, now_ns=now_ns, mode=self.mode,
                                sources=self.sources,
                                live_trading_allowed=self.live_trading_allowed,
-                               feed_events=tuple(events))
+                               feed_events=tuple(events), trace=self._progress)
         except RunnerBusy:  # a control holds the lock: try again shortly
             with self._wake:
                 self._pending.events[:0] = events
@@ -244,6 +244,15 @@ class Service:
         for market, step in self._steps.items():
             self._next_close[market] = (now_ns // step + 1) * step
         self._read_trading()
+
+    def _progress(self, stage: str) -> None:
+        """Each stage of a tick (each close of a long catch-up too) proves the loop alive:
+        the watchdog hears it at most once a second, so only a tick stuck inside one stage
+        gets the process restarted."""
+        now = time.monotonic()
+        if now - self._loop_turned >= 1.0:
+            self._loop_turned = now
+            self.notifier.watchdog()
 
     def _failed(self, record: dict, error: BaseException) -> None:
         self.failed_ticks += 1

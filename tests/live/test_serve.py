@@ -79,6 +79,7 @@ class _NotifySocket:
         self.sock.bind(self.path)
         self.sock.settimeout(0.2)
         self.heard: list[str] = []
+        self.times: list[float] = []
         self._thread = threading.Thread(target=self._listen, daemon=True)
         self._running = True
         self._thread.start()
@@ -86,7 +87,9 @@ class _NotifySocket:
     def _listen(self):
         while self._running:
             try:
-                self.heard.append(self.sock.recv(4096).decode())
+                message = self.sock.recv(4096).decode()
+                self.times.append(time.time())
+                self.heard.append(message)
             except (TimeoutError, OSError):
                 continue
 
@@ -221,6 +224,31 @@ def test_a_kill_request_is_booked_at_once_not_at_the_next_bar(tmp_path):
     assert service.health()["trading"] == {"ema:ETH/BTC": "HALTED"}
     with Journal(config.journal) as journal:
         assert journal.last_risk_event(killswitch.BOOKED_KIND) is not None
+
+
+def test_a_long_catch_up_tick_keeps_the_watchdog_fed(tmp_path):
+    """The first tick catches up on two weeks of 5m bars (several seconds); the watchdog
+    hears from every close, so systemd does not take a busy tick for a hung one."""
+    from mmats.live.systemd import Notifier
+
+    config = load_config(_config(tmp_path))
+    notify = _NotifySocket()
+    service = Service(config, health_port=None, say=lambda _: None,
+                      notifier=Notifier(notify.path, watchdog_usec="500000"),
+                      clock=RehearsalClock(pd.Timestamp("2018-01-26", tz="UTC").value, 1.0))
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    try:
+        _wait(lambda: service.ticks >= 1, 300, "the catch-up tick")
+    finally:
+        service.stop()
+        thread.join(60)
+        notify.close()
+    first = service.tick_log[0]
+    assert first["ok"] and first["bars"] > 3000 and first["duration_s"] > 1.0
+    during = [t for t, message in zip(notify.times, notify.heard, strict=True)
+              if message == "WATCHDOG=1" and first["started"] < t < first["finished"]]
+    assert len(during) >= first["duration_s"] - 1.5, (len(during), first["duration_s"])
 
 
 def test_serve_usage_errors_are_clear(tmp_path):
