@@ -151,5 +151,6 @@ def open_stream(venue, *, keys: dict | None = None) -> BarStream:
                                   timeout_s=venue.timeout_s)
     from mmats.brokers.ccxt_stream import CcxtStream
 
-    return CcxtStream(venue.exchange, ws_url=venue.stream_url, sandbox=venue.sandbox,
+    return CcxtStream(venue.exchange, ws_url=venue.stream_url, base_url=venue.base_url,
+                      sandbox=venue.sandbox,
                       ticks=venue.ticks, timeout_s=venue.timeout_s)
