@@ -203,10 +203,11 @@ class FeedWatch:
             if last is not None and self.monotonic() - last > self.heartbeat_s:
                 self.silences += 1
                 self.last_message_s = self.monotonic()  # one event per silent window
-                self._event("WARNING", "stream_silent",
-                            f"{self.market}: {self.feed} stream silent for "
-                            f"{self.heartbeat_s:g} s; reconnecting, candles from REST "
-                            "meanwhile", {"heartbeat_s": self.heartbeat_s})
+                if not self._was_lost:  # a reconnect that stays silent: the same outage
+                    self._event("WARNING", "stream_silent",
+                                f"{self.market}: {self.feed} stream silent for "
+                                f"{self.heartbeat_s:g} s; reconnecting, candles from REST "
+                                "meanwhile", {"heartbeat_s": self.heartbeat_s})
                 self._close_stream()
 
     def _close_stream(self) -> None:
