@@ -9,10 +9,11 @@ is handed to the adapter as ccxt reads it, in the order the venue sent it, and a
 emitted closed the moment its ``"x": true`` message arrives. ccxt's ``watch_*`` calls are
 still made: they open the sockets, send the ``SUBSCRIBE`` requests and report failures.
 
-Any other ccxt.pro exchange falls back to the unified calls, and a bar is emitted closed
-when a later bar's message arrives (:func:`closed_by_next`): up to one update interval
-late, and the newest bar before a disconnect is never seen closed (the feed watch's REST
-back-fill has it).
+Any other ccxt.pro exchange falls back to the unified calls (``watch_ohlcv``,
+``watch_trades``, ``watch_bids_asks`` or else ``watch_ticker``), and a bar is emitted
+closed only when a later bar's message arrives (:func:`closed_by_next`): up to one
+update interval late, the newest bar before a disconnect is never seen closed (the feed
+watch's REST back-fill has it), and updates that arrive together are seen as one.
 
 ccxt loads the venue's markets over REST before it subscribes (one ``exchangeInfo`` call
 on Binance); they are kept across reconnects. ``ws_url`` (a proxy, the tests' local
@@ -71,7 +72,7 @@ class CcxtStream:
                  base_url: str | None = None, sandbox: bool = False,
                  ticks: str | None = None, timeout_s: float = 10.0) -> None:
         exchange_id = str(exchange_id).strip().lower()
-        _check_exchange(exchange_id)
+        _check_exchange(exchange_id, bool(sandbox))
         if ticks not in (None, *TICK_STREAMS):
             raise ConfigError(f"{exchange_id}: ticks must be one of {', '.join(TICK_STREAMS)} "
                               f"(or left out), got {ticks!r}")
@@ -97,7 +98,11 @@ class CcxtStream:
         """Connect, subscribe and ``emit`` every message until ``stop`` is set (return),
         the connection fails or :meth:`close` is called (:class:`StreamClosed`). An
         unknown symbol or timeframe raises :class:`BrokerError` (reconnecting will not
-        fix it). Blocks; runs its own asyncio loop in the calling thread."""
+        fix it); an exception from ``emit`` ends the run and is raised unchanged.
+
+        Blocks; runs its own asyncio loop in the calling thread. ``emit`` is called on
+        that loop, between socket reads: it must be quick (hand the message over, do
+        not store or compute)."""
         symbols = tuple(symbols)
         if not symbols:
             raise BrokerError(f"{self.exchange_id}: no symbols to stream")
@@ -200,9 +205,6 @@ class CcxtStream:
         facts = {**DEFAULT_FACTS, **VENUE_FACTS.get(self.exchange_id, {})}
         _merge(exchange.options, copy.deepcopy(facts["options"]))  # one exchangeInfo call
         if self.sandbox:
-            if not exchange.urls.get("test"):
-                raise ConfigError(f"{self.exchange_id} has no sandbox (test network) in "
-                                  "ccxt; drop sandbox or use stream_url")
             exchange.set_sandbox_mode(True)
         urls = exchange.urls
         if self.base_url:
@@ -404,6 +406,7 @@ def closed_by_next(newest: list | None, candles) -> tuple[list[tuple[list, bool]
 
 
 async def _unified(exchange, reader: _Reader, symbol: str, timeframe: str, ticks) -> None:
+    """One symbol's bars (and ticks) from ccxt's unified watch calls."""
     async def bars():
         newest = None
         while True:
@@ -417,11 +420,20 @@ async def _unified(exchange, reader: _Reader, symbol: str, timeframe: str, ticks
             for trade in await exchange.watch_trades(symbol):
                 reader.unified_tick(symbol, trade)
 
-    async def tickers():
+    async def quotes():  # the best bid and ask where ccxt streams them, else its ticker
         while True:
-            reader.unified_tick(symbol, await exchange.watch_ticker(symbol))
+            if exchange.has.get("watchBidsAsks"):
+                quote = (await exchange.watch_bids_asks([symbol])).get(symbol)
+            else:
+                quote = await exchange.watch_ticker(symbol)
+            if quote is not None:
+                reader.unified_tick(symbol, quote)
 
-    watches = [bars()] + {"trades": [trades()], "book_ticker": [tickers()]}.get(ticks, [])
+    watches = [bars()]
+    if ticks == "trades":
+        watches.append(trades())
+    elif ticks == "book_ticker":
+        watches.append(quotes())
     await asyncio.gather(*watches)
 
 
@@ -448,16 +460,20 @@ async def _close(exchange) -> None:
         pass
 
 
-def _check_exchange(exchange_id: str) -> None:
+def _check_exchange(exchange_id: str, sandbox: bool) -> None:
     if exchange_id not in ccxt.pro.exchanges:
         close = difflib.get_close_matches(exchange_id, ccxt.pro.exchanges, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"{exchange_id}: ccxt streams no WebSocket data for it (not one "
                           f"of ccxt.pro's {len(ccxt.pro.exchanges)} exchanges){hint}; set "
                           "stream: false for this venue to poll its REST API")
-    if not getattr(ccxt.pro, exchange_id)().has.get("watchOHLCV"):
+    exchange = getattr(ccxt.pro, exchange_id)()
+    if not exchange.has.get("watchOHLCV"):
         raise ConfigError(f"{exchange_id}: ccxt streams no candles for it; set stream: "
                           "false for this venue to poll its REST API")
+    if sandbox and not exchange.urls.get("test"):
+        raise ConfigError(f"{exchange_id} has no sandbox (test network) in ccxt; drop "
+                          "sandbox or use stream_url")
 
 
 def _replaced(urls, url: str):

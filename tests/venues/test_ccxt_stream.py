@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 
+from mmats.brokers import ccxt_stream
 from mmats.brokers.base import BrokerError
 from mmats.brokers.ccxt_stream import CcxtStream, closed_by_next
 from mmats.brokers.streams import HEARTBEAT, BarStream, StreamBar, StreamClosed, StreamTick
@@ -307,3 +308,28 @@ def test_bars_of_a_venue_without_a_closed_flag_close_when_a_later_bar_comes():
     assert closed_by_next(first, [second, updated]) == (
         [(updated, True), (second, False)], second)
     assert closed_by_next(second, [updated]) == ([], second)  # closed already
+
+
+def test_without_the_closed_flag_a_bar_closes_when_the_next_one_comes(server, venue,
+                                                                      monkeypatch):
+    """The other ccxt.pro exchanges' path, played here on the Binance dialect by ccxt's
+    plain Binance class (without the adapter's raw-event handlers)."""
+    monkeypatch.delitem(ccxt_stream._EVENT_CLASSES, "binance")
+    running = Running(stream_of(server, venue, ticks="book_ticker"))
+    venue.wait_for_subscriptions(2)
+    nxt = OPEN_MS + MINUTE_MS
+    venue.push_kline("BTCUSDT", "1m", OPEN_MS, 10, 11, 9, 10.5, 1, closed=False)
+    wait_for(lambda: len(running.data()) == 1, what="the forming bar")
+    venue.push_kline("BTCUSDT", "1m", OPEN_MS, 10, 12, 9, 11.5, 2, closed=True)
+    wait_for(lambda: len(running.data()) == 2, what="the bar's last update")
+    venue.push_kline("BTCUSDT", "1m", nxt, 11.5, 11.5, 11.5, 11.5, 0, closed=False)
+    wait_for(lambda: len(running.data()) == 4, what="the next bar")
+    venue.push_book_ticker("BTCUSDT", bid=11.0, bid_qty=1.0, ask=12.0, ask_qty=1.0)
+    wait_for(lambda: len(running.data()) == 5, what="the book ticker")
+    running.end()
+    assert running.data()[:4] == [bar(OPEN_MS, (10, 11, 9, 10.5, 1), False),
+                                  bar(OPEN_MS, (10, 12, 9, 11.5, 2), False),  # k.x unseen
+                                  bar(OPEN_MS, (10, 12, 9, 11.5, 2), True),
+                                  bar(nxt, (11.5, 11.5, 11.5, 11.5, 0), False)]
+    tick = running.data()[4]
+    assert (tick.price, tick.bid, tick.ask) == (11.5, 11.0, 12.0)
