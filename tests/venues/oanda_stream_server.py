@@ -17,7 +17,7 @@ text: a malformed line, several lines in one chunk), :attr:`heartbeat_s`, :meth:
 (close every open stream without ending its body), :meth:`finish` (end it properly), :meth:`go_silent` (streams stay open,
 nothing is sent: no prices, no heartbeats), :meth:`refuse` (answer the next streams with a
 status: 401, 500, 503...), :attr:`connections` (streams answered 200) and
-:meth:`wait_for_connections`. Out-of-order lines are prices pushed with an older
+:meth:`wait_for_connections`, :attr:`headers_delay_s` (answer a stream late). Out-of-order lines are prices pushed with an older
 ``time_ns``.
 
 >>> with OandaStreamServer(heartbeat_s=0.2) as server:          # doctest: +SKIP
@@ -90,6 +90,7 @@ class OandaStreamServer:
         self._streams: list[_Stream] = []
         self._latest: dict[str, str] = {}  # instrument -> its last price line (snapshot)
         self._silent = False
+        self.headers_delay_s = 0.0  # wait this long before answering a stream (a slow venue)
         self._refusals: list = []  # [status, remaining count or None]
         self._lock = threading.Lock()
         self._connected = threading.Condition(self._lock)
@@ -290,6 +291,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, owner: OandaStreamServer, instruments, snapshot: bool) -> None:
         self.close_connection = True
+        if owner._stopping.wait(owner.headers_delay_s):
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Transfer-Encoding", "chunked")

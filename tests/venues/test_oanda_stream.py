@@ -247,6 +247,23 @@ def test_stop_returns_on_a_silent_socket_and_lets_the_connection_go(venue):
     wait_for(lambda: venue.open_streams() == 0, timeout_s=3)
 
 
+def test_stop_and_close_return_while_the_venue_has_not_answered_yet(venue):
+    venue.headers_delay_s = 30  # the request is sent, the answer's headers never come
+    for tries, end in enumerate(("stop", "close"), start=1):
+        running = Running(stream_of(venue))
+        wait_for(lambda n=tries: len(venue.requests) == n)
+        time.sleep(0.2)
+        ended_at = time.monotonic()
+        if end == "stop":
+            running.stop.set()
+        else:
+            running.stream.close()
+        error = running.wait_ended()
+        assert running.ended_at - ended_at < PROMPT_S
+        assert error is None if end == "stop" else isinstance(error, StreamClosed)
+    assert venue.connections == 0
+
+
 def test_nothing_received_for_timeout_s_raises_stream_closed(venue):
     venue.go_silent()
     running = started(venue, timeout_s=0.5)
