@@ -110,8 +110,8 @@ class OandaPricingStream:
     timeout_s
         Connect timeout, and the longest wait for any byte of the stream.
 
-    Counters (they add up over every :meth:`run`): :attr:`ticks`, :attr:`heartbeats`,
-    :attr:`bad_lines` (malformed, skipped), :attr:`skipped` (well-formed prices that are
+    Counters (they add up over every :meth:`run`): :attr:`ticks` and :attr:`heartbeats`
+    (what was emitted), :attr:`bad_lines` (malformed, skipped), :attr:`skipped` (well-formed prices that are
     no tick), :attr:`repeats` (a tick equal to the last one of its symbol).
     """
 
