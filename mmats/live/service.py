@@ -108,6 +108,7 @@ class Service:
         self._pending = _Pending()
         self._steps = {m.name: timeframe_ns(m.timeframe) for m in config.markets}
         self._next_close: dict[str, int] = {}
+        self._retry: dict[str, tuple[float, float]] = {}  # market -> (when, wait) real s
         self._kill_ticked: str | None = None
         self.watches: dict[str, FeedWatch] = {}
         self.recorders: dict = {}  # feed -> TickRecorder, for venues with ticks:
@@ -184,6 +185,9 @@ class Service:
                 first = self._pending.first_seen[(market, close_ns)]
                 if seen >= wanted or now_real - first >= self.gather_s:
                     return f"stream {market}", 0.0
+        for market, (when, _) in self._retry.items():
+            if now_real >= when:
+                return f"retry {market}", 0.0
         now = self.clock()
         wait_ns = None
         for market, close_ns in self._next_close.items():
@@ -244,6 +248,29 @@ class Service:
         for market, step in self._steps.items():
             self._next_close[market] = (now_ns // step + 1) * step
         self._read_trading()
+        self._plan_retries(now_ns)
+
+    def _plan_retries(self, now_ns: int) -> None:
+        """A market whose trading sleeves still miss a bar that has closed (its feeds
+        failed this tick: a REST burst during a stream outage) is ticked again soon, 1 s
+        then doubling up to half a bar, not only at the next close."""
+        from mmats.data.calendar import trading_ns_between
+        from mmats.live.sleeves import CALENDAR_OF_MARKET
+
+        for market in self.config.markets:
+            step = self._steps[market.name]
+            calendar = CALENDAR_OF_MARKET[market.type]
+            behind = any(
+                trading_ns_between(calendar, state["last_bar_ns"] + step, now_ns, step) >= step
+                for state in self._trading.values()
+                if isinstance(state, dict) and state.get("market") == market.name
+                and state["state"] != "HALTED")
+            if not behind:
+                self._retry.pop(market.name, None)
+                continue
+            _, wait = self._retry.get(market.name, (0.0, 0.5))
+            wait = min(wait * 2, max(1.0, step / 2e9 / self.speed))
+            self._retry[market.name] = (time.monotonic() + wait, wait)
 
     def _progress(self, stage: str) -> None:
         """Each stage of a tick (each close of a long catch-up too) proves the loop alive:
