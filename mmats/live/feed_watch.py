@@ -80,6 +80,10 @@ class FeedWatch:
         self.state = "stopped"  # connecting | live | reconnecting | failed | stopped
         self.connects = self.losses = self.silences = 0
         self.duplicates = 0  # closed bars dropped as repeated or out of order
+        self.partial_bars = 0  # bars from ticks begun before the connection: left to REST
+        self._heard_from_ns = None  # the clock at the current connection's first message
+        self._last_heard_ns = 0  # the clock at its latest message
+        self._unconfirmed: list[StreamBar] = []  # bars from ticks awaiting a later message
         self.last_message_s: float | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -163,6 +167,7 @@ class FeedWatch:
             self._connection_ok = False
             self.connects += 1
             self.last_message_s = self.monotonic()  # the heartbeat window starts now
+            self._heard_from_ns = None
             reason, fatal = None, False
             try:
                 self.stream.run(self.symbols, self.timeframe, self._emit, self._stop)
@@ -196,7 +201,7 @@ class FeedWatch:
                     with self._lock:
                         done = builder.close_due(now)
                     for bar in done:
-                        self._closed_bar(bar)
+                        self._built_bar(bar)
             if self.state not in ("connecting", "reconnecting", "live"):
                 continue
             last = self.last_message_s
@@ -219,7 +224,9 @@ class FeedWatch:
     def _emit(self, message) -> None:
         """Every message the stream reads: the heartbeat window restarts."""
         self.last_message_s = self.monotonic()
+        self._last_heard_ns = self.clock()
         if not self._connection_ok:
+            self._heard_from_ns = self._last_heard_ns
             self._connection_ok = True
             self.state = "live"
             self.last_error = None
@@ -229,6 +236,7 @@ class FeedWatch:
                             f"{self.market}: {self.feed} stream back; missed bars are "
                             "back-filled from REST", {})
         if message == HEARTBEAT:
+            self._confirm()
             return
         if isinstance(message, StreamBar):
             if message.symbol not in self._closed:
@@ -249,7 +257,29 @@ class FeedWatch:
                     if forming is not None:
                         self._forming[message.symbol] = forming
                 for bar in done:
-                    self._closed_bar(bar)
+                    self._built_bar(bar)
+            self._confirm()
+
+    def _built_bar(self, bar: StreamBar) -> None:
+        """A bar built from ticks is whole only if the stream was heard from before it
+        opened until after it ended. One begun before the connection's first message (the
+        first after a connect, the one a reconnect cut) is left to the REST back-fill,
+        which has the venue's own; one closed by the clock waits for the next message
+        (a tick, or a heartbeat: OANDA's come every 5 s), and is dropped too if the
+        connection is lost first: ticks of its last moments may be missing."""
+        if self._heard_from_ns is None or bar.open_ns < self._heard_from_ns:
+            self.partial_bars += 1
+            return
+        with self._lock:
+            self._unconfirmed.append(bar)
+        self._confirm()
+
+    def _confirm(self) -> None:
+        with self._lock:
+            ready = [b for b in self._unconfirmed if b.open_ns + self.step_ns <= self._last_heard_ns]
+            self._unconfirmed = [b for b in self._unconfirmed if b not in ready]
+        for bar in ready:
+            self._closed_bar(bar)
 
     def _closed_bar(self, bar: StreamBar) -> None:
         with self._lock:
@@ -267,6 +297,9 @@ class FeedWatch:
             self.on_close(self.market, bar.symbol, bar.open_ns + self.step_ns)
 
     def _lost(self, reason: str | None, fatal: bool) -> None:
+        with self._lock:
+            self.partial_bars += len(self._unconfirmed)
+            self._unconfirmed = []
         self.losses += 1
         self.last_error = reason
         first_loss = not self._was_lost

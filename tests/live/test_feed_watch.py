@@ -152,13 +152,14 @@ def test_a_refused_stream_is_critical_and_retried_at_the_longest_wait():
 
 
 def test_bars_built_from_ticks_close_on_the_clock():
-    now = [T0 + 30_000_000_000]
+    now = [T0 - 1_000_000_000]  # connected a second before the bar opens
     ticks = [StreamTick("EUR/USD", T0 + s * 1_000_000_000, 1.1 + s / 1e4) for s in (1, 5, 9)]
     stream = ScriptedStream([*ticks, "hold"], bars_from_ticks=True)
     watch, events, closes = watch_of(stream, clock=lambda: now[0], symbols=("EUR/USD",))
     watch.start()
     try:
         wait_for(lambda: watch.live)
+        now[0] = T0 + 30_000_000_000
         time.sleep(0.2)
         assert closes == []  # the bar is still forming
         now[0] = T0 + MIN + 300_000_000  # past the bar's end and the grace
@@ -168,6 +169,25 @@ def test_bars_built_from_ticks_close_on_the_clock():
     [built] = watch.closed_run("EUR/USD", T0, 5)
     assert (built.open, built.high, built.low, built.close, built.volume) == pytest.approx(
         (1.1001, 1.1009, 1.1001, 1.1009, 3.0))
+
+
+def test_a_bar_from_ticks_begun_before_the_connection_is_left_to_rest():
+    """Connected mid-bar: that bar's ticks are a part of it, never stored as the bar."""
+    now = [T0 + 30_000_000_000]
+    ticks = [StreamTick("EUR/USD", T0 + s * 1_000_000_000, 1.1) for s in (31, 40)]
+    later = [StreamTick("EUR/USD", T0 + MIN + s * 1_000_000_000, 1.2) for s in (1, 2)]
+    stream = ScriptedStream([*ticks, *later, "hold"], bars_from_ticks=True)
+    watch, _, closes = watch_of(stream, clock=lambda: now[0], symbols=("EUR/USD",))
+    watch.start()
+    try:
+        wait_for(lambda: watch.partial_bars == 1)
+        now[0] = T0 + 2 * MIN + 300_000_000
+        wait_for(lambda: closes)
+    finally:
+        watch.stop()
+    assert watch.closed_run("EUR/USD", T0, 5) == []
+    [whole] = watch.closed_run("EUR/USD", T0 + MIN, 5)
+    assert whole.volume == 2.0 and closes == [("crypto", "EUR/USD", T0 + 2 * MIN)]
 
 
 class Rest:
