@@ -134,7 +134,8 @@ class Service:
             self._start()
             self.notifier.ready(f"serving {self.config.source} ({self.mode}, "
                                 f"{self.config.environment})")
-            self._tick("start")
+            self._tick("start")  # first: a restart recovers before it connects streams
+            self._start_streams()
             while not self._stop.is_set():
                 self._turn()
         finally:
@@ -288,24 +289,34 @@ class Service:
 
     # -- streams --------------------------------------------------------------------------
     def _start(self) -> None:
-        """Streams for the markets that have one, their candle sources, and /health."""
+        """The live feeds' REST candle sources, and /health."""
         from mmats.brokers.connect import open_venue
-        from mmats.brokers.streams import open_stream
 
-        given_streams = self._streams_given or {}
         given_rest = self._rest_given or {}
         for market in self.config.markets:
             feed = market.feed
-            live = self.config.is_live_feed(feed)
-            venue = self.config.venue(feed)
-            stream = given_streams.get(market.name)
-            if stream is None and live and venue.stream and _streams(venue.exchange):
-                stream = open_stream(venue, keys=_data_keys(venue))
-            if live:
+            if self.config.is_live_feed(feed) and feed not in self.sources:
                 rest = given_rest.get(feed)
                 if rest is None:
-                    rest = open_venue(venue, symbols=market.symbols, keys=_data_keys(venue))
-                self.sources.setdefault(feed, rest)
+                    rest = open_venue(self.config.venue(feed), symbols=market.symbols,
+                                      keys=_data_keys(self.config.venue(feed)))
+                self.sources[feed] = rest
+        if self.health_server is not None:
+            self.health_server.start()
+
+    def _start_streams(self) -> None:
+        """Streams for the markets that have one; their bars reach the tick through a
+        :class:`StreamedSource` in front of the feed's REST source."""
+        from mmats.brokers.streams import open_stream
+
+        given_streams = self._streams_given or {}
+        for market in self.config.markets:
+            feed = market.feed
+            venue = self.config.venue(feed)
+            stream = given_streams.get(market.name)
+            if (stream is None and self.config.is_live_feed(feed) and venue.stream
+                    and _streams(venue.exchange)):
+                stream = open_stream(venue, keys=_data_keys(venue))
             if stream is None:
                 continue
             watch = FeedWatch(market.name, feed, stream, market.symbols, market.timeframe,
@@ -324,8 +335,6 @@ class Service:
             self.sources[feed] = StreamedSource(self.sources.get(feed), watches, self.clock)
         for watch in self.watches.values():
             watch.start()
-        if self.health_server is not None:
-            self.health_server.start()
 
     def _closed(self, market: str, symbol: str, close_ns: int) -> None:
         with self._wake:
