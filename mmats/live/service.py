@@ -364,6 +364,8 @@ class Service:
             self.health_server.stop()
         for source in list(self.sources.values()):
             _forget_keys(getattr(source, "rest", source))
+        for watch in self.watches.values():
+            _forget_keys(watch.stream)
         self.sources.clear()
         self.watches.clear()
         gc.collect()
@@ -477,8 +479,10 @@ def _forget_keys(adapter) -> None:
                 with contextlib.suppress(AttributeError, TypeError):
                     setattr(holder, name, "")
         headers = getattr(getattr(holder, "client", None), "headers", None)
-        if isinstance(headers, dict) and "Authorization" in headers:
+        if headers is not None and "Authorization" in headers:
             headers["Authorization"] = ""
+        if callable(getattr(holder, "_hide", None)):  # a redactor closing over the key
+            holder._hide = str
 
 
 def _iso(ns: int) -> str:

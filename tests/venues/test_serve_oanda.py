@@ -126,9 +126,13 @@ def test_oanda_prices_become_bars_ticked_at_their_close(tmp_path, monkeypatch):
         time.sleep(3.0)  # a bar after the silence
     finally:
         service_partial = [service.watches["fx"].partial_bars]
+        holders = [service.sources["oanda"].rest, service.watches["fx"].stream]
         service.stop()
         thread.join(30)
         venue.stop()
+    assert service.sources == {} and service.watches == {}
+    for holder in holders:  # SIGTERM's "drop the keys": blanked before they are let go
+        assert TOKEN not in _everything_in(holder), holder
     with sqlite3.connect(f"file:{service.config.journal}?mode=ro", uri=True) as db:
         bars = db.execute("SELECT bar_ts_ns, open, high, low, close, volume FROM ticks "
                           "ORDER BY bar_ts_ns").fetchall()
@@ -140,3 +144,21 @@ def test_oanda_prices_become_bars_ticked_at_their_close(tmp_path, monkeypatch):
     assert service_partial[0] >= 1  # the bar the stream joined mid-way came from REST
     assert opens[-1] > close_ns  # bars kept coming after the silence
     assert "stream_silent" in kinds and "stream_restored" in kinds
+
+
+def _everything_in(obj, depth=3) -> str:
+    """The text of an object's attributes, their attributes, closures and headers."""
+    if depth == 0:
+        return ""
+    parts = [repr(obj)[:200]]
+    for value in getattr(obj, "__dict__", {}).values():
+        if isinstance(value, str | bytes | dict | list | tuple):
+            parts.append(repr(value))
+        elif callable(value) and getattr(value, "__closure__", None):
+            parts += [repr(cell.cell_contents) for cell in value.__closure__]
+        else:
+            parts.append(_everything_in(value, depth - 1))
+    headers = getattr(obj, "headers", None)
+    if headers is not None:
+        parts.append(repr(dict(headers)))
+    return " ".join(parts)
