@@ -234,6 +234,7 @@ def _figures(venue, service, journal, began, seconds, speed, faults) -> dict:
         "lost_bars": len(lost), "duplicate_bars": sum(1 for _, n in bars if n > 1),
         "duplicate_orders": len(orders), "orders": n_orders[0] if n_orders else 0,
         "journal_events": kinds,
+        "tracebacks": sum("Traceback" in line for _, _, line in service.lines),
     }
 
 
