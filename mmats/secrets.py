@@ -27,6 +27,17 @@ A wrong passphrase raises :class:`WrongPassphraseError`; a damaged or altered fi
 the file. The header's scrypt cost is bounded before any derivation, and a SHA-256 of the
 header tells a changed salt or cost from a wrong passphrase.
 
+Environments: every configuration names one (``environment: dev | test | prod``) and reads
+only its own namespace of keys, so keys stored for ``prod`` are never read by a ``dev``
+configuration, nor the reverse. ``dev`` is the namespace of the plain venue names, so
+entries stored before environments existed count as ``dev`` only; ``test`` and ``prod``
+entries are stored as ``test/<venue>`` and ``prod/<venue>`` (a venue name cannot hold
+``/``, so the namespaces cannot meet)::
+
+    set_secret("binance", {"api_key": "...", "secret": "..."}, environment="prod")
+    get_secret("binance")                       # None: the dev namespace holds nothing
+    list_environments()                         # {'dev': [], 'test': [], 'prod': ['binance']}
+
 Keeping secrets out of output: :func:`get_secret` returns a :class:`SecretFields`, a dict
 whose repr shows ``'***'`` for every value (the values themselves stay plain strings, since
 venue SDKs need them); :func:`redact` masks known secret values in any text, and
@@ -54,6 +65,8 @@ from mmats.redact import MASK, redact, secret_values
 
 SERVICE = "mmats"
 FILE_ENV = "MMATS_SECRETS_FILE"
+ENVIRONMENTS = ("dev", "test", "prod")  # a configuration's environment: its key namespace
+DEFAULT_ENVIRONMENT = "dev"  # also the namespace of entries stored before environments
 PASSPHRASE_ENV = "MMATS_SECRETS_PASSPHRASE"
 
 _FORMAT = "mmats-secrets"
@@ -103,21 +116,24 @@ class SecretFields(dict):
 # -- public API ------------------------------------------------------------------------------
 
 
-def set_secret(venue: str, fields: Mapping[str, str]) -> None:
-    """Store (or replace) the fields of ``venue``, e.g. ``{"api_key": ..., "secret": ...}``.
+def set_secret(venue: str, fields: Mapping[str, str],
+               environment: str = DEFAULT_ENVIRONMENT) -> None:
+    """Store (or replace) the fields of ``venue`` in ``environment``'s namespace, e.g.
+    ``{"api_key": ..., "secret": ...}``.
 
-    >>> set_secret("binance", {"api_key": "k", "secret": "s"})   # doctest: +SKIP
+    >>> set_secret("binance", {"api_key": "k", "secret": "s"}, "prod")  # doctest: +SKIP
     """
-    _backend().set(_check_venue(venue), _check_fields(venue, fields))
+    _backend().set(entry_name(venue, environment), _check_fields(venue, fields))
 
 
-def get_secret(venue: str) -> SecretFields | None:
-    """The fields stored for ``venue``, or None.
+def get_secret(venue: str, environment: str = DEFAULT_ENVIRONMENT) -> SecretFields | None:
+    """The fields stored for ``venue`` in ``environment``'s namespace, or None; no other
+    namespace is ever read.
 
     >>> get_secret("oanda")                                       # doctest: +SKIP
     SecretFields({'token': '***', 'account_id': '***'})
     """
-    fields = _backend().get(_check_venue(venue))
+    fields = _backend().get(entry_name(venue, environment))
     return None if fields is None else SecretFields(fields)
 
 
@@ -127,20 +143,47 @@ def available_without_prompt() -> bool:
     return isinstance(_backend(), _Keyring) or bool(os.environ.get(PASSPHRASE_ENV))
 
 
-def list_venues() -> list[str]:
-    """The venues that have secrets stored, sorted."""
-    return sorted(_backend().venues())
+def list_venues(environment: str = DEFAULT_ENVIRONMENT) -> list[str]:
+    """The venues that have secrets stored in ``environment``'s namespace, sorted."""
+    return list_environments()[_check_environment(environment)]
 
 
-def list_fields() -> dict[str, list[str]]:
-    """Each stored venue with the names (never the values) of its fields, in one read."""
-    stored = _backend().all()
-    return {venue: sorted(stored[venue]) for venue in sorted(stored)}
+def list_fields(environment: str = DEFAULT_ENVIRONMENT) -> dict[str, list[str]]:
+    """Each venue stored in ``environment``'s namespace with the names (never the values)
+    of its fields, in one read."""
+    _check_environment(environment)
+    stored = _backend().all(lambda name: _split_entry(name)[0] == environment)
+    by_venue = {_split_entry(name)[1]: sorted(fields) for name, fields in stored.items()}
+    return {venue: by_venue[venue] for venue in sorted(by_venue)}
 
 
-def delete_secret(venue: str) -> bool:
-    """Forget ``venue``'s secrets; False if there were none."""
-    return _backend().delete(_check_venue(venue))
+def list_environments() -> dict[str, list[str]]:
+    """Every environment with the venues stored in its namespace (names only), sorted:
+    ``{'dev': ['binance'], 'test': [], 'prod': ['binance']}``."""
+    spaces: dict[str, list[str]] = {environment: [] for environment in ENVIRONMENTS}
+    for name in _backend().venues():
+        space, venue = _split_entry(name)
+        if space in spaces:
+            spaces[space].append(venue)
+    return {space: sorted(venues) for space, venues in spaces.items()}
+
+
+def delete_secret(venue: str, environment: str = DEFAULT_ENVIRONMENT) -> bool:
+    """Forget ``venue``'s secrets in ``environment``'s namespace; False if there were
+    none."""
+    return _backend().delete(entry_name(venue, environment))
+
+
+def entry_name(venue: str, environment: str = DEFAULT_ENVIRONMENT) -> str:
+    """The store's entry for ``venue`` in ``environment``: the venue's name for ``dev``
+    (which is why entries stored before environments count as ``dev``), else
+    ``<environment>/<venue>``.
+
+    >>> entry_name("binance"), entry_name("binance", "prod")
+    ('binance', 'prod/binance')
+    """
+    venue, environment = _check_venue(venue), _check_environment(environment)
+    return venue if environment == DEFAULT_ENVIRONMENT else f"{environment}/{venue}"
 
 
 def describe_backend() -> str:
@@ -188,6 +231,19 @@ def _check_venue(venue) -> str:
         raise SecretsError(f"venue name {venue!r} is not valid; use letters, digits, '.', '_' "
                            "or '-', starting with a letter or digit (e.g. 'binance', 'oanda')")
     return venue
+
+
+def _check_environment(environment) -> str:
+    if environment not in ENVIRONMENTS:
+        raise SecretsError(f"environment {environment!r} is not one of "
+                           f"{', '.join(ENVIRONMENTS)}")
+    return environment
+
+
+def _split_entry(name: str) -> tuple[str, str]:
+    """``(environment, venue)`` of a stored entry's name (see :func:`entry_name`)."""
+    space, slash, venue = name.partition("/")
+    return (space, venue) if slash else (DEFAULT_ENVIRONMENT, name)
 
 
 def _check_fields(venue: str, fields) -> dict[str, str]:
@@ -264,8 +320,9 @@ class _Keyring:
         self._write_index(self.venues() - {venue})
         return deleted
 
-    def all(self) -> dict[str, dict[str, str]]:
-        stored = {venue: self.get(venue) for venue in self.venues()}
+    def all(self, keep=lambda name: True) -> dict[str, dict[str, str]]:
+        """The entries whose name ``keep`` accepts (the others are not read)."""
+        stored = {venue: self.get(venue) for venue in self.venues() if keep(venue)}
         return {venue: fields for venue, fields in stored.items() if fields is not None}
 
     def venues(self) -> set[str]:
@@ -307,8 +364,10 @@ class _EncryptedFile:
     def venues(self) -> set[str]:
         return set(self.all())
 
-    def all(self) -> dict[str, dict[str, str]]:
-        return self._read()[0] if self.path.exists() else {}
+    def all(self, keep=lambda name: True) -> dict[str, dict[str, str]]:
+        """The entries whose name ``keep`` accepts (one decryption, whatever is kept)."""
+        stored = self._read()[0] if self.path.exists() else {}
+        return {name: fields for name, fields in stored.items() if keep(name)}
 
     def set(self, venue: str, fields: dict[str, str]) -> None:
         with self._locked():

@@ -2,13 +2,16 @@
 (ccxt exchange id or ``oanda``, sandbox/practice, base URL, timeout); the keys come from
 the environment or the secrets store, never from the configuration.
 
-Credentials, first found wins:
+Credentials belong to the configuration's environment (``dev``, ``test`` or ``prod``): a
+configuration reads its own environment's keys and never another's. First found wins:
 
-- environment: ``MMATS_<VENUE>_API_KEY`` and ``MMATS_<VENUE>_SECRET`` (ccxt), or
-  ``MMATS_<VENUE>_TOKEN`` and ``MMATS_<VENUE>_ACCOUNT_ID`` (OANDA), with ``<VENUE>`` the
-  venue's name in capitals;
-- the secrets store (:mod:`mmats.secrets`: OS keyring or encrypted file), fields
-  ``api_key``/``secret`` or ``token``/``account_id``, set with ``scripts/keys.py set VENUE``.
+- environment variables ``MMATS_<ENV>_<VENUE>_API_KEY`` and ``..._SECRET`` (ccxt), or
+  ``MMATS_<ENV>_<VENUE>_TOKEN`` and ``..._ACCOUNT_ID`` (OANDA), with ``<ENV>`` and
+  ``<VENUE>`` in capitals (``MMATS_PROD_BINANCE_API_KEY``); the names without an
+  environment (``MMATS_BINANCE_API_KEY``, as before environments) count as ``dev`` only;
+- the secrets store (:mod:`mmats.secrets`: OS keyring or encrypted file), in the
+  environment's namespace, fields ``api_key``/``secret`` or ``token``/``account_id``, set
+  with ``mmats keys set VENUE --env ENV``.
 
 Adapters are imported here lazily, so only a configuration that uses a venue needs its
 SDK; only the adapter modules import ccxt or oandapyV20.
@@ -43,14 +46,19 @@ Candles, balances, positions, open orders and cancels are never refused.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from urllib.parse import urlsplit
 
 from mmats.brokers.base import OrderRejected
 from mmats.errors import ConfigError
 from mmats.redact import redact_url
+from mmats.secrets import DEFAULT_ENVIRONMENT, ENVIRONMENTS
+
+log = logging.getLogger(__name__)
 
 PURPOSES = ("trade", "reduce", "read")
+_FIELDS = ("api_key", "secret", "token", "account_id", "password")
 REAL_MONEY_ATTRIBUTE = "real_money_orders"
 ALLOWED, REDUCE_ONLY, REFUSED = "allowed", "reduce_only", "refused"
 
@@ -63,26 +71,78 @@ class RealMoneyRefused(OrderRejected):
         super().__init__(message, "real_money_guard")
 
 
-def credentials(venue_name: str) -> dict:
-    """The venue's credential fields, from the environment or the secrets store ({} when
-    none: public market data needs no key)."""
-    prefix = "MMATS_" + venue_name.upper().replace("-", "_").replace(".", "_") + "_"
-    fields = {}
-    for field in ("api_key", "secret", "token", "account_id", "password"):
-        value = os.environ.get(prefix + field.upper())
-        if value:
-            fields[field] = value
-    if fields:
-        return fields
+def credentials(venue_name: str, environment: str) -> dict:
+    """The venue's credential fields for ``environment``, from its environment variables
+    or its namespace of the secrets store ({} when none: public market data needs no key).
+    Another environment's keys are never read.
+
+    >>> credentials("binance", "prod")  # MMATS_PROD_BINANCE_API_KEY, ...  # doctest: +SKIP
+    """
     from mmats.secrets import SecretsError, available_without_prompt, get_secret
 
+    for prefix in credential_prefixes(venue_name, environment):
+        fields = {}
+        for field in _FIELDS:
+            value = os.environ.get(prefix + field.upper())
+            if value:
+                fields[field] = value
+        if fields:
+            return fields
     if not available_without_prompt():
         return {}  # no store to read without prompting (cron has no terminal)
     try:
-        stored = get_secret(venue_name)
+        stored = get_secret(venue_name, environment)
     except SecretsError as error:
-        raise ConfigError(f"venue {venue_name}: could not read its keys: {error}") from None
+        raise ConfigError(f"venue {venue_name}: could not read its {environment} keys: "
+                          f"{error}") from None
+    if not stored and environment != DEFAULT_ENVIRONMENT:
+        _hint_unused_keys(venue_name, environment)
     return dict(stored) if stored else {}
+
+
+def credential_prefixes(venue_name: str, environment: str) -> tuple[str, ...]:
+    """The environment variables' prefixes read for a venue, in order.
+
+    The names without an environment count as ``dev`` only, and not even there for a venue
+    whose name starts with an environment (``prod-binance``): ``MMATS_PROD_BINANCE_...``
+    is the ``prod`` key of ``binance``.
+
+    >>> credential_prefixes("binance", "prod")
+    ('MMATS_PROD_BINANCE_',)
+    >>> credential_prefixes("binance", "dev")
+    ('MMATS_DEV_BINANCE_', 'MMATS_BINANCE_')
+    """
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"venue {venue_name}: environment {environment!r} is not one of "
+                          f"{', '.join(ENVIRONMENTS)}")
+    venue = venue_name.upper().replace("-", "_").replace(".", "_")
+    prefixes = (f"MMATS_{environment.upper()}_{venue}_",)
+    ambiguous = venue.startswith(tuple(f"{name.upper()}_" for name in ENVIRONMENTS))
+    if environment == DEFAULT_ENVIRONMENT and not ambiguous:
+        prefixes += (f"MMATS_{venue}_",)
+    return prefixes
+
+
+def _hint_unused_keys(venue_name: str, environment: str) -> None:
+    """Say (names only, never values) when a venue has keys for other environments only:
+    the usual slip once environments came, as keys stored before them count as dev."""
+    from mmats.secrets import SecretsError, list_environments
+
+    others = [other for other in ENVIRONMENTS if other != environment]
+    prefixes = tuple(prefix for other in others
+                     for prefix in credential_prefixes(venue_name, other))
+    found = sorted(name for name in os.environ if name.startswith(prefixes))
+    try:
+        found += [f"{other} in the secrets store" for other, venues in
+                  list_environments().items() if other in others and venue_name in venues]
+    except SecretsError:
+        pass
+    if found:
+        log.warning("venue %s: no %s keys (%s... or: mmats keys set %s --env %s); there "
+                    "are keys of other environments only (%s), which a %s configuration "
+                    "never reads", venue_name, environment,
+                    credential_prefixes(venue_name, environment)[0], venue_name, environment,
+                    ", ".join(found), environment)
 
 
 def connect(config, market, *, symbols=None, keys: dict | None = None,
@@ -121,7 +181,7 @@ def open_venue(venue, *, symbols=(), keys: dict | None = None, real_money_orders
     if real_money_orders not in (ALLOWED, REDUCE_ONLY, REFUSED):
         raise ConfigError(f"real_money_orders {real_money_orders!r} is not one of "
                           f"{ALLOWED}, {REDUCE_ONLY}, {REFUSED}")
-    keys = credentials(venue.name) if keys is None else keys
+    keys = credentials(venue.name, venue.environment) if keys is None else keys
     if venue.exchange == "oanda":
         from mmats.brokers.oanda_broker import OandaBroker
 

@@ -1,16 +1,24 @@
 """Store, list and delete venue API keys (OS keyring, or an encrypted file without one).
 
 examples:
-  mmats keys set binance                          # asks for api_key and secret
-  mmats keys set oanda                            # asks for token and account_id
+  mmats keys set binance                          # asks for api_key and secret (dev)
+  mmats keys set binance --env prod               # the keys environment: prod configs read
+  mmats keys set oanda --env test                 # asks for token and account_id
   mmats keys set telegram                         # asks for the chat bot's token
   mmats keys set kraken --fields api_key,secret,otp
   printf 'api_key=%s\\nsecret=%s\\n' "$KEY" "$SECRET" | mmats keys set binance --stdin
-  mmats keys list --json
-  mmats keys delete binance
+  mmats keys list --env prod --json
+  mmats keys delete binance --env prod
 
 Values are never echoed or printed: set asks with a hidden prompt, or reads field=value
 lines from stdin with --stdin; list shows venues and field names only.
+
+Environments: keys belong to one environment (--env dev, test or prod; default dev), and
+a configuration reads only its own environment's (environment: in the file), so prod keys
+are never read by a dev configuration, nor the reverse. Keys stored before environments
+existed count as dev only: store them again with --env prod for a prod configuration. The
+environment variables carry it too: MMATS_PROD_BINANCE_API_KEY, MMATS_TEST_OANDA_TOKEN;
+the names without it (MMATS_BINANCE_API_KEY) count as dev only.
 
 Where keys live: the OS keyring (service "mmats"); on a machine without a working keyring
 (a headless server), or when MMATS_SECRETS_FILE names a file, an AES-GCM encrypted file
@@ -35,6 +43,7 @@ from mmats.cli import (
     fail,
     print_json,
 )
+from mmats.secrets import DEFAULT_ENVIRONMENT, ENVIRONMENTS
 
 # Fields asked for when --fields is not given; venue differences are data.
 DEFAULT_FIELDS = {"oanda": ("token", "account_id"), "telegram": ("token",)}
@@ -51,13 +60,16 @@ def parse_args(argv=None, prog="mmats keys") -> argparse.Namespace:
                             "token for telegram, api_key,secret otherwise)")
     store.add_argument("--stdin", action="store_true",
                        help="read field=value lines from stdin instead of asking")
-    add_json_option(store)
     listing = add_subcommand(parser, commands, "list",
                              "venues and their field names (never values)")
-    add_json_option(listing)
     delete = add_subcommand(parser, commands, "delete", "forget a venue's keys")
     delete.add_argument("venue", metavar="VENUE")
-    add_json_option(delete)
+    for command in (store, listing, delete):
+        command.add_argument("--env", choices=ENVIRONMENTS, default=DEFAULT_ENVIRONMENT,
+                             dest="environment",
+                             help="the environment whose keys these are (default: dev, "
+                                  "which also holds keys stored before environments)")
+        add_json_option(command)
     return parser.parse_args(argv)
 
 
@@ -66,23 +78,25 @@ def main(argv=None, prog="mmats keys") -> int:
     from mmats import secrets
 
     try:
+        environment = args.environment
+        named = f"{args.venue}{_in(environment)}" if args.command != "list" else ""
         if args.command == "set":
             fields = _read_stdin(args) if args.stdin else _prompt(args)
-            secrets.set_secret(args.venue, fields)
-            done = {"stored": args.venue, "fields": list(fields),
+            secrets.set_secret(args.venue, fields, environment)
+            done = {"stored": args.venue, "fields": list(fields), "environment": environment,
                     "backend": secrets.describe_backend()}
-            _say(done, f"stored {', '.join(fields)} for {args.venue} in {done['backend']}",
+            _say(done, f"stored {', '.join(fields)} for {named} in {done['backend']}",
                  args.json)
         elif args.command == "list":
-            _list(secrets, as_json=args.json)
+            _list(secrets, environment, as_json=args.json)
         else:
-            if not secrets.delete_secret(args.venue):
-                print(f"error: nothing is stored for {args.venue} in "
+            if not secrets.delete_secret(args.venue, environment):
+                print(f"error: nothing is stored for {named} in "
                       f"{secrets.describe_backend()}", file=sys.stderr)
                 return EXIT_NO
             where = secrets.describe_backend()
-            _say({"deleted": args.venue, "backend": where},
-                 f"deleted {args.venue} from {where}", args.json)
+            _say({"deleted": args.venue, "environment": environment, "backend": where},
+                 f"deleted {named} from {where}", args.json)
     except secrets.SecretsError as exc:
         return fail(exc)
     return 0
@@ -136,13 +150,31 @@ def _read_stdin(args) -> dict[str, str]:
     return fields
 
 
-def _list(secrets, as_json: bool) -> None:
-    venues = secrets.list_fields()
+def _in(environment: str) -> str:
+    """How a venue's environment is named in a message: nothing for dev (as before
+    environments), `` (environment prod)`` for the others."""
+    return "" if environment == DEFAULT_ENVIRONMENT else f" (environment {environment})"
+
+
+def _list(secrets, environment: str, as_json: bool) -> None:
+    """One environment's venues and field names on stdout; on stderr, which environment
+    that is and which others hold keys (names only)."""
+    venues = secrets.list_fields(environment)
     where = secrets.describe_backend()
+    others = {name: listed for name, listed in secrets.list_environments().items()
+              if name != environment and listed}
+    note = (f"environment {environment}"
+            + (" (it holds the keys stored before environments existed: they count as dev "
+               "only)" if environment == DEFAULT_ENVIRONMENT else "")
+            + "; " + ("; ".join(f"{name} holds {', '.join(listed)}"
+                                for name, listed in others.items()) or "no other holds keys")
+            + (" (list with --env)" if others else ""))
     if as_json:
-        print(json.dumps({"backend": where, "venues": venues}, indent=2))
+        print(json.dumps({"backend": where, "environment": environment, "venues": venues,
+                          "other_environments": others, "note": note}, indent=2))
         return
-    print(f"{len(venues)} venue(s) in {where}")
+    print(f"{len(venues)} venue(s){_in(environment)} in {where}")
     for venue, names in venues.items():
         print(f"  {venue}: {', '.join(names)}")
+    print(f"note: {note}", file=sys.stderr)
 

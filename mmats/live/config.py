@@ -23,6 +23,9 @@ Rules worth knowing:
   name and the key path (``configs/x.yaml: models[0].params.fast: ...``).
 - Unknown keys are errors; keys that look like secrets (api_key, secret, password, token,
   private_key, ...) are rejected anywhere: keys live in the OS keyring or the environment.
+- ``environment: dev | test | prod`` separates: a configuration reads only its own
+  environment's keys, uses only a journal, anchor and candle store of its environment and
+  tags every notification with it (:mod:`mmats.live.environments`); real orders need prod.
 - ``*_pct`` values are percentages: ``5%`` and ``5`` both mean five percent.
 - Relative paths (journal, journal_anchor, data_root, strategy files) are relative to the
   config file's folder, so a cron job started from any directory reads the same files.
@@ -61,8 +64,10 @@ from pydantic import (
 
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, StrategyError
+from mmats.live.notify import Targets
 from mmats.live.yaml_text import read_yaml
 from mmats.redact import redact_url
+from mmats.secrets import ENVIRONMENTS
 from mmats.sleeve import (
     Flag,
     Name,
@@ -86,7 +91,6 @@ from mmats.sleeve import (
 from mmats.strategy import load_strategy
 
 MODES = ("advisory", "paper", "operator")
-ENVIRONMENTS = ("dev", "test", "prod")
 TICK_STREAMS = ("trades", "book_ticker")
 MARKET_TYPES = ("crypto", "forex", "stocks")
 PAPER_EXECUTION = "paper"
@@ -127,7 +131,8 @@ class RiskLimits(Settings):
 class VenueConfig:
     """How to reach a venue: its ccxt exchange id (or ``oanda``), the testnet/practice
     switch and an optional base URL (a proxy, or the tests' local servers). Keys are not
-    here: they live in the OS keyring or the encrypted secrets file (``scripts/keys.py``)."""
+    here: they live in the OS keyring or the encrypted secrets file (``mmats keys``), in
+    the namespace of ``environment``, the configuration's (its only keys the adapter reads)."""
 
     name: str
     exchange: str
@@ -137,6 +142,7 @@ class VenueConfig:
     stream: bool = True  # under --serve, bars come from the venue's stream (REST fills gaps)
     stream_url: str | None = None  # the stream's base URL: a proxy, or the tests' servers
     ticks: str | None = None  # keep the stream's ticks too: "trades" or "book_ticker"
+    environment: str = "dev"  # the configuration's: whose keys the adapter reads
 
     def stream_settings(self) -> dict:
         """The streaming keys that differ from their defaults (older snapshots stay equal)."""
@@ -212,6 +218,15 @@ class RunnerConfig:
     telegram: TelegramConfig | None = None  # the telegram: block; None: no chat control
     source: str = "<dict>"
 
+    def __post_init__(self):
+        """The environment reaches what is built from the configuration: every venue reads
+        its keys (and every notification is tagged) as the configuration's environment,
+        also after ``dataclasses.replace(config, environment=...)``."""
+        venues = tuple(venue if venue.environment == self.environment else
+                       replace(venue, environment=self.environment) for venue in self.venues)
+        object.__setattr__(self, "venues", venues)
+        object.__setattr__(self, "notifications", Targets(self.notifications, self.environment))
+
     @property
     def lock(self) -> Path:
         """The tick lock: beside the journal (``<journal>.lock``), whatever the config."""
@@ -229,7 +244,7 @@ class RunnerConfig:
         for venue in self.venues:
             if venue.name == name:
                 return venue
-        return VenueConfig(name=name, exchange=name)
+        return VenueConfig(name=name, exchange=name, environment=self.environment)
 
     def is_live_feed(self, name: str) -> bool:
         """Whether the runner fetches this feed's candles itself (it is listed under
@@ -266,7 +281,7 @@ class RunnerConfig:
             "stale_after_bars": self.stale_after_bars,
             "reconcile_tolerance_pct": self.reconcile_tolerance_pct,
             "venues": [{**{k: val for k, val in asdict(v).items()
-                           if k not in ("stream", "stream_url", "ticks")},
+                           if k not in ("stream", "stream_url", "ticks", "environment")},
                         **v.stream_settings(),
                         "base_url": None if v.base_url is None else redact_url(v.base_url)}
                        | ({"stream_url": redact_url(v.stream_url)} if v.stream_url else {})

@@ -294,8 +294,9 @@ def _change(config, model_id, action, user, reason, apply, symbol=None,
 
 def status(config: RunnerConfig) -> dict:
     """Positions, equity, trading state and last bar of every sleeve, from the journal,
-    and under ``kill_switch`` the kill in force (who, why, when), or None."""
-    result = {}
+    under ``environment`` the configuration's (which the journal is checked to share), and
+    under ``kill_switch`` the kill in force (who, why, when), or None."""
+    result: dict = {"environment": config.environment}
     with open_journal(config) as journal:
         for sleeve in sleeves(config, 1.0):
             state = journal.load_state(sleeve.id)

@@ -12,8 +12,9 @@ Whoever can write the file could still append rows with valid hashes, recompute 
 or delete the newest rows of both a table and the index. So each chain hash is signed with
 a key from the secrets store, and after every commit the head goes to an anchor file
 outside the SQLite file (``<journal>.anchor`` by default): see
-:mod:`mmats.live.journal_signing`. A ``meta`` table records the layout, the journal's id
-and whether (and with which key) it is signed.
+:mod:`mmats.live.journal_signing`. A ``meta`` table records the layout, the journal's id,
+whether (and with which key) it is signed, and its environment (dev, test or prod; see
+:mod:`mmats.live.environments`).
 
 Who signs: a new durable journal is signed when the secrets store can be read without a
 prompt (a keyring, or ``MMATS_SECRETS_PASSPHRASE`` set), and otherwise created unsigned
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from mmats.errors import ConfigError
+from mmats.live.environments import ADOPT_ACTION, check_anchor, check_environment, journal_mismatch
 from mmats.live.journal_layout import (
     ACTIONS,
     ADDED_IN_LAYOUT_2,
@@ -186,12 +188,14 @@ class Journal:
     ``<journal>.anchor``). ``sign`` decides for a new journal only (see the module
     docstring); an existing one keeps what it was created with. ``readonly=True`` opens an
     existing journal to read and verify it, an older layout included, and refuses appends.
+    ``environment`` (a configuration's) is recorded by a new journal and checked against an
+    existing one's (see :mod:`mmats.live.environments`); None checks nothing.
     """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True,
                  timeout_s: float = 30.0, durable: bool = True,
                  anchor: str | os.PathLike | None = None, sign: bool | None = None,
-                 readonly: bool = False):
+                 readonly: bool = False, environment: str | None = None):
         self.path = Path(path)
         self.anchor_path = Path(anchor) if anchor is not None else \
             self.path.with_name(self.path.name + ".anchor")
@@ -202,6 +206,9 @@ class Journal:
         self._unanchored: tuple[int, str, str] | None = None  # the head to anchor on commit
         if (readonly or not create) and not self.path.is_file():
             raise JournalError(f"journal {self.path} does not exist")
+        if environment is not None and check_environment(environment) and \
+                not self.path.is_file():  # a new journal is not made beside another's anchor
+            check_anchor(self.anchor_path, self.path, None, environment)
         if not readonly and not self.anchor_path.parent.is_dir():
             raise JournalError(f"journal {self.path}: the folder of its anchor file "
                                f"{self.anchor_path} does not exist; create it or give "
@@ -212,12 +219,16 @@ class Journal:
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             if create and not readonly:
-                self._create_schema(sign, durable)
+                self._create_schema(sign, durable, environment)
             self._check_schema(readonly)
+            if environment is not None and self._layout >= 2:
+                check_anchor(self.anchor_path, self.path, self._meta["journal_id"], environment)
             if not readonly:
                 for statement in INDEXES:  # a journal made before an index was added
                     self._db.execute(statement)
                 self._signer = self._writer_signer(sign)
+            if environment is not None:
+                self._settle_environment(environment)
         except sqlite3.DatabaseError as error:
             self.close()
             raise JournalError(f"journal {self.path} is unreadable: {error}") from None
@@ -244,7 +255,27 @@ class Journal:
         """Whether this journal's rows are signed (decided when it was created)."""
         return self._meta.get("signing") == SCHEME
 
-    def _create_schema(self, sign: bool | None, durable: bool) -> None:
+    @property
+    def environment(self) -> str | None:
+        """The environment this journal belongs to; None if it records none (yet)."""
+        return self._meta.get("environment")
+
+    def _settle_environment(self, environment: str) -> None:
+        """Refuse a journal of another environment; adopt one that records none (a writer
+        only: meta row and operator action in one transaction, once whoever races)."""
+        if self.environment is None and not self._readonly and self._layout >= 2:
+            with self.transaction():
+                row = self._db.execute("SELECT value FROM meta WHERE name = 'environment'"
+                                       ).fetchone() or (None,)
+                if row[0] is None:
+                    self._db.execute("INSERT INTO meta VALUES ('environment', ?)", (environment,))
+                    self.append_operator_action(ADOPT_ACTION, environment, reason=(
+                        "made before journals recorded their environment; adopted"))
+                self._meta["environment"] = row[0] or environment
+        if self.environment not in (None, environment):
+            raise journal_mismatch(self.path, self.environment, environment)
+
+    def _create_schema(self, sign: bool | None, durable: bool, environment=None) -> None:
         """Create the tables and ``meta`` of a new journal; leave any other file alone."""
         names = {row[0] for row in self._db.execute(
             "SELECT name FROM sqlite_master WHERE type='table'")}
@@ -252,7 +283,8 @@ class Journal:
             return  # an existing journal (or a foreign file): _check_schema judges it
         key = key_for_new_journal(self.path, sign, durable)
         meta = {"layout": LAYOUT, "journal_id": os.urandom(8).hex(),
-                "signing": SCHEME if key else "none", "key_id": key_id(key) if key else ""}
+                "signing": SCHEME if key else "none", "key_id": key_id(key) if key else "",
+                **({"environment": environment} if environment is not None else {})}
         statements = ["CREATE TABLE IF NOT EXISTS chain (seq INTEGER PRIMARY KEY, "
                       "table_name TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT)",
                       "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, "

@@ -15,6 +15,12 @@ import time
 from mmats.brokers.store_feed import StoreFeed
 from mmats.errors import MMATSError
 from mmats.live.config import RunnerConfig
+from mmats.live.environments import (
+    EnvironmentMismatch,
+    check_anchor,
+    check_data_root,
+    claim_data_root,
+)
 from mmats.live.journal import Journal
 from mmats.live.sleeves import sleeves
 
@@ -52,14 +58,47 @@ def runner_lock(path, *, wait_s: float = 0.0):
 
 def open_journal(config: RunnerConfig, mode: str | None = None) -> Journal:
     """The configuration's journal, anchored where the configuration says; a new journal
-    of operator mode (real orders) must be signed (:mod:`mmats.live.journal_signing`)."""
-    return Journal(config.journal, anchor=config.journal_anchor,
-                   sign=True if (mode or config.mode) == "operator" else None)
+    of operator mode (real orders) must be signed (:mod:`mmats.live.journal_signing`).
+
+    The runner's door to its environment's files (:mod:`mmats.live.environments`): the
+    candle store must be the configuration's environment's (an unmarked one is marked),
+    and so must the journal and its anchor (a new journal records the environment, one
+    made before environments is adopted); otherwise
+    :class:`~mmats.live.environments.EnvironmentMismatch` naming the configuration file.
+    """
+    try:
+        claim_data_root(config.data_root, config.environment)
+        return Journal(config.journal, anchor=config.journal_anchor,
+                       sign=True if (mode or config.mode) == "operator" else None,
+                       environment=config.environment)
+    except EnvironmentMismatch as error:
+        raise EnvironmentMismatch(f"{config.source}: {error}") from None
+
+
+def check_environment(config: RunnerConfig) -> None:
+    """Refuse, writing nothing, a configuration whose candle store, journal or anchor
+    belongs to another environment (what :func:`open_journal` checks, without marking or
+    adopting): for a control that writes beside the journal before it opens it, such as
+    a kill's request file. A journal that does not exist yet, or records no environment,
+    passes."""
+    try:
+        check_data_root(config.data_root, config.environment)
+        if config.journal.is_file():
+            Journal(config.journal, anchor=config.journal_anchor, readonly=True,
+                    environment=config.environment).close()
+        else:
+            check_anchor(config.journal_anchor, config.journal, None, config.environment)
+    except EnvironmentMismatch as error:
+        raise EnvironmentMismatch(f"{config.source}: {error}") from None
 
 
 def feeds_for(config: RunnerConfig, active: dict | None = None) -> dict:
     """A store feed per market, reading the folder of its active feed (the primary unless
-    a failover chose another)."""
+    a failover chose another); a candle store of another environment is refused."""
+    try:
+        check_data_root(config.data_root, config.environment)
+    except EnvironmentMismatch as error:
+        raise EnvironmentMismatch(f"{config.source}: {error}") from None
     active = active or {}
     return {market.name: StoreFeed(config.data_root, active.get(market.name, market.feed))
             for market in config.markets}

@@ -118,7 +118,7 @@ def actions(config) -> list[dict]:
 
 def states(config) -> dict:
     return {k: v["trading_state"] for k, v in control.status(config).items()
-            if k != "kill_switch"}
+            if k not in ("kill_switch", "environment")}
 
 
 def test_status_and_positions_answer_with_every_sleeve(config, server):

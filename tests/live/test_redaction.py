@@ -76,7 +76,7 @@ def test_notifications_mask_urls_in_title_body_and_failures(tmp_path, capsys, mo
     assert "https://***@api.example.com/o?signature=***" in shown
     assert not any(secret in shown for secret in SECRETS), shown
 
-    def broken(url, title, body):
+    def broken(url, title, body, tag=""):
         raise RuntimeError(f"could not reach https://bot:t0ken@hooks.example.com/{url}")
 
     monkeypatch.setattr(notify_module, "_send", broken)
