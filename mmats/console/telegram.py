@@ -50,8 +50,8 @@ from mmats.secrets import RedactingFilter, SecretsError, get_secret
 log = logging.getLogger(__name__)
 
 SECRET_NAME = "telegram"  # the secrets store's entry: mmats keys set telegram --fields token
-HOW_TO_STORE = ("store it with: mmats keys set telegram --fields token (the token BotFather "
-                "gave you)")
+HOW_TO_STORE = ("store it with: mmats keys set telegram --fields token --env ENV (the "
+                "token BotFather gave you, for the configuration's environment)")
 DEFAULT_API_URL = "https://api.telegram.org"
 MAX_MESSAGE_CHARS = 4096  # the Bot API's limit on one message's text
 REFUSAL_EVERY_S = 60.0  # one telegram_refused event per stranger's chat per minute at most
@@ -121,7 +121,8 @@ class TelegramControl:
         """The bot of ``config``, its token read from the secrets store."""
         if options.get("chat_ids") is None:
             _check_allow_list(config)
-        return cls(config, token=bot_token(), api_url=api_url, mode=mode, **options)
+        return cls(config, token=bot_token(config.environment), api_url=api_url, mode=mode,
+                   **options)
 
     def __repr__(self) -> str:  # never the token
         return f"TelegramControl({self.config.source!r}, chats={sorted(self.chat_ids)})"
@@ -401,8 +402,8 @@ class TelegramControl:
 
     def _status(self) -> str:
         state = control.status(self.config)
-        kill = state.pop("kill_switch")
-        lines = [f"MMATS {self.mode}, {len(state)} sleeve(s)",
+        kill, environment = state.pop("kill_switch"), state.pop("environment")
+        lines = [f"MMATS {self.mode}, {len(state)} sleeve(s), environment {environment}",
                  "kill switch: off" if kill is None else
                  f"kill switch: ON by {kill['user']} ({kill['reason'] or 'no reason'}) at "
                  f"{_when(kill['ts_ns'])}"]
@@ -472,7 +473,7 @@ def run_bot(config: RunnerConfig, *, token: str, api_url: str | None = None,
     answer the pending updates and return how many there were. ``options`` go to
     :class:`TelegramControl`.
 
-    >>> run_bot(config, token=bot_token(), once=True)  # doctest: +SKIP
+    >>> run_bot(config, token=bot_token(config.environment), once=True)  # doctest: +SKIP
     2
     """
     bot = TelegramControl(config, token=token, api_url=api_url, **options)
@@ -488,12 +489,14 @@ def _check_allow_list(config: RunnerConfig) -> None:
                           "command the bot, e.g. telegram: {chat_ids: [123456789]}")
 
 
-def bot_token() -> str:
-    """The bot's token from the secrets store; :class:`SecretsError` saying how to store
-    it when it is not there."""
-    fields = get_secret(SECRET_NAME)
+def bot_token(environment: str = "dev") -> str:
+    """The bot's token from ``environment``'s namespace of the secrets store (a prod bot
+    never uses a dev token); :class:`SecretsError` saying how to store it when it is not
+    there."""
+    fields = get_secret(SECRET_NAME, environment)
     if not fields or not fields.get("token"):
-        raise SecretsError(f"no Telegram bot token in the secrets store; {HOW_TO_STORE}")
+        raise SecretsError(f"no Telegram bot token for environment {environment} in the "
+                           f"secrets store; {HOW_TO_STORE}")
     return fields["token"]
 
 

@@ -70,7 +70,8 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
         config = replace(config, journal=Path(journal_path))
         brokers = brokers_for(config, feeds, cash=cash, clock=lambda: clock[0])
     times = np.unique(np.concatenate(closes))
-    with Journal(journal_path) as journal:  # a restarted replay goes on from its last tick
+    # a restarted replay goes on from its last tick; a new journal records the environment
+    with Journal(journal_path, environment=config.environment) as journal:
         times = times[times >= _last_tick(config, journal, cash)]
     for now_ns in times:
         clock[0] = int(now_ns)

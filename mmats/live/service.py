@@ -461,7 +461,7 @@ def _data_keys(venue) -> dict:
         return {}
     from mmats.brokers.connect import credentials
 
-    return credentials(venue.name)
+    return credentials(venue.name, venue.environment)
 
 
 _KEY_ATTRIBUTES = ("apiKey", "secret", "password", "token", "_token", "access_token",
