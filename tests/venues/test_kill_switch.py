@@ -68,7 +68,8 @@ def test_kill_during_a_tick_stuck_in_a_slow_venue_answer(tmp_path):
                             timeout_s=30, symbols=["ETH/BTC"], rate_limit=False)
         side = CcxtBroker("binance", api_key=KEY, secret=SECRET, base_url=server.url,
                           timeout_s=30, symbols=["ETH/BTC"], rate_limit=False)
-        env = {**os.environ, "MMATS_BINANCE_API_KEY": KEY, "MMATS_BINANCE_SECRET": SECRET}
+        env = {**os.environ, "MMATS_PROD_BINANCE_API_KEY": KEY,
+               "MMATS_PROD_BINANCE_SECRET": SECRET}
         result = {}
         for index in range(START, START + 200):
             close = candles["ts"].iloc[index].value + FIVE_MINUTES_NS

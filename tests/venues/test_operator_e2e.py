@@ -9,7 +9,7 @@ How the ticks run (a subprocess costs ~4 s: imports, and ccxt's rate limiter wai
   100 bars of history, the second, the 65th and the last) run
   ``scripts/live.py --mode operator --i-understand-live-trading --now NS --once`` as a
   subprocess: adapters built from ``venues:`` by ``mmats.brokers.connect``, keys from
-  ``MMATS_BINANCE_API_KEY``/``_SECRET``. The other 126 run ``control.tick_once`` in
+  ``MMATS_PROD_BINANCE_API_KEY``/``_SECRET``. The other 126 run ``control.tick_once`` in
   process with one ``CcxtBroker`` built as connect builds it, rate limiter off. Positions
   are read back with ``scripts/live.py ... status``.
 - OANDA (``oanda_run``): 120 ticks through ``control.tick_once`` with the adapters built
@@ -77,7 +77,7 @@ SCRIPT_TICKS = (0, 1, 64, BARS - 1)
 SLEEVE = "ema:ETH/BTC"
 CASH_USD, HALF_SPREAD, OANDA_BARS = 100_000.0, 0.00005, 120
 OANDA_SLEEVE = "rsi:EUR/USD"
-OANDA_ENV = {"MMATS_OANDA_TOKEN": TOKEN, "MMATS_OANDA_ACCOUNT_ID": ACCOUNT}
+OANDA_ENV = {"MMATS_PROD_OANDA_TOKEN": TOKEN, "MMATS_PROD_OANDA_ACCOUNT_ID": ACCOUNT}
 KILL_DELAY_S = 0.5  # how late the venues answer orders and look-ups in the kill tests
 
 
@@ -174,7 +174,7 @@ def binance_run(tmp_path_factory):
     server = _binance(candles)
     config_path = _binance_config(folder, server.url)
     config = load_config(config_path)
-    env = {"MMATS_BINANCE_API_KEY": KEY, "MMATS_BINANCE_SECRET": SECRET}
+    env = {"MMATS_PROD_BINANCE_API_KEY": KEY, "MMATS_PROD_BINANCE_SECRET": SECRET}
     broker = _fast_ccxt(server.url)
     run = VenueRun(folder, config_path, server, [])
     for position in range(BARS):
@@ -316,7 +316,7 @@ CRASH_CHILD = textwrap.dedent("""
         from mmats.brokers.ccxt_broker import CcxtBroker
         from mmats.brokers.connect import credentials
 
-        keys = credentials("binance")
+        keys = credentials("binance", "prod")
         broker = CcxtBroker("binance", api_key=keys["api_key"], secret=keys["secret"],
                             base_url=run["url"], timeout_s=2, symbols=["ETH/BTC"],
                             rate_limit=False, retries=1, backoff_s=0.01)
@@ -442,7 +442,8 @@ def test_kill_9_during_binance_ticks_never_doubles_an_order(tmp_path, binance_ru
     try:
         config = _binance_config(tmp_path, server.url)
         journal_path = load_config(config).journal
-        env = {**os.environ, "MMATS_BINANCE_API_KEY": KEY, "MMATS_BINANCE_SECRET": SECRET}
+        env = {**os.environ, "MMATS_PROD_BINANCE_API_KEY": KEY,
+               "MMATS_PROD_BINANCE_SECRET": SECRET}
         command = _crash_command(
             config, venue="binance", url=server.url, dataset="bittrex:ETH/BTC:5m",
             stop=START + BARS, cash=CASH_BTC, sleeve=SLEEVE, step_ns=FIVE_MINUTES_NS,
