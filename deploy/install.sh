@@ -44,8 +44,10 @@ import importlib, sys
 from pathlib import Path
 
 venv = Path(sys.argv[1]).resolve()
-import mmats
-
+try:
+    import mmats
+except ImportError as error:
+    sys.exit(f"install.sh: mmats does not import: {error}")
 where = Path(mmats.__file__).resolve()
 problems = []
 if not where.is_relative_to(venv):
