@@ -5,9 +5,10 @@ three ways: ``systemd-analyze verify`` over every unit, with the install prefix 
 a real ``mmats``; their settings read one by one; and, in the slow tests, their
 ``ExecStart=`` run as systemd would run it (the instance for ``%i``, ``Environment=``
 then ``EnvironmentFile=``, ``$VAR`` split into words, the state and cache folders made,
-the notify socket and ``$WATCHDOG_USEC`` given), on a prefix that ``deploy/install.sh``
-installed offline. No container engine is needed: the Dockerfile and the compose file are
-parsed, and their health checks run against real servers.
+the notify socket and ``$WATCHDOG_USEC`` given), on a prefix installed offline by the
+image's own build stage replayed outside a container (its COPY lines, then its RUN of
+``deploy/install.sh``). No container engine is needed: the Dockerfile and the compose
+file are parsed, and their health checks run against real servers.
 """
 
 import json
@@ -418,13 +419,41 @@ def test_the_smoke_check_refuses_mmats_from_a_source_tree(tmp_path):
 # -- the slow part: install offline, then run each unit's command as systemd would ---------------
 
 
+def _build_stage(root: Path) -> tuple[Path, list[str]]:
+    """The image's build stage replayed under ``root``: each COPY of the first stage
+    copies the same files from this tree to ``root`` + its target, and the RUN that
+    calls install.sh comes back as argv with its paths under ``root`` too."""
+    instructions = dockerfile()
+    second = [i for i, (op, _) in enumerate(instructions) if op == "FROM"][1]
+    argv = None
+    for op, args in instructions[:second]:
+        if op == "COPY":
+            *sources, target = args.split()
+            for source in sources:
+                into = root / target.lstrip("/")
+                into = into / Path(source).name if target.endswith("/") else into
+                into.parent.mkdir(parents=True, exist_ok=True)
+                if (REPO / source).is_dir():
+                    shutil.copytree(REPO / source, into,
+                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    shutil.copy2(REPO / source, into)
+        elif op == "RUN" and "install.sh" in args:
+            argv = [str(root / word.lstrip("/")) if word.startswith("/") else word
+                    for word in shlex.split(args)]
+    return root / PREFIX.lstrip("/"), argv
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """``deploy/install.sh PREFIX`` run offline: the environment is made first, seeing this
-    one's packages through a path entry (as tests/test_wheel.py does; Python does not
-    scan it for .pth files, so this environment's editable MMATS stays invisible), so pip
-    needs no index; install.sh keeps it, installs MMATS into it and runs its smoke check."""
-    prefix = tmp_path_factory.mktemp("opt") / "mmats"
+    """The image's build stage, run offline: its COPY lines copy the files they name (and
+    only those) and its RUN runs ``deploy/install.sh /opt/mmats /src``, all under a
+    temporary root. So that pip needs no index, the environment is made first, seeing
+    this one's packages through a path entry (as tests/test_wheel.py does: Python does not
+    scan it for .pth files, so this environment's editable MMATS stays invisible);
+    install.sh keeps it, installs MMATS from the copied tree and runs its smoke check."""
+    root = tmp_path_factory.mktemp("image")
+    prefix, argv = _build_stage(root)
     # without pip of its own: pip and setuptools come from here too (the venv's bundled
     # setuptools is too old to build a wheel)
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", prefix / "venv"],
@@ -432,9 +461,10 @@ def installed(tmp_path_factory) -> Path:
     (purelib,) = (prefix / "venv" / "lib").glob("python3*/site-packages")
     (purelib / "_outer_env.pth").write_text(site.getsitepackages()[0] + "\n")
     env = {**os.environ, "MMATS_PIP_OPTIONS": "--no-index --no-build-isolation"}
-    done = subprocess.run([str(DEPLOY / "install.sh"), str(prefix)], capture_output=True,
-                          text=True, timeout=900, env=env, cwd=tmp_path_factory.mktemp("cwd"))
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env,
+                          cwd=tmp_path_factory.mktemp("cwd"))
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert f"installing MMATS from {root / 'src'} into {prefix}" in done.stdout
     assert "keeping the environment" in done.stdout
     assert "smoke check passed" in done.stdout
     return prefix
