@@ -106,7 +106,7 @@ def default_in_help(command: list[str], option: str) -> int:
 
 def secret_findings(text: str) -> list[str]:
     """Key-looking values in a deployment file: an assignment to a name that says key,
-    secret, token, passphrase or password (other than empty or a ``${...}`` reference),
+    secret, token, passphrase or password (other than empty, a ``$reference`` or a path),
     and any long random-looking token, even in a comment."""
     findings = [token for token in SECRET_VALUE.findall(text)
                 if re.search(r"\d", token) and re.search(r"[A-Za-z]", token)]
@@ -117,7 +117,7 @@ def secret_findings(text: str) -> list[str]:
         for name, value in ASSIGNMENT.findall(line):
             value = value.strip("\"'")
             if (SECRET_NAME.search(name) and re.search(r"[A-Za-z0-9]", value)
-                    and not value.startswith(("${", "/", "./"))):  # a reference, a path
+                    and not value.startswith(("$", "/", "./"))):  # a reference, a path
                 findings.append(f"{name}={value}")
     return findings
 
@@ -247,7 +247,8 @@ def test_the_timer_ticks_every_minute_and_catches_up():
 
 
 def test_no_deployment_file_holds_a_key():
-    files = [*UNITS.iterdir(), DEPLOY / "compose.yaml", DEPLOY / "Dockerfile"]
+    files = [*UNITS.iterdir(), *DEPLOY.glob("compose*.yaml"), DEPLOY / "Dockerfile",
+             DEPLOY / "install.sh", DEPLOY / "mmats-env"]
     for path in files:
         assert secret_findings(path.read_text()) == [], path
     for name in SERVICES:  # not even empty: the passphrase belongs in the environment file
@@ -378,6 +379,9 @@ def test_compose_runs_runner_and_dashboard_on_shared_volumes():
     assert command == json.loads(dict(dockerfile())["CMD"])
     assert services["dashboard"]["command"][:3] == ["dashboard", "--config",
                                                     "/etc/mmats/config.yaml"]
+    sample = yaml.safe_load((DEPLOY / "compose.sample.yaml").read_text())["services"]
+    assert set(sample) == {"runner"}  # the rehearsal only adds a clock to the runner
+    assert sample["runner"]["command"] == [*command, "--clock", "2018-01-20@60"]
 
 
 # -- install.sh ---------------------------------------------------------------------------------
@@ -553,25 +557,38 @@ def _wait(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def readme_commands() -> list[str]:
+    """The shell lines of the README's section "Run it for real", continuations joined."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Run it for real\n", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in re.findall(r"```bash\n(.+?)\n\s*```", section, flags=re.S):
+        lines += [line.strip() for line in re.sub(r"\\\n\s*", "", block).splitlines()]
+    return lines
+
+
 @pytest.fixture(scope="module")
 def machine(installed, tmp_path_factory) -> Machine:
-    """Environment dev set up as deploy/README.md says: the sample paper configuration
-    with its journal under /var/lib/mmats/dev and the sample candles of the install, and
-    an environment file with a passphrase and a rehearsal clock."""
+    """Environment dev set up by the README's own commands, its paths mapped: the sample
+    paper configuration with its journal under /var/lib/mmats/dev and the install's
+    sample candles, and the example environment file with the rehearsal clock; then the
+    test's own lines at its end (later lines win): a passphrase, and ports chosen by the
+    system, since other tests may hold 8787 and 8050."""
     machine = Machine(tmp_path_factory.mktemp("machine"), installed)
     etc = Path(machine.map("/etc/mmats/dev", "dev"))
     etc.mkdir(parents=True)
-    config = (REPO / "configs" / "paper_multi_market.yaml").read_text()
-    config = re.sub(r"(?m)^journal: .*$", machine.map(
-        "journal: /var/lib/mmats/dev/journal/paper_multi_market.sqlite", "dev"), config)
-    config = re.sub(r"(?m)^data_root: .*$", machine.map(
-        "data_root: /opt/mmats/sample", "dev"), config)
-    (etc / "config.yaml").write_text(config)
-    (etc / "mmats.env").write_text(
-        '# as deploy/systemd/mmats.env.example\n'
-        'MMATS_SECRETS_PASSPHRASE="the deploy test\'s own passphrase"\n'
-        'MMATS_SERVE_ARGS="--health-port 0 --clock 2018-01-11@60"\n'
-        'MMATS_DASHBOARD_ARGS="--port 0 --json"\n')
+    shutil.copy(UNITS / "mmats.env.example", etc / "mmats.env")
+    steps = [line for line in readme_commands() if line.startswith("sed ") and (
+        "> /etc/mmats/dev/config.yaml" in line and "paper_multi_market" in line
+        or "/etc/mmats/dev/mmats.env" in line and "--clock" in line)]
+    assert len(steps) == 2, readme_commands()
+    for step in steps:
+        subprocess.run(["bash", "-c", machine.map(step, "dev")], cwd=REPO, check=True)
+    assert 'MMATS_SERVE_ARGS="--clock 2018-01-20@60"' in (etc / "mmats.env").read_text()
+    with open(etc / "mmats.env", "a") as settings:
+        settings.write('MMATS_SECRETS_PASSPHRASE="the deploy test\'s own passphrase"\n'
+                       'MMATS_SERVE_ARGS="--health-port 0 --clock 2018-01-11@60"\n'
+                       'MMATS_DASHBOARD_ARGS="--port 0 --json"\n')
     return machine
 
 
