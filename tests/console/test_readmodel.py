@@ -205,7 +205,8 @@ def test_positions_agree_with_the_runners_status(operator, tmp_path):
     model = loaded(config)
     positions = {p["sleeve"]: p for p in model.positions()}
     status = control.status(config)
-    held = {sid: s for sid, s in status.items() if sid != "kill_switch" and s["position"]}
+    held = {sid: s for sid, s in status.items()
+            if sid not in ("kill_switch", "environment") and s["position"]}
     assert set(positions) == set(held) and positions
     for sleeve_id, row in positions.items():
         state = result.states[sleeve_id][0]
