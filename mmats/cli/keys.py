@@ -2,7 +2,7 @@
 
 examples:
   mmats keys set binance                          # asks for api_key and secret (dev)
-  mmats keys set binance --env prod               # the keys environment: prod configs read
+  mmats keys set binance --env prod               # the keys prod configurations read
   mmats keys set oanda --env test                 # asks for token and account_id
   mmats keys set telegram                         # asks for the chat bot's token
   mmats keys set kraken --fields api_key,secret,otp
@@ -13,12 +13,13 @@ examples:
 Values are never echoed or printed: set asks with a hidden prompt, or reads field=value
 lines from stdin with --stdin; list shows venues and field names only.
 
-Environments: keys belong to one environment (--env dev, test or prod; default dev), and
-a configuration reads only its own environment's (environment: in the file), so prod keys
-are never read by a dev configuration, nor the reverse. Keys stored before environments
-existed count as dev only: store them again with --env prod for a prod configuration. The
-environment variables carry it too: MMATS_PROD_BINANCE_API_KEY, MMATS_TEST_OANDA_TOKEN;
-the names without it (MMATS_BINANCE_API_KEY) count as dev only.
+Environments: keys belong to one environment (--env dev, test or prod; default
+$MMATS_ENVIRONMENT, else dev), and a configuration reads only its own environment's
+(environment: in the file), so prod keys are never read by a dev configuration, nor the
+reverse. Keys stored before environments existed count as dev only: store them again
+with --env prod for a prod configuration. The environment variables carry it too:
+MMATS_PROD_BINANCE_API_KEY, MMATS_TEST_OANDA_TOKEN; the names without it
+(MMATS_BINANCE_API_KEY) count as dev only.
 
 Where keys live: the OS keyring (service "mmats"); on a machine without a working keyring
 (a headless server), or when MMATS_SECRETS_FILE names a file, an AES-GCM encrypted file
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from mmats.cli import (
@@ -44,6 +46,8 @@ from mmats.cli import (
     print_json,
 )
 from mmats.secrets import DEFAULT_ENVIRONMENT, ENVIRONMENTS
+
+ENVIRONMENT_ENV = "MMATS_ENVIRONMENT"  # --env's default: a shell or unit of one environment
 
 # Fields asked for when --fields is not given; venue differences are data.
 DEFAULT_FIELDS = {"oanda": ("token", "account_id"), "telegram": ("token",)}
@@ -65,10 +69,11 @@ def parse_args(argv=None, prog="mmats keys") -> argparse.Namespace:
     delete = add_subcommand(parser, commands, "delete", "forget a venue's keys")
     delete.add_argument("venue", metavar="VENUE")
     for command in (store, listing, delete):
-        command.add_argument("--env", choices=ENVIRONMENTS, default=DEFAULT_ENVIRONMENT,
+        command.add_argument("--env", choices=ENVIRONMENTS, default=None,
                              dest="environment",
-                             help="the environment whose keys these are (default: dev, "
-                                  "which also holds keys stored before environments)")
+                             help=f"the environment whose keys these are (default: "
+                                  f"${ENVIRONMENT_ENV}, else dev, which also holds the keys "
+                                  "stored before environments)")
         add_json_option(command)
     return parser.parse_args(argv)
 
@@ -78,7 +83,7 @@ def main(argv=None, prog="mmats keys") -> int:
     from mmats import secrets
 
     try:
-        environment = args.environment
+        environment = args.environment or _default_environment()
         named = f"{args.venue}{_in(environment)}" if args.command != "list" else ""
         if args.command == "set":
             fields = _read_stdin(args) if args.stdin else _prompt(args)
@@ -148,6 +153,17 @@ def _read_stdin(args) -> dict[str, str]:
     if not fields:
         raise SecretsError("stdin held no field=value lines; nothing was stored")
     return fields
+
+
+def _default_environment() -> str:
+    """``$MMATS_ENVIRONMENT`` (checked), else dev."""
+    from mmats.secrets import SecretsError
+
+    environment = os.environ.get(ENVIRONMENT_ENV) or DEFAULT_ENVIRONMENT
+    if environment not in ENVIRONMENTS:
+        raise SecretsError(f"{ENVIRONMENT_ENV}={environment!r} is not one of "
+                           f"{', '.join(ENVIRONMENTS)}; nothing was done")
+    return environment
 
 
 def _in(environment: str) -> str:

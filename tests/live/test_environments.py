@@ -229,6 +229,7 @@ def vault(tmp_path, monkeypatch):
     """A throwaway encrypted secrets file and no venue keys in the environment."""
     monkeypatch.setenv("MMATS_SECRETS_FILE", str(tmp_path / "vault" / "secrets.enc"))
     monkeypatch.setenv("MMATS_SECRETS_PASSPHRASE", "environments")
+    monkeypatch.delenv("MMATS_ENVIRONMENT", raising=False)
     for name in list(os.environ):
         if name.startswith("MMATS_") and name.endswith(("_API_KEY", "_SECRET", "_TOKEN",
                                                         "_ACCOUNT_ID", "_PASSWORD")):
@@ -306,6 +307,14 @@ def test_mmats_keys_stores_per_environment_and_says_legacy_keys_are_dev(vault, m
     assert err.startswith("note: environment prod; no other holds keys")
     code, out, err = keys("delete", "binance")  # dev holds nothing
     assert code == 1 and "nothing is stored for binance in" in err
+    monkeypatch.setenv("MMATS_ENVIRONMENT", "prod")  # a shell of prod (mmats-env prod)
+    code, out, err = keys("list", "--json")
+    assert json.loads(out)["venues"] == {"binance": ["api_key", "secret"]}
+    assert keys("list", "--env", "dev", "--json")[0] == 0
+    monkeypatch.setenv("MMATS_ENVIRONMENT", "staging")
+    code, out, err = keys("list")
+    assert code == 2 and "MMATS_ENVIRONMENT='staging' is not one of dev, test, prod" in err
+    monkeypatch.delenv("MMATS_ENVIRONMENT")
     code, out, err = keys("delete", "binance", "--env", "prod")
     assert code == 0 and out.startswith("deleted binance (environment prod) from")
     assert credentials("binance", "prod") == {}
