@@ -16,6 +16,7 @@ from mmats.files import write_durably
 from mmats.live import kill as killswitch
 from mmats.live.closes import book_id
 from mmats.live.config import RunnerConfig
+from mmats.live.environments import EnvironmentMismatch
 from mmats.live.notify import notify
 from mmats.live.operator import Desk, with_venue_rules
 from mmats.live.portfolio import BOOK_DTYPE, reset_book, scopes
@@ -49,8 +50,8 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
         report = store_tick(config, cash=cash, now_ns=now_ns, mode=mode, brokers=brokers,
                             sources=sources, live_trading_allowed=live_trading_allowed,
                             trace=trace, feed_events=feed_events)
-    except RunnerBusy:
-        raise
+    except (RunnerBusy, EnvironmentMismatch):  # not a failing runner: this invocation's
+        raise  # mistake, never counted beside (and killing) another environment's journal
     except Exception as error:
         _tick_failed(config, error, mode, cash)
         raise

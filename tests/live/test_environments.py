@@ -105,6 +105,22 @@ def test_a_journal_of_one_environment_is_refused_to_another(tmp_path, candles, o
         Journal(mine.journal, readonly=True, environment=intruder)  # read-only too
 
 
+def test_ticks_refused_for_their_environment_never_count_as_failures(tmp_path, candles):
+    """A misconfigured dev cron pointed at prod's journal, refused tick after tick, must
+    not be counted beside that journal: the third counted failure kills the runner."""
+    from mmats.live import kill as killswitch
+
+    prod = make_config(tmp_path / "prod", "prod", candles=candles)
+    tick(prod, candles)
+    dev = make_config(tmp_path / "dev", "dev", journal=str(prod.journal), candles=candles)
+    for bar in (101, 102, 103, 104):
+        with pytest.raises(EnvironmentMismatch):
+            tick(dev, candles, bar)
+    assert not control._failures_path(prod).exists()
+    assert not killswitch.is_killed(prod.journal)
+    assert control.status(prod)["ema:ETH/BTC"]["trading_state"] == "ACTIVE"
+
+
 def test_a_journal_made_before_environments_is_adopted_once(tmp_path, candles):
     config = make_config(tmp_path, "test", candles=candles)
     with Journal(config.journal) as journal:  # as a runner before environments made it
