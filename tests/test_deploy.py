@@ -618,8 +618,10 @@ def test_mmats_env_gives_the_units_environment(machine):
     seen = json.loads(done.stdout)
     assert seen["argv"] == ["keys", "list"]
     for key in ("PYTHONUNBUFFERED", "MMATS_SECRETS_FILE", "MMATS_CACHE_DIR", "NUMBA_CACHE_DIR",
-                "MPLCONFIGDIR", "MMATS_SECRETS_PASSPHRASE", "MMATS_SERVE_ARGS"):
+                "MPLCONFIGDIR", "MMATS_SECRETS_PASSPHRASE", "MMATS_SERVE_ARGS",
+                "MMATS_ENVIRONMENT"):
         assert seen["env"][key] == unit_env[key], key
+    assert seen["env"]["MMATS_ENVIRONMENT"] == "dev"  # `keys set` stores this one's keys
     refused = subprocess.run([str(fake / "mmats-env"), "staging"], capture_output=True,
                              text=True)
     assert refused.returncode == 2 and "usage" in refused.stderr
