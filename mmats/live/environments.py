@@ -38,7 +38,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from mmats.errors import ConfigError
+from mmats.errors import ConfigError, DataError
 from mmats.files import fsync_folder
 from mmats.secrets import ENVIRONMENTS
 
@@ -122,6 +122,9 @@ def is_bundled_sample(root: Path) -> bool:
 
 def data_root_environment(root: Path) -> str | None:
     """The environment a candle store is marked with, or None when unmarked."""
+    if Path(root).exists() and not Path(root).is_dir():  # the store's own wording
+        raise DataError(f"{root}: the candle store root is a file, not a folder; point "
+                        "--root, MMATS_DATA_ROOT or data_root at a folder")
     marker = Path(root) / MARKER
     try:
         text = marker.read_text(encoding="ascii").strip()
