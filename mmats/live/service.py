@@ -180,12 +180,15 @@ class Service:
                 self._kill_ticked = key
                 return "kill", 0.0
         now_real = time.monotonic()
+        gather_left = None  # real seconds until a close still missing a symbol is ticked
         with self._wake:
             for (market, close_ns), seen in self._pending.symbols.items():
                 wanted = set(self.config.market(market).symbols)
                 first = self._pending.first_seen[(market, close_ns)]
                 if seen >= wanted or now_real - first >= self.gather_s:
                     return f"stream {market}", 0.0
+                left = first + self.gather_s - now_real
+                gather_left = left if gather_left is None else min(gather_left, left)
         for market, (when, _) in self._retry.items():
             if now_real >= when:
                 return f"retry {market}", 0.0
@@ -198,7 +201,8 @@ class Service:
             if left <= 0:
                 return f"clock {market}", 0.0
             wait_ns = left if wait_ns is None else min(wait_ns, left)
-        return None, 1.0 if wait_ns is None else wait_ns / 1e9 / self.speed
+        wait_s = 1.0 if wait_ns is None else wait_ns / 1e9 / self.speed
+        return None, wait_s if gather_left is None else min(wait_s, gather_left)
 
     def _tick(self, reason: str) -> None:
         from mmats.live.control import tick_once

@@ -267,3 +267,18 @@ def test_serve_usage_errors_are_clear(tmp_path):
     assert remote.returncode == 2 and "loopback only" in remote.stderr
     for result in (both, clock, taken, remote):
         assert "Traceback" not in result.stderr
+
+
+def test_a_close_missing_a_symbol_waits_gather_s_not_a_whole_turn(tmp_path):
+    """A streamed close still missing one symbol's bar is ticked ``gather_s`` after its
+    first bar arrived: the loop sleeps only until then, not a whole second."""
+    config = load_config(_config(tmp_path))
+    service = Service(config, health_port=None, say=lambda _: None, gather_s=0.5,
+                      clock=RehearsalClock(pd.Timestamp(START, tz="UTC").value, 1.0))
+    key = (config.markets[0].name, pd.Timestamp(START, tz="UTC").value)
+    service._pending.symbols[key] = set()  # heard of the close, no symbol's bar yet
+    service._pending.first_seen[key] = time.monotonic() - 0.2
+    reason, wait_s = service._due()
+    assert reason is None and 0.0 < wait_s <= 0.3
+    service._pending.first_seen[key] = time.monotonic() - 0.6
+    assert service._due()[0] == f"stream {config.markets[0].name}"
