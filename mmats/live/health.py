@@ -3,7 +3,9 @@
 The service gives a function that returns its health as a dict with a ``status`` of
 ``ok``, ``degraded`` (trading goes on with a fault: a stream down and REST polling in its
 place, a sleeve halted, the kill switch on) or ``down`` (the loop is hung or its ticks
-fail). ``ok`` and ``degraded`` answer 200, ``down`` 503: a container's HEALTHCHECK or a
+fail); ``starting`` until the first tick (a catch-up of every bar since the last run)
+has ended. ``ok`` and ``degraded`` answer 200, ``starting`` and ``down`` 503: a
+container's HEALTHCHECK (with a start period) or a
 load balancer needs only the code, a person reads the JSON. Only ``/health`` is served;
 anything else is 404, and nothing is ever changed through it.
 """
@@ -56,7 +58,7 @@ class HealthServer:
 
 
 def code_of(report: dict) -> int:
-    return 503 if report.get("status") == "down" else 200
+    return 503 if report.get("status") in ("down", "starting") else 200
 
 
 class _Handler(BaseHTTPRequestHandler):

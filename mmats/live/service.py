@@ -428,8 +428,10 @@ class Service:
         states = {k: v["state"] for k, v in self._trading.items() if isinstance(v, dict)}
         killed = killswitch.is_killed(self.config.journal)
         failing = bool(last) and not last.get("ok") and last.get("error") != "runner busy"
-        if hung or not last or failing:
+        if hung or failing:
             status = "down"
+        elif not last:
+            status = "starting"  # the first tick (a catch-up) has not ended yet
         elif killed or any(w.state != "live" for w in self.watches.values()) or any(
                 state != "ACTIVE" for state in states.values()):
             status = "degraded"

@@ -282,3 +282,19 @@ def test_a_close_missing_a_symbol_waits_gather_s_not_a_whole_turn(tmp_path):
     assert reason is None and 0.0 < wait_s <= 0.3
     service._pending.first_seen[key] = time.monotonic() - 0.6
     assert service._due()[0] == f"stream {config.markets[0].name}"
+
+
+def test_health_says_starting_until_the_first_tick_ends(tmp_path):
+    """Before the first tick (a catch-up that can take a minute) /health says
+    ``starting`` with 503, not ``down``: nothing is wrong yet."""
+    from mmats.live.health import code_of
+
+    config = load_config(_config(tmp_path))
+    service = Service(config, health_port=None, say=lambda _: None,
+                      clock=RehearsalClock(pd.Timestamp(START, tz="UTC").value, 1.0))
+    report = service.health()
+    assert report["status"] == "starting" and code_of(report) == 503
+    service.last_tick = {"ok": False, "error": "boom"}
+    assert service.health()["status"] == "down"
+    service.last_tick = {"ok": True}
+    assert service.health()["status"] in ("ok", "degraded")
