@@ -260,14 +260,17 @@ def _login_again(message: str, status: int, headers: dict | None = None) -> HTML
 
 def _journal_login(console: Console, action: str, name: str, address: str) -> None:
     """A login or a failed one, as an operator action (only into a journal that exists:
-    the console never creates the runner's journal)."""
+    the console never creates the runner's journal, and only into one of the
+    configuration's environment: a dev dashboard pointed at prod's journal writes nothing
+    there)."""
     from mmats.live.journal import Journal
 
     config = console.settings.config
     if not config.journal.is_file():
         return
     with contextlib.suppress(MMATSError, OSError), \
-            Journal(config.journal, create=False, anchor=config.journal_anchor) as journal:
+            Journal(config.journal, create=False, anchor=config.journal_anchor,
+                    environment=config.environment) as journal:
         journal.append_operator_action(action, "dashboard", name[:64] or "?",
                                        f"from {address}")
 

@@ -190,3 +190,24 @@ def test_a_bad_or_busy_port_is_one_plain_line(server, users_file):
     done = run("dashboard", "--config", str(config), "--port", busy, env=env)
     assert done.returncode == 2 and "Address already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_login_is_not_journaled_into_another_environments_journal(replayed, users_file,
+                                                                      tmp_path):
+    """The replayed journal is dev's; a test-environment dashboard pointed at it logs its
+    users in but writes no row into dev's journal."""
+    folder = copy_of(replayed, tmp_path / "other_env")
+    config = folder / "paper.yaml"
+    text = config.read_text()
+    assert "environment: dev\n" in text
+    config.write_text(text.replace("environment: dev\n", "environment: test\n"))
+    before = len(rows(folder / "journal" / "paper.sqlite", "operator_actions"))
+    server = Dashboard(folder, users_file)
+    try:
+        logged_in(server.url, "alice")
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            client.post("/login", data={"username": "alice", "password": "wrong"},
+                        headers={"Origin": server.url})
+    finally:
+        server.stop()
+    assert len(rows(server.journal, "operator_actions")) == before
