@@ -328,17 +328,30 @@ class Service:
                               on_event=self._event, clock=self.clock,
                               backoff_s=self._backoff_s)
             self.watches[market.name] = watch
-            if venue.ticks:
-                from mmats.data.ticks import TickRecorder
-
-                recorder = self.recorders.setdefault(
-                    feed, TickRecorder(self.config.data_root, feed))
+            recorder = self._recorder(feed) if venue.ticks else None
+            if recorder is not None:
                 watch.on_tick = recorder.add
         for feed in {w.feed for w in self.watches.values()}:
             watches = [w for w in self.watches.values() if w.feed == feed]
             self.sources[feed] = StreamedSource(self.sources.get(feed), watches, self.clock)
         for watch in self.watches.values():
             watch.start()
+
+    def _recorder(self, feed: str):
+        """The tick recorder of ``feed`` (one per feed), or None when the candle store is
+        another environment's: ticks are never written into it, even when the first
+        tick, which would have refused the store, failed for another reason."""
+        from mmats.data.ticks import TickRecorder
+        from mmats.live.environments import check_data_root
+
+        if feed not in self.recorders:
+            try:
+                check_data_root(self.config.data_root, self.config.environment)
+            except MMATSError as error:
+                self.say(f"ticks of {feed} not recorded: {error}")
+                return None
+            self.recorders[feed] = TickRecorder(self.config.data_root, feed)
+        return self.recorders[feed]
 
     def _closed(self, market: str, symbol: str, close_ns: int) -> None:
         with self._wake:

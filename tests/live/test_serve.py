@@ -298,3 +298,21 @@ def test_health_says_starting_until_the_first_tick_ends(tmp_path):
     assert service.health()["status"] == "down"
     service.last_tick = {"ok": True}
     assert service.health()["status"] in ("ok", "degraded")
+
+
+def test_ticks_are_never_recorded_into_another_environments_store(tmp_path):
+    """A store marked for another environment gets no tick recorder (the first tick would
+    refuse the store; a recorder must not write into it before or despite that)."""
+    from mmats.live.environments import MARKER
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / MARKER).write_text("test\n")
+    config = load_config(_config(tmp_path, data_root=str(root)))  # a dev configuration
+    said = []
+    service = Service(config, health_port=None, say=said.append,
+                      clock=RehearsalClock(pd.Timestamp(START, tz="UTC").value, 1.0))
+    assert service._recorder("binance") is None and not service.recorders
+    assert "not recorded" in said[-1] and "'test'" in said[-1]
+    (root / MARKER).write_text("dev\n")
+    assert service._recorder("binance") is not None
