@@ -20,11 +20,22 @@ import numpy as np
 
 from mmats.data.calendar import timeframe_ns
 from mmats.live.gates import explain
-from mmats.live.portfolio import BOOK_DTYPE, apply_limits, blocking_limit, new_book, scopes
+from mmats.live.portfolio import (
+    BLOCK_DTYPE,
+    BOOK_DTYPE,
+    blocking_text,
+    event_text,
+    limits_array,
+    member_matrix,
+    new_book,
+    pack,
+    pack_states,
+    scopes,
+    unpack_states,
+)
 from mmats.live.sleeves import Sleeve
-from mmats.nb.sim import on_bar, on_bar_venue, on_signal
-from mmats.types import FILL_DTYPE, ORDER_DTYPE, TRADE_DTYPE, TradingState
-from mmats.units import DAY_NS
+from mmats.nb.portfolio import EVENT_DTYPE, decide, step_close
+from mmats.types import CONFIG_DTYPE, FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE, TRADE_DTYPE
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,9 @@ class Book:
     """The sleeves' states and the scopes' books, stepped one close at a time.
 
     ``journal`` (optional) holds the scopes' books of earlier ticks; ``venue`` says a
-    venue executes the orders (no simulated fills)."""
+    venue executes the orders (no simulated fills). A close is one call of the kernel's
+    :func:`mmats.nb.portfolio.step_close` on the states packed in one array, the function
+    the portfolio backtest loops over a history."""
 
     def __init__(self, config, all_sleeves, states, journal=None, *, venue=False):
         self.states = states
@@ -78,10 +91,16 @@ class Book:
                 scope.book = new_book(scope.equity(states))
         self.scopes_of = {s.id: [b for b in self.scopes if s.id in b.sleeve_ids]
                           for s in all_sleeves}
-        fills = np.zeros(2, dtype=FILL_DTYPE)
-        orders = np.zeros(1, dtype=ORDER_DTYPE)
-        trades = np.zeros(2, dtype=TRADE_DTYPE)
-        self.records = (fills[0], fills[1], orders[0], trades[0], trades[1])
+        self.sleeve_ids = [s.id for s in all_sleeves]
+        self.column = {sleeve_id: i for i, sleeve_id in enumerate(self.sleeve_ids)}
+        self.cfgs = pack(self.sleeve_ids, {s.id: s.cfg for s in all_sleeves}, CONFIG_DTYPE)
+        self.limits = limits_array(self.scopes)
+        self.member = member_matrix(self.scopes, self.sleeve_ids)
+
+    def books(self) -> np.ndarray:
+        """The scopes' books as one ``BOOK_DTYPE`` array (a copy)."""
+        return pack(range(len(self.scopes)), [scope.book for scope in self.scopes],
+                    BOOK_DTYPE)
 
     def close(self, group: list[SleeveBar], values: list[tuple[float, float, float]]):
         """Every bar of the close through the kernel (orders fill at the open, stops,
@@ -90,29 +109,40 @@ class Book:
         sleeve's decision. Returns ``([(bar, fills, order, (stop, take, why))], events)``,
         ``why`` the decision gate by gate (:func:`~mmats.live.gates.explain`), each event
         ``(scope, close time in ns, kind, message, data)``."""
+        if len(values) != len(group):
+            raise ValueError(f"a close of {len(group)} bars got {len(values)} values")
+        size = len(group)
+        states = pack_states(self.sleeve_ids, self.states)
+        books = self.books()
+        fills = np.zeros(2 * size, dtype=FILL_DTYPE)
+        n_fills, n_orders = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+        orders = np.zeros(size, dtype=ORDER_DTYPE)
+        blocks = np.zeros(size, dtype=BLOCK_DTYPE)
+        before = np.zeros(size, dtype=STATE_DTYPE)
+        events = np.zeros(len(self.scopes), dtype=EVENT_DTYPE)
+        n_events = step_close(
+            states, self.cfgs, books, self.limits, self.member, self.venue,
+            np.array([self.column[bar.sleeve.id] for bar in group], dtype=np.int64),
+            np.arange(size, dtype=np.int64), np.arange(size, dtype=np.int64), 0, size,
+            np.array([bar.open_ns for bar in group], dtype=np.int64),
+            np.array([bar.prices for bar in group], dtype=np.float64).reshape(size, 5),
+            np.array(values, dtype=np.float64).reshape(size, 3),
+            fills, n_fills, orders, n_orders, blocks, before,
+            np.zeros(2, dtype=TRADE_DTYPE), events)
+        unpack_states(self.sleeve_ids, states, self.states)
+        for j, scope in enumerate(self.scopes):
+            scope.book[0] = books[j]
         done = []
-        for bar in group:
-            record, cfg = self.states[bar.sleeve.id][0], bar.sleeve.cfg[0]
-            if self.venue:
-                on_bar_venue(record, cfg, bar.open_ns, bar.open_ns // DAY_NS, *bar.prices)
-                done.append([bar, [], None, None])
-                continue
-            n_fills, n_orders, _ = on_bar(record, cfg, record["bars"], bar.open_ns,
-                                          bar.open_ns // DAY_NS, *bar.prices, *self.records)
-            fills = [self.records[i].copy() for i in range(n_fills)]
-            done.append([bar, fills, self.records[2].copy() if n_orders else None, None])
-        close_ns = group[0].open_ns
-        events = [(scope.name, close_ns, *event) for scope in self.scopes
-                  for event in apply_limits(scope, self.states, close_ns)]
-        for entry, (value, stop, take) in zip(done, values, strict=True):
-            sleeve = entry[0].sleeve
-            state, cfg = self.states[sleeve.id], sleeve.cfg[0]
-            blocking = blocking_limit(self.scopes_of[sleeve.id], sleeve.id, self.states)
-            why = explain(state, cfg, value, blocking)  # before on_signal changes the state
-            apply_signal(state[0], cfg, entry[0].open_ns, value, stop, take,
-                         blocking is not None)
-            entry[3] = (stop, take, why)
-        return [tuple(entry) for entry in done], events
+        for k, (bar, (value, stop, take)) in enumerate(zip(group, values, strict=True)):
+            block = blocks[k]
+            blocking = (blocking_text(self.scopes[int(block["scope"])], block)
+                        if block["limit"] else None)
+            why = explain(before[k:k + 1], bar.sleeve.cfg[0], value, blocking)
+            done.append((bar, [fills[2 * k + f].copy() for f in range(int(n_fills[k]))],
+                         orders[k].copy() if n_orders[k] else None, (stop, take, why)))
+        return done, [(self.scopes[int(e["scope"])].name, int(e["ts_ns"]),
+                       *event_text(self.scopes[int(e["scope"])], e))
+                      for e in events[:n_events]]
 
 
 def book_id(scope) -> str:
@@ -120,14 +150,5 @@ def book_id(scope) -> str:
     return f"__book__:{scope.name}"
 
 
-def apply_signal(record, cfg, ts_ns, value, stop, take, blocked: bool) -> None:
-    """The kernel's on_signal, with the upper levels' veto: while ``blocked``, the sleeve
-    decides as if REDUCING (it may only shrink; a blocked entry is retried later)."""
-    if not blocked or record["trading_state"] != int(TradingState.ACTIVE):
-        on_signal(record, cfg, ts_ns, value, stop, take)
-        return
-    record["trading_state"] = int(TradingState.REDUCING)
-    try:
-        on_signal(record, cfg, ts_ns, value, stop, take)
-    finally:
-        record["trading_state"] = int(TradingState.ACTIVE)
+#: The kernel's on_signal with the upper levels' veto (:func:`mmats.nb.portfolio.decide`).
+apply_signal = decide

@@ -18,12 +18,14 @@ import pandas as pd
 from mmats.brokers.replay import ReplayFeed
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError
-from mmats.live.closes import Book, by_close, sleeve_bar, value_at
+from mmats.live.closes import Book, by_close, sleeve_bar
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
+from mmats.live.portfolio import event_text, pack_states, unpack_states
 from mmats.live.sleeves import sleeves
 from mmats.live.tick import run_tick
 from mmats.live.wiring import brokers_for
+from mmats.nb.portfolio import run_portfolio
 from mmats.sleeve import new_state
 from mmats.types import FILL_DTYPE, STATE_DTYPE
 
@@ -130,25 +132,118 @@ def portfolio_backtest(config: RunnerConfig, candles: Mapping[str, pd.DataFrame]
     """Backtest a whole configuration (every model, market and symbol, with the global
     and market limits) in one pass, in memory: the same kernel step, the same limits and
     the same order of events as the runner, with each strategy's signal computed once
-    over the whole history instead of on a trailing window per tick."""
+    over the whole history instead of on a trailing window per tick.
+
+    The closes run in one numba loop (:func:`mmats.nb.portfolio.run_portfolio`) over the
+    function the runner calls at each close (:func:`mmats.nb.portfolio.step_close`).
+
+    >>> result = portfolio_backtest(config, {"ETH/BTC": candles})  # doctest: +SKIP
+    >>> result.final_equity, result.risk_events  # doctest: +SKIP
+    """
+    all_sleeves, states, book, history = _portfolio_history(config, candles, cash)
+    packed = pack_states(book.sleeve_ids, states)
+    books = book.books()
+    equity = np.empty(len(history.close_ns))
+    fills, fill_sleeve, events = run_portfolio(
+        packed, book.cfgs, books, book.limits, book.member, history.sleeve_of, history.rows,
+        history.signal_rows, history.close_ns, history.open_ns, history.prices,
+        history.signals, equity)
+    unpack_states(book.sleeve_ids, packed, states)
+    for j, scope in enumerate(book.scopes):
+        scope.book[0] = books[j]
+    curves = {}
+    for s, sleeve in enumerate(all_sleeves):
+        first, size, row = history.spans[s]
+        times = history.open_ns[row:row + size].view("M8[ns]")
+        curves[sleeve.id] = pd.Series(equity[first:first + size],
+                                      index=pd.DatetimeIndex(times).tz_localize("UTC"))
+    return PortfolioResult(
+        equity=pd.DataFrame(curves),
+        fills={sleeve.id: fills[fill_sleeve == s] for s, sleeve in enumerate(all_sleeves)},
+        states=states,
+        risk_events=[(book.scopes[int(e["scope"])].name, int(e["ts_ns"]),
+                      *event_text(book.scopes[int(e["scope"])], e)) for e in events])
+
+
+@dataclass
+class _History:
+    """Every sleeve's bars in one schedule, sorted by close time then by sleeve (the
+    runner's order of events): the arrays :func:`~mmats.nb.portfolio.run_portfolio` takes.
+    Prices are stored once per symbol and timeframe; signals once per sleeve, each
+    sleeve's bars in turn (``spans[s]``: its first signal row, its bars, its first price
+    row)."""
+
+    sleeve_of: np.ndarray  # int64, the sleeve of each scheduled bar
+    rows: np.ndarray  # int64, its row in open_ns and prices
+    signal_rows: np.ndarray  # int64, its row in signals
+    close_ns: np.ndarray  # int64
+    open_ns: np.ndarray  # int64, one row per bar of each symbol and timeframe
+    prices: np.ndarray  # (rows, 5) open, high, low, close, volume
+    signals: np.ndarray  # (rows of all sleeves, 3) value, stop, take-profit distance
+    spans: list[tuple[int, int, int]]
+
+
+def _portfolio_history(config, candles, cash):
+    """The sleeves, their new states, a :class:`Book` of their scopes and the
+    :class:`_History` of their bars and signals."""
     from mmats.backtest import market as to_market
 
     all_sleeves = sleeves(config, cash)
     states = {s.id: new_state(s.cash) for s in all_sleeves}
     book = Book(config, all_sleeves, states)
-    prices, outputs, bars, events = {}, {}, [], []
-    for order, sleeve in enumerate(all_sleeves):
+    markets, first_row, outputs, spans = {}, {}, [], []
+    for sleeve in all_sleeves:
         if sleeve.symbol not in candles:
             raise ConfigError(f"no candles for {sleeve.market} symbol {sleeve.symbol!r}")
-        p = prices[sleeve.id] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
-        outputs[sleeve.id] = sleeve.strategy.run(p.arrays, sleeve.params)
-        bars += [sleeve_bar(order, sleeve, int(p.ts_ns[t]),
-                            (p.open[t], p.high[t], p.low[t], p.close[t], p.volume[t]), t)
-                 for t in range(len(p))]
+        key = (sleeve.symbol, sleeve.timeframe)
+        if key not in markets:
+            first_row[key] = sum(len(m) for m in markets.values())
+            markets[key] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
+        size = len(markets[key])
+        outputs.append(sleeve.strategy.run(markets[key].arrays, sleeve.params))
+        spans.append((sum(span[1] for span in spans), size, first_row[key]))
+    open_ns = np.concatenate([m.ts_ns for m in markets.values()]).astype(np.int64)
+    prices = np.empty((len(open_ns), 5))
+    for key, m in markets.items():
+        for c, column in enumerate((m.open, m.high, m.low, m.close, m.volume)):
+            prices[first_row[key]:first_row[key] + len(m), c] = column
+    total = sum(span[1] for span in spans)
+    signals = np.full((total, 3), np.nan)
+    rows = np.empty(total, dtype=np.int64)
+    close_ns = np.empty(total, dtype=np.int64)
+    for sleeve, output, (first, size, row) in zip(all_sleeves, outputs, spans, strict=True):
+        for c, column in enumerate((output.exposure, output.stop_distance,
+                                    output.take_profit_distance)):
+            if column is not None:
+                signals[first:first + size, c] = column
+        rows[first:first + size] = np.arange(row, row + size)
+        close_ns[first:first + size] = open_ns[row:row + size] + timeframe_ns(sleeve.timeframe)
+    # the bars are in sleeve order, so a stable sort by close keeps ties in sleeve order
+    order = np.argsort(close_ns, kind="stable")
+    sleeve_of = np.repeat(np.arange(len(all_sleeves), dtype=np.int64),
+                          [span[1] for span in spans])
+    history = _History(sleeve_of[order], rows[order], order, close_ns[order], open_ns,
+                       prices, signals, spans)
+    return all_sleeves, states, book, history
+
+
+def _portfolio_by_closes(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], *,
+                         cash: float = 10_000.0) -> PortfolioResult:
+    """:func:`portfolio_backtest` stepped one close at a time through
+    :meth:`Book.close`, as the tick steps it (the journal's account of each decision
+    included): the runner's own per-close path, for tests and benchmarks."""
+    all_sleeves, states, book, history = _portfolio_history(config, candles, cash)
     fills = {s.id: [] for s in all_sleeves}
     curves = {s.id: ([], []) for s in all_sleeves}
+    bars, value_of, events = [], {}, []
+    for i in range(len(history.rows)):
+        sleeve, row = all_sleeves[history.sleeve_of[i]], history.rows[i]
+        bar = sleeve_bar(int(history.sleeve_of[i]), sleeve, int(history.open_ns[row]),
+                         tuple(history.prices[row]), int(row))
+        bars.append(bar)
+        value_of[bar.order, bar.open_ns] = tuple(history.signals[history.signal_rows[i]])
     for group in by_close(bars):
-        done, new_events = book.close(group, [value_at(outputs[bar.sleeve.id], bar.index)
+        done, new_events = book.close(group, [value_of[bar.order, bar.open_ns]
                                               for bar in group])
         events += new_events
         for bar, bar_fills, _, _ in done:
