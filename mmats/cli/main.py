@@ -32,6 +32,7 @@ COMMANDS = {
     "keys": "keys",
     "dashboard": "dashboard",
     "telegram": "telegram_bot",
+    "warmup": "warmup",
 }
 
 

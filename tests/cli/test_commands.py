@@ -34,7 +34,7 @@ def test_the_console_script_lists_every_command(tmp_path):
         in done.stdout
     assert set(COMMANDS) == {"backtest", "sweep", "walkforward", "montecarlo",
                              "check-strategy", "import", "fetch", "check-data", "live",
-                             "journal", "keys", "dashboard", "telegram"}
+                             "journal", "keys", "dashboard", "telegram", "warmup"}
     nothing = mmats(cwd=tmp_path)
     assert nothing.returncode == 2 and "usage: mmats COMMAND" in nothing.stderr
     unknown = mmats("backtset", cwd=tmp_path)
@@ -100,6 +100,7 @@ def missing_file_runs(config, folder):
         "journal export": ("--journal", folder / "no_such_journal.sqlite", "--output",
                            folder / "fills.csv"),
         "keys list": (),  # its file: a folder where the encrypted file should be
+        "warmup": data,
     }
 
 
