@@ -13,6 +13,7 @@ import html
 import io
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,21 +53,58 @@ class Table:
     caption: str = ""
 
 
-@dataclass
 class Chart:
-    """A matplotlib figure, rendered once to PNG for both outputs."""
+    """A matplotlib figure, rendered once to PNG for both outputs.
 
-    figure: Figure
-    caption: str = ""
-    png: bytes = field(default=b"", repr=False)
+    ``Chart(figure)`` wraps a figure already built. :meth:`drawn_by` defers building it to
+    the first :meth:`render` that misses the cache of rendered parts
+    (:mod:`mmats.reports.cache`): a report rendered again from the same inputs reuses its
+    PNGs without building a figure. ``figure`` builds it on demand either way.
+    """
 
-    def render(self) -> bytes:
+    def __init__(self, figure: Figure | None = None, caption: str = "", *,
+                 build: Callable[[], Figure] | None = None, key: str = ""):
+        if figure is None and build is None:
+            raise TypeError("a Chart needs a figure or a function that builds one")
+        self._figure = figure
+        self._build = build
+        self.caption = caption
+        self.key = key  # empty: never cached (a figure given as is has no known inputs)
+        self.png = b""
+
+    @classmethod
+    def drawn_by(cls, builder: Callable[..., Figure], *args, caption: str = "",
+                 **kwargs) -> Chart:
+        """The chart ``builder(*args, **kwargs)`` draws, keyed by the builder, its
+        arguments (by value) and the drawing code, built only when it must be drawn."""
+        from mmats import plots
+        from mmats.reports.cache import digest
+
+        key = digest("chart", DPI, builder, plots, _render_png, args, kwargs)
+        return cls(caption=caption, build=lambda: builder(*args, **kwargs), key=key)
+
+    @property
+    def figure(self) -> Figure:
+        if self._figure is None:
+            self._figure = self._build()
+        return self._figure
+
+    def render(self, cache: bool = True) -> bytes:
         if not self.png:
-            buffer = io.BytesIO()
-            with style():
-                self.figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
-            self.png = buffer.getvalue()
+            if self.key:
+                from mmats.reports.cache import cached
+
+                self.png = cached(self.key, lambda: _render_png(self.figure), enabled=cache)
+            else:
+                self.png = _render_png(self.figure)
         return self.png
+
+
+def _render_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    with style():
+        figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    return buffer.getvalue()
 
 
 @dataclass

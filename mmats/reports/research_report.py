@@ -12,7 +12,9 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pandas as pd
 
 from mmats.errors import ConfigError
 from mmats.reports import charts
+from mmats.reports.cache import is_cached
 from mmats.reports.render import (
     Chart,
     Document,
@@ -31,9 +34,12 @@ from mmats.reports.render import (
     write_html,
     write_pdf,
 )
-from mmats.reports.tearsheet import write_tearsheet
+from mmats.reports.tearsheet import tearsheet_page, write_page
 from mmats.units import DAY_NS
 
+# how the tearsheet's worker starts: a fork shares the imports already made (pandas,
+# matplotlib), where a fresh interpreter would spend a second importing them again
+WORKER_START = "fork" if sys.platform.startswith("linux") else "spawn"
 PERIODS = {  # research.period: (rate wording, returns wording)
     "bar": ("per bar", "per-bar"),
     "1h": ("per hour", "hourly"),
@@ -49,13 +55,21 @@ PERCENTILE_ROWS = {  # MonteCarloResult statistic: (label, format)
 
 
 def write_research_report(research, directory: str | Path = "reports", *,
-                          stem: str | None = None) -> dict[str, Path]:
+                          stem: str | None = None, tearsheet: bool = True, pdf: bool = True,
+                          jobs: int | None = None, cache: bool = True) -> dict[str, Path]:
     """Write the tearsheet, the walk-forward HTML report and its PDF under ``directory``.
 
     Files are named ``{stem}_tearsheet.html``, ``{stem}.html`` and ``{stem}.pdf``; the
     default stem is ``walkforward_{strategy}_{symbol}_{UTC time}``. Nothing is
     downloaded and each file is written atomically. Returns the paths by kind:
-    ``{"tearsheet": ..., "html": ..., "pdf": ...}``.
+    ``{"tearsheet": ..., "html": ..., "pdf": ...}``; ``tearsheet=False`` or ``pdf=False``
+    leaves that file out (and the HTML page then does not link a tearsheet).
+
+    ``jobs`` processes draw at once (default: 2 where there are two cores): the
+    quantstats tearsheet, the slowest part, is drawn in a worker process while this one
+    draws the report's charts, HTML and PDF; ``jobs=1`` draws everything here, in
+    order. The files are the same either way. ``cache`` reuses parts rendered before
+    from the same inputs (:mod:`mmats.reports.cache`); False draws everything afresh.
 
     Example
     -------
@@ -65,17 +79,81 @@ def write_research_report(research, directory: str | Path = "reports", *,
     """
     wf = research.walk_forward
     stem = default_stem(research) if stem is None else _checked_stem(stem)
+    jobs = default_jobs() if jobs is None else _checked_jobs(jobs)
     directory = Path(directory)
     paths = {"tearsheet": directory / f"{stem}_tearsheet.html",
              "html": directory / f"{stem}.html",
              "pdf": directory / f"{stem}.pdf"}
-    write_tearsheet(wf.returns, paths["tearsheet"], benchmark=hold_returns(wf),
-                    title=f"{wf.strategy} on {_market_name(wf)}: walk-forward out of sample",
-                    periods_per_year=wf.market.periods_per_year, strategy_title=wf.strategy)
-    document = research_document(research, tearsheet=paths["tearsheet"].name)
-    write_html(document, paths["html"])
-    write_pdf(document, paths["pdf"])
+    if not tearsheet:
+        del paths["tearsheet"]
+    if not pdf:
+        del paths["pdf"]
+    page = tearsheet_page(  # inputs checked before anything is drawn or written
+        wf.returns, benchmark=hold_returns(wf),
+        title=f"{wf.strategy} on {_market_name(wf)}: walk-forward out of sample",
+        periods_per_year=wf.market.periods_per_year,
+        strategy_title=wf.strategy) if tearsheet else None
+    document = research_document(research,
+                                 tearsheet=paths["tearsheet"].name if tearsheet else None)
+    with _TearsheetDrawing(page, paths.get("tearsheet"), jobs=jobs, cache=cache) as drawing:
+        for chart in charts_of(document):
+            chart.render(cache)
+        write_html(document, paths["html"])
+        if pdf:
+            write_pdf(document, paths["pdf"])
+        drawing.finish()
     return paths
+
+
+def default_jobs() -> int:
+    """Processes that draw a report at once: 2 with two cores or more, else 1."""
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def charts_of(document: Document) -> list[Chart]:
+    """The charts of ``document``, in order."""
+    return [block for section in document.sections for block in section.blocks
+            if isinstance(block, Chart)]
+
+
+class _TearsheetDrawing:
+    """The tearsheet, written in a worker process while the caller draws the rest (jobs
+    >= 2 and not cached), else in this process. :meth:`finish` waits for it and raises
+    what it raised; leaving the block early stops the worker."""
+
+    def __init__(self, page, path: Path | None, *, jobs: int, cache: bool):
+        self.page, self.path, self.jobs, self.cache = page, path, jobs, cache
+        self.pool = self.future = None
+
+    def __enter__(self):
+        if self.page is None:
+            return self
+        if self.jobs >= 2 and not (self.cache and is_cached(self.page.key)):
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(
+                WORKER_START))
+            self.future = self.pool.submit(write_page, self.page, self.path, self.cache)
+        else:
+            write_page(self.page, self.path, self.cache)
+        return self
+
+    def finish(self) -> None:
+        if self.future is not None:
+            self.future.result()
+
+    def __exit__(self, kind, error, traceback):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+
+def _checked_jobs(jobs) -> int:
+    if isinstance(jobs, bool) or not isinstance(jobs, int | np.integer) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r}: give 1 (draw everything in this process) or "
+                          "more (the tearsheet in a worker process beside it)")
+    return int(jobs)
 
 
 def default_stem(research, now: datetime | None = None) -> str:
@@ -214,24 +292,25 @@ def _parameters(wf) -> Section:
     if len(axes) == 1:
         curves = table.pivot_table(index=axes[0], columns="_fold", values=objective,
                                    aggfunc="mean")
-        figure = charts.parameter_line(curves, objective=objective,
-                                       chosen=list(chosen_rows[axes[0]]))
+        chart = Chart.drawn_by(charts.parameter_line, curves, objective=objective,
+                               chosen=list(chosen_rows[axes[0]]))
         text = intro + (f"The line is {objective} against {axes[0]}, averaged over the folds"
                         + (f", with {held}" if held else "") + "; circles mark values a fold "
                         "chose. A broad plateau is more trustworthy than a lone peak.")
     else:
         x, y = axes
         grid = table.groupby([y, x])[objective].mean().unstack(x)
-        figure = charts.parameter_heatmap(grid, objective=objective, folds=len(wf.in_sample),
-                                          chosen={int(row["fold"]): (row[y], row[x])
-                                                  for _, row in chosen_rows.iterrows()},
-                                          note=held)
+        chart = Chart.drawn_by(charts.parameter_heatmap, grid, objective=objective,
+                               folds=len(wf.in_sample),
+                               chosen={int(row["fold"]): (row[y], row[x])
+                                       for _, row in chosen_rows.iterrows()},
+                               note=held)
         text = intro + (f"The map shows {objective} over {x} and {y} (the parameters with the "
                         "most values), averaged over the folds" + (f", with {held}" if held
                         else "") + ". Outlined cells were chosen by a fold; grey cells were "
                         "not run. A broad region of good values is more trustworthy than a "
                         "lone bright cell.")
-    return Section("parameters", title, [Text(text), Chart(figure)])
+    return Section("parameters", title, [Text(text), chart])
 
 
 def _folds(wf) -> Section:
@@ -266,14 +345,15 @@ def _folds(wf) -> Section:
 
 
 def _equity(wf) -> Section:
-    figure = charts.equity_chart(wf.equity, wf.benchmark, list(wf.folds["test_start"]),
-                                 title=f"{wf.strategy} out of sample vs buy and hold")
+    chart = Chart.drawn_by(charts.equity_chart, wf.equity, wf.benchmark,
+                           list(wf.folds["test_start"]),
+                           title=f"{wf.strategy} out of sample vs buy and hold")
     final, hold = float(wf.equity.iloc[-1]), float(wf.benchmark.iloc[-1])
     text = (f"The test windows stitched into one run from {_money(wf.oos.cash)}: it ended at "
             f"{_money(final)} against {_money(hold)} for buying at the first out-of-sample "
             "open and holding (no costs). Dotted lines mark where each fold's test window "
             "starts; the lower panel is the strategy's drawdown.")
-    return Section("equity", "Out-of-sample equity vs buy and hold", [Text(text), Chart(figure)])
+    return Section("equity", "Out-of-sample equity vs buy and hold", [Text(text), chart])
 
 
 def _monte_carlo(research) -> Section:
@@ -282,12 +362,13 @@ def _monte_carlo(research) -> Section:
     if mc.steps == len(wf.returns) and mc.method != "reshuffle":
         path = np.concatenate([[wf.oos.cash], wf.equity.to_numpy()])
         actual = charts.thin(pd.Series(path, index=np.arange(len(path))))
-    fan = charts.fan_chart(mc.fan, actual, runs=mc.runs, method=mc.method,
-                           start_equity=mc.start_equity)
-    drawdowns = charts.histogram(mc.max_drawdown, title="Maximum drawdown of each run",
-                                 xlabel="maximum drawdown", percent=True, ylabel="runs",
-                                 marker=wf.metrics["max_drawdown"],
-                                 marker_label="realised out of sample")
+    fan = Chart.drawn_by(charts.fan_chart, mc.fan, actual, runs=mc.runs, method=mc.method,
+                         start_equity=mc.start_equity)
+    drawdowns = Chart.drawn_by(charts.histogram, mc.max_drawdown,
+                               title="Maximum drawdown of each run",
+                               xlabel="maximum drawdown", percent=True, ylabel="runs",
+                               marker=wf.metrics["max_drawdown"],
+                               marker_label="realised out of sample")
     percentiles = mc.percentiles()
     table = pd.DataFrame({"Statistic": [PERCENTILE_ROWS.get(n, (n, "number"))[0]
                                         for n in percentiles.index]})
@@ -308,7 +389,7 @@ def _monte_carlo(research) -> Section:
             f"{_pct(mc.probability_of_ruin)}. Probability of a drawdown of "
             f"{mc.drawdown_limit:.0%} or deeper: {_pct(mc.probability_of_drawdown)}.")
     return Section("monte-carlo", "Monte Carlo", [
-        Text(intro), Chart(fan), Chart(drawdowns),
+        Text(intro), fan, drawdowns,
         Table(table, caption="Percentiles of each statistic across runs."), Text(odds)])
 
 
@@ -351,10 +432,10 @@ def _overfitting(research) -> Section:
                 "Between 20% and 50% the in-sample best is a weak guide out of sample."
                 if value < 0.5 else
                 "At 50% or above the optimisation is fitting noise.")),
-        Chart(charts.histogram(pbo.logits, title="Logits of the out-of-sample rank of the "
-                               "in-sample best", xlabel="logit (≤ 0: bottom half out of "
-                               "sample)", marker=0.0, marker_label="median rank",
-                               ylabel="splits", bins=20)),
+        Chart.drawn_by(charts.histogram, pbo.logits, title="Logits of the out-of-sample rank "
+                       "of the in-sample best", xlabel="logit (≤ 0: bottom half out of "
+                       "sample)", marker=0.0, marker_label="median rank", ylabel="splits",
+                       bins=20),
         Table(pd.DataFrame([
             ("PBO", _pct(value, digits=0)),
             ("Blocks (CSCV splits)", f"{pbo.n_splits}"),
