@@ -1,0 +1,242 @@
+"""The building blocks every indicator shares: window sums, extremes and moments, and the
+two recursive smoothers (EMA seeded with an SMA, Wilder's). One implementation of each,
+so the NaN rules of ``mmats.ta`` hold in one place:
+
+- a window result is NaN while a NaN lies inside its window, and recovers after it;
+- a recursive smoother starts at the first non-NaN value (leading NaNs are skipped, as
+  TA-Lib's Python wrapper does) and stays NaN after a later NaN, because its state would
+  depend on how the hole were filled.
+
+Everything is a plain O(n) loop over float64 arrays.
+"""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def check_period(period, least):
+    if period < least:
+        raise ValueError("an indicator period is below its least allowed value")
+
+
+@njit(cache=True)
+def first_valid(values):
+    """Index of the first non-NaN value, or ``len(values)`` when there is none."""
+    for i in range(values.shape[0]):
+        if not np.isnan(values[i]):
+            return i
+    return values.shape[0]
+
+
+@njit(cache=True)
+def rolling_sum(values, period):
+    """Sum of the last ``period`` values; NaN until ``period`` values and while a NaN is in
+    the window. A running total, re-added exactly every ``period`` bars so rounding cannot
+    drift over long series."""
+    check_period(period, 1)
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    total = 0.0
+    last_nan = -1
+    for i in range(n):
+        if np.isnan(values[i]):
+            last_nan = i
+        if i >= period and i % period == 0:
+            total = 0.0
+            for j in range(i - period + 1, i + 1):
+                if not np.isnan(values[j]):
+                    total += values[j]
+        else:
+            if not np.isnan(values[i]):
+                total += values[i]
+            if i >= period and not np.isnan(values[i - period]):
+                total -= values[i - period]
+        if i >= period - 1 and i - last_nan >= period:
+            out[i] = total
+    return out
+
+
+@njit(cache=True)
+def sma(values, period):
+    """Simple moving average: ``rolling_sum(values, period) / period``."""
+    check_period(period, 1)
+    total = rolling_sum(values, period)
+    return total / period
+
+
+@njit(cache=True)
+def rolling_argmax(values, period, sign):
+    """Index of the largest (``sign`` = 1.0) or smallest (``sign`` = -1.0) of the last
+    ``period`` values, the most recent one on ties; -1 during warm-up and while a NaN is
+    in the window. O(n) with a monotonic queue."""
+    n = values.shape[0]
+    out = np.full(n, -1, dtype=np.int64)
+    queue = np.empty(n, dtype=np.int64)
+    head = 0
+    tail = 0
+    last_nan = -1
+    for i in range(n):
+        value = values[i]
+        if np.isnan(value):
+            last_nan = i
+            continue
+        while tail > head and sign * values[queue[tail - 1]] <= sign * value:
+            tail -= 1
+        queue[tail] = i
+        tail += 1
+        while queue[head] <= i - period:
+            head += 1
+        if i >= period - 1 and i - last_nan >= period:
+            out[i] = queue[head]
+    return out
+
+
+@njit(cache=True)
+def rolling_extreme(values, period, sign):
+    """Highest (``sign`` = 1.0) or lowest (-1.0) of the last ``period`` values; NaN as
+    ``rolling_argmax``."""
+    index = rolling_argmax(values, period, sign)
+    out = np.full(values.shape[0], np.nan)
+    for i in range(values.shape[0]):
+        if index[i] >= 0:
+            out[i] = values[index[i]]
+    return out
+
+
+@njit(cache=True)
+def rolling_moments(values, period):
+    """Mean and population variance (ddof 0) of the last ``period`` values.
+
+    Sums of ``values - anchor`` with the anchor moved to a recent value and the sums
+    re-added exactly every ``period`` bars: the variance keeps its digits even where it is
+    tiny against the price (EUR/USD over a quiet day). NaN as ``rolling_sum``.
+    """
+    n = values.shape[0]
+    mean = np.full(n, np.nan)
+    variance = np.full(n, np.nan)
+    anchor = 0.0
+    sum1 = 0.0
+    sum2 = 0.0
+    last_nan = -1
+    for i in range(n):
+        if np.isnan(values[i]):
+            last_nan = i
+            continue
+        if i - last_nan < period:
+            continue  # the window holds a NaN
+        if i - last_nan == period or i % period == 0:
+            anchor = values[i]
+            sum1 = 0.0
+            sum2 = 0.0
+            for j in range(i - period + 1, i + 1):
+                shifted = values[j] - anchor
+                sum1 += shifted
+                sum2 += shifted * shifted
+        else:
+            new = values[i] - anchor
+            old = values[i - period] - anchor
+            sum1 += new - old
+            sum2 += new * new - old * old
+        shifted_mean = sum1 / period
+        mean[i] = anchor + shifted_mean
+        variance[i] = max(sum2 / period - shifted_mean * shifted_mean, 0.0)
+    return mean, variance
+
+
+@njit(cache=True)
+def ema_from(values, period, alpha, first_out):
+    """EMA with smoothing ``alpha``, seeded at bar ``first_out`` with the mean of the
+    ``period`` values ending there, then ``ema += alpha * (value - ema)``; NaN before.
+
+    ``first_out`` is normally the first valid bar + ``period - 1``; TA-Lib's MACD seeds
+    its fast EMA later, at the slow one's first bar.
+    """
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    if first_out >= n or first_out - period + 1 < 0:
+        return out
+    seed = 0.0
+    for j in range(first_out - period + 1, first_out + 1):
+        seed += values[j]
+    average = seed / period
+    out[first_out] = average
+    for i in range(first_out + 1, n):
+        average = (values[i] - average) * alpha + average
+        out[i] = average
+    return out
+
+
+@njit(cache=True)
+def ema(values, period):
+    """TA-Lib's EMA: ``alpha = 2 / (period + 1)``, seeded with the SMA of the first
+    ``period`` values (from the first non-NaN one); warm-up ``period - 1`` bars."""
+    check_period(period, 1)
+    start = first_valid(values)
+    return ema_from(values, period, 2.0 / (period + 1.0), start + period - 1)
+
+
+@njit(cache=True)
+def wilder(values, period):
+    """Wilder's average: the mean of the first ``period`` values (from the first non-NaN
+    one), then ``average = (average * (period - 1) + value) / period``."""
+    check_period(period, 1)
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    start = first_valid(values)
+    if start + period - 1 >= n:
+        return out
+    total = 0.0
+    for j in range(start, start + period):
+        total += values[j]
+    average = total / period
+    out[start + period - 1] = average
+    for i in range(start + period, n):
+        average = (average * (period - 1) + values[i]) / period
+        out[i] = average
+    return out
+
+
+@njit(cache=True)
+def wilder_sum(values, period):
+    """TA-Lib's running sum for +DM, -DM and TR in the DI/ADX family: the plain sum of
+    the first ``period - 1`` values, then ``total = total - total / period + value`` from
+    the ``period``-th on (its first output)."""
+    n = values.shape[0]
+    out = np.full(n, np.nan)
+    start = first_valid(values)
+    if start + period - 1 >= n:
+        return out
+    total = 0.0
+    for j in range(start, start + period - 1):
+        total += values[j]
+    for i in range(start + period - 1, n):
+        total = total - total / period + values[i]
+        out[i] = total
+    return out
+
+
+@njit(cache=True)
+def true_range(high, low, close):
+    """``max(high, previous close) - min(low, previous close)``; NaN at bar 0 (no previous
+    close), as TA-Lib's TRANGE."""
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(1, n):
+        span = high[i] - low[i]
+        up = abs(close[i - 1] - high[i])
+        down = abs(close[i - 1] - low[i])
+        if up > span:
+            span = up
+        if down > span:
+            span = down
+        out[i] = span
+        if np.isnan(high[i]) or np.isnan(low[i]) or np.isnan(close[i - 1]):
+            out[i] = np.nan
+    return out
+
+
+@njit(cache=True)
+def typical_price(high, low, close):
+    """``(high + low + close) / 3``."""
+    return (high + low + close) / 3.0
