@@ -337,6 +337,7 @@ def sweep(
     progress: bool = False,
     chunks: int | None = None,
     period_returns: str | None = None,
+    cluster: Any = None,
     **settings,
 ) -> SweepResult:
     """Evaluate every parameter combination of ``grid`` (default: the strategy's PARAMS).
@@ -351,7 +352,19 @@ def sweep(
     combination's returns per period, sampled from its equity at the last bar of each
     period: ``result.returns`` is a periods × combinations frame whose columns are the
     table's row numbers (what overfitting statistics such as PBO need).
+
+    ``cluster`` (``"tcp://HOST:8786"``, ``"local:N"`` or a ``distributed.Client``) runs
+    the grid in ``chunks`` batches on a Dask cluster (:mod:`mmats.distributed`); the table
+    is the local run's, bit for bit, in the same order.
     """
+    if isinstance(cluster, str):  # one client (or local cluster) for the whole sweep
+        from mmats.distributed import connect
+
+        with connect(cluster) as client:
+            return sweep(strategy, data, grid, cash=cash, config=config, timeframe=timeframe,
+                         calendar=calendar, check_lookahead_bias=check_lookahead_bias,
+                         progress=progress, chunks=chunks, period_returns=period_returns,
+                         cluster=client, **settings)
     strategy = load_strategy(strategy)
     config = sleeve_config(config, settings)
     combos, skipped = strategy.combinations(grid)
@@ -368,8 +381,14 @@ def sweep(
         sample_bars = _period_ends(prices, period_returns)
         equity = np.full((len(combos), sample_bars.shape[0]), np.nan)
         started = time.perf_counter()
-        values = _sweep_market(strategy, prices, combos, config, cash, progress, chunks,
-                               sample_bars, equity)
+        if cluster is None:
+            values = _sweep_market(strategy, prices, combos, config, cash, progress, chunks,
+                                   sample_bars, equity)
+        else:
+            from mmats.distributed import sweep_market
+
+            values = sweep_market(cluster, _sweep_market, strategy, prices, combos, config,
+                                  cash, progress, chunks, sample_bars, equity)
         seconds += time.perf_counter() - started
         if period_returns is not None:
             previous = np.concatenate([np.full((len(combos), 1), float(cash)),

@@ -4,6 +4,7 @@ examples:
   mmats montecarlo --strategy ema_cross --params fast=10,slow=50 --runs 1000
   mmats montecarlo --method reshuffle --json
   mmats montecarlo --data nasdaq:GOOG:1d --strategy donchian_breakout --method block
+  mmats montecarlo --runs 100000 --cluster local:2    # batches of runs on Dask workers
 
 Backtests the parameters once, then resamples: its trades in a new order ("reshuffle"),
 its bar returns i.i.d. ("bootstrap") or in blocks ("block", the stationary bootstrap).
@@ -26,6 +27,7 @@ from mmats.cli import (
     print_json,
     settings_from,
 )
+from mmats.cli.sweep import add_cluster_option
 from mmats.errors import MMATSError
 
 
@@ -43,6 +45,7 @@ def main(argv=None, prog="mmats montecarlo") -> int:
                         help="ruin = equity ever below start × (1 - this) (0.5)")
     parser.add_argument("--drawdown-limit", type=float, default=0.2,
                         help="report the probability of a drawdown beyond this (0.2)")
+    add_cluster_option(parser)
     add_json_option(parser)
     add_cost_options(parser)
     args = parser.parse_args(argv)
@@ -59,7 +62,8 @@ def main(argv=None, prog="mmats montecarlo") -> int:
         common = dict(method=args.method, runs=args.runs, seed=args.seed,
                       block_length=args.block_length, start_equity=result.cash,
                       periods_per_year=result.market.periods_per_year,
-                      ruin_fraction=args.ruin_fraction, drawdown_limit=args.drawdown_limit)
+                      ruin_fraction=args.ruin_fraction, drawdown_limit=args.drawdown_limit,
+                      cluster=args.cluster, progress=bool(args.cluster) and not args.json)
         if args.method == "reshuffle":
             if len(result.trades) == 0:
                 return fail(MMATSError("the backtest closed no trade: nothing to reshuffle; "

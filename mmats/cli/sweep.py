@@ -6,6 +6,8 @@ examples:
       --grid fast=5:50:5,slow=20:200:10 --json
   mmats sweep --strategy rsi_reversion --data bittrex:ETH/BTC:5m --data bittrex:LTC/BTC:5m \\
       --heatmap heatmap.png
+  mmats sweep --cluster tcp://10.0.0.5:8786       # the grid in batches on a Dask cluster
+  mmats sweep --cluster local:2                   # ... or on two worker processes here
 
 exit codes: 0 done; 2 usage or input error (a bad option or grid, a missing or unreadable
 file, a strategy that breaks its contract or peeks ahead). A sweep has no "no": 1 is unused.
@@ -46,6 +48,7 @@ def main(argv=None, prog="mmats sweep") -> int:
                         "best), a line for one")
     parser.add_argument("--timeframe", help="override the inferred timeframe")
     parser.add_argument("--calendar", choices=["24/7", "forex", "stocks"])
+    add_cluster_option(parser)
     add_json_option(parser)
     add_cost_options(parser)
     add_data_quality_options(parser)
@@ -68,7 +71,7 @@ def main(argv=None, prog="mmats sweep") -> int:
         result = sweep(args.strategy, data, parse_grid(args.grid) or None, cash=args.cash,
                        timeframe=args.timeframe, calendar=args.calendar,
                        check_lookahead_bias=not args.no_lookahead_check,
-                       progress=not args.json, **settings_from(args))
+                       progress=not args.json, cluster=args.cluster, **settings_from(args))
     except MMATSError as error:
         return fail(error)
     if args.heatmap:
@@ -95,6 +98,13 @@ def main(argv=None, prog="mmats sweep") -> int:
           f"{result.seconds:.3f} s: {result.bar_combinations_per_s / 1e6:.1f} M "
           "bar-combinations/s")
     return 0
+
+
+def add_cluster_option(parser) -> None:
+    """``--cluster``: run the batches on a Dask cluster (the same figures as locally)."""
+    parser.add_argument("--cluster", metavar="SPEC",
+                        help="run on Dask: tcp://HOST:8786 (a running scheduler) or local:N "
+                        "(N worker processes here); same results as the local run")
 
 
 def with_pandas_width(action):

@@ -104,6 +104,7 @@ def monte_carlo(
     drawdown_limit: float = 0.2,
     fan_points: int = 200,
     progress: bool = False,
+    cluster=None,
 ) -> MonteCarloResult:
     """Resample returns ``runs`` times and report the distribution of equity outcomes.
 
@@ -132,7 +133,9 @@ def monte_carlo(
         ``runs × fan_points``, never ``runs × steps``.
 
     The same ``seed`` gives identical results on any number of threads, and with or
-    without ``progress`` (a progress bar; the runs are then simulated in chunks).
+    without ``progress`` (a progress bar; the runs are then simulated in chunks), and on
+    a Dask ``cluster`` (``"tcp://HOST:8786"``, ``"local:N"`` or a ``distributed.Client``:
+    batches of runs as tasks, see :mod:`mmats.distributed`).
 
     Example
     -------
@@ -182,20 +185,20 @@ def monte_carlo(
     chunks = np.array_split(np.arange(runs), min(runs, 20) if progress else 1)
     from tqdm.auto import tqdm
 
-    parts = []
-    with tqdm(total=runs, disable=not progress, desc=f"monte carlo ({method})", unit="run",
-              leave=False) as bar:
-        for chunk in chunks:
-            parts.append(nb.simulate_paths(
-                values,
-                METHODS[method],
-                np.ascontiguousarray(states[chunk[0]:chunk[-1] + 1]),
-                1.0 / block_length if block_length else 0.0,
-                float(start_equity),
-                float(start_equity) * (1.0 - ruin_fraction),
-                checkpoints,
-            ))
-            bar.update(len(chunk))
+    shared = (values, METHODS[method], 1.0 / block_length if block_length else 0.0,
+              float(start_equity), float(start_equity) * (1.0 - ruin_fraction), checkpoints)
+    if cluster is not None:
+        from mmats.distributed import map_batches
+
+        parts = map_batches(cluster, simulate_batch, states, shared, progress=progress,
+                            label=f"monte carlo ({method})")
+    else:
+        parts = []
+        with tqdm(total=runs, disable=not progress, desc=f"monte carlo ({method})",
+                  unit="run", leave=False) as bar:
+            for chunk in chunks:
+                parts.append(simulate_batch(states[chunk[0]:chunk[-1] + 1], *shared))
+                bar.update(len(chunk))
     final_equity, max_drawdown, longest, ruined, fan = (
         np.concatenate([part[i] for part in parts]) for i in range(5))
     growth = final_equity / start_equity
@@ -223,6 +226,14 @@ def monte_carlo(
         ruined=ruined,
         fan=fan_table,
     )
+
+
+def simulate_batch(states, values, method, restart_probability, start_equity, ruin_equity,
+                   checkpoints):
+    """The runs whose generator states are the rows of ``states``: the one call behind a
+    local run's chunks and a cluster's tasks (:func:`mmats.nb.montecarlo.simulate_paths`)."""
+    return nb.simulate_paths(values, method, np.ascontiguousarray(states),
+                             restart_probability, start_equity, ruin_equity, checkpoints)
 
 
 def trade_returns_on_equity(result) -> np.ndarray:
