@@ -37,7 +37,7 @@ import os
 import sys
 import tomllib
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,6 +74,7 @@ class Strategy:
     defaults: dict[str, Any]
     source_hash: str
     param_signs: dict[str, str] = field(default_factory=dict)  # positive, non-negative, any
+    version: str = ""  # an installed model package's version (mmats.packages); else ""
 
     @property
     def is_numba(self) -> bool:
@@ -268,6 +269,17 @@ def load_strategy(name_or_path: str | os.PathLike) -> Strategy:
     if isinstance(name_or_path, Strategy):
         return name_or_path
     path = _find(str(name_or_path))
+    if path is None:  # not in the strategy folders: an installed model package?
+        from mmats.packages import find_package
+
+        package = find_package(str(name_or_path))
+        if package is None:
+            known = ", ".join(available_strategies()) or "none"
+            raise StrategyError(
+                f"no strategy named {name_or_path!r} in "
+                f"{', '.join(str(d) for d in strategy_dirs())} nor among the installed "
+                f"model packages; available: {known}")
+        return _load_installed(package)
     if path.suffix == ".zip":
         return _load_zip(path)
     if path.suffix != ".py":
@@ -275,7 +287,9 @@ def load_strategy(name_or_path: str | os.PathLike) -> Strategy:
     return _load_module(path, path.stem)
 
 
-def _find(name: str) -> Path:
+def _find(name: str) -> Path | None:
+    """The file of a strategy path or name in the strategy folders; None for a name
+    found in none of them."""
     candidate = Path(name).expanduser()
     if candidate.suffix in (".py", ".zip") or os.sep in name or "/" in name:
         if not candidate.is_file():
@@ -286,11 +300,7 @@ def _find(name: str) -> Path:
             path = directory / f"{name}{suffix}"
             if path.is_file():
                 return path.resolve()
-    known = ", ".join(available_strategies()) or "none"
-    raise StrategyError(
-        f"no strategy named {name!r} in {', '.join(str(d) for d in strategy_dirs())}; "
-        f"available: {known}"
-    )
+    return None
 
 
 def _load_zip(path: Path) -> Strategy:
@@ -316,7 +326,22 @@ def _load_zip(path: Path) -> Strategy:
     return _load_module(target, name, origin=path)
 
 
-def _load_module(path: Path, name: str, origin: Path | None = None) -> Strategy:
+def _load_installed(model_py: Path) -> Strategy:
+    """The active version of an installed model package (checked against its manifest
+    again: a file edited in the models folder is refused)."""
+    from mmats.packages import installed_manifest, prepare_module
+
+    manifest = installed_manifest(model_py)
+    # the manifest shapes the module (entry point, grid): a module per manifest too
+    tag = hashlib.sha256((model_py.parent / "manifest.toml").read_bytes()).hexdigest()[:8]
+    strategy = _load_module(model_py, f"{manifest.id}_{manifest.version}_{tag}",
+                            prepare=lambda module: prepare_module(module, manifest,
+                                                                  str(model_py)))
+    return replace(strategy, name=manifest.id, version=manifest.version)
+
+
+def _load_module(path: Path, name: str, origin: Path | None = None,
+                 prepare=None) -> Strategy:
     source = path.read_bytes()
     digest = hashlib.sha256(source).hexdigest()[:16]
     module_name = f"mmats_strategies.{_safe(name)}_{digest}"
@@ -327,6 +352,11 @@ def _load_module(path: Path, name: str, origin: Path | None = None) -> Strategy:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
+            if prepare is not None:
+                prepare(module)
+        except StrategyError:
+            del sys.modules[module_name]
+            raise
         except Exception as error:
             del sys.modules[module_name]
             raise StrategyError(

@@ -33,6 +33,7 @@ COMMANDS = {
     "dashboard": "dashboard",
     "telegram": "telegram_bot",
     "warmup": "warmup",
+    "models": "models",
 }
 
 

@@ -186,6 +186,7 @@ class ModelConfig:
     allocation: float
     sleeve: SleeveConfig
     strategy_hash: str = ""
+    strategy_version: str = ""  # an installed model package's version (mmats.packages)
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,7 @@ class RunnerConfig:
             "markets": [{**asdict(m), "symbols": list(m.symbols)} for m in self.markets],
             "models": [
                 {"id": m.id, "strategy": m.strategy, "strategy_hash": m.strategy_hash,
+                 **({"strategy_version": m.strategy_version} if m.strategy_version else {}),
                  "params": m.params, "market": m.market, "symbols": list(m.symbols),
                  "allocation": m.allocation, "sleeve": m.sleeve.to_dict()}
                 for m in self.models
@@ -293,6 +295,28 @@ class RunnerConfig:
             data["telegram"] = {**asdict(self.telegram),
                                 "chat_ids": list(self.telegram.chat_ids)}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def refresh_models(config: RunnerConfig) -> RunnerConfig:
+    """``config`` with each model package's active version (an always-on runner calls it
+    before every tick, so a version added or activated meanwhile decides from the next
+    tick, as a cron runner's fresh load would). The parameters are checked again by the
+    new version; a disabled or broken package raises, and the tick fails loudly."""
+    models = []
+    for model in config.models:
+        if model.strategy_version:
+            strategy = load_strategy(model.strategy)
+            if (strategy.source_hash, strategy.version) != (model.strategy_hash,
+                                                             model.strategy_version):
+                try:
+                    strategy.resolve_params(model.params)
+                except ConfigError as error:
+                    raise ConfigError(f"model {model.id!r}: {model.strategy} "
+                                      f"{strategy.version}: {error}") from None
+                model = replace(model, strategy_hash=strategy.source_hash,
+                                strategy_version=strategy.version)
+        models.append(model)
+    return replace(config, models=tuple(models))
 
 
 def load_config(path: str | os.PathLike) -> RunnerConfig:
@@ -695,7 +719,8 @@ class _Reader:
         return {"id": model.id, "strategy": reference, "params": params,
                 "market": market.name, "symbols": model.symbols or market.symbols,
                 "allocation": model.allocation, "sleeve": self.sleeve(model, path),
-                "strategy_hash": strategy.source_hash}
+                "strategy_hash": strategy.source_hash,
+                "strategy_version": strategy.version}
 
     def params(self, value, strategy, path: tuple) -> dict:
         """The strategy's parameters: given ones checked by the strategy, defaults filled."""

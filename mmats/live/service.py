@@ -216,6 +216,7 @@ class Service:
         record = {"reason": reason, "now_ns": now_ns, "started": time.time(),
                   "closes": sorted({close for _, close in closes}), "ok": False}
         try:
+            self._refresh_models(reason)
             report = tick_once(self.config, cash=self.cash, now_ns=now_ns, mode=self.mode,
                                sources=self.sources,
                                live_trading_allowed=self.live_trading_allowed,
@@ -254,6 +255,18 @@ class Service:
             self._next_close[market] = (now_ns // step + 1) * step
         self._read_trading()
         self._plan_retries(now_ns)
+
+    def _refresh_models(self, reason: str) -> None:
+        """Take up the active version of each model package before the tick (a version
+        added or rolled back meanwhile decides from this tick). A kill's tick never
+        waits on it: a package that cannot be loaded must not block a kill."""
+        from mmats.live.config import refresh_models
+
+        try:
+            self.config = refresh_models(self.config)
+        except MMATSError:
+            if reason != "kill":
+                raise
 
     def _plan_retries(self, now_ns: int) -> None:
         """A market whose trading sleeves still miss a bar that has closed (its feeds

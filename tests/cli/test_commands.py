@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 MMATS = str(Path(sys.executable).parent / "mmats")  # the [project.scripts] entry point
 ETH_FILE = REPO / "mmats" / "data" / "sample" / "bittrex" / "ETH_BTC_5m.parquet"
 # subcommands with their own sub-subcommands: their --help is checked too
-NESTED = {"journal": ["verify", "export"], "keys": ["set", "list", "delete"]}
+NESTED = {"journal": ["verify", "export"], "keys": ["set", "list", "delete"],
+          "models": ["add", "list", "activate", "enable", "disable", "remove"]}
 
 
 def mmats(*args, cwd, env=None, stdin=None):
@@ -34,7 +35,8 @@ def test_the_console_script_lists_every_command(tmp_path):
         in done.stdout
     assert set(COMMANDS) == {"backtest", "sweep", "walkforward", "montecarlo",
                              "check-strategy", "import", "fetch", "check-data", "live",
-                             "journal", "keys", "dashboard", "telegram", "warmup"}
+                             "journal", "keys", "dashboard", "telegram", "warmup",
+                             "models"}
     nothing = mmats(cwd=tmp_path)
     assert nothing.returncode == 2 and "usage: mmats COMMAND" in nothing.stderr
     unknown = mmats("backtset", cwd=tmp_path)
