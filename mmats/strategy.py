@@ -252,11 +252,18 @@ def strategy_dirs() -> list[Path]:
 
 
 def available_strategies() -> list[str]:
+    """Names found in the strategy folders, and the enabled installed model packages."""
+    from mmats.packages import PackageError, read_registry
+
     names = set()
     for directory in strategy_dirs():
         if directory.is_dir():
             names.update(p.stem for p in directory.glob("*.py") if not p.stem.startswith("_"))
             names.update(p.stem for p in directory.glob("*.zip"))
+    try:
+        names.update(i for i, e in read_registry().models.items() if e.get("enabled", True))
+    except PackageError:  # an unreadable registry is reported where a package is loaded
+        pass
     return sorted(names)
 
 

@@ -96,6 +96,9 @@ def test_a_package_is_checked_installed_and_loaded_by_its_id(tmp_path, models):
     assert list_models() == [{"id": "trend_pkg", "active": "1.0.0", "enabled": True,
                               "versions": ["1.0.0"], "author": "Test Author"}]
     assert add(package(tmp_path))["unchanged"]  # the same version again: nothing changes
+    from mmats.strategy import available_strategies
+
+    assert {"trend_pkg", "ema_cross"} <= set(available_strategies())
 
 
 def _nothing_installed(models: Path) -> None:
