@@ -247,12 +247,9 @@ def walk_forward(
     rows, fold_results, tables, outputs = [], [], [], []
     for fold in tqdm(splits, desc="walk-forward", unit="fold", disable=not progress,
                      leave=False):
-        window = _window(prices, fold.train_start, fold.train_stop)
-        table = sweep(strategy, window, grid, cash=cash, config=config,
-                      check_lookahead_bias=False).table
-        chosen = select(table, strategy.param_names, objective, selection)
-        params = {name: table.at[chosen, name] for name in strategy.param_names}
-        params = strategy.resolve_params(params)
+        choice = optimise_fold(strategy, prices, fold, grid, config=config, cash=cash,
+                               objective=objective, selection=selection)
+        table, chosen, params = choice.table, choice.chosen, choice.params
         history = _window(prices, 0, fold.test_stop)
         output = strategy.run(history.arrays, params)
         outputs.append((fold, output, params))
@@ -278,6 +275,36 @@ def walk_forward(
                   "test": test, "step": step, "anchored": anchored, "embargo": embargo, "cash": cash,
                   **config.to_dict()},
     )
+
+
+@dataclass(frozen=True)
+class FoldChoice:
+    """What one fold's training window chose: its sweep table, the chosen row's label and
+    the chosen parameters (resolved as the strategy runs them)."""
+
+    fold: Fold
+    table: pd.DataFrame
+    chosen: int
+    params: dict
+
+
+def optimise_fold(strategy, prices: Market, fold: Fold, grid: dict | None = None, *,
+                  config, cash: float = 10_000.0, objective="sharpe",
+                  selection: str = "best") -> FoldChoice:
+    """Sweep ``grid`` on ``fold``'s training window and choose a combination.
+
+    The in-sample half of a fold, and the part that depends on nothing but its own window:
+    folds can be optimised in any order or all at once (a process pool, a cluster), then
+    traded in order by :func:`walk_forward`, which carries the sleeve's state from one
+    test window to the next. ``strategy`` is a loaded strategy, ``config`` a
+    :class:`~mmats.sleeve.SleeveConfig`.
+    """
+    window = _window(prices, fold.train_start, fold.train_stop)
+    table = sweep(strategy, window, grid, cash=cash, config=config,
+                  check_lookahead_bias=False).table
+    chosen = select(table, strategy.param_names, objective, selection)
+    params = {name: table.at[chosen, name] for name in strategy.param_names}
+    return FoldChoice(fold, table, chosen, strategy.resolve_params(params))
 
 
 def select(table: pd.DataFrame, param_names, objective="sharpe", selection="best") -> int:

@@ -143,5 +143,6 @@ def test_bad_jobs_is_one_line_and_exit_2_before_any_work(jobs, tmp_path, capsys)
 def test_timings_name_research_and_reports(tmp_path, capsys):
     assert walkforward_main([*CLI_QUICK, "--json", "--no-tearsheet", "--no-pdf", "--timings",
                              "--reports", str(tmp_path)]) == 0
-    assert re.search(r"^timings: research \d+\.\d\d s, reports \d+\.\d\d s$",
+    assert re.search(r"^timings: research \d+\.\d\d s, reports \d+\.\d\d s \(CPU: "
+                     r"research \d+\.\d\d s, reports \d+\.\d\d s\)$",
                      capsys.readouterr().err, re.MULTILINE)

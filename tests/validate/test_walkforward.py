@@ -173,3 +173,25 @@ def test_gaps_between_test_windows_are_left_out_of_the_stitched_run(eth_btc):
     assert folds["oos_trades"].sum() == result.metrics["trades"]
     assert result.benchmark.index.equals(result.equity.index)
     assert result.settings["step"] == 400
+
+
+def test_folds_optimised_apart_in_any_order_choose_what_the_walk_forward_chose(result,
+                                                                              eth_btc):
+    # optimise_fold depends only on its own training window, so a pool or a cluster can
+    # map it over the folds in any order; the walk-forward then trades them in order
+    from mmats.backtest import market, sleeve_config
+    from mmats.strategy import load_strategy
+    from mmats.validate.walkforward import optimise_fold
+
+    grid = {"fast": [5, 10, 20], "slow": [30, 60, 100]}
+    strategy, prices = load_strategy("ema_cross"), market(eth_btc)
+    config = sleeve_config(None, {"fee_bps": 10})
+    splits = walk_forward_splits(prices.ts_ns, folds=4, embargo=12)
+    choices = [optimise_fold(strategy, prices, fold, grid, config=config)
+               for fold in reversed(splits)][::-1]
+    assert [c.fold for c in choices] == splits
+    for choice, row, table in zip(choices, result.folds.itertuples(), result.in_sample,
+                                  strict=True):
+        assert choice.params == {"fast": row.fast, "slow": row.slow}
+        pd.testing.assert_frame_equal(choice.table, table)
+        assert choice.table.at[choice.chosen, "sharpe"] == row.is_sharpe
