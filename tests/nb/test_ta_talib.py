@@ -25,7 +25,7 @@ def bars(request):
 
 
 def price(d):
-    return float(np.median(np.abs(d.close)))
+    return float(np.nanmedian(np.abs(d.close)))
 
 
 def percent(d):
@@ -37,7 +37,7 @@ def unit(d):
 
 
 def volume_total(d):
-    return float(np.sum(d.volume))
+    return float(np.nansum(d.volume))
 
 
 FLAT = 1e-12  # mmats.ta.oscillators.RELATIVE_FLAT
