@@ -21,7 +21,8 @@ Printed, each with the 1-minute load average before and after:
 2. **runner's per-close path**: the same backtest stepped one close at a time through
    ``Book.close``, as the tick steps it (on ``--closes-bars`` bars: it is slow).
 3. **before** (``--baseline-tree DIR``): ``portfolio_backtest`` of another source tree,
-   in a child process, on the same data; e.g. the commit before the numba loop::
+   in a child process, on the same workload cut to ``--baseline-bars`` (the old path
+   steps Python objects per bar: slow); e.g. the commit before the numba loop::
 
        git archive 213cd4a | (mkdir -p /tmp/mmats-before && tar -x -C /tmp/mmats-before)
        .venv/bin/python benchmarks/bench_portfolio.py --baseline-tree /tmp/mmats-before
@@ -174,10 +175,13 @@ def per_close(config_dict, candles, n_bars: int) -> dict:
 
 
 BASELINE_CHILD = """
-import json, sys
+import importlib.util, json, sys
 sys.path.insert(0, {tree!r})
-sys.path.insert(1, {root!r})
-from benchmarks.bench_portfolio import measure, workload
+spec = importlib.util.spec_from_file_location("bench_portfolio", {bench!r})
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)  # it puts its own tree first: put the baseline back
+sys.path[:] = [{tree!r}] + [p for p in sys.path if p not in ({tree!r}, {root!r})]
+measure, workload = bench.measure, bench.workload
 import mmats
 assert mmats.__file__.startswith({tree!r}), mmats.__file__
 config, candles = workload({bars}, {layout!r})
@@ -188,7 +192,8 @@ print(json.dumps(measure(config, candles, {repeat})))
 def baseline(tree: str, n_bars: int, layout: str, repeat: int) -> dict:
     """``measure`` with the ``mmats`` package of another source tree, in a child."""
     code = BASELINE_CHILD.format(tree=str(Path(tree).resolve()), root=str(ROOT),
-                                 bars=n_bars, layout=layout, repeat=repeat)
+                                 bench=str(Path(__file__).resolve()), bars=n_bars,
+                                 layout=layout, repeat=repeat)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tree, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -210,6 +215,8 @@ def main(argv=None) -> int:
     parser.add_argument("--closes-bars", type=int, default=3_000,
                         help="bars for the runner's per-close path (slow)")
     parser.add_argument("--baseline-tree", help="a source tree to measure as 'before'")
+    parser.add_argument("--baseline-bars", type=int, default=20_000,
+                        help="bars per symbol for 'before' (20,000: the old path is slow)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -219,7 +226,8 @@ def main(argv=None) -> int:
                "kernel_only": kernel_only(config, candles, args.repeat),
                "runner_per_close": per_close(config, candles, args.closes_bars)}
     if args.baseline_tree:
-        figures["before"] = baseline(args.baseline_tree, args.bars, args.layout, 1)
+        figures["before"] = baseline(args.baseline_tree, min(args.bars, args.baseline_bars),
+                                     args.layout, 1)
     after = figures["after"]["bar_events_per_s"]
     figures["ratio_to_target"] = after / TARGET
     figures["met"] = after >= TARGET

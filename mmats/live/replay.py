@@ -25,7 +25,7 @@ from mmats.live.portfolio import event_text, pack_states, unpack_states
 from mmats.live.sleeves import sleeves
 from mmats.live.tick import run_tick
 from mmats.live.wiring import brokers_for
-from mmats.nb.portfolio import run_portfolio
+from mmats.nb.portfolio import run_portfolio, schedule
 from mmats.sleeve import new_state
 from mmats.types import FILL_DTYPE, STATE_DTYPE
 
@@ -209,21 +209,15 @@ def _portfolio_history(config, candles, cash):
             prices[first_row[key]:first_row[key] + len(m), c] = column
     total = sum(span[1] for span in spans)
     signals = np.full((total, 3), np.nan)
-    rows = np.empty(total, dtype=np.int64)
-    close_ns = np.empty(total, dtype=np.int64)
-    for sleeve, output, (first, size, row) in zip(all_sleeves, outputs, spans, strict=True):
+    for output, (first, size, _) in zip(outputs, spans, strict=True):
         for c, column in enumerate((output.exposure, output.stop_distance,
                                     output.take_profit_distance)):
             if column is not None:
                 signals[first:first + size, c] = column
-        rows[first:first + size] = np.arange(row, row + size)
-        close_ns[first:first + size] = open_ns[row:row + size] + timeframe_ns(sleeve.timeframe)
-    # the bars are in sleeve order, so a stable sort by close keeps ties in sleeve order
-    order = np.argsort(close_ns, kind="stable")
-    sleeve_of = np.repeat(np.arange(len(all_sleeves), dtype=np.int64),
-                          [span[1] for span in spans])
-    history = _History(sleeve_of[order], rows[order], order, close_ns[order], open_ns,
-                       prices, signals, spans)
+    order = schedule(open_ns, np.array([span[2] for span in spans], dtype=np.int64),
+                     np.array([span[1] for span in spans], dtype=np.int64),
+                     np.array([timeframe_ns(s.timeframe) for s in all_sleeves], dtype=np.int64))
+    history = _History(*order, open_ns, prices, signals, spans)
     return all_sleeves, states, book, history
 
 

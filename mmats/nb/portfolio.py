@@ -62,6 +62,8 @@ BLOCK_DTYPE = np.dtype([("scope", np.int64), ("limit", np.int64),
 TOTALS_DTYPE = np.dtype([("equity", np.float64), ("open_positions", np.int64),
                          ("gross", np.float64)], align=True)
 
+_LAST = np.iinfo(np.int64).max
+
 NO_EVENT = 0
 MAX_DRAWDOWN = 1
 MAX_DAILY_LOSS = 2
@@ -298,6 +300,51 @@ def step_close(states, cfgs, books, limits, member, venue, sleeve_of, rows, sign
                 if member[j, sleeve]:
                     totals[j].open_positions += 1 if now_open else -1
     return n_events
+
+
+@njit(cache=True)
+def schedule(open_ns, first_rows, sizes, bar_ns):
+    """The runner's order of events over whole histories: every sleeve's bars merged by
+    close time, ties in sleeve order. Sleeve ``s`` has ``sizes[s]`` bars from row
+    ``first_rows[s]`` of ``open_ns`` and closes each ``bar_ns[s]`` after its open; its
+    signal rows follow the sleeves before it.
+
+    Returns ``(sleeve_of, rows, signal_rows, close_ns)`` of every bar, in order."""
+    n_sleeves = sizes.shape[0]
+    total = 0
+    for s in range(n_sleeves):
+        total += sizes[s]
+    sleeve_of = np.empty(total, dtype=np.int64)
+    rows = np.empty(total, dtype=np.int64)
+    signal_rows = np.empty(total, dtype=np.int64)
+    close_ns = np.empty(total, dtype=np.int64)
+    first_signal = np.zeros(n_sleeves, dtype=np.int64)
+    for s in range(1, n_sleeves):
+        first_signal[s] = first_signal[s - 1] + sizes[s - 1]
+    head = np.empty(n_sleeves, dtype=np.int64)  # each sleeve's next close (LAST: none)
+    done = np.zeros(n_sleeves, dtype=np.int64)  # its bars already scheduled
+    for s in range(n_sleeves):
+        head[s] = open_ns[first_rows[s]] + bar_ns[s] if sizes[s] > 0 else _LAST
+    soonest = _LAST
+    s = n_sleeves
+    for i in range(total):
+        while s < n_sleeves and head[s] != soonest:  # the next sleeve closing then
+            s += 1
+        if s == n_sleeves:  # none left at this close: the next close is the soonest head
+            soonest = _LAST
+            for t in range(n_sleeves):
+                soonest = min(soonest, head[t])
+            s = 0
+            while head[s] != soonest:
+                s += 1
+        sleeve_of[i] = s
+        rows[i] = first_rows[s] + done[s]
+        signal_rows[i] = first_signal[s] + done[s]
+        close_ns[i] = soonest
+        done[s] += 1
+        head[s] = (open_ns[rows[i] + 1] + bar_ns[s]) if done[s] < sizes[s] else _LAST
+        s += 1
+    return sleeve_of, rows, signal_rows, close_ns
 
 
 @njit(cache=True, inline="always")
