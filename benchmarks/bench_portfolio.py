@@ -7,10 +7,10 @@ least 1,000,000 bar-events/s.
 
 Workload: seeded synthetic 5-minute candles (geometric Brownian motion, 24/7) for two
 symbols of one crypto market; five models on both (ema_cross twice, rsi_reversion,
-donchian_breakout with its ATR stop, rsi_reversion short), each with half the account;
-the global and market limits all set, so every close checks them (global: 4 open
-positions, 1.5x gross leverage, 1 % daily loss; market: 80 % drawdown). ``--layout
-multi`` adds a forex market on 1-hour bars (a second timeframe, one more symbol).
+donchian_breakout with its ATR stop, rsi_reversion short), each with a fifth of the
+account; the global and market limits all set, so every close checks them (global: 4
+open positions, 1.5x gross leverage, 1 % daily loss; market: 80 % drawdown).
+``--layout multi`` adds a forex market on 1-hour bars (a second timeframe, a symbol).
 
 Printed, each with the 1-minute load average before and after:
 

@@ -7,6 +7,11 @@ sleeve's own limits; ``on_bar_venue`` when a venue executes), then the global an
 limits (:mod:`mmats.live.portfolio`), then each strategy value through the kernel's
 ``on_signal``, vetoed where a full book or a leverage cap forbids new exposure; how each
 value went through the gates is told by :func:`mmats.live.gates.explain`, for the journal.
+
+That sequence is one numba function, :func:`mmats.nb.portfolio.step_close`: :class:`Book`
+calls it once per close on the sleeves' states packed in one array (and turns what it
+returns into fills, orders, explanations and risk events), and the portfolio backtest
+loops it over a whole history without leaving numba.
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ sleeve's state. The levels above act through the same states: a daily-loss breac
 every sleeve of its scope in REDUCING (no new exposure until the next UTC day), a
 drawdown breach halts and flattens them with the kernel's ``halt()``, and a full book
 (max open positions) or a leverage cap blocks a sleeve's new exposure for that decision.
-The runner and the portfolio backtest call these same functions at every bar close.
+
+The arithmetic is numba (:mod:`mmats.nb.portfolio`), run by the runner's close and the
+portfolio backtest alike; this module keeps the scopes of a configuration, packs the
+sleeves' states for those functions, and says what they found in words (risk events,
+the blocking limit) for the journal, manual orders and the console.
 """
 
 from __future__ import annotations
