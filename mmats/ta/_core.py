@@ -17,7 +17,8 @@ from numba import njit
 @njit(cache=True)
 def check_period(period, least):
     if period < least:
-        raise ValueError("an indicator period is below its least allowed value")
+        raise ValueError("an indicator period is below its least value: 1, or 2 for hma, "
+                         "zscore, linearreg_slope and the DI/ADX family")
 
 
 @njit(cache=True)
@@ -39,10 +40,13 @@ def rolling_sum(values, period):
     out = np.full(n, np.nan)
     total = 0.0
     last_nan = -1
+    until_exact = period  # a countdown: cheaper than i % period in the loop
     for i in range(n):
         if np.isnan(values[i]):
             last_nan = i
-        if i >= period and i % period == 0:
+        until_exact -= 1
+        if until_exact == 0 and i >= period:
+            until_exact = period
             total = 0.0
             for j in range(i - period + 1, i + 1):
                 if not np.isnan(values[j]):
@@ -61,47 +65,64 @@ def rolling_sum(values, period):
 def sma(values, period):
     """Simple moving average: ``rolling_sum(values, period) / period``."""
     check_period(period, 1)
-    total = rolling_sum(values, period)
-    return total / period
+    out = rolling_sum(values, period)
+    for i in range(out.shape[0]):
+        out[i] /= period  # in place: a second fresh array costs more than the division
+    return out
 
 
 @njit(cache=True)
-def rolling_argmax(values, period, sign):
-    """Index of the largest (``sign`` = 1.0) or smallest (``sign`` = -1.0) of the last
-    ``period`` values, the most recent one on ties; -1 during warm-up and while a NaN is
-    in the window. O(n) with a monotonic queue."""
+def _rolling_extreme(values, period, sign, as_index):
+    """The largest (``sign`` = 1.0) or smallest (``sign`` = -1.0) of the last ``period``
+    values, the most recent one on ties, as its value or (``as_index``) its index, in one
+    float64 array; NaN during warm-up and while a NaN is in the window. O(n) with a
+    monotonic queue kept in a ring of ``period + 1`` slots."""
     n = values.shape[0]
-    out = np.full(n, -1, dtype=np.int64)
-    queue = np.empty(n, dtype=np.int64)
+    out = np.full(n, np.nan)
+    capacity = period + 1
+    queue = np.empty(capacity, dtype=np.int64)  # candidates' indices, the oldest at head
     head = 0
-    tail = 0
+    size = 0
     last_nan = -1
     for i in range(n):
         value = values[i]
         if np.isnan(value):
             last_nan = i
             continue
-        while tail > head and sign * values[queue[tail - 1]] <= sign * value:
-            tail -= 1
+        key = sign * value
+        while size > 0:  # candidates the new value matches or beats can never win again
+            back = head + size - 1
+            if back >= capacity:
+                back -= capacity
+            if sign * values[queue[back]] > key:
+                break
+            size -= 1
+        tail = head + size
+        if tail >= capacity:
+            tail -= capacity
         queue[tail] = i
-        tail += 1
+        size += 1
         while queue[head] <= i - period:
             head += 1
+            if head == capacity:
+                head = 0
+            size -= 1
         if i >= period - 1 and i - last_nan >= period:
-            out[i] = queue[head]
+            out[i] = queue[head] if as_index else values[queue[head]]
     return out
 
 
 @njit(cache=True)
+def rolling_argmax(values, period, sign):
+    """Index (as float64, NaN when there is none) of the largest (``sign`` = 1.0) or
+    smallest (-1.0) of the last ``period`` values; see ``_rolling_extreme``."""
+    return _rolling_extreme(values, period, sign, True)
+
+
+@njit(cache=True)
 def rolling_extreme(values, period, sign):
-    """Highest (``sign`` = 1.0) or lowest (-1.0) of the last ``period`` values; NaN as
-    ``rolling_argmax``."""
-    index = rolling_argmax(values, period, sign)
-    out = np.full(values.shape[0], np.nan)
-    for i in range(values.shape[0]):
-        if index[i] >= 0:
-            out[i] = values[index[i]]
-    return out
+    """Highest (``sign`` = 1.0) or lowest (-1.0) of the last ``period`` values."""
+    return _rolling_extreme(values, period, sign, False)
 
 
 @njit(cache=True)
@@ -119,13 +140,16 @@ def rolling_moments(values, period):
     sum1 = 0.0
     sum2 = 0.0
     last_nan = -1
+    until_exact = 0
     for i in range(n):
         if np.isnan(values[i]):
             last_nan = i
             continue
         if i - last_nan < period:
             continue  # the window holds a NaN
-        if i - last_nan == period or i % period == 0:
+        until_exact -= 1
+        if i - last_nan == period or until_exact <= 0:
+            until_exact = period
             anchor = values[i]
             sum1 = 0.0
             sum2 = 0.0

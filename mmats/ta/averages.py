@@ -33,12 +33,15 @@ def wma(values, period):
     weighted = 0.0  # sum of k * value over the window ending at the previous bar, NaN as 0
     plain = 0.0  # plain sum over that window, NaN as 0
     last_nan = -1
+    until_exact = period  # a countdown: cheaper than i % period in the loop
     for i in range(n):
         value = values[i]
         if np.isnan(value):
             last_nan = i
             value = 0.0
-        if i >= period and i % period == 0:
+        until_exact -= 1
+        if until_exact == 0 and i >= period:
+            until_exact = period
             weighted = 0.0  # re-added exactly every period bars: no drift
             plain = 0.0
             for k in range(1, period + 1):
@@ -116,10 +119,13 @@ def kama(values, period=30):
     for j in range(start + 1, start + period + 1):
         path += abs(values[j] - values[j - 1])
     average = values[start + period - 1]
+    until_exact = period  # a countdown: cheaper than a modulo in the loop
     for i in range(start + period, n):
         if i > start + period:
             path += abs(values[i] - values[i - 1]) - abs(values[i - period] - values[i - period - 1])
-            if (i - start) % period == 0:
+            until_exact -= 1
+            if until_exact == 0:
+                until_exact = period
                 path = 0.0  # re-added exactly every period bars: no drift
                 for j in range(i - period + 1, i + 1):
                     path += abs(values[j] - values[j - 1])

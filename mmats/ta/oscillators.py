@@ -97,10 +97,10 @@ def _fast_k(high, low, close, period):
     highest = rolling_argmax(high, period, 1.0)
     lowest = rolling_argmax(low, period, -1.0)
     for i in range(n):
-        if highest[i] < 0 or lowest[i] < 0 or np.isnan(close[i]):
+        if np.isnan(highest[i]) or np.isnan(lowest[i]) or np.isnan(close[i]):
             continue
-        top = high[highest[i]]
-        bottom = low[lowest[i]]
+        top = high[int(highest[i])]
+        bottom = low[int(lowest[i])]
         if top - bottom > RELATIVE_FLAT * max(abs(top), abs(bottom)):
             out[i] = (close[i] - bottom) / ((top - bottom) / 100.0)
         else:
@@ -182,10 +182,10 @@ def willr(high, low, close, period=14):
     highest = rolling_argmax(high, period, 1.0)
     lowest = rolling_argmax(low, period, -1.0)
     for i in range(n):
-        if highest[i] < 0 or lowest[i] < 0 or np.isnan(close[i]):
+        if np.isnan(highest[i]) or np.isnan(lowest[i]) or np.isnan(close[i]):
             continue
-        top = high[highest[i]]
-        bottom = low[lowest[i]]
+        top = high[int(highest[i])]
+        bottom = low[int(lowest[i])]
         if top > bottom:
             out[i] = (top - close[i]) / ((top - bottom) / -100.0)
         else:

@@ -114,9 +114,9 @@ def aroon(high, low, period=14):
     lowest = rolling_argmax(low, period + 1, -1.0)
     factor = 100.0 / period
     for i in range(n):
-        if highest[i] >= 0 and lowest[i] >= 0:
-            up[i] = factor * (period - (i - highest[i]))
-            down[i] = factor * (period - (i - lowest[i]))
+        if not (np.isnan(highest[i]) or np.isnan(lowest[i])):
+            up[i] = factor * (period - (i - int(highest[i])))
+            down[i] = factor * (period - (i - int(lowest[i])))
     return down, up
 
 
@@ -214,13 +214,16 @@ def linearreg_slope(values, period=14):
     sum_y = 0.0
     sum_xy = 0.0
     last_nan = -1
+    until_exact = 0  # a countdown: cheaper than i % period in the loop
     for i in range(n):
         if np.isnan(values[i]):
             last_nan = i
             continue
         if i - last_nan < period:
             continue
-        if i - last_nan == period or i % period == 0:
+        until_exact -= 1
+        if i - last_nan == period or until_exact <= 0:
+            until_exact = period
             anchor = values[i]
             sum_y = 0.0
             sum_xy = 0.0
@@ -254,6 +257,8 @@ def ichimoku(high, low, tenkan_period=9, kijun_period=26, senkou_b_period=52,
     ``max(tenkan_period, kijun_period) - 1 + displacement``, senkou B
     ``senkou_b_period - 1 + displacement``. Not in TA-Lib.
     """
+    if displacement < 0:
+        raise ValueError("ichimoku's displacement must be >= 0: a negative one looks ahead")
     tenkan = _midpoint(high, low, tenkan_period)
     kijun = _midpoint(high, low, kijun_period)
     span_b = _midpoint(high, low, senkou_b_period)

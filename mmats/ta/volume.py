@@ -189,7 +189,7 @@ def vwap_rolling(high, low, close, volume, period=20):
     check_period(period, 1)
     typical = typical_price(high, low, close)
     priced = rolling_sum(typical * volume, period)
-    traded = rolling_sum(volume + 0.0 * typical, period)
+    traded = rolling_sum(volume + 0.0 * typical, period)  # NaN where the price is NaN too
     out = np.full(close.shape[0], np.nan)
     for i in range(close.shape[0]):
         if traded[i] != 0.0:

@@ -153,6 +153,8 @@ def test_periods_below_their_least_value_are_refused():
         ta.hma(x, 1)
     with pytest.raises(ValueError, match="fast period"):
         ta.macd(x, 26, 12, 9)
+    with pytest.raises(ValueError, match="looks ahead"):
+        ta.ichimoku(x, x, 9, 26, 52, -26)
 
 
 @njit
