@@ -3,7 +3,7 @@
 A run that outgrows one machine is cut into batches (combinations of a grid, the folds of
 a walk-forward, runs of a Monte Carlo) and each batch becomes one ``dask.distributed``
 task. The tasks run the very functions the local run calls (the sweep's fused kernel
-through :func:`mmats.backtest._sweep_market`, a fold's whole :func:`~mmats.backtest.sweep`,
+through :func:`mmats.backtest._sweep_market`, a fold's sweep and choice,
 :func:`mmats.nb.montecarlo.simulate_paths`), so a batch's figures are those the local run
 computes for the same rows, bit for bit; the batches are put back by their index, so the
 row order is the local one too.
@@ -268,25 +268,22 @@ def worker_strategy(reference: tuple[str, str]):
 # --------------------------------------------------------------------------- walk-forward
 
 
-def fold_tables(cluster, sweep: Callable, window: Callable, strategy, prices, folds, grid,
-                config, cash, progress: bool = False) -> list:
-    """Each fold's in-sample sweep table, ``sweep(strategy, window(prices, train_start,
-    train_stop), grid, cash=cash, config=config, check_lookahead_bias=False).table``, one
-    task per fold, the candles sent once (``sweep`` is :func:`mmats.backtest.sweep`,
-    ``window`` walk-forward's own slicing)."""
-    bounds = [(fold.train_start, fold.train_stop) for fold in folds]
+def map_folds(cluster, optimise: Callable, strategy, prices, folds, *,
+              progress: bool = False, **options) -> list:
+    """``[optimise(strategy, prices, fold, **options) for fold in folds]``, one task per
+    fold, the candles sent once: walk-forward's in-sample halves, which depend on nothing
+    but their own window (``optimise`` is
+    :func:`~mmats.validate.walkforward.optimise_fold`)."""
     reference = (str(strategy.path), strategy.source_hash)
-    parts = map_batches(cluster, functools.partial(_fold_batch, sweep, window), bounds,
-                        (reference, prices, grid, config, float(cash)),
-                        batches=len(bounds), progress=progress,
-                        label=f"walk-forward {strategy.name}")
-    return [table for part in parts for table in part]
+    parts = map_batches(cluster, functools.partial(_fold_batch, optimise), list(folds),
+                        (reference, prices, options), batches=len(folds),
+                        progress=progress, label=f"walk-forward {strategy.name}")
+    return [choice for part in parts for choice in part]
 
 
-def _fold_batch(sweep, window, bounds, reference, prices, grid, config, cash):
+def _fold_batch(optimise, folds, reference, prices, options):
     strategy = worker_strategy(reference)
-    return [sweep(strategy, window(prices, start, stop), grid, cash=cash, config=config,
-                  check_lookahead_bias=False).table for start, stop in bounds]
+    return [optimise(strategy, prices, fold, **options) for fold in folds]
 
 
 def sizing(bars: int, combos: int, workers: int, per_core_bar_combos_s: float,

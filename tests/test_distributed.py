@@ -15,7 +15,7 @@ from distributed import WorkerPlugin
 
 from mmats.backtest import sweep
 from mmats.cli.main import main as mmats_main
-from mmats.distributed import ClusterError, connect, map_batches
+from mmats.distributed import ClusterError, connect, map_batches, sizing
 from mmats.validate.montecarlo import monte_carlo
 
 # the workers import mmats, not the tests: what the tests define travels by value
@@ -121,7 +121,7 @@ def killer(client, tmp_path):
     yield arm
     for name in names:
         client.unregister_worker_plugin(name)
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=180)
 
 
 def test_a_worker_killed_mid_sweep_changes_nothing(client, killer, eth_btc):
@@ -162,13 +162,13 @@ def _count_attempts(batch, folder):
 def test_a_batch_whose_worker_died_runs_again_and_counts_once(client, tmp_path):
     rows = list(range(12))
     parts = map_batches(client, _count_attempts, rows, (str(tmp_path),), batches=4)
-    client.wait_for_workers(2, timeout=60)
+    client.wait_for_workers(2, timeout=180)
     assert [value for part in parts for value in part] == [row * row for row in rows]
     attempts = sorted(name.rsplit("-", 1)[0] for name in os.listdir(tmp_path)
                       if name.startswith("batch-"))
     assert (tmp_path / "died").exists()
     # batch [3, 4, 5] ran twice (the first attempt died with its worker); it counts once
-    assert attempts.count("batch-3") == 2
+    assert attempts.count("batch-3") == 2, attempts
     assert len(parts) == 4 and [part[0] for part in parts] == [0, 9, 36, 81]
 
 
@@ -201,3 +201,12 @@ def test_a_bad_cluster_is_one_line_naming_it(capsys, tmp_path, monkeypatch, spec
     with pytest.raises(ClusterError, match="not a cluster"):
         with connect("local"):
             pass
+
+
+def test_the_sizing_note_follows_from_the_per_core_figure():
+    note = sizing(1_000_000, 100_000, 100, 150e6)
+    assert note["data_per_worker_mb"] == 48.0  # six 8-byte columns of 1M bars
+    assert (note["batches"], note["batch_combos"]) == (400, 250)  # 4 per worker thread
+    assert note["expected_bar_combos_s"] == 100 * 150e6
+    assert note["expected_seconds"] == pytest.approx(1e11 / 1.5e10)
+    assert sizing(1_000, 3, 100, 1e6)["batches"] == 3  # never more batches than rows
