@@ -90,8 +90,11 @@ def parse_args(argv=None, prog="mmats import") -> argparse.Namespace:
 def main(argv=None, prog="mmats import") -> int:
     args = parse_args(argv, prog)
     # Imported after parsing so that --help answers at once.
-    from mmats.data import CandleStore, resample
+    from mmats.data import CandleStore
     from mmats.data.forex_formats import read_forex_file
+    from mmats.data.io import read_parquet_arrays
+    from mmats.data.resample import resample_arrays
+    from mmats.data.schema import candles_from_arrays
     from mmats.errors import CandleValidationError, ConfigError, DataError
     from mmats.files import restored_on_error
 
@@ -135,10 +138,16 @@ def main(argv=None, prog="mmats import") -> int:
                                            source=str(file), rejected_rows=rejected_rows))
                 rejected_rows = 0 if reports[-1].written else rejected_rows
             if args.targets:
-                full = store.read(args.venue, args.symbol, args.timeframe)
+                # The whole series, read with polars (half the time and memory of a frame
+                # through DuckDB at 10M bars), resampled by the numpy code resample() runs.
+                if not paths[0].is_file():  # nothing stored: the store says so
+                    store.read(args.venue, args.symbol, args.timeframe)
+                full = read_parquet_arrays(paths[0])
                 for target in args.targets:
-                    bars = resample(full, target)
-                    reports.append(store.write(args.venue, args.symbol, target, bars,
+                    ts_ns, values = resample_arrays(full["ts"], full, target, args.timeframe,
+                                                    source=str(paths[0]))
+                    reports.append(store.write(args.venue, args.symbol, target,
+                                               candles_from_arrays(ts_ns, values),
                                                source=f"resampled from {args.timeframe}"))
     except CandleValidationError as exc:
         print(exc, file=sys.stderr)

@@ -155,8 +155,32 @@ def read_raw_candles(path) -> pd.DataFrame:
             pd.errors.ParserError) as exc:  # EOFError: a truncated .gz
         raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
     frame, dropped = _map_columns(frame, str(path))
+    if "ts" in frame.columns:
+        frame["ts"] = _parse_iso_ts(frame["ts"])
     frame.attrs = {"source": str(path), "dropped_columns": dropped}
     return frame
+
+
+def _parse_iso_ts(texts: pd.Series) -> pd.Series:
+    """``texts`` parsed as ISO-8601 times (UTC) when every one of them is, else unchanged.
+
+    :func:`~mmats.data.schema.parse_ts` reads a text column the same way, but first tries
+    every text as an epoch number, which costs three quarters of an import (10M rows:
+    ~50 s of ~100 s). A column whose first text is not a number is not all epochs, so
+    ``parse_ts`` would parse it with this very call; a column with any text this call
+    cannot read, or a time nanoseconds cannot hold, is returned as text, so the bad rows
+    are refused by the same code with the same messages as before.
+    """
+    if not len(texts) or not pd.api.types.is_string_dtype(texts.dtype):
+        return texts
+    first = texts.iloc[0]
+    if not isinstance(first, str) or pd.notna(pd.to_numeric(pd.Series([first]), errors="coerce")[0]):
+        return texts
+    stamps = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601")
+    if (stamps.isna().any() or stamps.min() < pd.Timestamp.min.tz_localize("UTC")
+            or stamps.max() > pd.Timestamp.max.tz_localize("UTC")):
+        return texts
+    return stamps.dt.as_unit("ns")
 
 
 def _map_columns(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
@@ -176,6 +200,29 @@ def _map_columns(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[s
     frame = frame[list(mapping)].rename(columns=mapping)
     present = [c for c in COLUMNS if c in frame.columns]
     return frame[present + [c for c in frame.columns if c not in present]], dropped
+
+
+def read_parquet_arrays(path) -> dict[str, np.ndarray]:
+    """The whole of a stored candle file as arrays (``ts`` int64 ns, the rest float64),
+    sorted by ``ts``, read with polars.
+
+    For whole-series work such as resampling a large file: ~2x faster than the store's
+    DuckDB read and ~40 % less memory at 10M rows (``benchmarks/bench_import.py``). Give
+    ranges to :meth:`~mmats.data.store.CandleStore.read`, which skips row groups.
+    """
+    import polars as pl  # imported here so that `import mmats.data` stays light
+
+    path = Path(path)
+    try:
+        table = pl.read_parquet(path, columns=list(COLUMNS))
+        ts = table["ts"].dt.epoch("ns").to_numpy()
+        arrays = {c: table[c].cast(pl.Float64).to_numpy() for c in COLUMNS[1:]}
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
+    if ts.size > 1 and not (ts[1:] >= ts[:-1]).all():  # written behind the store's back
+        order = np.argsort(ts, kind="stable")
+        ts, arrays = ts[order], {c: v[order] for c, v in arrays.items()}
+    return {"ts": ts, **arrays}
 
 
 def read_candle_file(path, timeframe: str | None = None,

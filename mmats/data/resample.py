@@ -29,19 +29,36 @@ def resample(df: pd.DataFrame, timeframe: str, offset=None,
 
     >>> hourly = resample(load("bittrex:ETH/BTC:5m"), "1h")   # doctest: +SKIP
     """
-    target_ns = timeframe_ns(timeframe)
     ts = df["ts"].to_numpy(dtype="M8[ns]").view(np.int64)
     attrs = dict(df.attrs)
     attrs.pop("validation", None)
     attrs["timeframe"] = timeframe
+    values = {c: df[c].to_numpy(dtype=np.float64) for c in VALUE_COLUMNS}
+    out_ts, out = resample_arrays(ts, values, timeframe, df.attrs.get("timeframe"), offset,
+                                  drop_incomplete, attrs.get("source", "candles"))
+    frame = candles_from_arrays(out_ts, out) if ts.size else empty_candles()
+    frame.attrs = attrs
+    return frame
+
+
+def resample_arrays(ts_ns: np.ndarray, values: dict[str, np.ndarray], timeframe: str,
+                    source_timeframe: str | None = None, offset=None,
+                    drop_incomplete: bool = True, source: str = "candles",
+                    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`resample` on arrays: int64 ns bar open times and the five float64 value
+    arrays in, the same for ``timeframe`` bars out. ``source_timeframe`` is inferred when
+    not given; ``source`` names the data in errors.
+
+    >>> ts, bars = resample_arrays(ts_ns, values, "1h", "1m")   # doctest: +SKIP
+    """
+    target_ns = timeframe_ns(timeframe)
+    ts = np.asarray(ts_ns, dtype=np.int64)
     if ts.size == 0:
-        out = empty_candles()
-        out.attrs = attrs
-        return out
+        return ts[:0], {c: np.empty(0) for c in VALUE_COLUMNS}
     if np.any(ts[1:] <= ts[:-1]):
-        raise DataError(f"{attrs.get('source', 'candles')}: timestamps are not strictly "
+        raise DataError(f"{source}: timestamps are not strictly "
                         "increasing; run validate_candles() first")
-    source_tf = df.attrs.get("timeframe")
+    source_tf = source_timeframe
     if not source_tf:
         if ts.size < 2:
             raise ConfigError("cannot tell the timeframe of a single bar; set "
@@ -61,7 +78,7 @@ def resample(df: pd.DataFrame, timeframe: str, offset=None,
     bucket = (ts - offset_ns) // target_ns * target_ns + offset_ns
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     lasts = np.r_[starts[1:], ts.size] - 1
-    values = {c: df[c].to_numpy(dtype=np.float64) for c in VALUE_COLUMNS}
+    values = {c: np.asarray(values[c], dtype=np.float64) for c in VALUE_COLUMNS}
     out = {
         "open": values["open"][starts],
         "high": np.maximum.reduceat(values["high"], starts),
@@ -73,9 +90,7 @@ def resample(df: pd.DataFrame, timeframe: str, offset=None,
     if drop_incomplete and out_ts[-1] + target_ns > ts[-1] + step_ns:
         out_ts = out_ts[:-1]
         out = {c: v[:-1] for c, v in out.items()}
-    frame = candles_from_arrays(out_ts, out)
-    frame.attrs = attrs
-    return frame
+    return out_ts, out
 
 
 def _offset_ns(offset, target_ns: int) -> int:
