@@ -63,7 +63,11 @@ def rolling_sum(values, period):
 
 @njit(cache=True)
 def sma(values, period):
-    """Simple moving average: ``rolling_sum(values, period) / period``."""
+    """Simple moving average, TA-Lib's SMA: the mean of the last ``period`` values.
+    Warm-up ``period - 1``; NaN while a NaN is in the window.
+
+    >>> sma(np.array([1.0, 2.0, 3.0, 4.0]), 2)   # [nan, 1.5, 2.5, 3.5]
+    """
     check_period(period, 1)
     out = rolling_sum(values, period)
     for i in range(out.shape[0]):
@@ -193,8 +197,15 @@ def ema_from(values, period, alpha, first_out):
 
 @njit(cache=True)
 def ema(values, period):
-    """TA-Lib's EMA: ``alpha = 2 / (period + 1)``, seeded with the SMA of the first
-    ``period`` values (from the first non-NaN one); warm-up ``period - 1`` bars."""
+    """Exponential moving average, TA-Lib's EMA: ``alpha = 2 / (period + 1)``, seeded with
+    the SMA of the first ``period`` values (from the first non-NaN one); warm-up
+    ``period - 1``; NaN from a later NaN on.
+
+    ``mmats.nb.indicators.ema`` (pandas' ``ewm(adjust=False)``) seeds with the first value
+    instead; the two converge as the seed's weight ``(1 - alpha) ** k`` fades.
+
+    >>> ema(np.array([1.0, 2.0, 3.0, 4.0]), 2)   # [nan, 1.5, 2.5, 3.5]: alpha = 2/3
+    """
     check_period(period, 1)
     start = first_valid(values)
     return ema_from(values, period, 2.0 / (period + 1.0), start + period - 1)
