@@ -79,40 +79,42 @@ def sma(values, period):
 def _rolling_extreme(values, period, sign, as_index):
     """The largest (``sign`` = 1.0) or smallest (``sign`` = -1.0) of the last ``period``
     values, the most recent one on ties, as its value or (``as_index``) its index, in one
-    float64 array; NaN during warm-up and while a NaN is in the window. O(n) with a
-    monotonic queue kept in a ring of ``period + 1`` slots."""
+    float64 array; NaN during warm-up and while a NaN is in the window.
+
+    O(n) in the worst case, about three comparisons a bar (van Herk / Gil-Werman): the
+    bars are cut into blocks of ``period``; a window is the tail of the previous block
+    (its suffix extremes, computed once per block) and the head of the current one (a
+    running extreme).
+    """
     n = values.shape[0]
     out = np.full(n, np.nan)
-    capacity = period + 1
-    queue = np.empty(capacity, dtype=np.int64)  # candidates' indices, the oldest at head
-    head = 0
-    size = 0
+    suffix = np.empty(period, dtype=np.int64)  # previous block: extreme of [k, block end]
+    best = 0  # current block: extreme of [block start, i]
+    offset = period - 1  # position of bar i in its block
     last_nan = -1
     for i in range(n):
+        offset += 1
+        if offset == period:
+            offset = 0
+            if i >= period:
+                suffix[period - 1] = i - 1
+                for k in range(period - 2, -1, -1):
+                    j = i - period + k
+                    later = suffix[k + 1]
+                    suffix[k] = j if sign * values[j] > sign * values[later] else later
         value = values[i]
         if np.isnan(value):
             last_nan = i
+        if offset == 0 or sign * value >= sign * values[best]:
+            best = i  # NaN never wins here, and a window holding it is blank anyway
+        if i < period - 1 or i - last_nan < period:
             continue
-        key = sign * value
-        while size > 0:  # candidates the new value matches or beats can never win again
-            back = head + size - 1
-            if back >= capacity:
-                back -= capacity
-            if sign * values[queue[back]] > key:
-                break
-            size -= 1
-        tail = head + size
-        if tail >= capacity:
-            tail -= capacity
-        queue[tail] = i
-        size += 1
-        while queue[head] <= i - period:
-            head += 1
-            if head == capacity:
-                head = 0
-            size -= 1
-        if i >= period - 1 and i - last_nan >= period:
-            out[i] = queue[head] if as_index else values[queue[head]]
+        winner = best
+        if offset != period - 1:  # the window also reaches into the previous block
+            tail = suffix[offset + 1]
+            if sign * values[tail] > sign * values[best]:
+                winner = tail
+        out[i] = winner if as_index else values[winner]
     return out
 
 

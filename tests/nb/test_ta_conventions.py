@@ -103,6 +103,32 @@ def test_a_nan_bar_blanks_session_vwap_until_the_next_utc_day(eth):
     assert np.isfinite(line[~same_day]).all()
 
 
+def _brute_bars_since_extreme(values, window, pick):
+    out = np.full(len(values), np.nan)
+    for i in range(window - 1, len(values)):
+        part = values[i - window + 1:i + 1]
+        if not np.isnan(part).any():
+            out[i] = window - 1 - np.flatnonzero(part == pick(part))[-1]  # newest on ties
+    return out
+
+
+@pytest.mark.parametrize("period", [1, 2, 3, 5, 8])
+def test_rolling_extremes_on_ties_and_holes_equal_brute_force(period):
+    """Highest/lowest and Aroon's bars-since on small integers (ties everywhere) with NaN
+    holes, against a window-by-window search."""
+    rng = np.random.default_rng(period)
+    values = rng.integers(0, 4, 400).astype(float)
+    values[rng.choice(400, 12, replace=False)] = np.nan
+    windows = pd.Series(values).rolling(period, min_periods=period)
+    np.testing.assert_array_equal(ta.highest(values, period), windows.max().to_numpy())
+    np.testing.assert_array_equal(ta.lowest(values, period), windows.min().to_numpy())
+    down, up = ta.aroon(values, values, period)
+    np.testing.assert_array_equal(
+        up, 100.0 / period * (period - _brute_bars_since_extreme(values, period + 1, np.max)))
+    np.testing.assert_array_equal(
+        down, 100.0 / period * (period - _brute_bars_since_extreme(values, period + 1, np.min)))
+
+
 def test_flat_markets_read_neutral_where_talib_reads_0():
     """The conventions' premise, on a market that does not move: TA-Lib answers 0 for
     %K, Williams %R, RSI and MFI; mmats.ta the midpoint (50, -50, 50, 50), and CMO 0."""
