@@ -235,25 +235,6 @@ def wilder(values, period):
 
 
 @njit(cache=True)
-def wilder_sum(values, period):
-    """TA-Lib's running sum for +DM, -DM and TR in the DI/ADX family: the plain sum of
-    the first ``period - 1`` values, then ``total = total - total / period + value`` from
-    the ``period``-th on (its first output)."""
-    n = values.shape[0]
-    out = np.full(n, np.nan)
-    start = first_valid(values)
-    if start + period - 1 >= n:
-        return out
-    total = 0.0
-    for j in range(start, start + period - 1):
-        total += values[j]
-    for i in range(start + period - 1, n):
-        total = total - total / period + values[i]
-        out[i] = total
-    return out
-
-
-@njit(cache=True)
 def true_range(high, low, close):
     """``max(high, previous close) - min(low, previous close)``; NaN at bar 0 (no previous
     close), as TA-Lib's TRANGE."""

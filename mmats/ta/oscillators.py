@@ -22,7 +22,6 @@ from mmats.ta._core import (
     rolling_sum,
     sma,
     typical_price,
-    wilder,
 )
 
 RELATIVE_FLAT = 1e-12  # a change this small against the level is rounding, not a move
@@ -32,18 +31,40 @@ __all__ = ["rsi", "cmo", "stoch", "stochf", "stochrsi", "cci", "willr", "roc", "
 
 
 @njit(cache=True)
-def _gains_losses(close):
-    """Per-bar gain and loss (both >= 0); NaN at the first valid bar and where a NaN is."""
+def _strength(close, period, as_cmo):
+    """RSI (or, ``as_cmo``, CMO) in one pass: Wilder averages of the gains and losses,
+    seeded with their means over the first ``period`` changes, then
+    ``average = (average * (period - 1) + change) / period``. NaN from a later NaN on."""
+    check_period(period, 1)
     n = close.shape[0]
-    gains = np.full(n, np.nan)
-    losses = np.full(n, np.nan)
-    for i in range(1, n):
+    out = np.full(n, np.nan)
+    start = first_valid(close)
+    gain = 0.0
+    loss = 0.0
+    for i in range(start + 1, n):
         change = close[i] - close[i - 1]
+        up = change if change > 0.0 else 0.0
+        down = -change if change < 0.0 else 0.0
         if np.isnan(change):
+            gain = np.nan  # the averages cannot skip a hole
+        if i - start < period:
+            gain += up
+            loss += down
             continue
-        gains[i] = change if change > 0.0 else 0.0
-        losses[i] = -change if change < 0.0 else 0.0
-    return gains, losses
+        if i - start == period:
+            gain = (gain + up) / period
+            loss = (loss + down) / period
+        else:
+            gain = (gain * (period - 1) + up) / period
+            loss = (loss * (period - 1) + down) / period
+        if np.isnan(gain):
+            break
+        total = gain + loss
+        if total > 0.0:
+            out[i] = 100.0 * ((gain - loss) / total) if as_cmo else 100.0 * (gain / total)
+        else:
+            out[i] = 0.0 if as_cmo else 50.0
+    return out
 
 
 @njit(cache=True)
@@ -55,36 +76,14 @@ def rsi(close, period=14):
     Conventions: 50 where gain and loss are both 0 (TA-Lib: 0). ``mmats.nb.indicators.rsi``
     seeds its averages with the first change instead (pandas' ``ewm``); both converge.
     """
-    check_period(period, 1)
-    gains, losses = _gains_losses(close)
-    gain = wilder(gains, period)
-    loss = wilder(losses, period)
-    out = np.full(close.shape[0], np.nan)
-    for i in range(close.shape[0]):
-        total = gain[i] + loss[i]
-        if total > 0.0:
-            out[i] = 100.0 * (gain[i] / total)
-        elif total == 0.0:
-            out[i] = 50.0
-    return out
+    return _strength(close, period, False)
 
 
 @njit(cache=True)
 def cmo(close, period=14):
     """Chande momentum oscillator, TA-Lib's: ``100 * (gain - loss) / (gain + loss)`` with
     RSI's Wilder averages (so ``cmo = 2 * rsi - 100``). Warm-up ``period``; 0 when flat."""
-    check_period(period, 1)
-    gains, losses = _gains_losses(close)
-    gain = wilder(gains, period)
-    loss = wilder(losses, period)
-    out = np.full(close.shape[0], np.nan)
-    for i in range(close.shape[0]):
-        total = gain[i] + loss[i]
-        if total > 0.0:
-            out[i] = 100.0 * ((gain[i] - loss[i]) / total)
-        elif total == 0.0:
-            out[i] = 0.0
-    return out
+    return _strength(close, period, True)
 
 
 @njit(cache=True)

@@ -13,40 +13,64 @@ from mmats.ta._core import (
     rolling_extreme,
     true_range,
     wilder,
-    wilder_sum,
 )
 
 __all__ = ["plus_di", "minus_di", "dx", "adx", "adxr", "aroon", "aroonosc", "sar",
            "linearreg_slope", "ichimoku", "supertrend"]
 
 
+PLUS_DI = 0
+MINUS_DI = 1
+DX = 2
+
+
 @njit(cache=True)
-def _directional_sums(high, low, close, period):
-    """TA-Lib's running sums of +DM, -DM and TR (``_core.wilder_sum``): +DM is the rise of
-    the high when it beats the fall of the low, -DM the reverse, 0 otherwise."""
+def _directional(high, low, close, period, kind):
+    """+DI, -DI or DX (``kind``) in one pass, from TA-Lib's running sums of +DM, -DM and
+    the true range: the plain sum of the first ``period - 1`` values, then
+    ``s = s - s / period + x``. +DM is the rise of the high when it beats the fall of the
+    low, -DM the reverse, 0 otherwise. NaN from a later NaN on."""
     check_period(period, 2)
     n = close.shape[0]
-    plus = np.full(n, np.nan)
-    minus = np.full(n, np.nan)
-    for i in range(1, n):
+    out = np.full(n, np.nan)
+    start = max(first_valid(high), first_valid(low), first_valid(close))
+    plus = 0.0
+    minus = 0.0
+    ranges = 0.0
+    for i in range(start + 1, n):
         rise = high[i] - high[i - 1]
         fall = low[i - 1] - low[i]
-        if np.isnan(rise) or np.isnan(fall):
+        span = high[i] - low[i]
+        up = abs(close[i - 1] - high[i])
+        down = abs(close[i - 1] - low[i])
+        if up > span:
+            span = up
+        if down > span:
+            span = down
+        if np.isnan(rise) or np.isnan(fall) or np.isnan(up) or np.isnan(down):
+            plus = np.nan  # the sums cannot skip a hole
+            ranges = np.nan
+        plus_move = rise if (rise > 0.0 and rise > fall) else 0.0
+        minus_move = fall if (fall > 0.0 and fall > rise) else 0.0
+        if i - start < period:
+            plus += plus_move
+            minus += minus_move
+            ranges += span
             continue
-        plus[i] = rise if (rise > 0.0 and rise > fall) else 0.0
-        minus[i] = fall if (fall > 0.0 and fall > rise) else 0.0
-    ranges = true_range(high, low, close)
-    return wilder_sum(plus, period), wilder_sum(minus, period), wilder_sum(ranges, period)
-
-
-@njit(cache=True)
-def _ratio(part, whole):
-    out = np.full(part.shape[0], np.nan)
-    for i in range(part.shape[0]):
-        if whole[i] > 0.0:
-            out[i] = 100.0 * (part[i] / whole[i])
-        elif whole[i] == 0.0:
-            out[i] = 0.0
+        plus = plus - plus / period + plus_move
+        minus = minus - minus / period + minus_move
+        ranges = ranges - ranges / period + span
+        if np.isnan(plus) or np.isnan(ranges):
+            break
+        plus_line = 100.0 * (plus / ranges) if ranges != 0.0 else 0.0
+        minus_line = 100.0 * (minus / ranges) if ranges != 0.0 else 0.0
+        if kind == PLUS_DI:
+            out[i] = plus_line
+        elif kind == MINUS_DI:
+            out[i] = minus_line
+        else:
+            total = plus_line + minus_line
+            out[i] = 100.0 * (abs(minus_line - plus_line) / total) if total != 0.0 else 0.0
     return out
 
 
@@ -55,31 +79,20 @@ def plus_di(high, low, close, period=14):
     """+DI, TA-Lib's PLUS_DI: ``100 * sum(+DM) / sum(TR)`` with TA-Lib's Wilder running
     sums (the first ``period - 1`` summed, then ``s - s / period + x``). Warm-up ``period``;
     0 with no range. ``period`` >= 2."""
-    plus, _, ranges = _directional_sums(high, low, close, period)
-    return _ratio(plus, ranges)
+    return _directional(high, low, close, period, PLUS_DI)
 
 
 @njit(cache=True)
 def minus_di(high, low, close, period=14):
     """-DI, TA-Lib's MINUS_DI; as ``plus_di`` with -DM. Warm-up ``period``."""
-    _, minus, ranges = _directional_sums(high, low, close, period)
-    return _ratio(minus, ranges)
+    return _directional(high, low, close, period, MINUS_DI)
 
 
 @njit(cache=True)
 def dx(high, low, close, period=14):
     """Directional index, TA-Lib's DX: ``100 * |+DI - -DI| / (+DI + -DI)``, 0 where both are
     0. Warm-up ``period``."""
-    plus, minus, ranges = _directional_sums(high, low, close, period)
-    out = np.full(close.shape[0], np.nan)
-    for i in range(close.shape[0]):
-        if np.isnan(ranges[i]):
-            continue
-        up = 100.0 * (plus[i] / ranges[i]) if ranges[i] != 0.0 else 0.0
-        down = 100.0 * (minus[i] / ranges[i]) if ranges[i] != 0.0 else 0.0
-        total = up + down
-        out[i] = 100.0 * (abs(down - up) / total) if total != 0.0 else 0.0
-    return out
+    return _directional(high, low, close, period, DX)
 
 
 @njit(cache=True)
