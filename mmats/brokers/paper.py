@@ -106,16 +106,31 @@ class PaperBroker:
     def last_price(self, symbol: str) -> float:
         """The close of the latest bar of ``symbol`` closed at the clock."""
         now = self.clock()
-        bars = self.feed.history(symbol, self.timeframe, end_ns=now - self.step_ns, bars=1)
-        if len(bars) == 0:
+        if hasattr(self.feed, "history_arrays"):  # a stored-history feed: no DataFrame
+            closes = self.feed.history_arrays(symbol, self.timeframe,
+                                              end_ns=now - self.step_ns, bars=1)["close"]
+        else:
+            closes = self.feed.history(symbol, self.timeframe, end_ns=now - self.step_ns,
+                                       bars=1)["close"].to_numpy()
+        if len(closes) == 0:
             raise DataError(f"paper broker: no closed {self.timeframe} bar of {symbol} yet")
-        return float(bars["close"].iloc[-1])
+        return float(closes[-1])
 
     def order_book(self, symbol: str, depth: int = 10) -> dict:
         """Never: the paper venue keeps no book (raises :class:`OrderBookUnavailable`)."""
         raise OrderBookUnavailable(
             f"the paper venue has no order book for {symbol}: its orders fill at the last "
             "stored close (moved by the fill model), and stored candles carry no book")
+
+    def _bars_since(self, symbol: str, since_ns: int) -> list[tuple[int, tuple]]:
+        """``(open time in ns, (open, high, low, close, volume))`` of the bars closed since
+        ``since_ns``: the feed's rows where it serves them, else its DataFrame's."""
+        if hasattr(self.feed, "closed_rows"):
+            return self.feed.closed_rows(symbol, self.timeframe, since_ns=since_ns,
+                                         until_ns=self.clock())
+        bars = self.feed.closed_bars(symbol, self.timeframe, since_ns=since_ns,
+                                     until_ns=self.clock())
+        return [(row[0], row[1:]) for row in candle_rows(bars)]
 
     # -- Execution ------------------------------------------------------------------
     def instrument(self, symbol: str) -> dict:
@@ -251,9 +266,8 @@ class PaperBroker:
             take = legs["take_profit"]["price"] if "take_profit" in legs else math.nan
             held = 1.0 if row["side"] == "sell" else -1.0  # the position the legs protect
             placed = row["ts_ns"]
-            bars = self.feed.closed_bars(row["symbol"], self.timeframe,
-                                         since_ns=placed - self.step_ns, until_ns=self.clock())
-            for open_ns, bar_open, bar_high, bar_low, _, _ in candle_rows(bars):
+            for open_ns, (bar_open, bar_high, bar_low, _, _) in self._bars_since(
+                    row["symbol"], placed - self.step_ns):
                 if open_ns < placed:
                     continue
                 # a bar that opened as the legs were placed opens at the entry itself

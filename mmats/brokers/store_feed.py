@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mmats.brokers.replay import StoredBars
 from mmats.data.calendar import timeframe_ns
-from mmats.data.schema import frame_bad_bars, served_bars
 from mmats.data.store import CandleStore
 
 
@@ -25,31 +25,41 @@ class StoreFeed:
         self.store = CandleStore(root)
         self.venue = venue
         self.window_bars = window_bars
-        self._cache: dict[tuple[str, str], tuple] = {}  # (start_ns, frame, ts, bad bars)
+        self._cache: dict[tuple[str, str], tuple] = {}  # (start_ns, StoredBars)
 
     def closed_bars(self, symbol, timeframe, *, since_ns, until_ns) -> pd.DataFrame:
-        step = timeframe_ns(timeframe)
-        start = None if since_ns is None else since_ns - self.window_bars * step
-        frame, ts = self._frame(symbol, timeframe, start)
-        first = 0 if since_ns is None else int(np.searchsorted(ts, since_ns, side="right"))
-        last = int(np.searchsorted(ts + step, until_ns, side="right"))
-        return self._served(symbol, timeframe, first, last)
+        return self._closed(symbol, timeframe, since_ns, until_ns, "frame_range")
+
+    def closed_rows(self, symbol, timeframe, *, since_ns, until_ns) -> list[tuple[int, tuple]]:
+        """:meth:`closed_bars` as ``(open time in ns, (open, high, low, close, volume))``."""
+        return self._closed(symbol, timeframe, since_ns, until_ns, "bar_rows")
 
     def history(self, symbol, timeframe, *, end_ns, bars) -> pd.DataFrame:
+        return self._history(symbol, timeframe, end_ns, bars, "frame_range")
+
+    def history_arrays(self, symbol, timeframe, *, end_ns, bars) -> dict[str, np.ndarray]:
+        """:meth:`history` as float64 OHLCV arrays."""
+        return self._history(symbol, timeframe, end_ns, bars, "arrays")
+
+    def _closed(self, symbol, timeframe, since_ns, until_ns, serve: str):
+        step = timeframe_ns(timeframe)
+        start = None if since_ns is None else since_ns - self.window_bars * step
+        stored = self._bars(symbol, timeframe, start)
+        first = 0 if since_ns is None else int(np.searchsorted(stored.ts, since_ns,
+                                                               side="right"))
+        last = int(np.searchsorted(stored.ts, until_ns - step, side="right"))
+        return getattr(stored, serve)(first, last)
+
+    def _history(self, symbol, timeframe, end_ns, bars, serve: str):
         start = end_ns - bars * timeframe_ns(timeframe) * 8
-        frame, ts = self._frame(symbol, timeframe, start)
-        stop = int(np.searchsorted(ts, end_ns, side="right"))
+        stored = self._bars(symbol, timeframe, start)
+        stop = int(np.searchsorted(stored.ts, end_ns, side="right"))
         if stop < bars and self._cache[(symbol, timeframe)][0] is not None:
-            frame, ts = self._frame(symbol, timeframe, None)  # gaps or weekends: read all
-            stop = int(np.searchsorted(ts, end_ns, side="right"))
-        return self._served(symbol, timeframe, max(0, stop - bars), stop)
+            stored = self._bars(symbol, timeframe, None)  # gaps or weekends: read all
+            stop = int(np.searchsorted(stored.ts, end_ns, side="right"))
+        return getattr(stored, serve)(max(0, stop - bars), stop)
 
-    def _served(self, symbol, timeframe, first, last) -> pd.DataFrame:
-        _, frame, _, bad = self._cache[(symbol, timeframe)]
-        source = frame.attrs.get("source") or f"{self.venue} store"
-        return served_bars(frame, first, last, symbol, timeframe, source, bad)
-
-    def _frame(self, symbol, timeframe, start_ns):
+    def _bars(self, symbol, timeframe, start_ns) -> StoredBars:
         """The stored bars from ``start_ns`` (None: all), read once per covering range."""
         key = (symbol, timeframe)
         cached = self._cache.get(key)
@@ -57,8 +67,7 @@ class StoreFeed:
                                                          or start_ns < cached[0])):
             frame = self.store.read(self.venue, symbol, timeframe, start=None if start_ns
                                     is None else pd.Timestamp(start_ns, tz="UTC"))
-            frame = frame.reset_index(drop=True)
-            ts = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns").astype(
-                "int64").to_numpy()
-            cached = self._cache[key] = (start_ns, frame, ts, frame_bad_bars(frame))
-        return cached[1], cached[2]
+            source = frame.attrs.get("source") or f"{self.venue} store"
+            cached = self._cache[key] = (start_ns, StoredBars(frame, symbol, timeframe,
+                                                              source))
+        return cached[1]

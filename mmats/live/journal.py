@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import getpass
 import hashlib
 import json
-import math
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -59,9 +57,11 @@ from mmats.live.journal_layout import (
     RISK_LEVELS,
     TABLES,
     TIMES_IN_FORCE,
-    integer_value,
+    journal_records,
     json_value,
     number_value,
+    os_user,
+    record_payload,
     text_value,
     ts_value,
 )
@@ -121,55 +121,22 @@ def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) ->
     """sha256 (hex) of the canonical JSON of one row; blobs enter as hex text."""
     canonical = {name: value.hex() if isinstance(value, bytes) else value
                  for name, value in payload.items()}
-    text = json.dumps({"table": table, "seq": seq, "ts_ns": ts_ns, "payload": canonical,
-                       "prev_hash": prev_hash}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True)
+    text = _CANONICAL.encode({"table": table, "seq": seq, "ts_ns": ts_ns,
+                              "payload": canonical, "prev_hash": prev_hash})
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def _record_payload(record: Any, dtype: np.dtype, kind: str) -> dict:
-    """Columns of one ORDER/FILL record (a structured row, 1-element array or dict)."""
-    if isinstance(record, np.ndarray) and record.shape == (1,):
-        record = record[0]
-    if isinstance(record, np.void):
-        if record.dtype != dtype:
-            raise ConfigError(f"{kind} record has dtype {record.dtype}, expected the "
-                              f"{kind.upper()}_DTYPE of mmats.types")
-        record = {name: record[name].item() for name in dtype.names}
-    if not isinstance(record, dict):
-        raise ConfigError(f"{kind} record must be a {kind.upper()}_DTYPE row or a dict, "
-                          f"got {type(record).__name__}")
-    missing = [name for name in dtype.names if name not in record]
-    extra = [name for name in record if name not in dtype.names]
-    if missing or extra:
-        raise ConfigError(f"{kind} record fields do not match {kind.upper()}_DTYPE: "
-                          f"missing {missing}, unknown {extra}")
-    payload = {}
-    for name in dtype.names:
-        column = f"{kind}_ts_ns" if name == "ts_ns" else name
-        if dtype[name].kind in "iu":
-            payload[column] = integer_value(record[name], f"{kind}.{name}")
-        else:
-            # a backtest record may hold NaN (e.g. no price for a rejected order); keep it
-            # as NULL and read it back as NaN
-            value = float(record[name])
-            payload[column] = None if math.isnan(value) else value
-    return payload
+# json.dumps with these options builds an encoder per call: half the cost of a row's hash
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_CHAIN_INSERT = "INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)"
 
 
-def _os_user() -> str:
-    """The operating-system account running this process: its password-database name
-    (which, unlike ``$USER``, the environment cannot change), else ``getpass.getuser()``."""
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        pass
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no password entry and no $USER/$LOGNAME (a bare container)
-        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+@functools.cache
+def _insert_sql(table: str) -> str:
+    """The INSERT of one table's row (the same text each time: sqlite3 keeps it prepared)."""
+    quoted = ", ".join(f'"{name}"' for name in TABLES[table])
+    marks = ", ".join("?" * (len(TABLES[table]) + 4))
+    return f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) VALUES ({marks})"
 
 
 @functools.lru_cache(maxsize=32)
@@ -204,6 +171,7 @@ class Journal:
         self._in_transaction = False
         self._signer: Signer | None = None
         self._unanchored: tuple[int, str, str] | None = None  # the head to anchor on commit
+        self._pending: dict[str, list[tuple]] = {}  # the open transaction's unwritten rows
         if (readonly or not create) and not self.path.is_file():
             raise JournalError(f"journal {self.path} does not exist")
         if environment is not None and check_environment(environment) and \
@@ -389,9 +357,10 @@ class Journal:
         self._in_transaction = True
         try:
             yield self
+            self._flush()
             db.execute("COMMIT")
         except BaseException:
-            self._unanchored = None
+            self._unanchored, self._pending = None, {}
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
@@ -428,18 +397,38 @@ class Journal:
         return self._db
 
     def _insert(self, db, table, ts_ns, payload, columns) -> int:
-        last = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+        head = self._unanchored if self._in_transaction else None
+        if head is not None:  # our own last row: the write lock is held, nobody appended
+            seq, prev_hash = head[0] + 1, head[2]
+        else:
+            last = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1"
+                              ).fetchone()
+            seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
         digest = row_hash(table, seq, ts_ns, payload, prev_hash)
         sig = self._signer.row(seq, table, digest) if self._signer else None
-        quoted = ", ".join(f'"{name}"' for name in columns)
-        marks = ", ".join("?" * (len(columns) + 4))
-        db.execute(f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) "
-                   f"VALUES ({marks})", (seq, ts_ns, *payload.values(), prev_hash, digest))
-        db.execute("INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)",
-                   (seq, table, digest, sig))
+        row, link = (seq, ts_ns, *payload.values(), prev_hash, digest), (seq, table, digest, sig)
+        if self._in_transaction:  # written at the commit (or the next read), per table
+            self._pending.setdefault(table, []).append(row)
+            self._pending.setdefault("chain", []).append(link)
+        else:
+            db.execute(_insert_sql(table), row)
+            db.execute(_CHAIN_INSERT, link)
         self._unanchored = (seq, table, digest)
         return seq
+
+    def _flush(self) -> None:
+        """Write the open transaction's appended rows: one prepared INSERT per table,
+        executed over its rows (a close appends some thirty)."""
+        pending, self._pending = self._pending, {}
+        for table, rows in pending.items():
+            self._db.executemany(_CHAIN_INSERT if table == "chain" else _insert_sql(table),
+                                 rows)
+
+    def _read(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        """Run a query on what this journal holds, the open transaction's rows included."""
+        if self._pending:
+            self._flush()
+        return self._db.execute(sql, params)
 
     def _write_anchor(self) -> None:
         """Append the committed head to the anchor file (see journal_signing)."""
@@ -503,7 +492,7 @@ class Journal:
         payload = {"model_id": text_value(model_id, "model_id"), "symbol": text_value(symbol, "symbol"),
                    "client_order_id": text_value(client_order_id, "client_order_id"),
                    "broker_status": text_value(broker_status, "broker_status"),
-                   **_record_payload(record, ORDER_DTYPE, "order")}
+                   **record_payload(record, ORDER_DTYPE, "order")}
         return self._append("orders", ts_value(ts_ns), payload)
 
     def append_fill(self, model_id: str, symbol: str, client_order_id: str, record: Any, *,
@@ -512,7 +501,7 @@ class Journal:
         payload = {"model_id": text_value(model_id, "model_id"), "symbol": text_value(symbol, "symbol"),
                    "client_order_id": text_value(client_order_id, "client_order_id",
                                             required=False),
-                   **_record_payload(record, FILL_DTYPE, "fill")}
+                   **record_payload(record, FILL_DTYPE, "fill")}
         if payload["qty"] is None or payload["qty"] <= 0:
             raise ConfigError(f"fill.qty must be positive, got {payload['qty']}")
         if payload["side"] not in (1, -1):
@@ -536,7 +525,7 @@ class Journal:
         """Record what an operator did (kill switch, resume, ...), to what, who and why;
         ``user`` None means the operating-system account running this process."""
         payload = {"action": text_value(action, "action"), "target": text_value(target, "target"),
-                   "user": _os_user() if user is None else text_value(user, "user"),
+                   "user": os_user() if user is None else text_value(user, "user"),
                    "reason": text_value(reason, "reason", required=False)}
         return self._append("operator_actions", ts_value(ts_ns), payload)
 
@@ -550,7 +539,7 @@ class Journal:
             payload = {"format": "text", "text": config}
         else:
             raise ConfigError(f"config must be text or a dict, got {type(config).__name__}")
-        payload["user"] = _os_user() if user is None else text_value(user, "user")
+        payload["user"] = os_user() if user is None else text_value(user, "user")
         return self._append("config_snapshots", ts_value(ts_ns), payload)
 
     def save_state(self, sleeve_id: str, state: np.ndarray, ts_ns: int | None = None) -> int:
@@ -567,16 +556,29 @@ class Journal:
     def load_state(self, sleeve_id: str, dtype: np.dtype = STATE_DTYPE) -> np.ndarray | None:
         """The latest saved state of ``sleeve_id`` (a fresh 1-element array), or None.
         In a signed journal, a state its key did not sign raises :class:`JournalError`."""
-        row = self._db.execute("SELECT dtype, state, seq, ts_ns, prev_hash, hash FROM "
-                               "sleeve_states WHERE sleeve_id = ? ORDER BY seq DESC LIMIT 1",
-                               (sleeve_id,)).fetchone()
-        if row is None:
-            return None
-        stored, blob, seq, ts_ns, prev_hash, digest = row
-        if self._signer is not None:  # a restart must not resume from a forged state
-            payload = {"sleeve_id": sleeve_id, "dtype": stored, "state": blob}
-            self._check_signed("sleeve_states", seq, digest,
-                               row_hash("sleeve_states", seq, ts_ns, payload, prev_hash))
+        return self.load_states([sleeve_id], dtype)[sleeve_id]
+
+    def load_states(self, sleeve_ids, dtype: np.dtype = STATE_DTYPE) -> dict:
+        """:meth:`load_state` of each of ``sleeve_ids`` (id -> state or None), in two
+        queries whatever their number: a tick loads every sleeve's state at its start."""
+        ids = list(dict.fromkeys(sleeve_ids))
+        found = {row[0]: row[1:] for row in self._read(
+            "SELECT sleeve_id, dtype, state, seq, ts_ns, prev_hash, hash FROM sleeve_states "
+            "WHERE seq IN (SELECT (SELECT seq FROM sleeve_states WHERE sleeve_id = "
+            "wanted.value ORDER BY seq DESC LIMIT 1) FROM json_each(?) AS wanted)",
+            (json.dumps(ids),))}
+        if self._signer is not None and found:  # a restart must not resume from a forged state
+            chain = self._chain_entries([row[2] for row in found.values()])
+            for sleeve_id, (stored, blob, seq, ts_ns, prev_hash, digest) in found.items():
+                payload = {"sleeve_id": sleeve_id, "dtype": stored, "state": blob}
+                self._check_signed("sleeve_states", seq, digest,
+                                   row_hash("sleeve_states", seq, ts_ns, payload, prev_hash),
+                                   chain.get(seq))
+        return {sleeve_id: None if sleeve_id not in found else
+                self._state(sleeve_id, dtype, *found[sleeve_id][:3]) for sleeve_id in ids}
+
+    def _state(self, sleeve_id: str, dtype, stored: str, blob: bytes, seq: int) -> np.ndarray:
+        """A stored state as a fresh 1-element array of ``dtype``, if it was saved so."""
         if stored != _dtype_text(np.dtype(dtype)):
             raise JournalError(
                 f"state of sleeve {sleeve_id!r} (seq {seq}) in {self.path} was saved with dtype "
@@ -585,13 +587,20 @@ class Journal:
         if len(blob) != np.dtype(dtype).itemsize:
             raise JournalError(f"state of sleeve {sleeve_id!r} (seq {seq}) has {len(blob)} "
                                f"bytes, expected {np.dtype(dtype).itemsize}")
-        return np.frombuffer(blob, dtype=dtype).copy()
+        state = np.frombuffer(bytearray(blob), dtype=dtype)  # writable, its own memory
+        return state if state.flags.aligned else state.copy()  # (.copy() costs 8 times more)
 
-    def _check_signed(self, table: str, seq: int, digest: str, content_hash: str) -> None:
-        """Refuse a row whose content, hash or chain entry its key did not sign."""
-        entry = self._db.execute("SELECT table_name, hash, sig FROM chain WHERE seq = ?",
-                                 (seq,)).fetchone()
-        if content_hash != digest or entry is None or entry[:2] != (table, digest) \
+    def _chain_entries(self, seqs: list[int]) -> dict[int, tuple]:
+        """The chain index's ``(table, hash, sig)`` of each of ``seqs`` found there."""
+        return {row[0]: row[1:] for row in self._read(
+            "SELECT seq, table_name, hash, sig FROM chain WHERE seq IN "
+            "(SELECT value FROM json_each(?))", (json.dumps(seqs),))}
+
+    def _check_signed(self, table: str, seq: int, digest: str, content_hash: str,
+                      entry: tuple | None) -> None:
+        """Refuse a row whose content, hash or chain entry (``entry``: the chain index's
+        ``(table, hash, sig)`` at its seq, None if absent) its key did not sign."""
+        if content_hash != digest or entry is None or tuple(entry[:2]) != (table, digest) \
                 or not self._signer.row_ok(seq, *entry):
             raise JournalError(
                 f"{table} seq {seq} in {self.path} fails its signature check: the journal was "
@@ -600,14 +609,14 @@ class Journal:
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the newest row; the anchor file keeps it after each commit."""
-        row = self._db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self._read("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], row[1]) if row else (0, GENESIS_HASH)
 
     def rows(self, table: str, where: str = "", params: tuple = ()) -> list[dict]:
         """Rows of one table as dicts, in ``seq`` order (``where`` is an SQL condition)."""
         if table not in TABLES and table != "chain":
             raise ConfigError(f"unknown journal table {table!r}; known: {sorted(TABLES)}")
-        cursor = self._db.execute(
+        cursor = self._read(
             f"SELECT * FROM {table} {'WHERE ' + where if where else ''} ORDER BY seq", params)
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
@@ -616,13 +625,13 @@ class Journal:
         """Journaled fills (all, or of one model) as a ``FILL_DTYPE`` array in seq order."""
         rows = self.rows("fills", "model_id = ?" if model_id else "",
                          (model_id,) if model_id else ())
-        return _records(rows, FILL_DTYPE, "fill")
+        return journal_records(rows, FILL_DTYPE, "fill")
 
     def orders(self, model_id: str | None = None) -> np.ndarray:
         """Journaled orders (all, or of one model) as an ``ORDER_DTYPE`` array."""
         rows = self.rows("orders", "model_id = ?" if model_id else "",
                          (model_id,) if model_id else ())
-        return _records(rows, ORDER_DTYPE, "order")
+        return journal_records(rows, ORDER_DTYPE, "order")
 
     def fills_frame(self, model_id: str | None = None):
         """Fills with ``seq``, ``model_id``, ``symbol`` and ``client_order_id`` columns."""
@@ -632,7 +641,7 @@ class Journal:
 
         rows = self.rows("fills", "model_id = ?" if model_id else "",
                          (model_id,) if model_id else ())
-        frame = records_frame(_records(rows, FILL_DTYPE, "fill"))
+        frame = records_frame(journal_records(rows, FILL_DTYPE, "fill"))
         for name in ("client_order_id", "symbol", "model_id", "seq"):
             frame.insert(0, name, pd.Series([row[name] for row in rows], dtype=object))
         return frame
@@ -658,7 +667,7 @@ class Journal:
         """The ``limit`` newest final broker statuses of one sleeve's order rows, newest
         first (the rejects-in-a-row check reads a few rows, not the sleeve's history)."""
         marks = ", ".join("?" * len(final_states))
-        cursor = self._db.execute(
+        cursor = self._read(
             f"SELECT broker_status FROM orders WHERE model_id = ? AND symbol = ? AND "
             f"broker_status IN ({marks}) ORDER BY seq DESC LIMIT ?",
             (model_id, symbol, *final_states, int(limit)))
@@ -701,7 +710,7 @@ class Journal:
 
     def last_config_snapshot(self) -> dict | None:
         """The newest configuration snapshot, or None."""
-        cursor = self._db.execute("SELECT * FROM config_snapshots ORDER BY seq DESC LIMIT 1")
+        cursor = self._read("SELECT * FROM config_snapshots ORDER BY seq DESC LIMIT 1")
         row = cursor.fetchone()
         return None if row is None else dict(zip([c[0] for c in cursor.description], row,
                                                  strict=True))
@@ -720,14 +729,14 @@ class Journal:
         rows = []  # (seq, table, ts_ns, payload, prev_hash, hash)
         for table, columns in self._columns.items():
             quoted = ", ".join(f'"{name}"' for name in columns)
-            for row in self._db.execute(
+            for row in self._read(
                     f"SELECT seq, ts_ns, {quoted}, prev_hash, hash FROM {table}"):
                 payload = dict(zip(columns, row[2:-2], strict=True))
                 rows.append((row[0], table, row[1], payload, row[-2], row[-1]))
         rows.sort(key=lambda row: row[0])
         sig = "sig" if self._layout >= 2 else "NULL"
         chain = {seq: (table, digest, signature) for seq, table, digest, signature in
-                 self._db.execute(f"SELECT seq, table_name, hash, {sig} FROM chain")}
+                 self._read(f"SELECT seq, table_name, hash, {sig} FROM chain")}
         problems: list[Problem] = []
         known_hashes = {row[5]: row[0] for row in rows}
         previous_seq, previous_hash = 0, GENESIS_HASH
@@ -783,14 +792,3 @@ class Journal:
                             head_hash=previous_hash, problems=problems,
                             signed=signer is not None, anchor=str(self.anchor_path),
                             anchor_head_seq=anchored, warnings=warnings)
-
-
-def _records(rows: list[dict], dtype: np.dtype, kind: str) -> np.ndarray:
-    records = np.zeros(len(rows), dtype=dtype)
-    for name in dtype.names:
-        column = f"{kind}_ts_ns" if name == "ts_ns" else name
-        values = [row[column] for row in rows]
-        if dtype[name].kind == "f":
-            values = [np.nan if value is None else value for value in values]
-        records[name] = values
-    return records

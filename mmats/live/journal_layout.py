@@ -3,8 +3,10 @@ and the values some columns may take. :mod:`mmats.live.journal` writes and reads
 
 from __future__ import annotations
 
+import getpass
 import json
 import math
+import os
 import time
 from typing import Any
 
@@ -73,8 +75,7 @@ def json_value(value: Any, name: str) -> str | None:
     if value is None:
         return None
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                          default=_json_default)
+        return _JSON.encode(value)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{name} must be JSON-serialisable without NaN: {error}") from None
 
@@ -85,6 +86,11 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+# what json.dumps(value, sort_keys=True, ...) writes, without building an encoder per call
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False,
+                         default=_json_default)
 
 
 def text_value(value: Any, name: str, *, required: bool = True) -> str:
@@ -121,3 +127,62 @@ def ts_value(ts_ns: int | None, name: str = "ts_ns") -> int:
     if value < 0:
         raise ConfigError(f"{name} must be >= 0 nanoseconds since the epoch, got {value}")
     return value
+
+
+# -- records (ORDER/FILL rows) <-> columns ------------------------------------------
+
+def record_payload(record: Any, dtype: np.dtype, kind: str) -> dict:
+    """Columns of one ORDER/FILL record (a structured row, 1-element array or dict)."""
+    if isinstance(record, np.ndarray) and record.shape == (1,):
+        record = record[0]
+    if isinstance(record, np.void):
+        if record.dtype != dtype:
+            raise ConfigError(f"{kind} record has dtype {record.dtype}, expected the "
+                              f"{kind.upper()}_DTYPE of mmats.types")
+        record = {name: record[name].item() for name in dtype.names}
+    if not isinstance(record, dict):
+        raise ConfigError(f"{kind} record must be a {kind.upper()}_DTYPE row or a dict, "
+                          f"got {type(record).__name__}")
+    missing = [name for name in dtype.names if name not in record]
+    extra = [name for name in record if name not in dtype.names]
+    if missing or extra:
+        raise ConfigError(f"{kind} record fields do not match {kind.upper()}_DTYPE: "
+                          f"missing {missing}, unknown {extra}")
+    payload = {}
+    for name in dtype.names:
+        column = f"{kind}_ts_ns" if name == "ts_ns" else name
+        if dtype[name].kind in "iu":
+            payload[column] = integer_value(record[name], f"{kind}.{name}")
+        else:
+            # a backtest record may hold NaN (e.g. no price for a rejected order); keep it
+            # as NULL and read it back as NaN
+            value = float(record[name])
+            payload[column] = None if math.isnan(value) else value
+    return payload
+
+
+def journal_records(rows: list[dict], dtype: np.dtype, kind: str) -> np.ndarray:
+    """Journal rows (dicts) as records of ``dtype`` (a NULL float column reads as NaN)."""
+    records = np.zeros(len(rows), dtype=dtype)
+    for name in dtype.names:
+        column = f"{kind}_ts_ns" if name == "ts_ns" else name
+        values = [row[column] for row in rows]
+        if dtype[name].kind == "f":
+            values = [np.nan if value is None else value for value in values]
+        records[name] = values
+    return records
+
+
+def os_user() -> str:
+    """The operating-system account running this process: its password-database name
+    (which, unlike ``$USER``, the environment cannot change), else ``getpass.getuser()``."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        pass
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no password entry and no $USER/$LOGNAME (a bare container)
+        return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"

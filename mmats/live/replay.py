@@ -46,7 +46,7 @@ class ReplayResult:
 def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_path,
            *, cash: float = 10_000.0, mode: str = "paper") -> ReplayResult:
     """Run the configured runner over stored history, one tick per bar close, each tick
-    opening the journal and loading its state as a cron run would.
+    loading its state from the journal as a cron run would.
 
     ``candles`` maps each configured symbol to its history (candle schema); the journal
     is written without fsyncs (a replay is scratch; its transactions are the runner's).
@@ -75,9 +75,13 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
     # a restarted replay goes on from its last tick; a new journal records the environment
     with Journal(journal_path, environment=config.environment) as journal:
         times = times[times >= _last_tick(config, journal, cash)]
-    for now_ns in times:
-        clock[0] = int(now_ns)
-        with Journal(journal_path, durable=False) as journal:  # a replay's is scratch
+    # One connection for every tick. A cron run's fresh open reads nothing a tick could
+    # change (layout, id, key, environment), each tick's closes are its own transactions,
+    # and a connection reads what was committed before it (the journal's only writer is
+    # this loop), so each tick sees what a fresh process would.
+    with Journal(journal_path, durable=False) as journal:  # a replay's is scratch
+        for now_ns in times:
+            clock[0] = int(now_ns)
             run_tick(config, feeds, journal, int(now_ns), cash=cash, mode=mode,
                      brokers=brokers)
     with Journal(journal_path) as journal:

@@ -31,6 +31,7 @@ class Sleeve:
     params: dict
     cfg: np.ndarray  # the CONFIG_DTYPE record the kernel reads
     cash: float
+    lookback: int = 0  # bars of history the tick feeds the strategy (its lookback())
 
 
 def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
@@ -40,6 +41,20 @@ def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
     >>> [s.id for s in sleeves(config, 10_000.0)]  # doctest: +SKIP
     ['ema:ETH/BTC', 'donchian:ETH/BTC']
     """
+    key = (id(config), cash)
+    made = _MADE.get(key)
+    if made is None or made[0] is not config:  # a configuration is frozen: made once
+        made = _MADE[key] = (config, _sleeves(config, cash))
+        while len(_MADE) > _MADE_KEPT:
+            del _MADE[next(iter(_MADE))]
+    return list(made[1])
+
+
+_MADE: dict[tuple[int, float], tuple[RunnerConfig, list[Sleeve]]] = {}
+_MADE_KEPT = 16  # configurations whose sleeves are kept (a replay ticks one many times)
+
+
+def _sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
     result = []
     for model in config.models:
         market = config.market(model.market)
@@ -49,12 +64,14 @@ def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
                             config.global_risk.max_order_notional,
                             market.risk.max_order_notional) if c]
         record["max_order_notional"] = min(caps) if caps else 0.0
+        strategy = _strategy(model)
         for symbol in model.symbols:
             result.append(Sleeve(
                 id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
                 market=market.name, timeframe=market.timeframe,
-                strategy=_strategy(model), params=dict(model.params), cfg=record,
-                cash=cash * model.allocation / len(model.symbols)))
+                strategy=strategy, params=dict(model.params), cfg=record,
+                cash=cash * model.allocation / len(model.symbols),
+                lookback=strategy.lookback(model.params)))
     return result
 
 

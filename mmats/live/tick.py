@@ -231,8 +231,9 @@ def recover(tick: Tick) -> None:
     if tick.mode == "operator" and not tick.brokers:
         raise ConfigError("operator mode needs a broker for each market")
     tick.sleeves = sleeves(tick.config, tick.cash)
+    loaded = tick.journal.load_states([sleeve.id for sleeve in tick.sleeves], STATE_DTYPE)
     for sleeve in tick.sleeves:
-        state = tick.journal.load_state(sleeve.id, STATE_DTYPE)
+        state = loaded[sleeve.id]
         tick.states[sleeve.id] = new_state(sleeve.cash) if state is None else state
     if tick.mode == "operator":
         tick.sleeves = with_venue_rules(tick.sleeves, tick.brokers)
@@ -381,39 +382,48 @@ def _good_bars(feed, sleeve, since_ns, until_ns, faults):
     a bad bar never reaches the kernel, the bars after it go on)."""
     for _ in range(MAX_BAD_BARS_PER_TICK):
         try:
-            yield from _rows(feed.closed_bars(sleeve.symbol, sleeve.timeframe,
-                                              since_ns=since_ns, until_ns=until_ns))
+            yield from _rows(feed, sleeve, since_ns, until_ns)
             return
         except BadBarError as error:
             faults.add(sleeve, error)
             if error.ts_ns is None or (since_ns is not None and error.ts_ns <= since_ns):
                 return  # cannot step past it: the stale-data halt decides
-            yield from _rows(feed.closed_bars(sleeve.symbol, sleeve.timeframe,
-                                              since_ns=since_ns, until_ns=error.ts_ns))
+            yield from _rows(feed, sleeve, since_ns, error.ts_ns)
             since_ns = error.ts_ns
 
 
-def _rows(bars):
-    """``(open time in ns, (open, high, low, close, volume))`` of each bar."""
+def _rows(feed, sleeve, since_ns, until_ns) -> list[tuple[int, tuple]]:
+    """``(open time in ns, (open, high, low, close, volume))`` of each closed bar: from
+    the feed's arrays where it serves them (the stored-history feeds,
+    :mod:`mmats.brokers.replay`), else through one conversion of its DataFrame."""
+    if hasattr(feed, "closed_rows"):
+        return feed.closed_rows(sleeve.symbol, sleeve.timeframe, since_ns=since_ns,
+                                until_ns=until_ns)
+    bars = feed.closed_bars(sleeve.symbol, sleeve.timeframe, since_ns=since_ns,
+                            until_ns=until_ns)
     return [(row[0], row[1:]) for row in candle_rows(bars)]
 
 
 def _trailing_window_value(tick: Tick, bar: SleeveBar) -> tuple[float, float, float]:
     sleeve = bar.sleeve
     try:
-        window = tick.feeds[sleeve.market].history(
-            sleeve.symbol, sleeve.timeframe, end_ns=bar.open_ns,
-            bars=sleeve.strategy.lookback(sleeve.params))
+        window = _window(tick.feeds[sleeve.market], sleeve, bar.open_ns)
     except BadBarError as error:  # a bad bar in the window: no opinion, keep holding
         tick.faults.add(sleeve, error)
         return math.nan, math.nan, math.nan
-    output = sleeve.strategy.run(_arrays(window), sleeve.params)
+    output = sleeve.strategy.run(window, sleeve.params)
     return value_at(output, -1)
 
 
-def _arrays(window) -> dict[str, np.ndarray]:
-    """The OHLCV columns of a window as float64 arrays (one conversion of the frame:
-    pandas' per-column access costs more than the strategy on a short window)."""
+def _window(feed, sleeve: Sleeve, end_ns: int) -> dict[str, np.ndarray]:
+    """The sleeve's trailing window up to the bar opened at ``end_ns``, as float64 OHLCV
+    arrays: cut from the feed's arrays where it serves them, else one conversion of its
+    DataFrame (pandas' per-column access costs more than the strategy on a short window)."""
+    if hasattr(feed, "history_arrays"):
+        return feed.history_arrays(sleeve.symbol, sleeve.timeframe, end_ns=end_ns,
+                                   bars=sleeve.lookback)
+    window = feed.history(sleeve.symbol, sleeve.timeframe, end_ns=end_ns,
+                          bars=sleeve.lookback)
     columns = list(window.columns)
     values = window.to_numpy()
     return {name: np.ascontiguousarray(values[:, columns.index(name)], dtype=np.float64)
