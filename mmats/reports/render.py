@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_pdf import PdfPages
@@ -222,7 +223,9 @@ CHAR_WIDTH = 0.56  # mean glyph width of DejaVu Sans, in ems
 def write_pdf(document: Document, path: str | Path) -> Path:
     """The document as a PDF: a title block, then each section from a new page."""
     path = Path(path)
-    with style(), atomic_path(path) as temporary:
+    # zlib level 1, not 6: a third less CPU for the embedded charts, the file ~1 % larger
+    with style(), matplotlib.rc_context({"pdf.compression": 1}), \
+            atomic_path(path) as temporary:
         with PdfPages(temporary, metadata={"Title": document.title, "Creator": "MMATS"}) as pdf:
             pages = _Pages(pdf)
             pages.text(document.title, size=18, bold=True)
