@@ -131,4 +131,11 @@ sample=$("$venv/bin/python" -c \
 ln -sfn "$sample" "$prefix/sample"
 
 check "$prefix"
+# Compile the kernels now rather than in the first backtest or tick of every new process:
+# into numba's cache as this shell sets it (NUMBA_CACHE_DIR, MMATS_CACHE_DIR; by default
+# beside the installed package; run from check's empty folder). A failure costs speed, not
+# the install: only warn.
+say "compiling the kernels into numba's cache (mmats warmup, a minute or more)"
+"$venv/bin/mmats" warmup \
+  || say "warning: 'mmats warmup' failed (above): each process compiles its kernels itself"
 say "done: $venv/bin/mmats; the units in deploy/systemd/ expect the prefix /opt/mmats"
