@@ -81,6 +81,10 @@ def main(argv=None, prog="mmats warmup") -> int:
                             args.bars, report=None if args.json else _print_step)
     except MMATSError as error:
         return fail(error)
+    except OSError as error:  # a file of the caches (the lock, a kernel) named, plainly
+        if error.filename is None:
+            raise
+        return fail(error)
     except RuntimeError as error:  # numba found no cache folder it may write
         if "cannot cache function" not in str(error):
             raise
