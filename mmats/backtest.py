@@ -428,8 +428,7 @@ def _period_ends(prices: Market, period: str | None) -> np.ndarray:
 
 def _sweep_market(strategy, prices, combos, config, cash, progress, chunks, sample_bars,
                   equity):
-    from mmats.fused import keep_freed_memory, sweep_kernel
-    from mmats.nb.sim import run_metrics
+    from mmats.fused import keep_freed_memory, specialised_run_metrics, sweep_kernel
 
     keep_freed_memory()
     cfg = config.to_record(prices.periods_per_year)
@@ -446,7 +445,7 @@ def _sweep_market(strategy, prices, combos, config, cash, progress, chunks, samp
     bar_ns = prices.bar_ns
     bar = _progress(len(combos), progress, strategy.name)
     if strategy.is_numba:
-        kernel = sweep_kernel(strategy, n_outputs)
+        kernel = sweep_kernel(strategy, n_outputs, cfg)  # specialised to cfg
         n_chunks = chunks or (min(50, max(1, len(combos) // 8)) if progress else 1)
         for block in np.array_split(np.arange(len(combos)), n_chunks):
             if block.size == 0:
@@ -457,6 +456,7 @@ def _sweep_market(strategy, prices, combos, config, cash, progress, chunks, samp
             bar.update(hi - lo)
     else:  # a numpy strategy: signals in Python, the simulation still in numba
         empty = np.empty(0)
+        run_metrics = specialised_run_metrics(cfg, n_outputs)
         for k, params in enumerate(combos):
             output = strategy.run(prices.arrays, params)
             run_metrics(*inputs, output.exposure,

@@ -8,6 +8,7 @@ import math
 
 from numba import njit
 
+from mmats.nb.features import PARTICIPATION_SLIPPAGE_ON, VOLATILITY_ON
 from mmats.nb.sizing import average_volume, bar_variance
 from mmats.types import FillReason, SlippageModel
 
@@ -33,12 +34,12 @@ def slippage_fraction(state, cfg, quantity, bar_volume):
     """
     fraction = cfg.slippage_bps * 1e-4
     model = cfg.slippage_model
-    if model == VOLATILITY_SQRT:
+    if VOLATILITY_ON and model == VOLATILITY_SQRT:
         variance = bar_variance(state, cfg)
         volume = average_volume(state, cfg)
         if variance > 0.0 and volume > 0.0:
             fraction += cfg.impact_coef * math.sqrt(variance) * math.sqrt(quantity / volume)
-    elif model == PARTICIPATION:
+    elif PARTICIPATION_SLIPPAGE_ON and model == PARTICIPATION:
         if bar_volume > 0.0:
             fraction += cfg.impact_coef * quantity / bar_volume
     return fraction

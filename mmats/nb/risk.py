@@ -18,6 +18,7 @@ import math
 
 from numba import njit
 
+from mmats.nb.features import DAILY_LOSS_ON, DRAWDOWN_LIMIT_ON
 from mmats.types import FillReason, TradingState
 
 ACTIVE = int(TradingState.ACTIVE)
@@ -89,7 +90,10 @@ def reduce_only(state, quantity):
 
 @njit(cache=True, inline="always")
 def start_day(state, day):
-    """Roll the daily-loss window at the first bar of a new UTC day."""
+    """Roll the daily-loss window at the first bar of a new UTC day (nothing to roll in a
+    kernel compiled without the daily-loss limit: only that limit reads the window)."""
+    if not DAILY_LOSS_ON:
+        return
     if day != state.day:
         state.day = day
         state.day_start_equity = state.equity
@@ -107,12 +111,12 @@ def check_limits(state, cfg, ts_ns):
     if state.equity <= 0.0:
         halt(state, ts_ns)
         return
-    if cfg.max_drawdown_pct > 0.0 and state.trading_state != HALTED:
+    if DRAWDOWN_LIMIT_ON and cfg.max_drawdown_pct > 0.0 and state.trading_state != HALTED:
         drawdown_pct = 100.0 * (state.equity_peak - state.equity) / state.equity_peak
         if drawdown_pct >= cfg.max_drawdown_pct:
             halt(state, ts_ns)
             return
-    if cfg.max_daily_loss_pct > 0.0 and state.trading_state == ACTIVE:
+    if DAILY_LOSS_ON and cfg.max_daily_loss_pct > 0.0 and state.trading_state == ACTIVE:
         loss_pct = 100.0 * (state.day_start_equity - state.equity) / state.day_start_equity
         if loss_pct >= cfg.max_daily_loss_pct:
             state.trading_state = REDUCING

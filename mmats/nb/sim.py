@@ -20,7 +20,9 @@ import math
 import numpy as np
 from numba import njit
 
+from mmats.nb.features import CAPS_ON, LOTS_ON, STOPS_ON
 from mmats.nb.fills import apply_fill, fill_price, open_trade, slippage_fraction, stop_exit
+from mmats.nb.local import local_record
 from mmats.nb.metrics import finalize_metrics, init_metrics, update_metrics
 from mmats.nb.risk import (
     ACTIVE,
@@ -107,7 +109,7 @@ def on_bar(state, cfg, bar, ts_ns, day, open_, high, low, close, volume,
         n_fills, n_orders, n_trades, entered = _execute_target(
             state, cfg, bar, ts_ns, open_, high, low, volume, fill_a, order, trade_a
         )
-    if state.position != 0.0:
+    if STOPS_ON and state.position != 0.0:
         reference, reason = stop_exit(state.position, state.stop_price,
                                       state.take_profit_price, open_, high, low, entered)
         if reason >= 0:
@@ -242,12 +244,12 @@ def _plan_order(state, cfg, bar, ts_ns, reference, low, high, volume, order):
                               cfg.lot_size) - position
     quantity = abs(wanted) if (wanted > 0.0) == (side > 0) else 0.0
     status = FILLED
-    if cfg.max_participation > 0.0:
+    if CAPS_ON and cfg.max_participation > 0.0:
         cap = round_to_lot(cfg.max_participation * volume, cfg.lot_size)
         if quantity > cap:
             quantity = cap
             status = PARTIAL
-    if cfg.max_order_notional > 0.0:  # the order level of the risk hierarchy
+    if CAPS_ON and cfg.max_order_notional > 0.0:  # the order level of the risk hierarchy
         cap = round_to_lot(cfg.max_order_notional / price, cfg.lot_size)
         if quantity > cap:
             quantity = cap
@@ -256,7 +258,7 @@ def _plan_order(state, cfg, bar, ts_ns, reference, low, high, volume, order):
     if quantity <= 0.0:
         if status != PARTIAL:
             status = REJECTED_LOT_SIZE
-    elif quantity * price < cfg.min_notional and not closes_all:
+    elif LOTS_ON and quantity * price < cfg.min_notional and not closes_all:
         status = REJECTED_MIN_NOTIONAL
 
     order.order_id = state.next_order_id
@@ -279,6 +281,8 @@ def _after_fill(state, position_before, price):
     distances when the position grew or flipped, cleared when it is flat. Returns whether
     the position grew (an entry)."""
     now = state.position
+    if not STOPS_ON:  # no levels are ever set; nothing reads "entered"
+        return False
     grew = now != 0.0 and (position_before == 0.0 or (now > 0.0) != (position_before > 0.0)
                            or abs(now) > abs(position_before))
     if grew:
@@ -466,17 +470,16 @@ def run_metrics(ts_ns, day, open_, high, low, close, volume, signal, stop_distan
     matrix.
     """
     cfg = cfg_array[0]
-    state_array = np.empty(1, dtype=STATE_DTYPE)
-    metrics_array = np.empty(1, dtype=METRICS_DTYPE)
-    state = state_array[0]
-    metrics = metrics_array[0]
+    # records in this frame, not on the heap: LLVM keeps their fields in registers
+    state = local_record(STATE_DTYPE)
+    metrics = local_record(METRICS_DTYPE)
     init_state(state, cash)
     init_metrics(metrics, cash)
-    scratch_fills = np.empty(SCRATCH, dtype=FILL_DTYPE)
-    scratch_orders = np.empty(1, dtype=ORDER_DTYPE)
-    scratch_trades = np.empty(SCRATCH, dtype=TRADE_DTYPE)
-    fill_a, fill_b = scratch_fills[0], scratch_fills[1]
-    order, trade_a, trade_b = scratch_orders[0], scratch_trades[0], scratch_trades[1]
+    fill_a = local_record(FILL_DTYPE)
+    fill_b = local_record(FILL_DTYPE)
+    order = local_record(ORDER_DTYPE)
+    trade_a = local_record(TRADE_DTYPE)
+    trade_b = local_record(TRADE_DTYPE)
     has_stops = stop_distance.shape[0] > 0
     has_targets = take_profit_distance.shape[0] > 0
     n_samples = sample_bars.shape[0]

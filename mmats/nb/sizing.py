@@ -4,6 +4,7 @@ import math
 
 from numba import njit
 
+from mmats.nb.features import KELLY_ON, LOTS_ON, VOLATILITY_ON
 from mmats.types import SizingMode, SlippageModel
 
 FIXED_FRACTION = int(SizingMode.FIXED_FRACTION)
@@ -41,7 +42,7 @@ def target_quantity(exposure, equity, position, price, fee_rate):
 @njit(cache=True, inline="always")
 def round_to_lot(quantity, lot_size):
     """Round a signed quantity toward zero to a whole number of lots (0 = no rounding)."""
-    if lot_size <= 0.0:
+    if not LOTS_ON or lot_size <= 0.0:
         return quantity
     lots = math.floor(abs(quantity) / lot_size + 1e-9)
     return math.copysign(lots * lot_size, quantity)
@@ -76,12 +77,12 @@ def exposure_scale(state, cfg):
       clipped to [0, ``kelly_cap``]; ``cfg.fraction`` until ``kelly_min_trades`` trades.
     """
     mode = cfg.sizing_mode
-    if mode == VOLATILITY_TARGET:
+    if VOLATILITY_ON and mode == VOLATILITY_TARGET:
         variance = bar_variance(state, cfg)
         if not variance > 0.0:
             return math.nan
         return cfg.vol_target / math.sqrt(variance * cfg.periods_per_year)
-    if mode == KELLY:
+    if KELLY_ON and mode == KELLY:
         if state.n_trades < cfg.kelly_min_trades:
             return cfg.fraction
         kelly = kelly_fraction(state.n_trades, state.n_wins, state.gross_profit, state.gross_loss)
@@ -99,7 +100,8 @@ def ewm_decay(cfg):
 @njit(cache=True, inline="always")
 def uses_volatility(cfg):
     """Whether any rule of this sleeve reads the volatility / volume EWMAs."""
-    return cfg.sizing_mode == VOLATILITY_TARGET or cfg.slippage_model == VOLATILITY_SQRT
+    return VOLATILITY_ON and (cfg.sizing_mode == VOLATILITY_TARGET
+                              or cfg.slippage_model == VOLATILITY_SQRT)
 
 
 @njit(cache=True, inline="always")
