@@ -174,8 +174,10 @@ def _parse_iso_ts(texts: pd.Series) -> pd.Series:
     if not len(texts) or not pd.api.types.is_string_dtype(texts.dtype):
         return texts
     first = texts.iloc[0]
-    if not isinstance(first, str) or pd.notna(pd.to_numeric(pd.Series([first]), errors="coerce")[0]):
+    if not isinstance(first, str):
         return texts
+    if pd.notna(pd.to_numeric(pd.Series([first]), errors="coerce")[0]):
+        return texts  # maybe all epochs: parse_ts tells
     stamps = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601")
     if (stamps.isna().any() or stamps.min() < pd.Timestamp.min.tz_localize("UTC")
             or stamps.max() > pd.Timestamp.max.tz_localize("UTC")):

@@ -1,0 +1,349 @@
+"""Candle import and resampling at scale: today's pandas path against a polars path.
+
+Measures what ``mmats import FILE --data fx:EUR/USD:1m --resample-to 1h`` does to a large
+file, step by step, each variant in a fresh child process (so its peak RSS, VmHWM, is its
+own):
+
+- **import**: sniff the layout, read the CSV (pandas, or polars where
+  :func:`mmats.data.io.read_raw_candles` may use it), validate it as the importer does
+  (``validate_candles``: schema, OHLC, grid, duplicates), write it to the candle store
+  (which validates again, merges and writes zstd Parquet);
+- **resample**: read the stored 1-minute Parquet (DuckDB, or polars), aggregate it to 1h
+  (numpy ``reduceat``, or a polars ``group_by``), write the 1h file to the store.
+
+Every variant's stored files are compared byte for byte. Figures are rows per second of
+input and peak RSS, median of ``--repeat`` runs, with the 1-minute load average before and
+after each run. Nothing is asserted; the last lines say which path MMATS uses and whether
+the polars path meets the bar for using it (>= 1.3x faster, or <= 1/1.3 of the memory).
+
+    .venv/bin/python benchmarks/bench_import.py                 # 10M rows, 3 runs (~10 min)
+    .venv/bin/python benchmarks/bench_import.py --rows 1000000 --repeat 1   # a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.3
+VENUE, SYMBOL, SOURCE_TF, TARGET_TF = "fx", "EUR/USD", "1m", "1h"
+MINUTE_NS = 60_000_000_000
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def make_csv(path: Path, rows: int, seed: int = 7) -> None:
+    """Seeded 1-minute candles, 24/7 from 2005, as ``ts,open,high,low,close,volume`` with
+    ``YYYY-MM-DD HH:MM:SS`` times and 5-decimal prices (a typical vendor export)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("2005-01-01T00:00", "s").astype(np.int64)
+    ts = (start + np.arange(rows, dtype=np.int64) * 60).astype("M8[s]")
+    close = np.round(1.2 * np.exp(np.cumsum(rng.normal(0, 0.0005, rows))), 5)
+    open_ = np.r_[1.2, close[:-1]]
+    high = np.round(np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 2e-4, rows))), 5)
+    low = np.round(np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 2e-4, rows))), 5)
+    high, low = np.maximum(high, np.maximum(open_, close)), np.minimum(low, np.minimum(open_, close))
+    volume = np.round(rng.lognormal(3, 1, rows), 2)
+    table = pa.table({"ts": pa.array(ts).cast(pa.string()), "open": open_, "high": high,
+                      "low": low, "close": close, "volume": volume})
+    partial = path.with_suffix(".partial")
+    pacsv.write_csv(table, partial, pacsv.WriteOptions(quoting_style="none"))
+    partial.rename(path)
+
+
+# -- the variants, each run in a child process -------------------------------------------------
+
+# step -> variant -> what it is; the first is the path MMATS took before issue 14.
+VARIANTS = {
+    "import": {
+        "before": "pandas read_csv; ts parsed in validate_candles (epoch try, then ISO)",
+        "polars": "polars read_csv, ts parsed by polars strptime (measured, not used)",
+        "mmats": "pandas read_csv + ISO-8601 parse up front (read_raw_candles today)",
+    },
+    "resample": {
+        "before": "CandleStore.read (DuckDB) -> frame -> resample()",
+        "pyarrow": "pyarrow read_table -> arrays -> resample_arrays() (no polars)",
+        "polars-groupby": "polars read + group_by aggregation (not byte-identical: volume sums)",
+        "mmats": "read_parquet_arrays (polars) -> resample_arrays() (mmats import today)",
+    },
+}
+USED = {"import": "mmats", "resample": "mmats"}
+NO_POLARS = {"import": ("before", "mmats"), "resample": ("before", "pyarrow")}
+WITH_POLARS = {"import": "polars", "resample": "mmats"}
+
+
+def run_import(variant: str, csv: Path, root: Path) -> dict:
+    """The importer's steps for one plain candle file (mmats/cli/import_data.py ->
+    read_forex_file -> read_candle_file -> CandleStore.write), timed one by one."""
+    from mmats.data.forex_formats import detect_format
+    from mmats.data.io import read_raw_candles
+    from mmats.data.schema import validate_candles
+    from mmats.data.store import CandleStore
+
+    times = {}
+    start = time.perf_counter()
+    assert detect_format(csv) == "mmats"
+    if variant == "mmats":
+        raw = read_raw_candles(csv)
+    elif variant == "before":
+        raw = _read_csv_before(csv)
+    else:
+        raw = _read_csv_polars(csv)
+    times["read_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    clean, _ = validate_candles(raw, source=str(csv), timeframe=SOURCE_TF, strict=True)
+    del raw
+    times["validate_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    CandleStore(root).write(VENUE, SYMBOL, SOURCE_TF, clean, source=str(csv))
+    times["write_s"] = time.perf_counter() - mark
+    times["total_s"] = time.perf_counter() - start
+    times["rows"] = len(clean)
+    return times
+
+
+def _read_csv_before(csv: Path):
+    """read_raw_candles as it was before issue 14: the ts column left as text."""
+    import pandas as pd
+
+    from mmats.data.io import _map_columns
+
+    frame, _ = _map_columns(pd.read_csv(csv, skipinitialspace=True), str(csv))
+    return frame
+
+
+def _read_csv_polars(csv: Path):
+    """The best polars reading of the benchmark's clean file: typed columns, the ts texts
+    parsed by polars (to microseconds: polars wraps dates past 2262 parsed straight to ns)."""
+    import pandas as pd
+    import polars as pl
+
+    names = ("open", "high", "low", "close", "volume")
+    table = pl.read_csv(csv, schema_overrides={"ts": pl.String, **dict.fromkeys(names, pl.Float64)})
+    us = table["ts"].str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S").to_physical().to_numpy()
+    frame = pd.DataFrame({"ts": (us * 1000).view("M8[ns]"), **{c: table[c].to_numpy() for c in names}})
+    return frame
+
+
+def run_resample(variant: str, source_root: Path, root: Path) -> dict:
+    """``--resample-to 1h`` of the stored 1-minute series: read, aggregate, store."""
+    from mmats.data import CandleStore, resample
+    from mmats.data.io import read_parquet_arrays
+    from mmats.data.resample import resample_arrays
+    from mmats.data.schema import candles_from_arrays
+
+    times = {}
+    source = CandleStore(source_root)
+    path = source.path(VENUE, SYMBOL, SOURCE_TF)
+    start = time.perf_counter()
+    if variant == "before":
+        full = source.read(VENUE, SYMBOL, SOURCE_TF)
+        rows = len(full)
+    elif variant == "polars-groupby":
+        import polars as pl
+
+        full = pl.read_parquet(path)
+        rows = full.height
+    else:
+        full = read_parquet_arrays(path) if variant == "mmats" else _pyarrow_arrays(path)
+        rows = full["ts"].size
+    times["read_s"] = time.perf_counter() - start
+    mark = time.perf_counter()
+    if variant == "before":
+        bars = resample(full, TARGET_TF)
+    elif variant == "polars-groupby":
+        bars = _polars_hourly(pl, full, candles_from_arrays)
+    else:
+        bars = candles_from_arrays(*resample_arrays(full["ts"], full, TARGET_TF, SOURCE_TF))
+    del full
+    times["aggregate_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    CandleStore(root).write(VENUE, SYMBOL, TARGET_TF, bars, source=f"resampled from {SOURCE_TF}")
+    times["write_s"] = time.perf_counter() - mark
+    times["total_s"] = time.perf_counter() - start
+    times["rows"] = rows
+    return times
+
+
+def _pyarrow_arrays(path) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    arrays = {"ts": table.column("ts").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()}
+    arrays.update({c: table.column(c).to_numpy() for c in ("open", "high", "low", "close", "volume")})
+    return arrays
+
+
+def _polars_hourly(pl, table, candles_from_arrays):
+    """resample(df, "1h") in polars: buckets at whole hours, open first, high max, low min,
+    close last, volume sum, the trailing incomplete hour dropped."""
+    step = 60 * MINUTE_NS
+    ns = pl.col("ts").dt.epoch("ns")
+    hourly = (table.lazy().with_columns(bucket=ns // step * step, ns=ns)
+              .group_by("bucket", maintain_order=True)
+              .agg(pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
+                   pl.col("close").last(), pl.col("volume").sum(), pl.col("ns").max())
+              .collect())
+    if hourly["bucket"][-1] + step > hourly["ns"].max() + MINUTE_NS:
+        hourly = hourly.head(hourly.height - 1)
+    return candles_from_arrays(hourly["bucket"].to_numpy(),
+                               {c: hourly[c].to_numpy() for c in
+                                ("open", "high", "low", "close", "volume")})
+
+
+def child(args) -> None:
+    # Before anything else: the parent's figures must not leak in (a fresh process).
+    if args.child == "import":
+        figures = run_import(args.variant, Path(args.csv), Path(args.root))
+    else:
+        figures = run_resample(args.variant, Path(args.source_root), Path(args.root))
+    figures["peak_rss_mib"] = _vm_hwm_mib()
+    print(json.dumps(figures))
+
+
+def _vm_hwm_mib() -> float:
+    """This process's own peak resident set (VmHWM), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# -- the parent -----------------------------------------------------------------------------
+
+
+def spawn(step: str, variant: str, **paths) -> dict:
+    command = [sys.executable, __file__, "--child", step, "--variant", variant]
+    for key, value in paths.items():
+        command += [f"--{key.replace('_', '-')}", str(value)]
+    load_before = os.getloadavg()[0]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        sys.exit(f"{step}/{variant} failed:\n{done.stderr}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    figures.update(load_before=load_before, load_after=os.getloadavg()[0])
+    return figures
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Medians (each figure on its own, so the stages need not add up to the total)."""
+    keys = [k for k in runs[0] if (k.endswith("_s") or k == "peak_rss_mib")
+            and not k.startswith("load")]
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["rows"] = runs[0]["rows"]
+    out["rows_per_s"] = out["rows"] / out["total_s"]
+    out["load"] = [(round(r["load_before"], 2), round(r["load_after"], 2)) for r in runs]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workdir", default="/tmp/mmats_bench_import",
+                        help="where the CSV and the stores go (never the repository)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--csv", help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
+    parser.add_argument("--source-root", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / f"candles_{args.rows}.csv"
+    if not csv.exists():
+        print(f"writing {args.rows:,} rows to {csv} ...", flush=True)
+        make_csv(csv, args.rows)
+    print(f"input: {csv} ({csv.stat().st_size / 2**20:.0f} MiB, {args.rows:,} 1m bars); "
+          f"{os.cpu_count()} CPUs; 1-minute load now {os.getloadavg()[0]:.2f}", flush=True)
+
+    results: dict[str, dict[str, list]] = {step: {} for step in VARIANTS}
+    stored: dict[str, dict[str, str]] = {step: {} for step in VARIANTS}
+    stored_name = {"import": f"EUR_USD_{SOURCE_TF}.parquet", "resample": f"EUR_USD_{TARGET_TF}.parquet"}
+    for run in range(args.repeat):
+        for step, variants in VARIANTS.items():
+            for variant in variants:  # alternated, so drifting load hits every variant alike
+                root = work / f"{step}_{variant}"
+                shutil.rmtree(root, ignore_errors=True)
+                paths = ({"csv": csv, "root": root} if step == "import"
+                         else {"source_root": work / "import_before", "root": root})
+                figures = spawn(step, variant, **paths)
+                results[step].setdefault(variant, []).append(figures)
+                stored[step][variant] = sha256(root / VENUE / stored_name[step])
+                print(f"  {step:<8} {variant:<15} run {run + 1}: {figures['total_s']:6.2f} s, "
+                      f"peak {figures['peak_rss_mib']:5.0f} MiB, load "
+                      f"{figures['load_before']:.2f} -> {figures['load_after']:.2f}", flush=True)
+
+    report = {step: {variant: summarise(runs) for variant, runs in by.items()}
+              for step, by in results.items()}
+    print_report(report, stored, args)
+    if args.json:
+        print(json.dumps({"figures": report, "stored_sha256": stored}, indent=2))
+    return 0
+
+
+def print_report(report: dict, stored: dict, args) -> None:
+    print(f"\nmedian of {args.repeat} run(s), each in a fresh process; rows/s = input rows / "
+          "total s; peak = the child's own VmHWM; x = before / variant")
+    for step, variants in VARIANTS.items():
+        figures = report[step]
+        before = figures["before"]
+        stages = [k for k in before if k.endswith("_s") and k not in ("total_s", "rows_per_s")]
+        print(f"\n{step} ({before['rows']:,} rows)")
+        print(f"  {'variant':<15}" + "".join(f"{k:>12}" for k in stages)
+              + f"{'total_s':>10}{'x':>7}{'rows/s':>12}{'peak MiB':>10}{'x':>7}  same bytes")
+        for variant in variants:
+            row = figures[variant]
+            same = "yes" if stored[step][variant] == stored[step]["before"] else "NO"
+            print(f"  {variant:<15}" + "".join(f"{row[k]:>12.2f}" for k in stages)
+                  + f"{row['total_s']:>10.2f}{before['total_s'] / row['total_s']:>7.2f}"
+                  f"{row['rows_per_s']:>12,.0f}{row['peak_rss_mib']:>10,.0f}"
+                  f"{before['peak_rss_mib'] / row['peak_rss_mib']:>7.2f}  {same}")
+        for variant, what in variants.items():
+            print(f"    {variant}: {what}; load (1-min, before -> after each run) "
+                  f"{figures[variant]['load']}")
+        with_polars = figures[WITH_POLARS[step]]
+        best = min((figures[v] for v in NO_POLARS[step]), key=lambda r: r["total_s"])
+        speed = best["total_s"] / with_polars["total_s"]
+        memory = best["peak_rss_mib"] / with_polars["peak_rss_mib"]
+        met = speed >= TARGET_RATIO or memory >= TARGET_RATIO
+        print(f"  polars (variant {WITH_POLARS[step]}) against the best path without it "
+              f"({min(NO_POLARS[step], key=lambda v: figures[v]['total_s'])}): {speed:.2f}x "
+              f"speed, {memory:.2f}x less memory; target >= {TARGET_RATIO}x either: "
+              f"{'met' if met else 'not met'}")
+        print(f"  MMATS uses: variant {USED[step]} ({VARIANTS[step][USED[step]]}); "
+              f"{before['total_s'] / figures[USED[step]]['total_s']:.2f}x the speed of before")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
