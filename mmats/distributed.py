@@ -153,7 +153,7 @@ def _run(client, function, split, shared, progress, label) -> list:
 
     address = client.scheduler.address
     run_id = uuid.uuid4().hex[:12]
-    futures, where = [], {}
+    futures, shared_futures, where = [], [], {}
     try:
         shared_futures = [_hold(client, value, f"mmats-data-{run_id}-{index}")
                           for index, value in enumerate(shared)]
@@ -175,8 +175,8 @@ def _run(client, function, split, shared, progress, label) -> list:
     except OSError as error:  # the scheduler went away mid-run
         raise ClusterError(f"lost the Dask scheduler at {_where(address)}: "
                            f"{type(error).__name__}") from None
-    finally:
-        client.cancel(futures)
+    finally:  # nothing of this run stays on the cluster, also after an error
+        client.cancel(futures + shared_futures)
 
 
 def _hold(client, value, key: str):
@@ -235,7 +235,7 @@ def sweep_market(client, run: Callable, strategy, prices, combos, config, cash, 
     """What ``run`` (:func:`mmats.backtest._sweep_market`) returns and writes into
     ``equity``, the combinations cut into ``chunks`` batches (default
     :func:`default_batches`), each computed by ``run`` on one of ``client``'s workers."""
-    reference = (str(strategy.path), strategy.source_hash)
+    reference = _reference(strategy)
     parts = map_batches(client, functools.partial(_sweep_batch, run), combos,
                         (reference, prices, config, float(cash), sample_bars),
                         batches=chunks, progress=progress, label=f"sweep {strategy.name}")
@@ -251,18 +251,25 @@ def _sweep_batch(run, combos, reference, prices, config, cash, sample_bars):
     return values, equity
 
 
-def worker_strategy(reference: tuple[str, str]):
-    """The strategy at ``reference`` (path, source hash) as a worker loads it; a worker
-    that sees another file at that path (another version, another machine) is refused."""
+def worker_strategy(reference: tuple[str, str, str]):
+    """The strategy of ``reference`` (path, name, source hash) as a worker loads it: from
+    the same path, else by name from the worker's own strategy folders (an install in
+    another prefix); a worker that finds another source (another version) is refused."""
+    from pathlib import Path
+
     from mmats.strategy import load_strategy
 
-    path, source_hash = reference
-    strategy = load_strategy(path)
+    path, name, source_hash = reference
+    strategy = load_strategy(path if Path(path).is_file() else name)
     if strategy.source_hash != source_hash:
-        raise ConfigError(f"strategy {path} on this worker is not the file the run was "
-                          f"started with (hash {strategy.source_hash}, expected {source_hash})"
-                          ": give the workers the same strategy files")
+        raise ConfigError(f"strategy {name!r} on this worker ({strategy.path}) is not the "
+                          f"source the run started with (hash {strategy.source_hash}, "
+                          f"expected {source_hash}): give the workers the same strategy files")
     return strategy
+
+
+def _reference(strategy) -> tuple[str, str, str]:
+    return (str(strategy.path), strategy.name, strategy.source_hash)
 
 
 # --------------------------------------------------------------------------- walk-forward
@@ -274,7 +281,7 @@ def map_folds(cluster, optimise: Callable, strategy, prices, folds, *,
     fold, the candles sent once: walk-forward's in-sample halves, which depend on nothing
     but their own window (``optimise`` is
     :func:`~mmats.validate.walkforward.optimise_fold`)."""
-    reference = (str(strategy.path), strategy.source_hash)
+    reference = _reference(strategy)
     parts = map_batches(cluster, functools.partial(_fold_batch, optimise), list(folds),
                         (reference, prices, options), batches=len(folds),
                         progress=progress, label=f"walk-forward {strategy.name}")

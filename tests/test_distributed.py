@@ -15,8 +15,11 @@ from distributed import WorkerPlugin
 
 from mmats.backtest import sweep
 from mmats.cli.main import main as mmats_main
-from mmats.distributed import ClusterError, connect, map_batches, sizing
+from mmats.distributed import ClusterError, connect, map_batches, sizing, worker_strategy
+from mmats.errors import ConfigError
+from mmats.strategy import load_strategy
 from mmats.validate.montecarlo import monte_carlo
+from mmats.validate.walkforward import walk_forward
 
 # the workers import mmats, not the tests: what the tests define travels by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -70,6 +73,16 @@ def test_more_batches_than_combinations_and_a_numpy_strategy(client, eth_btc,
     distributed = sweep(str(path), eth_btc, cluster=client, chunks=10,
                         check_lookahead_bias=False)
     assert_same_bits(local.table, distributed.table)
+
+
+def test_walk_forward_equals_the_local_run(client, eth_btc):
+    options = dict(folds=3, fee_bps=10, embargo=12, check_lookahead_bias=False)
+    local = walk_forward("ema_cross", eth_btc, GRID, **options)
+    distributed = walk_forward("ema_cross", eth_btc, GRID, cluster=client, **options)
+    pd.testing.assert_frame_equal(local.folds, distributed.folds, check_exact=True)
+    for mine, theirs in zip(local.in_sample, distributed.in_sample, strict=True):
+        assert_same_bits(mine, theirs)
+    assert local.equity.to_numpy().tobytes() == distributed.equity.to_numpy().tobytes()
 
 
 @pytest.mark.parametrize("method", ["bootstrap", "block", "reshuffle"])
@@ -210,3 +223,13 @@ def test_the_sizing_note_follows_from_the_per_core_figure():
     assert note["expected_bar_combos_s"] == 100 * 150e6
     assert note["expected_seconds"] == pytest.approx(1e11 / 1.5e10)
     assert sizing(1_000, 3, 100, 1e6)["batches"] == 3  # never more batches than rows
+
+
+def test_a_worker_loads_the_same_strategy_source_or_refuses():
+    ema = load_strategy("ema_cross")
+    # another install prefix: not at the driver's path, found by name, same source
+    moved = worker_strategy(("/elsewhere/strategies/ema_cross.py", "ema_cross",
+                             ema.source_hash))
+    assert moved.source_hash == ema.source_hash
+    with pytest.raises(ConfigError, match="not the source the run started with"):
+        worker_strategy((str(ema.path), "ema_cross", "0" * 16))

@@ -4,6 +4,7 @@ examples:
   mmats walkforward                               # ema_cross on bittrex:ETH/BTC:5m
   mmats walkforward --strategy donchian_breakout --data nasdaq:GOOG:1d --json
   mmats walkforward --train 7d --test 2d           # re-optimised every 2 days
+  mmats walkforward --cluster local:2             # folds, sweep and Monte Carlo on Dask
 
 Sweeps the grid on each training window, trades the next window with the best
 parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
@@ -34,6 +35,7 @@ from mmats.cli import (
     report_data_quality,
     settings_from,
 )
+from mmats.cli.sweep import add_cluster_option
 from mmats.errors import MMATSError
 
 OBJECTIVES = ["sharpe", "sortino", "cagr", "profit_factor", "total_return"]
@@ -76,6 +78,7 @@ def main(argv=None, prog="mmats walkforward") -> int:
     parser.add_argument("--timings", action="store_true",
                         help="print the seconds spent on the research and on the reports "
                         "(to stderr)")
+    add_cluster_option(parser)
     add_json_option(parser)
     add_cost_options(parser, fee_bps=10.0)  # research assumes a realistic fee
     add_data_quality_options(parser)
@@ -90,14 +93,16 @@ def main(argv=None, prog="mmats walkforward") -> int:
         windows = window_options(args)
         candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
         quality = report_data_quality(candles, args, label=args.data)  # gaps warn on stderr, never filled
+        from mmats.distributed import connect
         from mmats.validate.research import run_research
 
-        research = run_research(
-            args.strategy, candles, parse_grid(args.grid) or None, **windows,
-            anchored=args.anchored, embargo=embargo,
-            objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
-            mc_method=args.mc_method, seed=args.seed, cash=args.cash,
-            progress=not args.json, **settings_from(args))
+        with connect(args.cluster) as cluster:  # one cluster for the folds, sweep and MC
+            research = run_research(
+                args.strategy, candles, parse_grid(args.grid) or None, **windows,
+                anchored=args.anchored, embargo=embargo,
+                objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
+                mc_method=args.mc_method, seed=args.seed, cash=args.cash,
+                progress=not args.json, cluster=cluster, **settings_from(args))
         researched, researched_cpu = time.perf_counter(), cpu_seconds()
         from mmats.reports.research_report import write_research_report
 

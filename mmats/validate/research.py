@@ -109,6 +109,7 @@ def run_research(
     seed: int = 0,
     cash: float = 10_000.0,
     progress: bool = False,
+    cluster=None,
     **settings,
 ) -> ResearchResult:
     """Walk-forward the strategy, then judge the result: Monte Carlo of the stitched
@@ -134,10 +135,11 @@ def run_research(
     quality = data_quality(data if isinstance(data, pd.DataFrame) else prices)
     wf = walk_forward(strategy, prices, grid, folds=folds, train_fraction=train_fraction,
                       train=train, test=test, step=step, anchored=anchored, embargo=embargo, objective=objective,
-                      selection=selection, cash=cash, progress=progress, **settings)
+                      selection=selection, cash=cash, progress=progress, cluster=cluster,
+                      **settings)
     period = statistics_period(prices)
     swept = sweep(strategy, prices, grid, cash=cash, check_lookahead_bias=False,
-                  progress=progress, period_returns=period, **settings)
+                  progress=progress, period_returns=period, cluster=cluster, **settings)
     returns = swept.returns.to_numpy()
     tested = _periods(wf.returns, period)
     trials = _on_periods(swept.returns, tested.index, period)
@@ -148,7 +150,8 @@ def run_research(
     benchmark = _benchmark_returns(swept.returns.index, prices, hold)
     spa = spa_test(returns, benchmark=benchmark, seed=seed)
     common = dict(method=mc_method, runs=mc_runs, seed=seed, start_equity=wf.oos.cash,
-                  periods_per_year=prices.periods_per_year, progress=progress)
+                  periods_per_year=prices.periods_per_year, progress=progress,
+                  cluster=cluster)
     if mc_method == "reshuffle":
         trades = trade_returns_on_equity(wf.oos)
         if len(trades) == 0:
