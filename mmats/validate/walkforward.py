@@ -216,6 +216,7 @@ def walk_forward(
     calendar: str | None = None,
     check_lookahead_bias: bool = True,
     progress: bool = False,
+    cluster=None,
     **settings,
 ) -> WalkForwardResult:
     """Walk-forward optimisation of ``strategy`` over ``grid`` (default: its PARAMS).
@@ -224,7 +225,9 @@ def walk_forward(
     table and returns one score per row (higher is better). ``selection`` "best" takes the
     top score; "robust" the top median score over each combination and its grid
     neighbours (one step along one parameter), which prefers plateaus to spikes.
-    ``settings`` are :class:`~mmats.sleeve.SleeveConfig` fields.
+    ``settings`` are :class:`~mmats.sleeve.SleeveConfig` fields. ``cluster`` (a Dask
+    ``Client``, ``"tcp://HOST:8786"`` or ``"local:N"``) optimises the folds there, one task
+    each (:mod:`mmats.distributed`), with the same result.
     """
     strategy = load_strategy(strategy)
     config = sleeve_config(None, settings)
@@ -244,11 +247,18 @@ def walk_forward(
     from tqdm.auto import tqdm
 
     state = new_state(cash)
+    if cluster is not None:  # the folds' in-sample halves, all at once on the cluster
+        from mmats.distributed import map_folds
+
+        choices = map_folds(cluster, optimise_fold, strategy, prices, splits,
+                            progress=progress, grid=grid, config=config, cash=cash,
+                            objective=objective, selection=selection)
     rows, fold_results, tables, outputs = [], [], [], []
     for fold in tqdm(splits, desc="walk-forward", unit="fold", disable=not progress,
                      leave=False):
-        choice = optimise_fold(strategy, prices, fold, grid, config=config, cash=cash,
-                               objective=objective, selection=selection)
+        choice = choices[fold.index] if cluster is not None else optimise_fold(
+            strategy, prices, fold, grid, config=config, cash=cash, objective=objective,
+            selection=selection)
         table, chosen, params = choice.table, choice.chosen, choice.params
         history = _window(prices, 0, fold.test_stop)
         output = strategy.run(history.arrays, params)
