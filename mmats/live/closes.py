@@ -101,6 +101,7 @@ class Book:
         self.cfgs = pack(self.sleeve_ids, {s.id: s.cfg for s in all_sleeves}, CONFIG_DTYPE)
         self.limits = limits_array(self.scopes)
         self.member = member_matrix(self.scopes, self.sleeve_ids)
+        self._scratch = _Scratch(len(all_sleeves), len(self.scopes))
 
     def books(self) -> np.ndarray:
         """The scopes' books as one ``BOOK_DTYPE`` array (a copy)."""
@@ -117,23 +118,22 @@ class Book:
         if len(values) != len(group):
             raise ValueError(f"a close of {len(group)} bars got {len(values)} values")
         size = len(group)
+        if size > len(self._scratch.rows):
+            self._scratch = _Scratch(size, len(self.scopes))
+        out = self._scratch  # step_close writes entries 0..size-1 (and its events) anew
         states = pack_states(self.sleeve_ids, self.states)
         books = self.books()
-        fills = np.zeros(2 * size, dtype=FILL_DTYPE)
-        n_fills, n_orders = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
-        orders = np.zeros(size, dtype=ORDER_DTYPE)
-        blocks = np.zeros(size, dtype=BLOCK_DTYPE)
-        before = np.zeros(size, dtype=STATE_DTYPE)
-        events = np.zeros(len(self.scopes), dtype=EVENT_DTYPE)
         n_events = step_close(
             states, self.cfgs, books, self.limits, self.member, self.venue,
             np.array([self.column[bar.sleeve.id] for bar in group], dtype=np.int64),
-            np.arange(size, dtype=np.int64), np.arange(size, dtype=np.int64), 0, size,
+            out.rows, out.rows, 0, size,
             np.array([bar.open_ns for bar in group], dtype=np.int64),
             np.array([bar.prices for bar in group], dtype=np.float64).reshape(size, 5),
             np.array(values, dtype=np.float64).reshape(size, 3),
-            fills, n_fills, orders, n_orders, blocks, before,
-            np.zeros(2, dtype=TRADE_DTYPE), events)
+            out.fills, out.n_fills, out.orders, out.n_orders, out.blocks, out.before,
+            out.trades, out.events)
+        fills, n_fills, orders, n_orders = out.fills, out.n_fills, out.orders, out.n_orders
+        blocks, before, events = out.blocks, out.before, out.events
         unpack_states(self.sleeve_ids, states, self.states)
         for j, scope in enumerate(self.scopes):
             scope.book[0] = books[j]
@@ -148,6 +148,23 @@ class Book:
         return done, [(self.scopes[int(e["scope"])].name, int(e["ts_ns"]),
                        *event_text(self.scopes[int(e["scope"])], e))
                       for e in events[:n_events]]
+
+
+class _Scratch:
+    """What :func:`~mmats.nb.portfolio.step_close` writes for a close of up to ``size``
+    bars, allocated once per :class:`Book` (a close copies out what it keeps)."""
+
+    def __init__(self, size: int, n_scopes: int):
+        size = max(size, 1)
+        self.rows = np.arange(size, dtype=np.int64)
+        self.fills = np.zeros(2 * size, dtype=FILL_DTYPE)
+        self.n_fills = np.zeros(size, dtype=np.int64)
+        self.orders = np.zeros(size, dtype=ORDER_DTYPE)
+        self.n_orders = np.zeros(size, dtype=np.int64)
+        self.blocks = np.zeros(size, dtype=BLOCK_DTYPE)
+        self.before = np.zeros(size, dtype=STATE_DTYPE)
+        self.trades = np.zeros(2, dtype=TRADE_DTYPE)
+        self.events = np.zeros(max(n_scopes, 1), dtype=EVENT_DTYPE)
 
 
 def book_id(scope) -> str:
