@@ -8,9 +8,12 @@ What is measured (see benchmarks/README.md for the figures on the reference mach
 
 1. Sweep throughput, end to end (indicators + simulation + metrics) of the ``ema_cross``
    strategy over a grid of 100 valid (fast, slow) combinations on seeded synthetic GBM
-   5-minute candles, for MMATS ``sweep()`` and the equivalent vectorbt pipeline
-   (``MA.run(ewm=True)`` + ``Portfolio.from_signals`` + metrics). Compilation is
-   excluded (a warm-up call on small data first) and reported separately.
+   5-minute candles, for MMATS ``sweep()``, the matched fused loop (the machine's limit,
+   benchmarks/matched_loop.py, its final equity checked against MMATS's) and vectorbt in
+   two set-ups: as a user writes it (``MA.run(ewm=True)`` + ``Portfolio.from_signals`` +
+   accessor metrics on a tz-aware index) and its fastest reasonable one (plain index, its
+   numba metric functions: benchmarks/vectorbt_fast.py). Compilation is excluded (a
+   warm-up call on small data first) and reported separately.
 2. Agreement of the two sides on final equity, total return, Sharpe, max drawdown, trades.
 3. Peak RSS of each side's worker (``ru_maxrss``), and its baseline after imports and
    data generation; for MMATS also at other combination counts, to show whether memory
@@ -254,8 +257,10 @@ def _vectorbt_pipeline(vbt, close, open_, fast_windows, slow_windows):
     return metrics, portfolio
 
 
-def worker_vectorbt(bars: int, combos: int, repeat: int) -> dict:
-    """Time the vectorbt pipeline ``repeat`` times on ``bars`` synthetic bars."""
+def worker_vectorbt(bars: int, combos: int, repeat: int, fast_setup: bool = False) -> dict:
+    """Time the vectorbt pipeline ``repeat`` times on ``bars`` synthetic bars: as a user
+    writes it (tz-aware index, pandas accessors), or ``fast_setup``
+    (benchmarks/vectorbt_fast.py)."""
     started = time.perf_counter()
     import numpy as np
     import pandas as pd
@@ -264,25 +269,33 @@ def worker_vectorbt(bars: int, combos: int, repeat: int) -> dict:
     import_s = time.perf_counter() - started
     fast_windows, slow_windows = paired(make_grid(combos))
     candles = make_candles(max(bars, 2))
-    close = pd.Series(candles["close"].to_numpy(), index=pd.DatetimeIndex(candles["ts"]),
-                      name="close")
+    index = pd.RangeIndex(len(candles)) if fast_setup else pd.DatetimeIndex(candles["ts"])
+    close = pd.Series(candles["close"].to_numpy(), index=index, name="close")
+    pipeline = _vectorbt_pipeline
+    if fast_setup:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from vectorbt_fast import fast_pipeline
+
+        def pipeline(vbt, close, open_, fast_windows, slow_windows):
+            return fast_pipeline(vbt, close, open_, fast_windows, slow_windows,
+                                 FEE_BPS / 10_000, CASH, BARS_PER_YEAR)
     open_ = pd.Series(candles["open"].to_numpy(), index=close.index, name="open")
     del candles
     baseline = max_rss_mib()
     baseline_current = current_rss_mib()
 
     small = make_candles(WARMUP_BARS, seed=SEED + 1)
-    small_close = pd.Series(small["close"].to_numpy(), index=pd.DatetimeIndex(small["ts"]))
+    small_close = pd.Series(small["close"].to_numpy(), index=(
+        pd.RangeIndex(len(small)) if fast_setup else pd.DatetimeIndex(small["ts"])))
     small_open = pd.Series(small["open"].to_numpy(), index=small_close.index)
     t = time.perf_counter()
-    _vectorbt_pipeline(vbt, small_close, small_open, fast_windows, slow_windows)
+    pipeline(vbt, small_close, small_open, fast_windows, slow_windows)
     first_call_s = time.perf_counter() - t
     t = time.perf_counter()
-    _, small_portfolio = _vectorbt_pipeline(vbt, small_close, small_open, fast_windows,
-                                            slow_windows)
+    _, small_portfolio = pipeline(vbt, small_close, small_open, fast_windows, slow_windows)
     second_call_s = time.perf_counter() - t
     if not bars:  # the compile step: warm-up only
-        return {"side": "vectorbt", "first_call_small_s": first_call_s,
+        return {"side": "vectorbt", "fast_setup": fast_setup, "first_call_small_s": first_call_s,
                 "second_call_small_s": second_call_s, "rss_peak_mib": max_rss_mib(),
                 "rss_baseline_mib": baseline, "import_s": import_s}
     # Is vectorbt's EWM MA pandas ewm(span, adjust=False, min_periods=span)?
@@ -304,7 +317,7 @@ def worker_vectorbt(bars: int, combos: int, repeat: int) -> dict:
     for _ in range(repeat):
         metrics = portfolio = None
         t = time.perf_counter()
-        metrics, portfolio = _vectorbt_pipeline(vbt, close, open_, fast_windows, slow_windows)
+        metrics, portfolio = pipeline(vbt, close, open_, fast_windows, slow_windows)
         walls.append(time.perf_counter() - t)
     peak = max_rss_mib()
     closed_trades = portfolio.trades.closed.count().to_numpy()  # for the comparison only
@@ -313,7 +326,7 @@ def worker_vectorbt(bars: int, combos: int, repeat: int) -> dict:
     table["closed_trades"] = closed_trades
     wall = statistics.median(walls)
     return {
-        "side": "vectorbt", "bars": bars, "combos": len(table), "repeat": repeat,
+        "side": "vectorbt", "fast_setup": fast_setup, "bars": bars, "combos": len(table), "repeat": repeat,
         "vectorbt": vbt.__version__, "import_s": import_s,
         "first_call_small_s": first_call_s, "second_call_small_s": second_call_s,
         "wall_s": walls, "wall_median_s": wall,
@@ -325,6 +338,34 @@ def worker_vectorbt(bars: int, combos: int, repeat: int) -> dict:
         "open_trades_counted_small": closed_vs_all,
         "table": table_records(table),
     }
+
+
+def worker_matched(bars: int, combos: int, repeat: int) -> dict:
+    """Time the matched fused loop (benchmarks/matched_loop.py): the machine's limit."""
+    import numba
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from matched_loop import matched_sweep
+
+    fast, slow = (np.array(w, dtype=np.int64) for w in paired(make_grid(combos)))
+    candles = make_candles(max(bars, 2))
+    open_, close = candles["open"].to_numpy(), candles["close"].to_numpy()
+    out = np.zeros((fast.shape[0], 4))
+    matched_sweep(open_[:WARMUP_BARS], close[:WARMUP_BARS], fast, slow, FEE_BPS, CASH,
+                  BARS_PER_YEAR, out)
+    walls = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        matched_sweep(open_, close, fast, slow, FEE_BPS, CASH, BARS_PER_YEAR, out)
+        walls.append(time.perf_counter() - t)
+    wall = statistics.median(walls)
+    table = [{"fast": int(f), "slow": int(s), "final_equity": float(o[0]), "trades": int(o[1]),
+              "sharpe": float(o[2])} for f, s, o in zip(fast, slow, out, strict=True)]
+    return {"side": "matched", "bars": bars, "combos": len(table), "repeat": repeat,
+            "threads": numba.config.NUMBA_NUM_THREADS, "wall_s": walls, "wall_median_s": wall,
+            "bar_combinations_per_s": bars * len(table) / wall, "rss_peak_mib": max_rss_mib(),
+            "rss_baseline_mib": 0.0, "table": table}
 
 
 def worker_cold(t0: float) -> dict:
@@ -445,21 +486,34 @@ def benchmark(options) -> dict:
         # the compiler used does not count in their peak.
         envs = {"mmats": cache_env(scratch, "sweep-mmats"),
                 "vectorbt": cache_env(scratch, "sweep-vectorbt")}
-        sides = ["mmats"] + ([] if options.skip_vectorbt else ["vectorbt"])
-        for side in sides:
+        envs["matched"] = envs["mmats"]
+        envs["vectorbt-fast"] = envs["vectorbt"]
+        sides = ["mmats", "matched"] + ([] if options.skip_vectorbt
+                                        else ["vectorbt", "vectorbt-fast"])
+        for side in ("mmats", "vectorbt")[:1 if options.skip_vectorbt else 2]:
             log(f"{side}: compiling with empty caches (warm-up on {WARMUP_BARS:,} bars)")
             figures["compile"][side] = run_worker(
                 ["--worker", side, "--bars", "0", "--combos", combos], envs[side])
         for size in sizes:
             row = {}
             for side in sides:
-                repeat = options.repeat or (1 if side == "vectorbt" and size >= 1_000_000
-                                            else 3)
+                repeat = options.repeat or (1 if side.startswith("vectorbt")
+                                            and size >= 1_000_000 else 3)
                 log(f"{side}: {size:,} bars x {combos} combinations, {repeat} run(s)"
-                    + (" (minutes, ~13 GiB)" if side == "vectorbt" and size >= 1_000_000
+                    + (" (minutes, ~13 GiB)" if side.startswith("vectorbt")
+                       and size >= 1_000_000
                        else ""))
                 row[side] = run_worker(["--worker", side, "--bars", str(size), "--combos",
                                         combos, "--repeat", str(repeat)], envs[side])
+            row["of_matched"] = (row["mmats"]["bar_combinations_per_s"]
+                                 / row["matched"]["bar_combinations_per_s"])
+            row["matched_final_equity_max_rel_diff"] = max(
+                relative_difference(m["final_equity"], x["final_equity"])
+                for m, x in zip(row["mmats"]["table"], row["matched"]["table"], strict=True))
+            if "vectorbt-fast" in row:
+                row["speedup_fast_setup"] = (row["mmats"]["bar_combinations_per_s"]
+                                             / row["vectorbt-fast"]["bar_combinations_per_s"])
+                row["agreement_fast_setup"] = compare(row["mmats"], row["vectorbt-fast"])
             if "vectorbt" in row:
                 row["agreement"] = compare(row["mmats"], row["vectorbt"])
                 row["speedup"] = (row["mmats"]["bar_combinations_per_s"]
@@ -569,8 +623,16 @@ def report(figures: dict) -> str:
         m = row["mmats"]
         lines.append(f"== {int(size):,} bars x {m['combos']} combinations "
                      f"({m['threads']} numba threads)")
-        loads = [row[side]["load_average_1min"] for side in ("mmats", "vectorbt") if side in row]
+        loads = {side: row[side]["load_average_1min"] for side in
+                 ("mmats", "matched", "vectorbt", "vectorbt-fast") if side in row}
         lines.append(f"  1-min load average before/after each worker: {loads}")
+        if "matched" in row:
+            x = row["matched"]
+            lines.append(f"  matched fused loop (benchmarks/matched_loop.py): "
+                         f"{_rate(x['bar_combinations_per_s'])}, median of {x['repeat']}; "
+                         f"final equity vs MMATS max rel diff "
+                         f"{_e(row['matched_final_equity_max_rel_diff'])}")
+            lines.append(f"  ratio MMATS / matched loop: {row['of_matched']:.2f}")
         lines.append(f"  MMATS sweep() wall, median of {m['repeat']}: "
                      f"{m['wall_median_s']:.3f} s  (runs {', '.join(f'{w:.3f}' for w in m['wall_s'])})")
         lines.append(f"  MMATS result.seconds (kernel), median:  {m['kernel_median_s']:.3f} s")
@@ -591,7 +653,14 @@ def report(figures: dict) -> str:
                          f" (warm disk cache), second {v['second_call_small_s']:.2f} s")
             lines.append(f"  vectorbt peak RSS: {_mib(v['rss_peak_mib'])}  (baseline "
                          f"{_mib(v['rss_baseline_mib'])}, +{_mib(v['rss_peak_mib'] - v['rss_baseline_mib'])})")
-            lines.append(f"  speed MMATS / vectorbt: {row['speedup']:.1f}x   "
+            if "vectorbt-fast" in row:
+                f = row["vectorbt-fast"]
+                lines.append(f"  vectorbt fastest set-up (plain index, vectorbt.returns.nb "
+                             f"metrics): {_rate(f['bar_combinations_per_s'])}, median of "
+                             f"{f['repeat']}; ratio MMATS / it: "
+                             f"{row['speedup_fast_setup']:.1f}x; final equity max rel diff "
+                             f"{_e(row['agreement_fast_setup']['final_equity_max_rel_diff'])}")
+            lines.append(f"  speed MMATS / vectorbt (as set up by a user): {row['speedup']:.1f}x   "
                          f"peak memory vectorbt / MMATS: {row['memory_ratio']:.1f}x")
             lines.append(f"  agreement over {a['combinations_compared']} combinations: final equity "
                          f"max rel diff {_e(a['final_equity_max_rel_diff'])}, total return "
@@ -641,6 +710,11 @@ def report(figures: dict) -> str:
 def targets(figures: dict) -> list[str]:
     """The issue's targets, met or not, from whatever was measured."""
     lines = ["== Targets"]
+    for size, row in figures["sweep"].items():
+        if "of_matched" in row:
+            lines.append(f"  MMATS >= 50 % of the matched fused loop at {int(size):,} bars: "
+                         f"{100 * row['of_matched']:.0f} % -> "
+                         f"{'met' if row['of_matched'] >= 0.5 else 'NOT met'}")
     sizes = [s for s, row in figures["sweep"].items() if "vectorbt" in row]
     for size in sizes:
         row = figures["sweep"][size]
@@ -687,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write the JSON figures to FILE, updated after each step")
     parser.add_argument("--report", metavar="FILE",
                         help="print the table of a JSON file saved from --json, run nothing")
-    parser.add_argument("--worker", choices=("mmats", "vectorbt", "cold"),
+    parser.add_argument("--worker", choices=("mmats", "matched", "vectorbt",
+                                             "vectorbt-fast", "cold"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--bars", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--t0", type=float, help=argparse.SUPPRESS)
@@ -696,8 +771,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.worker == "cold":
         emit(worker_cold(options.t0))
         return 0
+    if options.worker == "vectorbt-fast":
+        emit(worker_vectorbt(options.bars, options.combos, options.repeat or 1, True))
+        return 0
     if options.worker:
-        work = worker_mmats if options.worker == "mmats" else worker_vectorbt
+        work = {"mmats": worker_mmats, "matched": worker_matched,
+                "vectorbt": worker_vectorbt}[options.worker]
         emit(work(options.bars, options.combos, options.repeat or 1))
         return 0
 
