@@ -103,6 +103,7 @@ def missing_file_runs(config, folder):
                            folder / "fills.csv"),
         "keys list": (),  # its file: a folder where the encrypted file should be
         "warmup": data,
+        "models add": (folder / MISSING,),
     }
 
 
