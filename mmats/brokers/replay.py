@@ -60,6 +60,8 @@ class StoredBars:
 
     def _check(self, first: int, last: int) -> None:
         """Refuse a range holding a bad bar exactly as the DataFrame path does."""
+        if not self.bad:
+            return
         at = int(np.searchsorted(self._bad_at, first))
         if at < len(self._bad_at) and self._bad_at[at] < last:
             self.frame_range(first, last)  # raises BadBarError naming the first bad bar

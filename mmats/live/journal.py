@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import sqlite3
@@ -62,6 +61,7 @@ from mmats.live.journal_layout import (
     number_value,
     os_user,
     record_payload,
+    row_hash,
     text_value,
     ts_value,
 )
@@ -117,17 +117,6 @@ class VerifyReport:
                 "warnings": [vars(warning) for warning in self.warnings]}
 
 
-def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) -> str:
-    """sha256 (hex) of the canonical JSON of one row; blobs enter as hex text."""
-    canonical = {name: value.hex() if isinstance(value, bytes) else value
-                 for name, value in payload.items()}
-    text = _CANONICAL.encode({"table": table, "seq": seq, "ts_ns": ts_ns,
-                              "payload": canonical, "prev_hash": prev_hash})
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-# json.dumps with these options builds an encoder per call: half the cost of a row's hash
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 _CHAIN_INSERT = "INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)"
 
 

@@ -1,9 +1,12 @@
 """The journal's layout: its tables and their columns, the indexes its named queries use,
-and the values some columns may take. :mod:`mmats.live.journal` writes and reads it."""
+the values some columns may take, how ORDER/FILL records map to columns, and the
+canonical text each row's hash is taken of. :mod:`mmats.live.journal` writes and reads it."""
 
 from __future__ import annotations
 
+import functools
 import getpass
+import hashlib
 import json
 import math
 import os
@@ -186,3 +189,41 @@ def os_user() -> str:
         return getpass.getuser()
     except (OSError, KeyError):  # no password entry and no $USER/$LOGNAME (a bare container)
         return f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+# -- the hash chain's canonical text ------------------------------------------------
+
+def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) -> str:
+    """sha256 (hex) of the canonical JSON of one row; blobs enter as hex text."""
+    if table == "sleeve_states" and type(payload.get("dtype")) is str:  # noqa: E721
+        text = _state_row_text(seq, ts_ns, payload, prev_hash)
+        if text is not None:
+            return hashlib.sha256(text.encode("ascii")).hexdigest()
+    canonical = {name: value.hex() if isinstance(value, bytes) else value
+                 for name, value in payload.items()}
+    text = _CANONICAL.encode({"table": table, "seq": seq, "ts_ns": ts_ns,
+                              "payload": canonical, "prev_hash": prev_hash})
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _state_row_text(seq, ts_ns, payload: dict, prev_hash) -> str | None:
+    """The canonical JSON of a saved state's row, with its dtype's JSON made once (most of
+    the row's text, the same at every save); None for a row of other types."""
+    if payload.keys() != {"sleeve_id", "dtype", "state"} or not (
+            type(payload["sleeve_id"]) is str and type(payload["state"]) is bytes  # noqa: E721
+            and type(seq) is int and type(ts_ns) is int and type(prev_hash) is str):  # noqa: E721
+        return None
+    encode = _CANONICAL.encode
+    return (f'{{"payload":{{"dtype":{_dtype_json(payload["dtype"])},"sleeve_id":'
+            f'{encode(payload["sleeve_id"])},"state":"{payload["state"].hex()}"}},'
+            f'"prev_hash":{encode(prev_hash)},"seq":{seq},"table":"sleeve_states",'
+            f'"ts_ns":{ts_ns}}}')
+
+
+@functools.lru_cache(maxsize=32)
+def _dtype_json(text: str) -> str:
+    return _CANONICAL.encode(text)
+
+
+# json.dumps with these options builds an encoder per call: half the cost of a row's hash
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -182,3 +182,21 @@ def test_one_connection_writes_the_journal_a_fresh_one_per_tick_writes(candles, 
     one, cron = _journal_rows(tmp_path / "one.sqlite"), _journal_rows(path)
     assert one["sleeve_states"] and one["signals"] and one["fills"]
     assert one == cron  # every row: its seq, time and payload
+
+
+def test_a_state_rows_hash_is_the_canonical_json_of_the_row():
+    import hashlib
+    import json
+
+    from mmats.live.journal import _dtype_text, row_hash
+
+    state = np.zeros(1, STATE_DTYPE)
+    state["cash"] = 1.5
+    for sleeve_id in ("m0:ETH/BTC", 'quote " and \\ back', "ünïcode:€/₿", "nul\x00id"):
+        payload = {"sleeve_id": sleeve_id, "dtype": _dtype_text(STATE_DTYPE),
+                   "state": state.tobytes()}
+        text = json.dumps({"table": "sleeve_states", "seq": 12, "ts_ns": 3, "payload": {
+            **payload, "state": payload["state"].hex()}, "prev_hash": "ab" * 32},
+            sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        assert row_hash("sleeve_states", 12, 3, payload, "ab" * 32) == \
+            hashlib.sha256(text.encode("ascii")).hexdigest()
