@@ -46,7 +46,7 @@ from mmats.live import kill as killswitch
 from mmats.live.config import RunnerConfig
 from mmats.live.feed_watch import REST_GRACE_NS, FeedEvent, FeedWatch, StreamedSource
 from mmats.live.health import HealthServer
-from mmats.live.systemd import Notifier
+from mmats.live.systemd import CompileWatch, Notifier
 from mmats.live.wiring import RunnerBusy
 from mmats.types import TradingState
 
@@ -130,6 +130,7 @@ class Service:
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code, 0."""
         restore = self._install_signals()
+        compile_watch = CompileWatch(self.notifier).__enter__()  # a compile is no hang
         try:
             self._start()
             self.notifier.ready(f"serving {self.config.source} ({self.mode}, "
@@ -141,6 +142,7 @@ class Service:
         finally:
             self.notifier.stopping("stopping: the tick in progress finished")
             self._shutdown()
+            compile_watch.__exit__()
             restore()
         return 0
 

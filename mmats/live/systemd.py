@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 
 class Notifier:
@@ -65,3 +66,55 @@ class Notifier:
         self.sent.append(message.split("\n", 1)[0])
         del self.sent[:-20]
         return True
+
+
+class CompileWatch:
+    """Ping the watchdog from a thread while numba compiles, and only then.
+
+    The first tick after an install or an upgrade compiles the kernel: on a busy machine
+    one compile call runs for tens of seconds without returning to the code that pings,
+    and systemd would take it for a hang and restart the process, which compiles again.
+    Compiling is progress, so while a compile is under way (numba's ``numba:compile``
+    events) this thread pings every half watchdog period; outside a compile it sends
+    nothing, so a tick that truly hangs still stops the pings.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+        self.compiling = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listener = None
+
+    def __enter__(self) -> CompileWatch:
+        if self.notifier.watchdog_s is None:
+            return self
+        from numba.core import event
+
+        watch = self
+
+        class _Listener(event.Listener):
+            def on_start(self, _event) -> None:
+                watch.compiling += 1
+
+            def on_end(self, _event) -> None:
+                watch.compiling -= 1
+
+        self._listener = _Listener()
+        event.register("numba:compile", self._listener)
+        self._thread = threading.Thread(target=self._ping, name="compile-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _ping(self) -> None:
+        while not self._stop.wait(self.notifier.ping_interval_s()):
+            if self.compiling > 0:
+                self.notifier.watchdog()
+
+    def __exit__(self, *_exc) -> None:
+        if self._listener is not None:
+            from numba.core import event
+
+            event.unregister("numba:compile", self._listener)
+            self._stop.set()
+            self._thread.join(5)

@@ -316,3 +316,34 @@ def test_ticks_are_never_recorded_into_another_environments_store(tmp_path):
     assert "not recorded" in said[-1] and "'test'" in said[-1]
     (root / MARKER).write_text("dev\n")
     assert service._recorder("binance") is not None
+
+
+def test_a_numba_compile_keeps_the_watchdog_fed_and_nothing_else_does():
+    """While numba compiles (a first tick after an upgrade, tens of seconds on a busy
+    machine) the compile watch pings; before and after it, it sends nothing, so a tick
+    that truly hangs still starves the watchdog."""
+    from numba import njit
+
+    from mmats.live.systemd import CompileWatch, Notifier
+
+    notify = _NotifySocket()
+    try:
+        notifier = Notifier(notify.path, watchdog_usec="40000")  # ping every 20 ms
+        with CompileWatch(notifier):
+            time.sleep(0.3)
+            idle = notify.count("WATCHDOG=1")
+            started = time.time()
+            namespace = {}
+            body = "\n".join(f"    x = x * {k + 1.5} + math.sin(x) / {k + 2}" for k in range(60))
+            exec(f"import math\ndef heavy(x):\n{body}\n    return x\n", namespace)
+            njit(namespace["heavy"])(1.0)  # a fresh function: compiled, never cached
+            finished = time.time()
+            time.sleep(0.3)
+        during = [t for t, m in zip(notify.times, notify.heard, strict=True)
+                  if m == "WATCHDOG=1" and started <= t <= finished + 0.05]
+        after = [t for t, m in zip(notify.times, notify.heard, strict=True)
+                 if m == "WATCHDOG=1" and t > finished + 0.1]
+    finally:
+        notify.close()
+    assert idle == 0 and after == []
+    assert finished - started > 0.1 and len(during) >= 2, (finished - started, len(during))
