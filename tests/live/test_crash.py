@@ -18,7 +18,7 @@ from mmats.live.config import parse_config
 from mmats.live.journal import Journal
 from mmats.live.replay import replay
 
-BARS = 1200
+BARS = 3000  # enough that the 50 kills land while bars are still being journaled
 CONFIG = {
     "mode": "paper",
     "markets": {"crypto": {"type": "crypto", "feed": "bittrex", "execution": "paper",
