@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         found = search("rsi_reversion", prices, GRID, method=method, trials=trials,
                        batch=64, seed=options.seed, check_lookahead_bias=False)
         seconds = time.perf_counter() - started
+        scored = found.table["sharpe"]
+        if not scored.notna().any():
+            print(f"{method}, {trials} trials: all {len(scored)} scores NaN "
+                  f"(trades: {found.table['trades'].describe().to_dict()})")
+            continue
         best = found.best
         rank = ranks[(best["period"], best["lower"], best["upper"])]
         rows.append((f"{method}, {trials} trials", seconds, found.n_trials, best["sharpe"],

@@ -63,8 +63,13 @@ class SearchResult(SweepResult):
 
     @property
     def best(self) -> pd.Series:
-        """The row of the best candidate by the searched metric."""
-        return self.table.loc[self.table[self.metric].idxmax()]
+        """The row of the best candidate by the searched metric (NaN scores, such as the
+        Sharpe ratio of a candidate that never trades, are passed over)."""
+        scores = self.table[self.metric]
+        if not scores.notna().any():
+            raise ConfigError(f"none of the {len(self.table)} candidates scored has a "
+                              f"finite {self.metric}; try another metric or grid")
+        return self.table.loc[scores.idxmax()]
 
 
 def search(

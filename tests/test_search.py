@@ -83,3 +83,15 @@ def test_bad_search_options_are_named(options, message):
     with pytest.raises(ConfigError) as error:
         search("ema_cross", DATA, **options)
     assert message in str(error.value)
+
+
+def test_best_passes_over_nan_scores_and_says_when_all_are_nan():
+    from mmats.search import SearchResult
+
+    table = pd.DataFrame({"fast": [5, 10, 15], "slow": [50, 60, 70],
+                          "sharpe": [np.nan, 1.5, 0.5]})
+    result = SearchResult("ema_cross", table, 0, 0.0, 0, None, metric="sharpe")
+    assert result.best["fast"] == 10
+    result.table["sharpe"] = np.nan
+    with pytest.raises(ConfigError, match="none of the 3 candidates scored has a finite"):
+        _ = result.best
