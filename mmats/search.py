@@ -136,20 +136,9 @@ class _Space:
     """The grid as positions: each parameter's values, sorted, indexed 0..k-1."""
 
     def __init__(self, strategy: Strategy, grid: dict | None):
-        grid = dict(strategy.grid if grid is None else grid)
-        unknown = sorted(set(grid) - set(strategy.param_names))
-        if unknown:
-            raise ConfigError(f"grid names {', '.join(map(repr, unknown))} are not "
-                              f"parameters of strategy {strategy.name!r}")
         self.strategy = strategy
-        self.axes = {}
-        for name in strategy.param_names:
-            values = grid.get(name, [strategy.defaults[name]])
-            if not isinstance(values, list | tuple | range | np.ndarray):
-                values = [values]
-            if len(values) == 0:
-                raise ConfigError(f"grid for parameter {name!r} is empty")
-            self.axes[name] = sorted({strategy.param_value(name, v) for v in values})
+        self.axes = {name: sorted(set(values))
+                     for name, values in strategy.grid_axes(grid).items()}
         self.size = math.prod(len(v) for v in self.axes.values())
 
     def combo(self, positions: dict[str, int]) -> dict:

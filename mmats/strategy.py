@@ -149,12 +149,9 @@ class Strategy:
         hook = getattr(self.module, "valid", None)
         return bool(hook(**params)) if callable(hook) else True
 
-    def combinations(self, grid: dict | None = None) -> tuple[list[dict], int]:
-        """All parameter sets of ``grid`` (default ``PARAMS``) the strategy accepts.
-
-        Returns ``(valid combinations, number skipped as invalid)``. Names missing from
-        ``grid`` take their DEFAULTS value.
-        """
+    def grid_axes(self, grid: dict | None = None) -> dict[str, list]:
+        """Each parameter's checked values in ``grid`` (default ``PARAMS``), in the
+        strategy's parameter order; names missing from ``grid`` take their DEFAULTS value."""
         grid = dict(self.grid if grid is None else grid)
         unknown = sorted(set(grid) - set(self.param_names))
         if unknown:
@@ -162,16 +159,24 @@ class Strategy:
                 f"grid names {', '.join(map(repr, unknown))} are not parameters of "
                 f"strategy {self.name!r} ({', '.join(self.param_names)})"
             )
-        axes = []
+        axes = {}
         for name in self.param_names:
             values = grid.get(name, [self.defaults[name]])
             if not isinstance(values, list | tuple | range | np.ndarray):
                 values = [values]
             if len(values) == 0:
                 raise ConfigError(f"grid for parameter {name!r} is empty")
-            axes.append([self.param_value(name, value) for value in values])
+            axes[name] = [self.param_value(name, value) for value in values]
+        return axes
+
+    def combinations(self, grid: dict | None = None) -> tuple[list[dict], int]:
+        """All parameter sets of ``grid`` (default ``PARAMS``) the strategy accepts.
+
+        Returns ``(valid combinations, number skipped as invalid)``. Names missing from
+        ``grid`` take their DEFAULTS value.
+        """
         valid, skipped = [], 0
-        for combo in itertools.product(*axes):
+        for combo in itertools.product(*self.grid_axes(grid).values()):
             params = dict(zip(self.param_names, combo, strict=True))
             if self.is_valid(params):
                 valid.append(params)
