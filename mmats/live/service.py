@@ -244,6 +244,9 @@ class Service:
                                                   f"; bars to {newest}"))
         record["duration_s"] = round(time.monotonic() - started, 4)
         record["finished"] = time.time()
+        # The sleeves' states are read before the tick is published: a reader that sees
+        # the tick counted (``/health``, a test waiting on ``ticks``) sees its outcome.
+        self._read_trading()
         self.ticks += 1
         self.last_tick = record
         self.tick_log.append(record)
@@ -255,7 +258,6 @@ class Service:
                     self._pending.first_seen.pop(key, None)
         for market, step in self._steps.items():
             self._next_close[market] = (now_ns // step + 1) * step
-        self._read_trading()
         self._plan_retries(now_ns)
 
     def _refresh_models(self, reason: str) -> None:

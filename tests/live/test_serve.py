@@ -300,6 +300,32 @@ def test_health_says_starting_until_the_first_tick_ends(tmp_path):
     assert service.health()["status"] in ("ok", "degraded")
 
 
+def test_a_counted_tick_is_seen_with_its_outcome(tmp_path):
+    """Whoever sees ``ticks`` grow (``/health``, a control waiting on a kill) sees the
+    sleeves' states that tick left, even when reading them back is slow."""
+    config = load_config(_config(tmp_path))
+    start = pd.Timestamp(START, tz="UTC").value + 60_000_000_000
+    service = Service(config, health_port=None, say=lambda _: None,
+                      clock=RehearsalClock(start, 1.0))
+    read = service._read_trading
+
+    def slow_read():
+        time.sleep(0.5)
+        read()
+    service._read_trading = slow_read
+    seen = []
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    try:
+        _wait(lambda: service.ticks >= 1, 120, "the first tick")
+        seen.append(service.health())
+    finally:
+        service.stop()
+        thread.join(60)
+    assert seen[0]["trading"] == {"ema:ETH/BTC": "ACTIVE"}
+    assert seen[0]["status"] in ("ok", "degraded")
+
+
 def test_ticks_are_never_recorded_into_another_environments_store(tmp_path):
     """A store marked for another environment gets no tick recorder (the first tick would
     refuse the store; a recorder must not write into it before or despite that)."""
