@@ -19,9 +19,10 @@ close. So a backtest sees each bar's sentiment exactly as the live runner, readi
 same records at that close, would: no record from after a decision reaches it.
 
 **The rule** (:class:`SentimentRule`) turns a bar's sentiment and the direction the
-strategy wants into a confidence multiplier in [0, 1] and a size cap in [0, 1]:
-sentiment against the position lowers confidence in proportion, and strong opposition
-caps the size. Sentiment never opens or flips a position by itself.
+strategy wants into a confidence multiplier in [0, 1] and a size cap (the largest
+absolute exposure allowed; infinite when none): sentiment against the position lowers
+confidence in proportion, and strong opposition caps the size. Sentiment never opens or
+flips a position by itself (:func:`mmats.nb.exposure.effective_signal` applies both).
 """
 
 from __future__ import annotations
@@ -236,23 +237,25 @@ def sentiment_factor(sentiment, direction, weight, cap_above, cap):
 
     ``direction`` is the sign of the exposure the strategy wants. The opposition is how
     far the sentiment points against it (0 when it agrees, is NaN, or there is no
-    position wanted): the multiplier is ``1 - weight * opposition``, and the size is
-    capped at ``cap`` once the opposition reaches ``cap_above``.
+    position wanted): the multiplier is ``1 - weight * opposition``, and the absolute
+    exposure is capped at ``cap`` once the opposition reaches ``cap_above`` (the cap is
+    infinite otherwise: no sentiment never limits a leveraged model).
     """
     if math.isnan(sentiment) or direction == 0.0:
-        return 1.0, 1.0
+        return 1.0, math.inf
     opposition = -sentiment if direction > 0.0 else sentiment
     if opposition <= 0.0:
-        return 1.0, 1.0
-    size_cap = cap if opposition >= cap_above else 1.0
+        return 1.0, math.inf
+    size_cap = cap if opposition >= cap_above else math.inf
     return 1.0 - weight * opposition, size_cap
 
 
 @dataclass(frozen=True)
 class SentimentRule:
     """How a model reads sentiment (configured per model): ``weight`` in [0, 1], how
-    much full opposition lowers confidence; ``cap`` in [0, 1], the size cap once the
-    opposition reaches ``cap_above`` in (0, 1]; ``how``: ``mean`` or ``last``."""
+    much full opposition lowers confidence; ``cap`` in [0, 1], the largest absolute
+    exposure once the opposition reaches ``cap_above`` in (0, 1]; ``how``: ``mean`` or
+    ``last``."""
 
     weight: float = 0.5
     cap_above: float = 0.6
@@ -292,7 +295,7 @@ class SentimentRule:
 def _apply(sentiment, exposure, weight, cap_above, cap):
     n = sentiment.shape[0]
     multiplier = np.ones(n)
-    size_cap = np.ones(n)
+    size_cap = np.full(n, np.inf)
     for i in range(n):
         wanted = exposure[i]
         direction = 0.0 if math.isnan(wanted) else (1.0 if wanted > 0.0 else

@@ -177,7 +177,8 @@ def test_the_rule_lowers_confidence_and_caps_size_only_against_the_position():
     exposure = np.array([1.0, 1.0, 1.0, 1.0, -0.5, 0.0, np.nan])
     multiplier, cap = rule.apply(sentiment, exposure)
     np.testing.assert_allclose(multiplier, [1.0, 1.0, 0.8, 0.6, 0.6, 1.0, 1.0])
-    np.testing.assert_allclose(cap, [1.0, 1.0, 1.0, 0.25, 0.25, 1.0, 1.0])
+    inf = np.inf
+    np.testing.assert_allclose(cap, [inf, inf, inf, 0.25, 0.25, inf, inf])
     assert sentiment_factor(-1.0, 1.0, 1.0, 1.0, 0.0) == (0.0, 0.0)
 
 
