@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -193,3 +194,26 @@ def test_a_bad_rule_names_its_key(values, message):
     with pytest.raises(ConfigError) as error:
         SentimentRule.from_dict(values)
     assert message in str(error.value)
+
+
+def test_the_synthetic_sample_ships_whole_and_is_its_generators_output(tmp_path):
+    """The sample reads with no refusal, lies within the ETH/BTC candles, stamps a few
+    records exactly at a close, and is what research/make_sentiment_sample.py writes."""
+    import importlib.util
+
+    import mmats
+
+    sample = Path(mmats.__file__).parent / "data" / "sample" / "sentiment" / "ETH_BTC.jsonl"
+    records = read_sentiment(sample, strict=True)
+    assert len(records) > 200 and set(records.frame["symbol"]) == {"ETH/BTC"}
+    assert records.frame["ts_ns"].is_monotonic_increasing
+    on_close = records.frame["ts_ns"] % (5 * 60 * 10**9) == 0
+    assert 0 < on_close.sum() < len(records) // 5
+    root = Path(mmats.__file__).parents[1] / "research" / "make_sentiment_sample.py"
+    if not root.exists():
+        pytest.skip("an installed copy without the research folder")
+    spec = importlib.util.spec_from_file_location("make_sentiment_sample", root)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(tmp_path / "again.jsonl")
+    assert (tmp_path / "again.jsonl").read_bytes() == sample.read_bytes()
