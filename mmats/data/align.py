@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmats.data.calendar import timeframe_ns
+from mmats.data.calendar import timeframe_name, timeframe_ns
 from mmats.errors import ConfigError, DataError
 
 FIELDS = ("open", "high", "low", "close", "volume")
@@ -76,18 +76,10 @@ def higher_timeframe(own_open_ns: np.ndarray, own_bar_ns: int, values: dict[str,
         raise DataError(f"higher_timeframe needs {', '.join(missing)}")
     own = np.asarray(own_open_ns, dtype=np.int64)
     bucket_ts, buckets = resample_arrays(own, {k: values[k] for k in FIELDS}, timeframe,
-                                         source_timeframe=None if own.size < 2 else
-                                         _timeframe_text(own_bar_ns),
+                                         source_timeframe=timeframe_name(own_bar_ns),
                                          drop_incomplete=True)
     if bucket_ts.size and bucket_ts[0] != own[0]:  # the first bucket began before the data
         bucket_ts = bucket_ts[1:]
         buckets = {k: v[1:] for k, v in buckets.items()}
     return align_asof(own, own_bar_ns, bucket_ts, target_ns, buckets)
 
-
-def _timeframe_text(bar_ns: int) -> str:
-    seconds = bar_ns // 1_000_000_000
-    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
