@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -58,9 +58,18 @@ class Market:
     calendar: str
     symbol: str | None = None
     venue: str | None = None
+    # a strategy's extra inputs aligned to these bars (with_inputs); part of `arrays`
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.ts_ns.shape[0]
+
+    def take(self, bars) -> Market:
+        """The bars ``bars`` (a slice or an index array), extra inputs included."""
+        return Market(ts_ns=self.ts_ns[bars], open=self.open[bars], high=self.high[bars],
+                      low=self.low[bars], close=self.close[bars], volume=self.volume[bars],
+                      timeframe=self.timeframe, calendar=self.calendar, symbol=self.symbol,
+                      venue=self.venue, extras={k: v[bars] for k, v in self.extras.items()})
 
     @property
     def day(self) -> np.ndarray:
@@ -69,7 +78,7 @@ class Market:
     @property
     def arrays(self) -> dict[str, np.ndarray]:
         return {"ts": self.ts_ns, "open": self.open, "high": self.high, "low": self.low,
-                "close": self.close, "volume": self.volume}
+                "close": self.close, "volume": self.volume, **self.extras}
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -127,6 +136,31 @@ def market(data: Any, *, timeframe: str | None = None, calendar: str | None = No
     check_calendar(calendar)
     return Market(ts_ns=np.ascontiguousarray(ts_ns), timeframe=timeframe, calendar=calendar,
                   symbol=symbol or attrs.get("symbol"), venue=attrs.get("venue"), **columns)
+
+
+def with_inputs(prices: Market, strategy: Strategy, extra_data: dict | None = None) -> Market:
+    """``prices`` with ``strategy``'s extra inputs (``INPUTS``) aligned to its bars: its
+    own symbol at longer timeframes, built from its bars, and other symbols or venues from
+    ``extra_data`` (``{"VENUE:SYMBOL:TIMEFRAME": candles}``) or else the candle store.
+    A strategy without extra inputs gets ``prices`` as they are."""
+    if not strategy.inputs:
+        return prices
+    from mmats.data.extras import extra_arrays, load_others, parse_inputs, series_needed
+
+    inputs = parse_inputs(strategy.input_specs, f"strategy {strategy.name!r}")
+    keys = series_needed(inputs, venue=prices.venue, symbol=prices.symbol,
+                         timeframe=prices.timeframe)
+    unnamed = [key for key in keys if None in key]
+    if unnamed:
+        raise ConfigError(
+            f"strategy {strategy.name!r} reads another series relative to its own venue and "
+            "symbol, which these candles do not say: load them by VENUE:SYMBOL:TIMEFRAME, "
+            "or name the venue and symbol in INPUTS")
+    own = {"ts": prices.ts_ns, "open": prices.open, "high": prices.high, "low": prices.low,
+           "close": prices.close, "volume": prices.volume}
+    extras = extra_arrays(inputs, own, prices.timeframe, venue=prices.venue,
+                          symbol=prices.symbol, others=load_others(keys, given=extra_data))
+    return replace(prices, extras=extras)
 
 
 @dataclass
@@ -196,6 +230,7 @@ def backtest(
     start: Any = None,
     state: np.ndarray | None = None,
     check_lookahead_bias: bool = True,
+    extra_data: dict | None = None,
     **settings,
 ) -> BacktestResult:
     """Backtest one strategy with one parameter set over candles.
@@ -206,11 +241,13 @@ def backtest(
     default the first bar). ``state`` continues from a previous run's final state
     (walk-forward carries equity and positions this way); otherwise a fresh sleeve with
     ``cash``. Raises :class:`LookaheadError` if the strategy peeks at later bars, unless
-    ``check_lookahead_bias=False``.
+    ``check_lookahead_bias=False``. A strategy with extra inputs (``INPUTS``) reads other
+    series from ``extra_data`` (``{"VENUE:SYMBOL:TIMEFRAME": candles}``) or the store.
     """
     strategy = load_strategy(strategy)
     config = sleeve_config(config, settings)
-    prices = market(data, timeframe=timeframe, calendar=calendar)
+    prices = with_inputs(market(data, timeframe=timeframe, calendar=calendar), strategy,
+                         extra_data)
     params = strategy.resolve_params(params)
     if check_lookahead_bias:
         require_no_lookahead(strategy, prices, params)

@@ -37,7 +37,7 @@ from mmats.data.schema import PRICE_COLUMNS
 from mmats.errors import StrategyError
 from mmats.strategy import SignalOutput, Strategy
 
-OUTPUTS = ("exposure", "stop_distance", "take_profit_distance")
+OUTPUTS = ("exposure", "stop_distance", "take_profit_distance", "confidence")
 # Every later bar ×10 / ÷10 (volume too): the opposite pair, run at every cut.
 JUMP = 10.0
 CONTINUATIONS = ("spike", "crash", "flat", "reversed", "noise")
@@ -62,7 +62,7 @@ PER_CUT = 3
 @dataclass(frozen=True)
 class Violation:
     check: str  # "truncation", "perturbation:<continuation>" or "recursive"
-    output: str  # exposure / stop_distance / take_profit_distance
+    output: str  # exposure / stop_distance / take_profit_distance / confidence
     bar: int
     cut: int  # truncation/perturbation: last bar kept; recursive: bars of history given
     full_value: float
@@ -158,7 +158,8 @@ def check_lookahead(
     """Run the truncation, perturbation and recursive checks; return a report (never
     raises on a violation).
 
-    ``arrays`` holds ``open, high, low, close, volume`` (and optionally ``ts``). After the
+    ``arrays`` holds ``open, high, low, close, volume`` (and optionally ``ts``, and the
+    strategy's extra inputs aligned to its bars, which are cut and bent too). After the
     warm-up, ``n_cuts`` bars are drawn at random (seeded): each is truncated and
     perturbed with every one of ``continuations``. A further ``block`` consecutive bars
     (at a seeded place) are perturbed with the opposite pair, spike and crash, so any
@@ -362,8 +363,28 @@ def _continuation(kind: str, arrays, cut: int, seed: int) -> dict[str, np.ndarra
                 "volume": arrays["volume"][future]}
     else:
         made = _noise(arrays, cut, np.random.default_rng((seed, cut)))
+    for key in arrays:  # a strategy's extra inputs (other timeframes, symbols) bend too
+        if key not in made and key != "ts":
+            made[key] = _bend_extra(kind, arrays[key], cut, seed)
     return {key: (np.concatenate((value[: cut + 1], made[key])) if key in made else value)
             for key, value in arrays.items()}
+
+
+def _bend_extra(kind: str, values: np.ndarray, cut: int, seed: int) -> np.ndarray:
+    """A made-up future for an extra input (any sign, any scale): shifted and scaled up
+    or down, held flat at the cut's value, run backwards, or shuffled. The values up to
+    the cut are the aligned series' as the strategy saw them; a peek past the cut meets
+    one of these."""
+    future = values[cut + 1:]
+    if kind == "spike":
+        return future * JUMP + JUMP
+    if kind == "crash":
+        return future / JUMP - JUMP
+    if kind == "flat":
+        return np.full(future.shape[0], values[cut])
+    if kind == "reversed":
+        return future[::-1].copy()
+    return np.random.default_rng((seed, cut, 1)).permutation(future)
 
 
 def _noise(arrays, cut: int, rng) -> dict[str, np.ndarray]:

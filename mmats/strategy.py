@@ -58,6 +58,7 @@ class SignalOutput:
     exposure: np.ndarray
     stop_distance: np.ndarray | None = None
     take_profit_distance: np.ndarray | None = None
+    confidence: np.ndarray | None = None  # in [0, 1] (NaN: none said), when declared
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class Strategy:
     source_hash: str
     param_signs: dict[str, str] = field(default_factory=dict)  # positive, non-negative, any
     version: str = ""  # an installed model package's version (mmats.packages); else ""
+    inputs: tuple[str, ...] = ()  # extra input arrays signal takes after the prices
+    input_specs: dict = field(default_factory=dict)  # INPUTS as declared (mmats.data.extras)
+    outputs: tuple[str, ...] = ()  # OUTPUTS as declared; () = (exposure[, stop[, take]])
 
     @property
     def is_numba(self) -> bool:
@@ -188,6 +192,8 @@ class Strategy:
         """Call ``signal`` on price arrays and check its output against the contract."""
         params = self.resolve_params(params)
         prices = [np.ascontiguousarray(arrays[name], dtype=np.float64) for name in PRICE_ARGS]
+        if self.inputs:
+            prices += self._extra_arrays(arrays, prices[0].shape[0])
         try:
             raw = self.signal(*prices, **params)
         except StrategyError:
@@ -197,7 +203,25 @@ class Strategy:
                 f"strategy {self.name!r} ({self.path}) failed with params {params}: "
                 f"{type(error).__name__}: {error}"
             ) from error
+        if self.outputs:
+            return validate_named_output(self.name, self.outputs, raw, prices[0].shape[0])
         return validate_output(self.name, raw, prices[0].shape[0])
+
+    def _extra_arrays(self, arrays: dict, n_bars: int) -> list[np.ndarray]:
+        missing = [name for name in self.inputs if name not in arrays]
+        if missing:
+            raise StrategyError(
+                f"strategy {self.name!r} reads the extra input {missing[0]!r} "
+                f"({self.input_specs.get(missing[0])}), which was not given: build the "
+                "arrays with backtest()/sweep() (or mmats.data.extras) from candles that "
+                "say their venue and symbol, or pass extra_data=")
+        extras = [np.ascontiguousarray(arrays[name], dtype=np.float64) for name in self.inputs]
+        for name, values in zip(self.inputs, extras, strict=True):
+            if values.shape != (n_bars,):
+                raise StrategyError(f"strategy {self.name!r}: the extra input {name!r} has "
+                                    f"shape {values.shape}; expected ({n_bars},)")
+        return extras
+
 
 
 def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
@@ -241,6 +265,37 @@ def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
                 f"or NaN ({bad.size} bars in all)"
             )
     return SignalOutput(*checked)
+
+
+OUTPUT_NAMES = ("exposure", "stop_distance", "take_profit_distance", "confidence")
+
+
+def validate_named_output(name: str, outputs: tuple[str, ...], raw, n_bars: int
+                          ) -> SignalOutput:
+    """Check the output of a strategy that declares ``OUTPUTS`` (its tuple's names, in
+    order): each a float64 array of ``n_bars`` values, exposure in [-1, 1], distances
+    > 0, confidence in [0, 1] (NaN allowed everywhere)."""
+    parts = raw if isinstance(raw, tuple) else (raw,)
+    if len(parts) != len(outputs):
+        raise StrategyError(f"strategy {name!r} returned {len(parts)} array(s); its OUTPUTS "
+                            f"declare {len(outputs)}: {', '.join(outputs)}")
+    named = dict(zip(outputs, parts, strict=True))
+    checked = validate_output(name, tuple(named[key] for key in OUTPUT_NAMES[:3]
+                                          if key in named), n_bars)
+    confidence = named.get("confidence")
+    if confidence is not None:
+        if not isinstance(confidence, np.ndarray) or confidence.dtype != np.float64 \
+                or confidence.shape != (n_bars,):
+            raise StrategyError(f"strategy {name!r}: confidence must be a float64 array of "
+                                f"{n_bars} values, one per bar")
+        bad = np.flatnonzero(~np.isnan(confidence) & ((confidence < 0.0) | (confidence > 1.0)))
+        if bad.size:
+            raise StrategyError(
+                f"strategy {name!r}: confidence {float(confidence[bad[0]])!r} at bar "
+                f"{bad[0]} is outside [0, 1] ({bad.size} bars in all)")
+    return SignalOutput(checked.exposure, checked.stop_distance if "stop_distance" in named
+                        else None, named.get("take_profit_distance") if
+                        "take_profit_distance" in named else None, confidence)
 
 
 def strategy_dirs() -> list[Path]:
@@ -388,7 +443,9 @@ def _describe(module: ModuleType, name: str, path: Path, digest: str) -> Strateg
             f"strategy {path}: signal must start with (open, high, low, close, volume), "
             f"found ({', '.join(arguments[:5])})"
         )
-    param_names = tuple(arguments[5:])
+    inputs, input_specs = _declared_inputs(module, path, arguments)
+    outputs = _declared_outputs(module, path)
+    param_names = tuple(arguments[5 + len(inputs):])
     grid = getattr(module, "PARAMS", None)
     defaults = getattr(module, "DEFAULTS", None)
     if not isinstance(grid, dict) or not isinstance(defaults, dict):
@@ -422,12 +479,46 @@ def _describe(module: ModuleType, name: str, path: Path, digest: str) -> Strateg
         defaults={key: defaults[key] for key in param_names},
         source_hash=digest,
         param_signs=param_signs,
+        inputs=inputs,
+        input_specs=input_specs,
+        outputs=outputs,
     )
     try:
         strategy.resolve_params()
     except ConfigError as error:
         raise StrategyError(f"strategy {path}: its DEFAULTS are refused: {error}") from None
     return strategy
+
+
+def _declared_inputs(module: ModuleType, path, arguments: list[str]
+                     ) -> tuple[tuple[str, ...], dict]:
+    """The names of ``INPUTS`` (the arrays ``signal`` takes after the prices, in that
+    order). What each means is checked where its array is built (:mod:`mmats.data.extras`)."""
+    declared = getattr(module, "INPUTS", None)
+    if declared is None:
+        return (), {}
+    if not isinstance(declared, dict) or not all(isinstance(k, str) for k in declared):
+        raise StrategyError(f"strategy {path}: INPUTS must be a dict {{name: {{...}}}}")
+    names = tuple(declared)
+    if tuple(arguments[5:5 + len(names)]) != names:
+        raise StrategyError(
+            f"strategy {path}: signal must take its INPUTS right after the prices, in order: "
+            f"(open, high, low, close, volume, {', '.join(names)}, ...), found "
+            f"({', '.join(arguments[:5 + len(names)])})")
+    return names, dict(declared)
+
+
+def _declared_outputs(module: ModuleType, path) -> tuple[str, ...]:
+    """``OUTPUTS``: the names of the arrays ``signal`` returns, exposure first."""
+    declared = getattr(module, "OUTPUTS", None)
+    if declared is None:
+        return ()
+    names = tuple(declared) if isinstance(declared, list | tuple) else None
+    if not names or names[0] != "exposure" or len(set(names)) != len(names) or \
+            any(name not in OUTPUT_NAMES for name in names):
+        raise StrategyError(f"strategy {path}: OUTPUTS must name exposure first, then any "
+                            f"of {', '.join(OUTPUT_NAMES[1:])} once each; found {declared!r}")
+    return names
 
 
 def cache_dir() -> Path:
