@@ -38,7 +38,7 @@ from mmats.data.schema import VALUE_COLUMNS
 from mmats.errors import ConfigError, DataError, LookaheadError
 from mmats.lookahead import check_lookahead
 from mmats.records import records_frame
-from mmats.sleeve import SleeveConfig, new_metrics, new_state
+from mmats.sleeve import SleeveConfig, acted_signal, new_metrics, new_state
 from mmats.strategy import Strategy, load_strategy
 from mmats.types import METRIC_NAMES
 from mmats.units import DAY_NS
@@ -174,12 +174,14 @@ class BacktestResult:
     market: Market
     equity: pd.Series
     position: pd.Series
-    signal: pd.Series
+    signal: pd.Series  # the strategy's exposure
     fills: np.ndarray
     orders: np.ndarray
     trades: np.ndarray
     metrics: dict[str, float]
     state: np.ndarray = field(repr=False)
+    confidence: pd.Series | None = None  # the strategy's confidence (when it gives one)
+    acted: pd.Series | None = None  # the exposure the bar step acted on (after confidence)
 
     @property
     def returns(self) -> pd.Series:
@@ -280,6 +282,7 @@ def simulate_signal(strategy: Strategy, params: dict, config: SleeveConfig, pric
 
     empty = np.empty(0)
     window = slice(first, None)
+    acted = acted_signal(output, config)
     stops = output.stop_distance[window] if output.stop_distance is not None else empty
     targets = (output.take_profit_distance[window]
                if output.take_profit_distance is not None else empty)
@@ -287,7 +290,7 @@ def simulate_signal(strategy: Strategy, params: dict, config: SleeveConfig, pric
     equity, position, fills, orders, trades = simulate(
         prices.ts_ns[window], prices.day[window], prices.open[window], prices.high[window],
         prices.low[window], prices.close[window], prices.volume[window],
-        np.ascontiguousarray(output.exposure[window]), np.ascontiguousarray(stops),
+        np.ascontiguousarray(acted[window]), np.ascontiguousarray(stops),
         np.ascontiguousarray(targets), cfg, state, metrics,
     )
     for records in (fills, orders):  # bar indices count from the start of `data`
@@ -307,6 +310,9 @@ def simulate_signal(strategy: Strategy, params: dict, config: SleeveConfig, pric
         equity=pd.Series(equity, index=index, name="equity"),
         position=pd.Series(position, index=index, name="position"),
         signal=pd.Series(output.exposure[window], index=index, name="signal"),
+        confidence=None if output.confidence is None else
+        pd.Series(output.confidence[window], index=index, name="confidence"),
+        acted=pd.Series(acted[window], index=index, name="acted"),
         fills=fills,
         orders=orders,
         trades=trades,
@@ -375,6 +381,7 @@ def sweep(
     chunks: int | None = None,
     period_returns: str | None = None,
     cluster: Any = None,
+    extra_data: dict | None = None,
     **settings,
 ) -> SweepResult:
     """Evaluate every parameter combination of ``grid`` (default: the strategy's PARAMS).
@@ -401,7 +408,7 @@ def sweep(
             return sweep(strategy, data, grid, cash=cash, config=config, timeframe=timeframe,
                          calendar=calendar, check_lookahead_bias=check_lookahead_bias,
                          progress=progress, chunks=chunks, period_returns=period_returns,
-                         cluster=client, **settings)
+                         cluster=client, extra_data=extra_data, **settings)
     strategy = load_strategy(strategy)
     config = sleeve_config(config, settings)
     combos, skipped = strategy.combinations(grid)
@@ -411,7 +418,8 @@ def sweep(
     datasets = _datasets(data)
     frames, seconds, bar_combinations, returns = [], 0.0, 0, []
     for symbol, candles in datasets:
-        prices = market(candles, timeframe=timeframe, calendar=calendar, symbol=symbol)
+        prices = with_inputs(market(candles, timeframe=timeframe, calendar=calendar,
+                                    symbol=symbol), strategy, extra_data)
         if check_lookahead_bias:
             for params in lookahead_samples(strategy, combos):
                 require_no_lookahead(strategy, prices, params)
@@ -481,7 +489,9 @@ def _sweep_market(strategy, prices, combos, config, cash, progress, chunks, samp
               prices.volume)
     bar_ns = prices.bar_ns
     bar = _progress(len(combos), progress, strategy.name)
-    if strategy.is_numba:
+    # The fused kernel calls signal(prices, params) itself; a strategy with extra inputs or
+    # named outputs (confidence) is run here and its acted signal simulated, like numpy's.
+    if strategy.is_numba and not (strategy.inputs or strategy.outputs):
         kernel = sweep_kernel(strategy, n_outputs, cfg)  # specialised to cfg
         n_chunks = chunks or (min(50, max(1, len(combos) // 8)) if progress else 1)
         for block in np.array_split(np.arange(len(combos)), n_chunks):
@@ -491,12 +501,12 @@ def _sweep_market(strategy, prices, combos, config, cash, progress, chunks, samp
             kernel(*inputs, *(columns[n][lo:hi] for n in strategy.param_names), cfg,
                    float(cash), bar_ns, values[lo:hi], sample_bars, equity[lo:hi])
             bar.update(hi - lo)
-    else:  # a numpy strategy: signals in Python, the simulation still in numba
+    else:  # signals in Python, the simulation still in numba
         empty = np.empty(0)
         run_metrics = specialised_run_metrics(cfg, n_outputs)
         for k, params in enumerate(combos):
             output = strategy.run(prices.arrays, params)
-            run_metrics(*inputs, output.exposure,
+            run_metrics(*inputs, acted_signal(output, config),
                         output.stop_distance if output.stop_distance is not None else empty,
                         output.take_profit_distance
                         if output.take_profit_distance is not None else empty,

@@ -293,6 +293,8 @@ class Settings:
 _Bps = Annotated[float, check(as_number, minimum=0, below=10_000)]  # 10000 bps = 100 %
 _AtLeastZero = Annotated[float, check(as_number, minimum=0)]
 _LossPercent = Annotated[float, check(as_percent, allow_zero=True)]  # 0: no limit
+# Settings applied to the strategy's output before the kernel, so not in CONFIG_DTYPE.
+BEFORE_THE_KERNEL = ("size_by_confidence", "confidence_step")
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,9 @@ class SleeveConfig(Settings):
     max_daily_loss_pct: _LossPercent = aliased(0.0, "max_daily_loss_pct", "max_daily_loss")
     max_drawdown_pct: _LossPercent = aliased(0.0, "max_drawdown_pct", "max_drawdown")
     allow_short: Flag = True
+    # confidence (a strategy's OUTPUTS): scale the exposure by it, rounded down to steps
+    size_by_confidence: Flag = False
+    confidence_step: Annotated[float, check(as_number, minimum=0, below=1)] = 0.0
 
     @classmethod
     def from_mapping(cls, values: dict | None = None, **overrides) -> "SleeveConfig":
@@ -339,6 +344,8 @@ class SleeveConfig(Settings):
         """The 1-element ``CONFIG_DTYPE`` array the numba kernel reads."""
         record = np.zeros(1, dtype=CONFIG_DTYPE)
         for item in fields(self):
+            if item.name in BEFORE_THE_KERNEL:
+                continue
             value = getattr(self, item.name)
             if item.name == "sizing":
                 record["sizing_mode"] = int(SIZING_MODES[value])
@@ -349,6 +356,26 @@ class SleeveConfig(Settings):
         record["periods_per_year"] = periods_per_year
         record["ewm_decay"] = 0.5 ** (1.0 / max(self.vol_halflife_bars, 1.0))
         return record
+
+
+def acted_signal(output, config: SleeveConfig, multiplier: np.ndarray | None = None,
+                 size_cap: np.ndarray | None = None) -> np.ndarray:
+    """The exposure the bar step acts on at each bar: the strategy's, scaled by its
+    confidence when ``config.size_by_confidence`` (rounded down to ``confidence_step``),
+    then by a sentiment rule's ``multiplier`` and ``size_cap`` when given
+    (:func:`mmats.nb.exposure.effective_signal`, the one rule the backtest, the sweep and
+    the live tick apply). Without either it is the strategy's exposure itself."""
+    scale = bool(config.size_by_confidence) and output.confidence is not None
+    if not scale and multiplier is None:
+        return output.exposure
+    from mmats.nb.exposure import effective_signals
+
+    empty = np.empty(0)
+    return effective_signals(output.exposure,
+                             output.confidence if scale else empty, scale,
+                             float(config.confidence_step),
+                             empty if multiplier is None else multiplier,
+                             empty if size_cap is None else size_cap)
 
 
 def new_state(cash: float) -> np.ndarray:

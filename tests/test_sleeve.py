@@ -36,7 +36,7 @@ CLI_SETTINGS = {
     ({"sizing": "martingale"}, r"^sizing 'martingale' is not allowed; use one of .*kelly"),
     ({"slippage_model": 1}, r"^slippage_model must be one of fixed, volatility_sqrt"),
     ({"allow_short": "no"}, r"^allow_short must be true or false, got 'no'"),
-    ({"fees": 10}, r"^unknown setting 'fees'; known settings: allow_short, fee_bps, "),
+    ({"fees": 10}, r"^unknown setting 'fees'; known settings: allow_short, confidence_step, fee_bps, "),
     ({"leverage": 2, "max_leverage": 3}, r"^leverage sets max_leverage a second time"),
 ])
 def test_a_bad_setting_is_named_on_every_python_path(settings, message):
@@ -57,7 +57,7 @@ def test_every_problem_is_listed_one_per_line():
 def test_positional_settings_are_named():
     with pytest.raises(ConfigError, match=r"^fee_bps must be a number, got 'x'"):
         SleeveConfig("x")
-    with pytest.raises(ConfigError, match="takes at most 19 settings by position"):
+    with pytest.raises(ConfigError, match="takes at most 21 settings by position"):
         SleeveConfig(*range(25))
 
 

@@ -134,3 +134,36 @@ def test_contract_faults_are_named(tmp_path):
     with pytest.raises(StrategyError, match="returned 2 array\\(s\\); its OUTPUTS declare 3"):
         backtest(_strategy(tmp_path, "three", two, peek=0, low=0.5), "bittrex:ETH/BTC:5m",
                  {"n": 10}, check_lookahead_bias=False)
+
+
+def test_sizing_by_confidence_scales_what_the_bar_step_acts_on(tmp_path):
+    strategy = _strategy(tmp_path, "filter_sized", FILTER, peek=0, low=0.25)
+    spec = "bittrex:ETH/BTC:5m"
+    plain = backtest(strategy, spec, {"n": 10})
+    sized = backtest(strategy, spec, {"n": 10}, size_by_confidence=True)
+    stepped = backtest(strategy, spec, {"n": 10}, size_by_confidence=True,
+                       confidence_step=0.5)
+    signal, confidence = sized.signal.to_numpy(), sized.confidence.to_numpy()
+    np.testing.assert_array_equal(plain.acted.to_numpy(), signal)  # off: as the strategy said
+    expected = np.where(np.isnan(signal), np.nan,
+                        signal * np.where(np.isnan(confidence), 1.0, confidence))
+    np.testing.assert_array_equal(sized.acted.to_numpy(), expected + 0.0)
+    # 0.25 rounds down to 0 in steps of 0.5: a low-confidence signal asks for flat
+    low = (confidence == 0.25) & (signal == 1.0)
+    assert low.any() and (stepped.acted.to_numpy()[low] == 0.0).all()
+    assert len(sized.fills) > len(plain.fills)  # 0.25 <-> 1 rebalances
+    exposure = np.abs(sized.position * sized.market.close[-len(sized.position):]
+                      / sized.equity).to_numpy()
+    assert exposure.max() <= 1.0 + 1e-9 and 0.2 < np.median(exposure[exposure > 0.01]) <= 1.0
+
+
+def test_a_sweep_of_a_strategy_with_inputs_equals_its_backtests(tmp_path):
+    from mmats.backtest import sweep
+
+    strategy = _strategy(tmp_path, "filter_swept", FILTER, peek=0, low=0.25)
+    spec = "bittrex:ETH/BTC:5m"
+    table = sweep(strategy, spec, size_by_confidence=True).table
+    for _, row in table.iterrows():
+        one = backtest(strategy, spec, {"n": int(row["n"])}, size_by_confidence=True)
+        assert row["total_return"] == pytest.approx(one.metrics["total_return"], rel=1e-12)
+        assert row["trades"] == one.metrics["trades"]
