@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -134,6 +135,8 @@ def read_raw_candles(path) -> pd.DataFrame:
     Column names match case-insensitively (``Date``, ``Timestamp``, ``open_time``, ``Open``,
     ``Vol``...). Columns outside the schema are dropped and listed in
     ``df.attrs["dropped_columns"]``; two columns that both mean the same thing fail.
+    A CSV is read with polars when it can be (:func:`_read_csv_polars`), else with pandas;
+    both give the same frame, so the same rows are stored or refused with the same messages.
     """
     path = Path(path)
     name = path.name.lower()
@@ -144,19 +147,23 @@ def read_raw_candles(path) -> pd.DataFrame:
         raise DataError(f"{path}: is a folder, not a candle file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    try:
-        if name.endswith(CSV_SUFFIXES):
-            frame = pd.read_csv(path, skipinitialspace=True)
-        else:
-            frame = pq.read_table(path).to_pandas()
-            if not isinstance(frame.index, pd.RangeIndex):
-                frame = frame.reset_index()
-    except (OSError, EOFError, zlib.error, ValueError, pa.ArrowException,
-            pd.errors.ParserError) as exc:  # EOFError: a truncated .gz
-        raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
-    frame, dropped = _map_columns(frame, str(path))
-    if "ts" in frame.columns:
-        frame["ts"] = _parse_iso_ts(frame["ts"])
+    fast = _read_csv_polars(path) if name.endswith(CSV_SUFFIXES) else None
+    if fast is not None:
+        frame, dropped = fast
+    else:
+        try:
+            if name.endswith(CSV_SUFFIXES):
+                frame = pd.read_csv(path, skipinitialspace=True)
+            else:
+                frame = pq.read_table(path).to_pandas()
+                if not isinstance(frame.index, pd.RangeIndex):
+                    frame = frame.reset_index()
+        except (OSError, EOFError, zlib.error, ValueError, pa.ArrowException,
+                pd.errors.ParserError) as exc:  # EOFError: a truncated .gz
+            raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
+        frame, dropped = _map_columns(frame, str(path))
+        if "ts" in frame.columns:
+            frame["ts"] = _parse_iso_ts(frame["ts"])
     frame.attrs = {"source": str(path), "dropped_columns": dropped}
     return frame
 
@@ -185,12 +192,107 @@ def _parse_iso_ts(texts: pd.Series) -> pd.Series:
     return stamps.dt.as_unit("ns")
 
 
+# -- the polars CSV read ---------------------------------------------------------------------
+
+# ISO-8601 times that polars parses exactly as pandas' format="ISO8601" does, as
+# (shape, polars format). polars' parser alone is laxer than pandas (one-digit fields, a
+# sign before the year, second 60 read as the next minute), so a column is parsed by
+# polars only when every one of its texts has the first text's shape in full.
+_DATE = "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_HOUR_MINUTE = "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
+_TIMES = ((_HOUR_MINUTE, "%H:%M"),
+          (_HOUR_MINUTE + ":[0-5][0-9]", "%H:%M:%S"),
+          (_HOUR_MINUTE + r":[0-5][0-9]\.[0-9]{1,6}", "%H:%M:%S%.f"))  # beyond us: pandas
+_ZONES = (("", ""), ("Z", "Z"), ("[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9]", "%z"))
+_ISO_SHAPES = ((_DATE, "%Y-%m-%d"), *(
+    (f"{_DATE}{sep}{time}{zone}", f"%Y-%m-%d{sep}{time_format}{zone_format}")
+    for sep in (" ", "T") for time, time_format in _TIMES for zone, zone_format in _ZONES))
+_EPOCH = re.compile("[+-]?[0-9]+")
+# The microseconds nanoseconds can hold (pandas' Timestamp.min and .max).
+_US_RANGE = (-(2**63 - 1) // 1000 + 1, (2**63 - 1) // 1000)
+
+
+def _read_csv_polars(path: Path) -> tuple[pd.DataFrame, list[str]] | None:
+    """``(frame, dropped_columns)`` of a CSV read with polars, or None when the file holds
+    anything polars could read otherwise than ``pd.read_csv(path, skipinitialspace=True)``.
+
+    polars reads a 10M-row candle CSV ~1.5x faster than pandas (``benchmarks/
+    bench_import.py``). The frame is the one the pandas read, :func:`_map_columns` and
+    :func:`_parse_iso_ts` give, value for value: ``ts`` as UTC datetimes (ISO-8601 texts)
+    or int64 (epoch integers), the values as float64 (both parsers round decimals
+    correctly). Whatever might differ is left to pandas, which refuses it with the
+    messages users know: a header pandas reads otherwise (spaces, repeats, blank names),
+    conflicting columns, an empty field or a blank line (pandas skips blank lines, which
+    moves the row numbers in messages), a value or ts polars cannot parse, a ts in
+    another or a mixed format or outside the nanosecond range, a negative value (pandas
+    reads ``-0`` as ``0``; negatives are refused rows anyway), no data rows.
+    """
+    import polars as pl  # imported here so that `import mmats.data` stays light
+
+    source = str(path)
+    try:
+        names = [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
+        mapping, dropped = _column_targets(names, source)
+        wanted = [i for i, name in enumerate(names) if name in mapping]
+        table = pl.read_csv(path, columns=wanted, infer_schema=False, schema_overrides={
+            names[i]: pl.Float64 for i in wanted if mapping[names[i]] != "ts"})
+    except (CandleValidationError, pl.exceptions.PolarsError, OSError, EOFError, zlib.error,
+            ValueError, pd.errors.ParserError):
+        return None
+    if (table.columns != [names[i] for i in wanted] or table.height == 0
+            or any(table.null_count().row(0))):
+        return None
+    columns = {}
+    for name in table.columns:
+        target = mapping[name]
+        if target == "ts":
+            columns["ts"] = _polars_ts(table[name])
+            if columns["ts"] is None:
+                return None
+        else:
+            columns[target] = table[name].to_numpy()
+            if np.signbit(columns[target]).any():
+                return None
+    return pd.DataFrame({c: columns[c] for c in COLUMNS if c in columns}), dropped
+
+
+def _polars_ts(texts) -> pd.Series | None:
+    """A polars text column of times as :func:`_parse_iso_ts` would give it from pandas
+    (UTC datetimes, or int64 epoch numbers for ``parse_ts`` to scale), else None."""
+    import polars as pl
+
+    first = texts[0]
+    if _EPOCH.fullmatch(first):
+        numbers = texts.cast(pl.Int64, strict=False)  # pandas reads an all-integer column as int64
+        return None if numbers.null_count() else pd.Series(numbers.to_numpy())
+    shape, time_format = next(((s, f) for s, f in _ISO_SHAPES if re.fullmatch(s, first)),
+                              (None, None))
+    if shape is None or not texts.str.contains(f"^{shape}$").all():
+        return None
+    stamps = texts.str.strptime(pl.Datetime("us"), time_format, strict=False, cache=False)
+    if stamps.null_count():
+        return None  # a day the month does not have
+    us = stamps.to_physical().to_numpy()
+    if us.min() < _US_RANGE[0] or us.max() > _US_RANGE[1]:
+        return None
+    return pd.Series((us * 1000).view("M8[ns]")).dt.tz_localize("UTC")
+
+
 def _map_columns(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
+    mapping, dropped = _column_targets([str(c) for c in frame.columns], source)
+    frame = frame[list(mapping)].rename(columns=mapping)
+    present = [c for c in COLUMNS if c in frame.columns]
+    return frame[present + [c for c in frame.columns if c not in present]], dropped
+
+
+def _column_targets(names: list[str], source: str) -> tuple[dict[str, str], list[str]]:
+    """Column name -> schema column for the names that mean one, and the names dropped;
+    :class:`CandleValidationError` when two names mean the same column."""
     mapping, dropped, claimed = {}, [], {}
-    for column in frame.columns:
-        target = _ALIASES.get(str(column).strip().lower())
+    for column in names:
+        target = _ALIASES.get(column.strip().lower())
         if target is None:
-            dropped.append(str(column))
+            dropped.append(column)
             continue
         if target in claimed:
             reason = (f"columns {claimed[target]!r} and {column!r} both look like "
@@ -199,28 +301,26 @@ def _map_columns(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[s
                                         [Reject(source, 0, reason)])
         claimed[target] = column
         mapping[column] = target
-    frame = frame[list(mapping)].rename(columns=mapping)
-    present = [c for c in COLUMNS if c in frame.columns]
-    return frame[present + [c for c in frame.columns if c not in present]], dropped
+    return mapping, dropped
 
 
 def read_parquet_arrays(path) -> dict[str, np.ndarray]:
     """The whole of a stored candle file as arrays (``ts`` int64 ns, the rest float64),
-    sorted by ``ts``, read with polars.
+    sorted by ``ts``, read with pyarrow.
 
     For whole-series work such as resampling a large file: ~2x faster than the store's
-    DuckDB read and ~40 % less memory at 10M rows (``benchmarks/bench_import.py``). Give
-    ranges to :meth:`~mmats.data.store.CandleStore.read`, which skips row groups.
+    DuckDB read and ~25 % less memory at 10M rows. polars reads it no faster and with
+    less than 1.3x less memory (``benchmarks/bench_import.py``), so it is not used here.
+    Give ranges to :meth:`~mmats.data.store.CandleStore.read`, which skips row groups.
     """
-    import polars as pl  # imported here so that `import mmats.data` stays light
-
     path = Path(path)
     try:
-        table = pl.read_parquet(path, columns=list(COLUMNS))
-        ts = table["ts"].dt.epoch("ns").to_numpy()
-        arrays = {c: table[c].cast(pl.Float64).to_numpy() for c in COLUMNS[1:]}
-    except (pl.exceptions.PolarsError, OSError) as exc:
+        table = pq.read_table(path, columns=list(COLUMNS))
+        ts = table.column("ts").cast(pa.timestamp("ns")).cast(pa.int64()).to_numpy()
+        arrays = {c: table.column(c).cast(pa.float64()).to_numpy() for c in COLUMNS[1:]}
+    except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
+    del table
     if ts.size > 1 and not (ts[1:] >= ts[:-1]).all():  # written behind the store's back
         order = np.argsort(ts, kind="stable")
         ts, arrays = ts[order], {c: v[order] for c, v in arrays.items()}

@@ -1,10 +1,11 @@
 """The import's fast paths against the paths they replaced (issue 14, item 7).
 
 read_raw_candles parses a column of ISO-8601 texts up front (the old path left it to
-validate_candles, which first tried every text as an epoch number); ``mmats import
---resample-to`` reads the stored series with polars and resamples arrays (the old path read
-a frame through DuckDB). Both must store the very same bytes for good input, and refuse bad
-rows with the very same messages.
+validate_candles, which first tried every text as an epoch number), with polars where it
+can (tests/data/test_import_polars.py holds the polars read's own tests); ``mmats import
+--resample-to`` reads the stored series into arrays with pyarrow and resamples them (the
+old path read a frame through DuckDB). Both must store the very same bytes for good input,
+and refuse bad rows with the very same messages.
 """
 
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_values_name_row_and_column(tmp_path):
     assert "row 5 (line 6): infinite value (close=inf)" in message
 
 
-# -- resampling on import: polars read + arrays, against DuckDB read + frame ----------------
+# -- resampling on import: pyarrow read + arrays, against DuckDB read + frame ---------------
 
 
 def test_import_resample_stores_the_same_bytes_as_before(tmp_path, eth):
@@ -176,12 +177,32 @@ def test_read_parquet_arrays_matches_the_store(tmp_path, eth):
     store = CandleStore(tmp_path)
     store.write("bittrex", "ETH/BTC", "5m", eth, source="eth")
     path = store.path("bittrex", "ETH/BTC", "5m")
-    polars_read = read_parquet_arrays(path)
+    arrow_read = read_parquet_arrays(path)
     duckdb_read = store.read_arrays("bittrex", "ETH/BTC", "5m")
-    assert polars_read.keys() == duckdb_read.keys()
-    for column in polars_read:
-        assert polars_read[column].dtype == duckdb_read[column].dtype
-        assert np.array_equal(polars_read[column], duckdb_read[column]), column
+    assert arrow_read.keys() == duckdb_read.keys()
+    for column in arrow_read:
+        assert arrow_read[column].dtype == duckdb_read[column].dtype
+        assert np.array_equal(arrow_read[column], duckdb_read[column]), column
+
+
+def test_read_parquet_arrays_reads_other_units_and_types(tmp_path, eth):
+    """A file written behind the store's back: microsecond times without a zone, float32
+    prices and integer volumes, in several row groups."""
+    ns = eth["ts"].to_numpy("M8[ns]").view(np.int64)
+    table = pa.table({"ts": pa.array(ns // 1000, pa.timestamp("us")),
+                      **{c: pa.array(eth[c].to_numpy(np.float32)) for c in
+                         ("open", "high", "low", "close")},
+                      "volume": pa.array(eth["volume"].to_numpy().round().astype(np.int64))})
+    path = tmp_path / "other.parquet"
+    pq.write_table(table, path, row_group_size=70)
+    arrays = read_parquet_arrays(path)
+    assert arrays["ts"].dtype == np.int64 and np.array_equal(arrays["ts"], ns)
+    assert arrays["open"].dtype == np.float64
+    assert np.array_equal(arrays["open"], eth["open"].to_numpy(np.float32).astype(np.float64))
+    assert np.array_equal(arrays["volume"], eth["volume"].to_numpy().round())
+    with pytest.raises(DataError, match="no_close.parquet: cannot read it"):
+        pq.write_table(table.drop_columns(["close"]), tmp_path / "no_close.parquet")
+        read_parquet_arrays(tmp_path / "no_close.parquet")
 
 
 def test_read_parquet_arrays_sorts_and_names_a_damaged_file(tmp_path, eth):
