@@ -233,6 +233,8 @@ def backtest(
     state: np.ndarray | None = None,
     check_lookahead_bias: bool = True,
     extra_data: dict | None = None,
+    sentiment: Any = None,
+    sentiment_rule: Any = None,
     **settings,
 ) -> BacktestResult:
     """Backtest one strategy with one parameter set over candles.
@@ -245,6 +247,11 @@ def backtest(
     ``cash``. Raises :class:`LookaheadError` if the strategy peeks at later bars, unless
     ``check_lookahead_bias=False``. A strategy with extra inputs (``INPUTS``) reads other
     series from ``extra_data`` (``{"VENUE:SYMBOL:TIMEFRAME": candles}``) or the store.
+
+    ``sentiment`` (records, or the JSON-lines file, folder or URL they come from:
+    :mod:`mmats.data.sentiment`) lowers and caps the exposure by ``sentiment_rule``
+    (a :class:`~mmats.data.sentiment.SentimentRule` or its dict), from the records in
+    force at each bar's close, as the live runner would read them.
     """
     strategy = load_strategy(strategy)
     config = sleeve_config(config, settings)
@@ -258,20 +265,50 @@ def backtest(
     state = new_state(cash) if state is None else np.array(state, copy=True)
     start_equity = float(state[0]["equity"])
     metrics = new_metrics(start_equity)
+    news = None if sentiment is None else _sentiment_factors(
+        sentiment, sentiment_rule, prices, output.exposure, check_lookahead_bias)
     return simulate_signal(strategy, params, config, prices, output, first, state, metrics,
-                           start_equity)
+                           start_equity, news=news)
+
+
+def _sentiment_factors(sentiment, rule, prices: Market, exposure: np.ndarray,
+                       check: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The sentiment rule's multiplier and size cap at each bar of ``prices``; with
+    ``check``, the as-of check first (a record from after a close must not reach it)."""
+    from mmats.data.sentiment import (
+        SentimentRecords,
+        SentimentRule,
+        check_asof,
+        read_sentiment,
+        sentiment_factors,
+    )
+
+    records = sentiment if isinstance(sentiment, SentimentRecords) else read_sentiment(
+        sentiment)
+    rule = rule if isinstance(rule, SentimentRule) else SentimentRule.from_dict(rule)
+    if prices.symbol is None:
+        raise ConfigError("sentiment records are per symbol, and these candles do not say "
+                          "theirs: load them by VENUE:SYMBOL:TIMEFRAME")
+    if check:
+        late = check_asof(records, rule, prices.symbol, prices.ts_ns, prices.bar_ns, exposure)
+        if late:
+            raise LookaheadError(f"sentiment reached {len(late)} bar(s) before it was known, "
+                                 f"first at bar {late[0]}")
+    return sentiment_factors(records, rule, prices.symbol, prices.ts_ns, prices.bar_ns,
+                             exposure)
 
 
 def simulate_signal(strategy: Strategy, params: dict, config: SleeveConfig, prices: Market,
                     output, first: int, state: np.ndarray, metrics: np.ndarray,
-                    start_equity: float) -> BacktestResult:
+                    start_equity: float, news: tuple | None = None) -> BacktestResult:
     """Trade a computed signal through the kernel from bar ``first`` on; the one
     simulation behind :func:`backtest` and walk-forward's folds.
 
     ``output`` is the strategy's :class:`~mmats.strategy.SignalOutput` over all of
     ``prices`` (earlier bars were its warm-up); ``state`` and ``metrics`` are the sleeve's
     records (:func:`~mmats.sleeve.new_state`, :func:`~mmats.sleeve.new_metrics`), updated
-    in place; ``start_equity`` is the equity the returns are measured against.
+    in place; ``start_equity`` is the equity the returns are measured against; ``news``
+    the sentiment rule's ``(multiplier, size cap)`` over all of ``prices``, if any.
 
     >>> output = strategy.run(prices.arrays, params)                    # doctest: +SKIP
     >>> simulate_signal(strategy, params, sleeve_config(None, {}), prices, output, 0,
@@ -282,7 +319,7 @@ def simulate_signal(strategy: Strategy, params: dict, config: SleeveConfig, pric
 
     empty = np.empty(0)
     window = slice(first, None)
-    acted = acted_signal(output, config)
+    acted = acted_signal(output, config, *(news or ()))
     stops = output.stop_distance[window] if output.stop_distance is not None else empty
     targets = (output.take_profit_distance[window]
                if output.take_profit_distance is not None else empty)

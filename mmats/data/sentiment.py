@@ -303,3 +303,40 @@ def _apply(sentiment, exposure, weight, cap_above, cap):
         multiplier[i], size_cap[i] = sentiment_factor(sentiment[i], direction, weight,
                                                       cap_above, cap)
     return multiplier, size_cap
+
+
+def sentiment_factors(records, rule: SentimentRule, symbol: str, bar_open_ns: np.ndarray,
+                      bar_ns: int, exposure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar, the rule's ``(confidence multiplier, size cap)`` for ``exposure`` from
+    ``symbol``'s records in force at the bar's close (what the backtest and the live tick
+    hand to :func:`mmats.nb.exposure.effective_signal`)."""
+    sentiment, _ = align_sentiment(records, symbol, bar_open_ns, bar_ns, how=rule.how)
+    return rule.apply(sentiment, exposure)
+
+
+def check_asof(records, rule: SentimentRule, symbol: str, bar_open_ns: np.ndarray,
+               bar_ns: int, exposure: np.ndarray, *, n_cuts: int = 40,
+               seed: int = 0) -> list[int]:
+    """The lookahead check for sentiment: at ``n_cuts`` random bars (seeded), drop every
+    record not yet known at the bar's close, then instead turn those records' sentiment
+    around, and compare the factors up to that bar with the full run's. Returns the bars
+    that differ (none, unless a record from after a close reached it)."""
+    frame = records.frame if isinstance(records, SentimentRecords) else records
+    full = sentiment_factors(frame, rule, symbol, bar_open_ns, bar_ns, exposure)
+    n = len(bar_open_ns)
+    if n == 0:
+        return []
+    cuts = np.random.default_rng(seed).choice(n, size=min(n_cuts, n), replace=False)
+    bad: list[int] = []
+    for cut in sorted(int(c) for c in cuts):
+        close = int(bar_open_ns[cut]) + int(bar_ns)
+        later = frame["ts_ns"].to_numpy() >= close
+        turned = frame.assign(sentiment=np.where(later, -frame["sentiment"].to_numpy(),
+                                                 frame["sentiment"].to_numpy()))
+        for altered in (frame[~later], turned):
+            part = sentiment_factors(altered, rule, symbol, bar_open_ns, bar_ns, exposure)
+            for whole, piece in zip(full, part, strict=True):
+                differs = ~np.isclose(whole[:cut + 1], piece[:cut + 1], rtol=0, atol=0,
+                                      equal_nan=True)
+                bad.extend(int(i) for i in np.flatnonzero(differs))
+    return sorted(set(bad))

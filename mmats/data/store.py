@@ -1,4 +1,4 @@
-"""The candle store: one Parquet file per (venue, symbol, timeframe), read through DuckDB.
+"""The candle store: one Parquet file per (venue, symbol, timeframe), read with pyarrow.
 
 Layout::
 
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -42,7 +40,6 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 METADATA_KEY = b"mmats"
-_DUCKDB = threading.local()
 MAX_LISTED_CONFLICTS = 10
 
 
@@ -278,60 +275,86 @@ class CandleStore:
                         f"{have}. Import some with `mmats import` or `mmats fetch`.")
 
     def _query(self, path: Path, start, end) -> dict[str, np.ndarray]:
-        import duckdb  # imported here so that `import mmats.data` stays light
-
+        """The stored bars with ``start <= ts < end`` as arrays sorted by ``ts``. Only the
+        row groups whose ``ts`` statistics can hold such a bar are read (a tick asks for
+        the tail of a long history), then cut to the bounds exactly."""
         start_ns, end_ns = to_ns(start), to_ns(end)
-        select = "SELECT ts, open, high, low, close, volume FROM read_parquet(?)"
-        connection = _duckdb_connection()
         try:
-            for bound_sql in ("make_timestamp_ns(?)::TIMESTAMPTZ_NS", None):
-                where, params = [], [str(path)]
-                for op, value in ((">=", start_ns), ("<", end_ns)):
-                    if value is not None:
-                        # Typed bounds let DuckDB skip row groups; epoch_ns() is the
-                        # portable fallback for DuckDB versions without TIMESTAMPTZ_NS.
-                        where.append(f"ts {op} {bound_sql}" if bound_sql
-                                     else f"epoch_ns(ts) {op} ?")
-                        params.append(value)
-                sql = select + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY ts"
-                try:
-                    result = connection.execute(sql, params).fetchnumpy()
-                    break
-                except (duckdb.BinderException, duckdb.CatalogException):
-                    if bound_sql is None:
-                        raise
-        except duckdb.Error as exc:
-            raise DataError(f"{path}: DuckDB could not read it: {exc}") from None
-        arrays = {"ts": _as_ns(result["ts"])}
+            with pq.ParquetFile(path) as parquet:
+                _check_columns(path, parquet.schema_arrow)
+                groups = _row_groups_between(parquet, start_ns, end_ns)
+                table = parquet.read_row_groups(groups, columns=list(COLUMNS),
+                                                use_threads=False)
+            ts = table.column("ts")
+            ts = ts.cast(pa.timestamp("ns", tz=ts.type.tz)).cast(pa.int64())
+            values = {c: table.column(c).cast(pa.float64()) for c in VALUE_COLUMNS}
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: could not read it as a Parquet candle file: "
+                            f"{exc}") from None
+        del table
+        ts_ns = ts.fill_null(0).to_numpy()
+        rows = _rows_between(ts_ns, ts.is_valid().to_numpy(zero_copy_only=False),
+                             start_ns, end_ns)
+        arrays = {"ts": np.ascontiguousarray(ts_ns[rows])}
         for column in VALUE_COLUMNS:
             # A null (a file written behind the store's back) is NaN, never a silent 0.
-            values = np.ma.filled(np.ma.asarray(result[column], dtype=np.float64), np.nan)
-            arrays[column] = np.ascontiguousarray(values)
+            column_values = values.pop(column).to_numpy(zero_copy_only=False)
+            arrays[column] = np.ascontiguousarray(column_values[rows])
         return arrays
 
 
-def _duckdb_connection():
-    """One in-memory DuckDB connection per thread and process (connecting costs ~25 ms;
-    a connection is neither thread-safe nor usable after fork, hence the keys)."""
-    import duckdb
-
-    owner = (os.getpid(), threading.get_ident())
-    if getattr(_DUCKDB, "owner", None) != owner:
-        connection = duckdb.connect(":memory:")
-        connection.execute("SET TimeZone = 'UTC'")
-        with contextlib.suppress(duckdb.Error):  # files are replaced in place: never cache
-            connection.execute("SET enable_external_file_cache = false")
-        _DUCKDB.connection, _DUCKDB.owner = connection, owner
-    return _DUCKDB.connection
+def _check_columns(path: Path, schema: pa.Schema) -> None:
+    """A candle file has the six columns and a timestamp ``ts``; say which is not so."""
+    missing = [column for column in COLUMNS if column not in schema.names]
+    if missing:
+        raise DataError(f"{path}: not a candle file: no column {', '.join(missing)} "
+                        f"(a candle file has {', '.join(COLUMNS)})")
+    ts_type = schema.field("ts").type
+    if not pa.types.is_timestamp(ts_type):
+        raise DataError(f"{path}: not a candle file: column ts is {ts_type}, not a timestamp")
 
 
-def _as_ns(ts) -> np.ndarray:
-    """DuckDB's timestamp column (datetime64 of any unit, or tz-aware objects) -> int64 ns."""
-    ts = np.asarray(ts)
-    if np.issubdtype(ts.dtype, np.datetime64):
-        return np.ascontiguousarray(ts.astype("M8[ns]").view(np.int64))
-    stamps = pd.to_datetime(pd.Series(ts), utc=True).dt.as_unit("ns")  # pragma: no cover
-    return stamps.to_numpy(dtype="M8[ns]").view(np.int64)  # pragma: no cover
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _row_groups_between(parquet: pq.ParquetFile, start_ns, end_ns) -> list[int]:
+    """The row groups that may hold a bar with ``start_ns <= ts < end_ns``: those whose
+    ``ts`` minimum and maximum say so, and every group whose statistics cannot tell."""
+    metadata = parquet.metadata
+    every = list(range(metadata.num_row_groups))
+    if (start_ns is None and end_ns is None) or not every:
+        return every
+    scale = _NS_PER_UNIT[parquet.schema_arrow.field("ts").type.unit]
+    column = [metadata.row_group(0).column(j).path_in_schema
+              for j in range(metadata.num_columns)].index("ts")
+    groups = []
+    for index in every:
+        chunk = metadata.row_group(index).column(column)
+        stats = chunk.statistics
+        if (chunk.physical_type != "INT64" or stats is None or not stats.has_min_max
+                or stats.min_raw is None):
+            groups.append(index)  # an INT96 time or no statistics: read it to know
+        elif ((end_ns is None or stats.min_raw * scale < end_ns)
+              and (start_ns is None or stats.max_raw * scale >= start_ns)):
+            groups.append(index)
+    return groups
+
+
+def _rows_between(ts_ns: np.ndarray, known: np.ndarray, start_ns, end_ns):
+    """Where the bars with ``start_ns <= ts < end_ns`` are, in ``ts`` order: a slice when
+    the file is sorted (as the store writes it), else positions, a bar without a time
+    (kept only when unbounded) last, as SQL's ``ORDER BY ts`` puts NULLs."""
+    if known.all() and (ts_ns.size < 2 or bool(np.all(ts_ns[1:] >= ts_ns[:-1]))):
+        first = 0 if start_ns is None else int(np.searchsorted(ts_ns, start_ns, "left"))
+        last = ts_ns.size if end_ns is None else int(np.searchsorted(ts_ns, end_ns, "left"))
+        return slice(first, max(first, last))
+    keep = np.ones(ts_ns.size, dtype=bool)
+    if start_ns is not None:
+        keep &= known & (ts_ns >= start_ns)
+    if end_ns is not None:
+        keep &= known & (ts_ns < end_ns)
+    rows = np.flatnonzero(keep)
+    return rows[np.lexsort((ts_ns[rows], ~known[rows]))]
 
 
 def parse_store_name(name: str) -> tuple[str, str] | None:

@@ -217,3 +217,57 @@ def test_the_synthetic_sample_ships_whole_and_is_its_generators_output(tmp_path)
     spec.loader.exec_module(module)
     module.main(tmp_path / "again.jsonl")
     assert (tmp_path / "again.jsonl").read_bytes() == sample.read_bytes()
+
+
+def test_a_backtest_reads_sentiment_as_of_and_it_lowers_and_caps_exposure():
+    """The sample's records change what the bar step acts on exactly where the rule says,
+    only against the position, never opening one; and the as-of check passes."""
+    import mmats
+    from mmats.backtest import backtest, market
+    from mmats.data.sentiment import check_asof, sentiment_factors
+
+    sample = Path(mmats.__file__).parent / "data" / "sample" / "sentiment" / "ETH_BTC.jsonl"
+    spec = "bittrex:ETH/BTC:5m"
+    rule = {"weight": 1.0, "cap_above": 0.5, "cap": 0.25}
+    plain = backtest("ema_cross", spec, {"fast": 10, "slow": 50})
+    news = backtest("ema_cross", spec, {"fast": 10, "slow": 50}, sentiment=sample,
+                    sentiment_rule=rule)
+    signal, acted = news.signal.to_numpy(), news.acted.to_numpy()
+    np.testing.assert_array_equal(plain.acted.to_numpy(), signal)
+    changed = signal != acted
+    assert changed.sum() > 50
+    assert (acted[changed] < signal[changed]).all() and (acted >= 0).all()  # long-only EMA
+    assert (signal[changed] > 0).all()  # flat stays flat: sentiment opens nothing
+    prices = market(spec)
+    multiplier, cap = sentiment_factors(read_sentiment(sample), SentimentRule(**rule),
+                                        "ETH/BTC", prices.ts_ns, prices.bar_ns, signal)
+    np.testing.assert_array_equal(acted, np.minimum(signal * multiplier, cap))
+    assert news.metrics["total_return"] != plain.metrics["total_return"]
+    assert check_asof(read_sentiment(sample), SentimentRule(**rule), "ETH/BTC",
+                      prices.ts_ns, prices.bar_ns, signal, n_cuts=200) == []
+
+
+def test_the_as_of_check_catches_a_record_used_before_its_time():
+    """An alignment that reads an hour ahead (as a feed stamped an hour late would) is
+    caught: the check sees bars moved by records not yet known at their close."""
+    from mmats.backtest import market
+    from mmats.data.sentiment import check_asof
+
+    prices = market("bittrex:ETH/BTC:5m")
+    records = read_sentiment(Path(__file__).parents[2] / "mmats" / "data" / "sample"
+                             / "sentiment" / "ETH_BTC.jsonl")
+    signal = np.ones(len(prices))
+    rule = SentimentRule(weight=1.0, cap_above=0.5, cap=0.25)
+    assert check_asof(records, rule, "ETH/BTC", prices.ts_ns, prices.bar_ns, signal) == []
+    import mmats.data.sentiment as module
+
+    honest = module.align_sentiment
+
+    def peeking(records, symbol, bar_open_ns, bar_ns, *, how="mean"):
+        return honest(records, symbol, bar_open_ns + 3_600_000_000_000, bar_ns, how=how)
+    module.align_sentiment = peeking
+    try:
+        late = check_asof(records, rule, "ETH/BTC", prices.ts_ns, prices.bar_ns, signal)
+    finally:
+        module.align_sentiment = honest
+    assert len(late) > 10
