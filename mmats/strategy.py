@@ -190,7 +190,12 @@ class Strategy:
 
     def run(self, arrays: dict[str, np.ndarray], params: dict | None = None) -> SignalOutput:
         """Call ``signal`` on price arrays and check its output against the contract."""
-        params = self.resolve_params(params)
+        return self.run_resolved(arrays, self.resolve_params(params))
+
+    def run_resolved(self, arrays: dict[str, np.ndarray], params: dict) -> SignalOutput:
+        """:meth:`run` with ``params`` as :meth:`resolve_params` returned them: the live
+        tick resolves a sleeve's parameters once and runs the strategy on every close's
+        window. The output is checked as :meth:`run` checks it, the same errors included."""
         prices = [np.ascontiguousarray(arrays[name], dtype=np.float64) for name in PRICE_ARGS]
         if self.inputs:
             prices += self._extra_arrays(arrays, prices[0].shape[0])
@@ -223,10 +228,12 @@ class Strategy:
         return extras
 
 
-
 def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
     """Check length, dtype and range of a signal's output; raise StrategyError if broken."""
-    parts = list(raw) if isinstance(raw, tuple) else [raw]
+    parts = raw if isinstance(raw, tuple) else (raw,)
+    if _well_formed(parts, n_bars):  # the usual case, in a few array reductions
+        return SignalOutput(*parts)
+    parts = list(parts)  # something is off: find it, and say what
     if not 1 <= len(parts) <= 3:
         raise StrategyError(
             f"strategy {name!r} returned a tuple of {len(parts)} items; expected exposure, "
@@ -265,6 +272,25 @@ def validate_output(name: str, raw, n_bars: int) -> SignalOutput:
                 f"or NaN ({bad.size} bars in all)"
             )
     return SignalOutput(*checked)
+
+
+def _well_formed(parts: tuple, n_bars: int) -> bool:
+    """Whether :func:`validate_output` would accept ``parts`` as they are: 1 to 3 float64
+    arrays of ``n_bars`` values, exposure within [-1, 1] and the distances > 0 (NaN allowed
+    everywhere). A cheap sufficient test (``fmax``/``fmin`` pass over NaN without a
+    temporary array); False sends the output through the full check, which names the fault."""
+    if not 1 <= len(parts) <= 3:
+        return False
+    for part in parts:
+        if type(part) is not np.ndarray or part.dtype != np.float64 or part.ndim != 1 \
+                or part.shape[0] != n_bars:
+            return False
+    if n_bars == 0:
+        return True
+    exposure = parts[0]
+    if np.fmax.reduce(exposure) > 1.0 or np.fmin.reduce(exposure) < -1.0:
+        return False
+    return not any(np.fmin.reduce(part) <= 0.0 for part in parts[1:])
 
 
 OUTPUT_NAMES = ("exposure", "stop_distance", "take_profit_distance", "confidence")

@@ -28,6 +28,7 @@ from mmats.live.gates import explain
 from mmats.live.portfolio import (
     BLOCK_DTYPE,
     BOOK_DTYPE,
+    Scope,
     blocking_text,
     event_text,
     limits_array,
@@ -89,19 +90,21 @@ class Book:
     def __init__(self, config, all_sleeves, states, journal=None, *, venue=False):
         self.states = states
         self.venue = venue
-        self.scopes = scopes(config, all_sleeves)
+        layout = _layout(config, all_sleeves)
+        self.scopes = [Scope(s.name, s.limits, s.sleeve_ids) for s in layout.scopes]
+        saved = journal.load_states([book_id(scope) for scope in self.scopes],
+                                    BOOK_DTYPE) if journal else {}
         for scope in self.scopes:
-            scope.book = journal.load_state(book_id(scope), BOOK_DTYPE) if journal else None
+            scope.book = saved.get(book_id(scope))
             if scope.book is None:
                 scope.book = new_book(scope.equity(states))
-        self.scopes_of = {s.id: [b for b in self.scopes if s.id in b.sleeve_ids]
-                          for s in all_sleeves}
-        self.sleeve_ids = [s.id for s in all_sleeves]
-        self.column = {sleeve_id: i for i, sleeve_id in enumerate(self.sleeve_ids)}
-        self.cfgs = pack(self.sleeve_ids, {s.id: s.cfg for s in all_sleeves}, CONFIG_DTYPE)
-        self.limits = limits_array(self.scopes)
-        self.member = member_matrix(self.scopes, self.sleeve_ids)
-        self._scratch = _Scratch(len(all_sleeves), len(self.scopes))
+        self.scopes_of = layout.scopes_of(self.scopes)
+        self.sleeve_ids = layout.sleeve_ids
+        self.column = layout.column
+        self.cfgs = layout.cfgs(all_sleeves)
+        self.limits = layout.limits
+        self.member = layout.member
+        self._scratch = _Scratch(len(all_sleeves), len(self.scopes))  # a Book's own
 
     def books(self) -> np.ndarray:
         """The scopes' books as one ``BOOK_DTYPE`` array (a copy)."""
@@ -148,6 +151,51 @@ class Book:
         return done, [(self.scopes[int(e["scope"])].name, int(e["ts_ns"]),
                        *event_text(self.scopes[int(e["scope"])], e))
                       for e in events[:n_events]]
+
+
+class _Layout:
+    """What a :class:`Book` of one configuration's sleeves holds whatever the tick: the
+    scopes and their limits, which sleeve each holds and the sleeves' packed settings,
+    made once per configuration (a replay ticks it many times; each tick's books, states
+    and scratch arrays are its own). Nothing writes these arrays."""
+
+    def __init__(self, config, all_sleeves):
+        self.scopes = scopes(config, all_sleeves)
+        self.sleeve_ids = [s.id for s in all_sleeves]
+        self.column = {sleeve_id: i for i, sleeve_id in enumerate(self.sleeve_ids)}
+        self.limits = limits_array(self.scopes)
+        self.member = member_matrix(self.scopes, self.sleeve_ids)
+        self._cfgs = (None, None)  # (the sleeves' cfg records, packed)
+
+    def scopes_of(self, scopes_: list) -> dict[str, list]:
+        return {sleeve_id: [b for b in scopes_ if sleeve_id in b.sleeve_ids]
+                for sleeve_id in self.sleeve_ids}
+
+    def cfgs(self, all_sleeves) -> np.ndarray:
+        """The sleeves' ``CONFIG_DTYPE`` records packed in one array; packed again when a
+        sleeve's record is another (operator mode takes each venue's lot size)."""
+        records, packed = self._cfgs
+        if records is None or len(records) != len(all_sleeves) or any(
+                a is not s.cfg for a, s in zip(records, all_sleeves, strict=True)):
+            packed = pack(self.sleeve_ids, {s.id: s.cfg for s in all_sleeves}, CONFIG_DTYPE)
+            self._cfgs = ([s.cfg for s in all_sleeves], packed)
+        return packed.copy()
+
+
+def _layout(config, all_sleeves) -> _Layout:
+    """The :class:`_Layout` of a configuration and its sleeves (a configuration is frozen;
+    its sleeves are named by id and market)."""
+    key = (id(config), tuple((s.id, s.market) for s in all_sleeves))
+    made = _LAYOUTS.get(key)
+    if made is None or made[0] is not config:
+        made = _LAYOUTS[key] = (config, _Layout(config, all_sleeves))
+        while len(_LAYOUTS) > _LAYOUTS_KEPT:
+            del _LAYOUTS[next(iter(_LAYOUTS))]
+    return made[1]
+
+
+_LAYOUTS: dict[tuple, tuple] = {}
+_LAYOUTS_KEPT = 16
 
 
 class _Scratch:

@@ -34,11 +34,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +47,7 @@ from mmats.live.environments import ADOPT_ACTION, check_anchor, check_environmen
 from mmats.live.journal_layout import (
     ACTIONS,
     ADDED_IN_LAYOUT_2,
+    CHAIN_INSERT,
     EXPECTED_COLUMNS,
     GENESIS_HASH,
     INDEXES,
@@ -56,6 +55,9 @@ from mmats.live.journal_layout import (
     RISK_LEVELS,
     TABLES,
     TIMES_IN_FORCE,
+    VerifyReport,
+    dtype_text,
+    insert_sql,
     journal_records,
     json_value,
     number_value,
@@ -77,61 +79,6 @@ from mmats.live.journal_signing import (
     key_id,
 )
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
-
-
-@dataclass
-class VerifyReport:
-    """Outcome of :meth:`Journal.verify`; ``problems`` is empty when nothing was tampered
-    with. Problem kinds of the chain: ``edited``, ``deleted``, ``reordered``, ``inserted``;
-    of signatures and the anchor: ``forged``, ``rewritten``, ``truncated``,
-    ``anchor_forged``. ``warnings`` (``unsigned``, ``anchor_missing``, ``anchor_behind``,
-    ``anchor_damaged``, ``anchor_foreign``) do not make it fail."""
-
-    ok: bool
-    rows_checked: int
-    head_seq: int
-    head_hash: str
-    problems: list[Problem] = field(default_factory=list)
-    signed: bool = False
-    anchor: str = ""
-    anchor_head_seq: int = 0
-    warnings: list[Problem] = field(default_factory=list)
-
-    @property
-    def table(self) -> str | None:
-        return self.problems[0].table if self.problems else None
-
-    @property
-    def seq(self) -> int | None:
-        return self.problems[0].seq if self.problems else None
-
-    @property
-    def reason(self) -> str | None:
-        return str(self.problems[0]) if self.problems else None
-
-    def to_dict(self) -> dict:
-        return {"ok": self.ok, "rows_checked": self.rows_checked, "head_seq": self.head_seq,
-                "head_hash": self.head_hash, "signed": self.signed, "anchor": self.anchor,
-                "anchor_head_seq": self.anchor_head_seq,
-                "problems": [vars(problem) for problem in self.problems],
-                "warnings": [vars(warning) for warning in self.warnings]}
-
-
-_CHAIN_INSERT = "INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)"
-
-
-@functools.cache
-def _insert_sql(table: str) -> str:
-    """The INSERT of one table's row (the same text each time: sqlite3 keeps it prepared)."""
-    quoted = ", ".join(f'"{name}"' for name in TABLES[table])
-    marks = ", ".join("?" * (len(TABLES[table]) + 4))
-    return f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) VALUES ({marks})"
-
-
-@functools.lru_cache(maxsize=32)
-def _dtype_text(dtype: np.dtype) -> str:
-    """The dtype as stored beside a state (every save and load: worth caching)."""
-    return json.dumps(np.lib.format.dtype_to_descr(dtype))
 
 
 class Journal:
@@ -161,6 +108,12 @@ class Journal:
         self._signer: Signer | None = None
         self._unanchored: tuple[int, str, str] | None = None  # the head to anchor on commit
         self._pending: dict[str, list[tuple]] = {}  # the open transaction's unwritten rows
+        # The newest state of each sleeve this connection saved or loaded, as of the chain
+        # head _states_head (None: nothing known); see _known_states.
+        self._states: dict[str, tuple | None] = {}
+        self._states_head: int | None = None
+        self._saved_states: dict[str, tuple] = {}  # the open transaction's saves
+        self._began_at: int | None = None  # the head the open transaction appended after
         if (readonly or not create) and not self.path.is_file():
             raise JournalError(f"journal {self.path} does not exist")
         if environment is not None and check_environment(environment) and \
@@ -344,17 +297,19 @@ class Journal:
             return
         db.execute("BEGIN IMMEDIATE")
         self._in_transaction = True
+        self._began_at = None
         try:
             yield self
             self._flush()
             db.execute("COMMIT")
         except BaseException:
-            self._unanchored, self._pending = None, {}
+            self._unanchored, self._pending, self._saved_states = None, {}, {}
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         finally:
             self._in_transaction = False
+        self._note_commit()
         self._write_anchor()
 
     def _append(self, table: str, ts_ns: int, payload: dict) -> int:
@@ -366,14 +321,16 @@ class Journal:
         if self._in_transaction:
             return self._insert(db, table, ts_ns, payload, columns)
         db.execute("BEGIN IMMEDIATE")
+        self._began_at = None
         try:
             seq = self._insert(db, table, ts_ns, payload, columns)
             db.execute("COMMIT")
         except BaseException:
-            self._unanchored = None
+            self._unanchored, self._saved_states = None, {}
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._note_commit()
         self._write_anchor()
         return seq
 
@@ -393,6 +350,7 @@ class Journal:
             last = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1"
                               ).fetchone()
             seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+            self._began_at = seq - 1
         digest = row_hash(table, seq, ts_ns, payload, prev_hash)
         sig = self._signer.row(seq, table, digest) if self._signer else None
         row, link = (seq, ts_ns, *payload.values(), prev_hash, digest), (seq, table, digest, sig)
@@ -400,17 +358,32 @@ class Journal:
             self._pending.setdefault(table, []).append(row)
             self._pending.setdefault("chain", []).append(link)
         else:
-            db.execute(_insert_sql(table), row)
-            db.execute(_CHAIN_INSERT, link)
+            db.execute(insert_sql(table), row)
+            db.execute(CHAIN_INSERT, link)
         self._unanchored = (seq, table, digest)
+        if table == "sleeve_states":
+            self._saved_states[payload["sleeve_id"]] = (payload["dtype"], payload["state"], seq)
         return seq
+
+    def _note_commit(self) -> None:
+        """After a commit: the states it saved are their sleeves' newest, and what
+        :meth:`load_states` knew stays known if nobody appended between (the commit's
+        rows follow the head it was known at); else nothing is known any more."""
+        saved, self._saved_states = self._saved_states, {}
+        if self._unanchored is None:  # nothing appended
+            return
+        if self._states_head is not None and self._began_at == self._states_head:
+            self._states.update(saved)
+            self._states_head = self._unanchored[0]
+        else:
+            self._states, self._states_head = {}, None
 
     def _flush(self) -> None:
         """Write the open transaction's appended rows: one prepared INSERT per table,
         executed over its rows (a close appends some thirty)."""
         pending, self._pending = self._pending, {}
         for table, rows in pending.items():
-            self._db.executemany(_CHAIN_INSERT if table == "chain" else _insert_sql(table),
+            self._db.executemany(CHAIN_INSERT if table == "chain" else insert_sql(table),
                                  rows)
 
     def _read(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
@@ -537,7 +510,7 @@ class Journal:
             raise ConfigError("state must be a 1-element structured array (STATE_DTYPE), got "
                               f"{getattr(state, 'dtype', type(state).__name__)!s} "
                               f"shape {getattr(state, 'shape', None)}")
-        payload = {"sleeve_id": text_value(sleeve_id, "sleeve_id"), "dtype": _dtype_text(state.dtype),
+        payload = {"sleeve_id": text_value(sleeve_id, "sleeve_id"), "dtype": dtype_text(state.dtype),
                    "state": np.ascontiguousarray(state).tobytes()}
         return self._append("sleeve_states", ts_value(ts_ns), payload)
 
@@ -551,6 +524,11 @@ class Journal:
         """:meth:`load_state` of each of ``sleeve_ids`` (id -> state or None), in two
         queries whatever their number: a tick loads every sleeve's state at its start."""
         ids = list(dict.fromkeys(sleeve_ids))
+        known = self._known_states(ids)
+        if known is not None:
+            return {sleeve_id: None if known[sleeve_id] is None else
+                    self._state(sleeve_id, dtype, *known[sleeve_id]) for sleeve_id in ids}
+        head = None if self._in_transaction or self._readonly else self.head()[0]
         found = {row[0]: row[1:] for row in self._read(
             "SELECT sleeve_id, dtype, state, seq, ts_ns, prev_hash, hash FROM sleeve_states "
             "WHERE seq IN (SELECT (SELECT seq FROM sleeve_states WHERE sleeve_id = "
@@ -563,15 +541,36 @@ class Journal:
                 self._check_signed("sleeve_states", seq, digest,
                                    row_hash("sleeve_states", seq, ts_ns, payload, prev_hash),
                                    chain.get(seq))
+        if head is not None:  # what was read is at least as new as that head
+            if self._states_head != head:
+                self._states, self._states_head = {}, head
+            self._states.update({sleeve_id: found[sleeve_id][:3] if sleeve_id in found
+                                 else None for sleeve_id in ids})
         return {sleeve_id: None if sleeve_id not in found else
                 self._state(sleeve_id, dtype, *found[sleeve_id][:3]) for sleeve_id in ids}
 
+    def _known_states(self, ids: list[str]) -> dict | None:
+        """The newest ``(dtype text, blob, seq)`` (or None: never saved) of each of ``ids``
+        as this connection saved or read it, if it knows them all and no row was appended
+        since (the chain's head is where it was); else None, and the journal is read.
+
+        A replay ticks on one connection, loading at each tick the states it saved at the
+        last: the head (one indexed lookup) stands for two queries and, in a signed
+        journal, the signature checks of rows this process wrote and already checked."""
+        if self._states_head is None or self._in_transaction or \
+                any(sleeve_id not in self._states for sleeve_id in ids):
+            return None
+        if self.head()[0] != self._states_head:
+            self._states, self._states_head = {}, None
+            return None
+        return {sleeve_id: self._states[sleeve_id] for sleeve_id in ids}
+
     def _state(self, sleeve_id: str, dtype, stored: str, blob: bytes, seq: int) -> np.ndarray:
         """A stored state as a fresh 1-element array of ``dtype``, if it was saved so."""
-        if stored != _dtype_text(np.dtype(dtype)):
+        if stored != dtype_text(np.dtype(dtype)):
             raise JournalError(
                 f"state of sleeve {sleeve_id!r} (seq {seq}) in {self.path} was saved with dtype "
-                f"{stored}, which differs from the requested {_dtype_text(np.dtype(dtype))}; "
+                f"{stored}, which differs from the requested {dtype_text(np.dtype(dtype))}; "
                 "the state layout changed: migrate it or start the sleeve afresh")
         if len(blob) != np.dtype(dtype).itemsize:
             raise JournalError(f"state of sleeve {sleeve_id!r} (seq {seq}) has {len(blob)} "

@@ -1,6 +1,7 @@
 """The journal's layout: its tables and their columns, the indexes its named queries use,
-the values some columns may take, how ORDER/FILL records map to columns, and the
-canonical text each row's hash is taken of. :mod:`mmats.live.journal` writes and reads it."""
+the INSERTs that write them, the values some columns may take, how ORDER/FILL records map
+to columns, the canonical text each row's hash is taken of, and the report of a
+verification. :mod:`mmats.live.journal` writes and reads it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mmats.errors import ConfigError
+from mmats.live.journal_signing import Problem
 from mmats.types import FILL_DTYPE, ORDER_DTYPE
 
 GENESIS_HASH = "0" * 64
@@ -63,6 +66,23 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)",
     "CREATE INDEX IF NOT EXISTS events_kind ON risk_events (kind, scope)",
 )
+
+CHAIN_INSERT = "INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)"
+
+
+@functools.cache
+def insert_sql(table: str) -> str:
+    """The INSERT of one table's row (the same text each time: sqlite3 keeps it prepared)."""
+    quoted = ", ".join(f'"{name}"' for name in TABLES[table])
+    marks = ", ".join("?" * (len(TABLES[table]) + 4))
+    return f"INSERT INTO {table} (seq, ts_ns, {quoted}, prev_hash, hash) VALUES ({marks})"
+
+
+@functools.lru_cache(maxsize=32)
+def dtype_text(dtype: np.dtype) -> str:
+    """The dtype as stored beside a state (every save and load: worth caching)."""
+    return json.dumps(np.lib.format.dtype_to_descr(dtype))
+
 
 #: Columns of every table; layout 1 lacked the ones in ADDED_IN_LAYOUT_2 and ``meta``.
 EXPECTED_COLUMNS = {"chain": {"seq", "table_name", "hash", "sig"}, "meta": {"name", "value"},
@@ -199,11 +219,50 @@ def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) ->
         text = _state_row_text(seq, ts_ns, payload, prev_hash)
         if text is not None:
             return hashlib.sha256(text.encode("ascii")).hexdigest()
-    canonical = {name: value.hex() if isinstance(value, bytes) else value
-                 for name, value in payload.items()}
-    text = _CANONICAL.encode({"table": table, "seq": seq, "ts_ns": ts_ns,
-                              "payload": canonical, "prev_hash": prev_hash})
+    text = _flat_row_text(table, seq, ts_ns, payload, prev_hash)
+    if text is None:
+        canonical = {name: value.hex() if isinstance(value, bytes) else value
+                     for name, value in payload.items()}
+        text = _CANONICAL.encode({"table": table, "seq": seq, "ts_ns": ts_ns,
+                                  "payload": canonical, "prev_hash": prev_hash})
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _flat_row_text(table, seq, ts_ns, payload: dict, prev_hash) -> str | None:
+    """The canonical JSON of a row whose values are all plain ``str``, ``int``, ``float``,
+    ``bytes`` or None (every row the runner appends), written as the encoder writes them
+    (``sort_keys``; floats by ``float.__repr__``, NaN and infinities as ``NaN`` and
+    ``Infinity``; strings by the encoder's own ASCII escaping) without its generic walk
+    over the values; None for any other value, which goes through the encoder."""
+    if type(seq) is not int or type(ts_ns) is not int or type(prev_hash) is not str:
+        return None
+    parts = []
+    for name in sorted(payload):
+        text = _plain_text(payload[name])
+        if text is None:
+            return None
+        parts.append(f"{_ascii(name)}:{text}")
+    return (f'{{"payload":{{{",".join(parts)}}},"prev_hash":{_ascii(prev_hash)},'
+            f'"seq":{seq},"table":{_ascii(table)},"ts_ns":{ts_ns}}}')
+
+
+def _plain_text(value) -> str | None:
+    kind = type(value)
+    if kind is str:
+        return _ascii(value)
+    if kind is float:
+        if value != value:
+            return "NaN"
+        if value in (math.inf, -math.inf):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is bytes:
+        return f'"{value.hex()}"'
+    return None
 
 
 def _state_row_text(seq, ts_ns, payload: dict, prev_hash) -> str | None:
@@ -227,3 +286,42 @@ def _dtype_json(text: str) -> str:
 
 # json.dumps with these options builds an encoder per call: half the cost of a row's hash
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+_ascii = json.encoder.encode_basestring_ascii  # the encoder's own escaping of a string
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :meth:`Journal.verify`; ``problems`` is empty when nothing was tampered
+    with. Problem kinds of the chain: ``edited``, ``deleted``, ``reordered``, ``inserted``;
+    of signatures and the anchor: ``forged``, ``rewritten``, ``truncated``,
+    ``anchor_forged``. ``warnings`` (``unsigned``, ``anchor_missing``, ``anchor_behind``,
+    ``anchor_damaged``, ``anchor_foreign``) do not make it fail."""
+
+    ok: bool
+    rows_checked: int
+    head_seq: int
+    head_hash: str
+    problems: list[Problem] = field(default_factory=list)
+    signed: bool = False
+    anchor: str = ""
+    anchor_head_seq: int = 0
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def table(self) -> str | None:
+        return self.problems[0].table if self.problems else None
+
+    @property
+    def seq(self) -> int | None:
+        return self.problems[0].seq if self.problems else None
+
+    @property
+    def reason(self) -> str | None:
+        return str(self.problems[0]) if self.problems else None
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "rows_checked": self.rows_checked, "head_seq": self.head_seq,
+                "head_hash": self.head_hash, "signed": self.signed, "anchor": self.anchor,
+                "anchor_head_seq": self.anchor_head_seq,
+                "problems": [vars(problem) for problem in self.problems],
+                "warnings": [vars(warning) for warning in self.warnings]}

@@ -32,6 +32,13 @@ class Sleeve:
     cfg: np.ndarray  # the CONFIG_DTYPE record the kernel reads
     cash: float
     lookback: int = 0  # bars of history the tick feeds the strategy (its lookback())
+    resolved_params: dict | None = None  # params as strategy.resolve_params returns them
+
+    def signal_on(self, window: dict[str, np.ndarray]):
+        """The strategy's checked output on ``window`` (its parameters resolved once)."""
+        if self.resolved_params is None:
+            return self.strategy.run(window, self.params)
+        return self.strategy.run_resolved(window, self.resolved_params)
 
 
 def sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
@@ -71,7 +78,8 @@ def _sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
                 market=market.name, timeframe=market.timeframe,
                 strategy=strategy, params=dict(model.params), cfg=record,
                 cash=cash * model.allocation / len(model.symbols),
-                lookback=strategy.lookback(model.params)))
+                lookback=strategy.lookback(model.params),
+                resolved_params=strategy.resolve_params(model.params)))
     return result
 
 

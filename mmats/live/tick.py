@@ -111,6 +111,7 @@ class Tick:
     volumes: dict[str, float] = field(default_factory=dict)  # of each sleeve's newest bar
     stale: list[tuple[str, str]] = field(default_factory=list)  # (sleeve id, message)
     kill_seen: bool = False
+    killed: Callable[[], bool] | None = None  # the kill switch's check (kill.kill_check)
     feed_events: tuple = ()  # the streams' losses and recoveries since the last tick
 
 
@@ -231,6 +232,7 @@ def recover(tick: Tick) -> None:
     if tick.mode == "operator" and not tick.brokers:
         raise ConfigError("operator mode needs a broker for each market")
     tick.sleeves = sleeves(tick.config, tick.cash)
+    tick.killed = killswitch.kill_check(tick.journal.path)
     loaded = tick.journal.load_states([sleeve.id for sleeve in tick.sleeves], STATE_DTYPE)
     for sleeve in tick.sleeves:
         state = loaded[sleeve.id]
@@ -239,7 +241,7 @@ def recover(tick: Tick) -> None:
         tick.sleeves = with_venue_rules(tick.sleeves, tick.brokers)
         tick.desk = Desk(tick.config, tick.sleeves, tick.states, tick.brokers, tick.journal,
                          tick.now_ns, tick.report,
-                         killed=functools.partial(killswitch.is_killed, tick.journal.path))
+                         killed=tick.killed)
         tick.desk.recover()
 
 
@@ -348,7 +350,7 @@ def notify(tick: Tick) -> None:
 def _obey_kill(tick: Tick) -> None:
     """Obey the kill switch once it is on: book the kill (halt every sleeve, book its
     flattening fills) once per request, in this tick's own states (:mod:`mmats.live.kill`)."""
-    if tick.kill_seen or not killswitch.is_killed(tick.journal.path):
+    if tick.kill_seen or not tick.killed():
         return
     tick.kill_seen = True
     request = killswitch.read_request(tick.journal.path)
@@ -411,7 +413,7 @@ def _trailing_window_value(tick: Tick, bar: SleeveBar) -> tuple[float, float, fl
     except BadBarError as error:  # a bad bar in the window: no opinion, keep holding
         tick.faults.add(sleeve, error)
         return math.nan, math.nan, math.nan
-    output = sleeve.strategy.run(window, sleeve.params)
+    output = sleeve.signal_on(window)
     return value_at(output, -1)
 
 
