@@ -56,7 +56,6 @@ from mmats.live.journal_layout import (
     TABLES,
     TIMES_IN_FORCE,
     VerifyReport,
-    dtype_text,
     insert_sql,
     journal_records,
     json_value,
@@ -66,6 +65,9 @@ from mmats.live.journal_layout import (
     row_hash,
     text_value,
     ts_value,
+)
+from mmats.live.journal_layout import (
+    dtype_text as _dtype_text,
 )
 from mmats.live.journal_signing import (
     SCHEME,
@@ -510,7 +512,7 @@ class Journal:
             raise ConfigError("state must be a 1-element structured array (STATE_DTYPE), got "
                               f"{getattr(state, 'dtype', type(state).__name__)!s} "
                               f"shape {getattr(state, 'shape', None)}")
-        payload = {"sleeve_id": text_value(sleeve_id, "sleeve_id"), "dtype": dtype_text(state.dtype),
+        payload = {"sleeve_id": text_value(sleeve_id, "sleeve_id"), "dtype": _dtype_text(state.dtype),
                    "state": np.ascontiguousarray(state).tobytes()}
         return self._append("sleeve_states", ts_value(ts_ns), payload)
 
@@ -567,10 +569,10 @@ class Journal:
 
     def _state(self, sleeve_id: str, dtype, stored: str, blob: bytes, seq: int) -> np.ndarray:
         """A stored state as a fresh 1-element array of ``dtype``, if it was saved so."""
-        if stored != dtype_text(np.dtype(dtype)):
+        if stored != _dtype_text(np.dtype(dtype)):
             raise JournalError(
                 f"state of sleeve {sleeve_id!r} (seq {seq}) in {self.path} was saved with dtype "
-                f"{stored}, which differs from the requested {dtype_text(np.dtype(dtype))}; "
+                f"{stored}, which differs from the requested {_dtype_text(np.dtype(dtype))}; "
                 "the state layout changed: migrate it or start the sleeve afresh")
         if len(blob) != np.dtype(dtype).itemsize:
             raise JournalError(f"state of sleeve {sleeve_id!r} (seq {seq}) has {len(blob)} "
