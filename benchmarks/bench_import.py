@@ -1,20 +1,26 @@
-"""Candle import and resampling at scale: today's pandas path against a polars path.
+"""Candle import and resampling at scale: the production path against pandas and polars alone.
 
 Measures what ``mmats import FILE --data fx:EUR/USD:1m --resample-to 1h`` does to a large
 file, step by step, each variant in a fresh child process (so its peak RSS, VmHWM, is its
 own):
 
-- **import**: sniff the layout, read the CSV (pandas, or polars where
-  :func:`mmats.data.io.read_raw_candles` may use it), validate it as the importer does
+- **import**: sniff the layout, read the CSV, validate it as the importer does
   (``validate_candles``: schema, OHLC, grid, duplicates), write it to the candle store
-  (which validates again, merges and writes zstd Parquet);
-- **resample**: read the stored 1-minute Parquet (DuckDB, or polars), aggregate it to 1h
-  (numpy ``reduceat``, or a polars ``group_by``), write the 1h file to the store.
+  (which validates again, merges and writes zstd Parquet). The read is ``pandas`` (the
+  path before polars: ``pd.read_csv``, then one ISO-8601 parse of the ts column),
+  ``polars`` (polars alone: typed ``read_csv`` and ``strptime``, none of the checks that
+  keep the frame the one pandas gives) or ``mmats`` (:func:`mmats.data.io.read_raw_candles`
+  today: polars with those checks, pandas for any file they do not pass);
+- **resample**: read the stored 1-minute Parquet into arrays (DuckDB ``before``, pyarrow,
+  polars, or ``mmats``: :func:`mmats.data.io.read_parquet_arrays`, what ``mmats import
+  --resample-to`` runs), aggregate it to 1h (numpy ``reduceat``), write the 1h file.
 
-Every variant's stored files are compared byte for byte. Figures are rows per second of
-input and peak RSS, median of ``--repeat`` runs, with the 1-minute load average before and
-after each run. Nothing is asserted; the last lines say which path MMATS uses and whether
-the polars path meets the bar for using it (>= 1.3x faster, or <= 1/1.3 of the memory).
+Every variant's stored files are compared byte for byte with the reference's (``pandas``,
+``before``). Figures are rows per second of input and peak RSS, median of ``--repeat``
+runs, with the 1-minute load average before and after each run. Nothing is asserted; for
+each step the last lines say whether polars wins there (>= 1.3x the speed, or <= 1/1.3 of
+the memory, of the best path without it), whether MMATS uses it, and "met" when polars is
+used exactly where it wins (and, where it is used, MMATS's path itself wins by as much).
 
     .venv/bin/python benchmarks/bench_import.py                 # 10M rows, 3 runs (~10 min)
     .venv/bin/python benchmarks/bench_import.py --rows 1000000 --repeat 1   # a smoke test
@@ -68,23 +74,23 @@ def make_csv(path: Path, rows: int, seed: int = 7) -> None:
 
 # -- the variants, each run in a child process -------------------------------------------------
 
-# step -> variant -> what it is; the first is the path MMATS took before issue 14.
+# step -> variant -> what it is; the first is the reference whose stored bytes all must match.
 VARIANTS = {
     "import": {
-        "before": "pandas read_csv; ts parsed in validate_candles (epoch try, then ISO)",
-        "polars": "polars read_csv, ts parsed by polars strptime (measured, not used)",
-        "mmats": "pandas read_csv + ISO-8601 parse up front (read_raw_candles today)",
+        "pandas": "pandas read_csv + ISO-8601 parse up front (read_raw_candles before polars)",
+        "polars": "polars read_csv + strptime alone, without the checks (not used as such)",
+        "mmats": "read_raw_candles today: polars with the checks, pandas where they fail",
     },
     "resample": {
         "before": "CandleStore.read (DuckDB) -> frame -> resample()",
-        "pyarrow": "pyarrow read_table -> arrays -> resample_arrays() (no polars)",
-        "polars-groupby": "polars read + group_by aggregation (not byte-identical: volume sums)",
-        "mmats": "read_parquet_arrays (polars) -> resample_arrays() (mmats import today)",
+        "pyarrow": "pyarrow read_table -> arrays -> resample_arrays()",
+        "polars": "polars read_parquet -> arrays -> resample_arrays()",
+        "mmats": "read_parquet_arrays -> resample_arrays() (mmats import --resample-to today)",
     },
 }
-USED = {"import": "mmats", "resample": "mmats"}
-NO_POLARS = {"import": ("before", "mmats"), "resample": ("before", "pyarrow")}
-WITH_POLARS = {"import": "polars", "resample": "mmats"}
+# Whether the production path of each step reads with polars, and the variants without it.
+USES_POLARS = {"import": True, "resample": False}
+NO_POLARS = {"import": ("pandas",), "resample": ("before", "pyarrow")}
 
 
 def run_import(variant: str, csv: Path, root: Path) -> dict:
@@ -96,12 +102,13 @@ def run_import(variant: str, csv: Path, root: Path) -> dict:
     from mmats.data.store import CandleStore
 
     times = {}
+    cpu = _cpu_s()
     start = time.perf_counter()
     assert detect_format(csv) == "mmats"
     if variant == "mmats":
         raw = read_raw_candles(csv)
-    elif variant == "before":
-        raw = _read_csv_before(csv)
+    elif variant == "pandas":
+        raw = _read_csv_pandas(csv)
     else:
         raw = _read_csv_polars(csv)
     times["read_s"] = time.perf_counter() - start
@@ -113,17 +120,29 @@ def run_import(variant: str, csv: Path, root: Path) -> dict:
     CandleStore(root).write(VENUE, SYMBOL, SOURCE_TF, clean, source=str(csv))
     times["write_s"] = time.perf_counter() - mark
     times["total_s"] = time.perf_counter() - start
+    times["cpu_s"] = _cpu_s() - cpu
     times["rows"] = len(clean)
     return times
 
 
-def _read_csv_before(csv: Path):
-    """read_raw_candles as it was before issue 14: the ts column left as text."""
+def _cpu_s() -> float:
+    """CPU seconds this process has used (user + system, every thread): on a loaded machine
+    a steadier measure of the work done than the wall clock."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _read_csv_pandas(csv: Path):
+    """read_raw_candles as it was before it read with polars: pandas read_csv, then the ts
+    texts parsed as ISO-8601 up front when they all are."""
     import pandas as pd
 
-    from mmats.data.io import _map_columns
+    from mmats.data.io import _map_columns, _parse_iso_ts
 
     frame, _ = _map_columns(pd.read_csv(csv, skipinitialspace=True), str(csv))
+    frame["ts"] = _parse_iso_ts(frame["ts"])
     return frame
 
 
@@ -135,7 +154,8 @@ def _read_csv_polars(csv: Path):
 
     names = ("open", "high", "low", "close", "volume")
     table = pl.read_csv(csv, schema_overrides={"ts": pl.String, **dict.fromkeys(names, pl.Float64)})
-    us = table["ts"].str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S").to_physical().to_numpy()
+    us = table["ts"].str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S",
+                                  cache=False).to_physical().to_numpy()
     frame = pd.DataFrame({"ts": (us * 1000).view("M8[ns]"), **{c: table[c].to_numpy() for c in names}})
     return frame
 
@@ -147,27 +167,23 @@ def run_resample(variant: str, source_root: Path, root: Path) -> dict:
     from mmats.data.resample import resample_arrays
     from mmats.data.schema import candles_from_arrays
 
+    readers = {"mmats": read_parquet_arrays, "pyarrow": _pyarrow_arrays,
+               "polars": _polars_arrays}
     times = {}
     source = CandleStore(source_root)
     path = source.path(VENUE, SYMBOL, SOURCE_TF)
+    cpu = _cpu_s()
     start = time.perf_counter()
     if variant == "before":
         full = source.read(VENUE, SYMBOL, SOURCE_TF)
         rows = len(full)
-    elif variant == "polars-groupby":
-        import polars as pl
-
-        full = pl.read_parquet(path)
-        rows = full.height
     else:
-        full = read_parquet_arrays(path) if variant == "mmats" else _pyarrow_arrays(path)
+        full = readers[variant](path)
         rows = full["ts"].size
     times["read_s"] = time.perf_counter() - start
     mark = time.perf_counter()
     if variant == "before":
         bars = resample(full, TARGET_TF)
-    elif variant == "polars-groupby":
-        bars = _polars_hourly(pl, full, candles_from_arrays)
     else:
         bars = candles_from_arrays(*resample_arrays(full["ts"], full, TARGET_TF, SOURCE_TF))
     del full
@@ -176,6 +192,7 @@ def run_resample(variant: str, source_root: Path, root: Path) -> dict:
     CandleStore(root).write(VENUE, SYMBOL, TARGET_TF, bars, source=f"resampled from {SOURCE_TF}")
     times["write_s"] = time.perf_counter() - mark
     times["total_s"] = time.perf_counter() - start
+    times["cpu_s"] = _cpu_s() - cpu
     times["rows"] = rows
     return times
 
@@ -190,21 +207,14 @@ def _pyarrow_arrays(path) -> dict:
     return arrays
 
 
-def _polars_hourly(pl, table, candles_from_arrays):
-    """resample(df, "1h") in polars: buckets at whole hours, open first, high max, low min,
-    close last, volume sum, the trailing incomplete hour dropped."""
-    step = 60 * MINUTE_NS
-    ns = pl.col("ts").dt.epoch("ns")
-    hourly = (table.lazy().with_columns(bucket=ns // step * step, ns=ns)
-              .group_by("bucket", maintain_order=True)
-              .agg(pl.col("open").first(), pl.col("high").max(), pl.col("low").min(),
-                   pl.col("close").last(), pl.col("volume").sum(), pl.col("ns").max())
-              .collect())
-    if hourly["bucket"][-1] + step > hourly["ns"].max() + MINUTE_NS:
-        hourly = hourly.head(hourly.height - 1)
-    return candles_from_arrays(hourly["bucket"].to_numpy(),
-                               {c: hourly[c].to_numpy() for c in
-                                ("open", "high", "low", "close", "volume")})
+def _polars_arrays(path) -> dict:
+    """The stored file as arrays, read with polars (what read_parquet_arrays did before)."""
+    import polars as pl
+
+    table = pl.read_parquet(path, columns=["ts", "open", "high", "low", "close", "volume"])
+    arrays = {"ts": table["ts"].dt.epoch("ns").to_numpy()}
+    arrays.update({c: table[c].to_numpy() for c in ("open", "high", "low", "close", "volume")})
+    return arrays
 
 
 def child(args) -> None:
@@ -268,6 +278,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="/tmp/mmats_bench_import",
                         help="where the CSV and the stores go (never the repository)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--step", choices=tuple(VARIANTS), action="append",
+                        help="measure only this step (repeatable; default: both; resample "
+                             "reads the file a previous import run stored in --workdir)")
     parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--csv", help=argparse.SUPPRESS)
@@ -287,16 +300,17 @@ def main(argv=None) -> int:
     print(f"input: {csv} ({csv.stat().st_size / 2**20:.0f} MiB, {args.rows:,} 1m bars); "
           f"{os.cpu_count()} CPUs; 1-minute load now {os.getloadavg()[0]:.2f}", flush=True)
 
-    results: dict[str, dict[str, list]] = {step: {} for step in VARIANTS}
+    results: dict[str, dict[str, list]] = {step: {} for step in (args.step or VARIANTS)}
     stored: dict[str, dict[str, str]] = {step: {} for step in VARIANTS}
     stored_name = {"import": f"EUR_USD_{SOURCE_TF}.parquet", "resample": f"EUR_USD_{TARGET_TF}.parquet"}
+    steps = args.step or list(VARIANTS)
     for run in range(args.repeat):
-        for step, variants in VARIANTS.items():
+        for step, variants in ((step, VARIANTS[step]) for step in steps):
             for variant in variants:  # alternated, so drifting load hits every variant alike
                 root = work / f"{step}_{variant}"
                 shutil.rmtree(root, ignore_errors=True)
                 paths = ({"csv": csv, "root": root} if step == "import"
-                         else {"source_root": work / "import_before", "root": root})
+                         else {"source_root": work / "import_pandas", "root": root})
                 figures = spawn(step, variant, **paths)
                 results[step].setdefault(variant, []).append(figures)
                 stored[step][variant] = sha256(root / VENUE / stored_name[step])
@@ -314,35 +328,60 @@ def main(argv=None) -> int:
 
 def print_report(report: dict, stored: dict, args) -> None:
     print(f"\nmedian of {args.repeat} run(s), each in a fresh process; rows/s = input rows / "
-          "total s; peak = the child's own VmHWM; x = before / variant")
-    for step, variants in VARIANTS.items():
-        figures = report[step]
-        before = figures["before"]
-        stages = [k for k in before if k.endswith("_s") and k not in ("total_s", "rows_per_s")]
-        print(f"\n{step} ({before['rows']:,} rows)")
-        print(f"  {'variant':<15}" + "".join(f"{k:>12}" for k in stages)
-              + f"{'total_s':>10}{'x':>7}{'rows/s':>12}{'peak MiB':>10}{'x':>7}  same bytes")
+          "total s; peak = the child's own VmHWM; x = reference / variant")
+    verdicts = []
+    for step, figures in report.items():
+        variants = VARIANTS[step]
+        reference_name = next(iter(variants))
+        reference = figures[reference_name]
+        stages = [k for k in reference if k.endswith("_s")
+                  and k not in ("total_s", "cpu_s", "rows_per_s")]
+        print(f"\n{step} ({reference['rows']:,} rows; reference: {reference_name})")
+        print(f"  {'variant':<10}" + "".join(f"{k:>12}" for k in stages)
+              + f"{'total_s':>10}{'x':>7}{'cpu_s':>8}{'x':>7}{'rows/s':>12}{'peak MiB':>10}"
+              f"{'x':>7}  same bytes")
         for variant in variants:
             row = figures[variant]
-            same = "yes" if stored[step][variant] == stored[step]["before"] else "NO"
-            print(f"  {variant:<15}" + "".join(f"{row[k]:>12.2f}" for k in stages)
-                  + f"{row['total_s']:>10.2f}{before['total_s'] / row['total_s']:>7.2f}"
+            same = "yes" if stored[step][variant] == stored[step][reference_name] else "NO"
+            print(f"  {variant:<10}" + "".join(f"{row[k]:>12.2f}" for k in stages)
+                  + f"{row['total_s']:>10.2f}{reference['total_s'] / row['total_s']:>7.2f}"
+                  f"{row['cpu_s']:>8.2f}{reference['cpu_s'] / row['cpu_s']:>7.2f}"
                   f"{row['rows_per_s']:>12,.0f}{row['peak_rss_mib']:>10,.0f}"
-                  f"{before['peak_rss_mib'] / row['peak_rss_mib']:>7.2f}  {same}")
+                  f"{reference['peak_rss_mib'] / row['peak_rss_mib']:>7.2f}  {same}")
         for variant, what in variants.items():
             print(f"    {variant}: {what}; load (1-min, before -> after each run) "
                   f"{figures[variant]['load']}")
-        with_polars = figures[WITH_POLARS[step]]
-        best = min((figures[v] for v in NO_POLARS[step]), key=lambda r: r["total_s"])
-        speed = best["total_s"] / with_polars["total_s"]
-        memory = best["peak_rss_mib"] / with_polars["peak_rss_mib"]
-        met = speed >= TARGET_RATIO or memory >= TARGET_RATIO
-        print(f"  polars (variant {WITH_POLARS[step]}) against the best path without it "
-              f"({min(NO_POLARS[step], key=lambda v: figures[v]['total_s'])}): {speed:.2f}x "
-              f"speed, {memory:.2f}x less memory; target >= {TARGET_RATIO}x either: "
-              f"{'met' if met else 'not met'}")
-        print(f"  MMATS uses: variant {USED[step]} ({VARIANTS[step][USED[step]]}); "
-              f"{before['total_s'] / figures[USED[step]]['total_s']:.2f}x the speed of before")
+        verdicts.append(_verdict(step, figures))
+    print()
+    for line, _ in verdicts:
+        print(line)
+    if verdicts:
+        print(f"polars used where it wins: {'met' if all(m for _, m in verdicts) else 'not met'}")
+
+
+def _verdict(step: str, figures: dict) -> tuple[str, bool]:
+    """One line on whether polars wins in ``step`` and whether MMATS uses it, and whether
+    that is as it should be: used where it wins (and MMATS's path then wins as much too),
+    not used where it does not."""
+    best_name = min(NO_POLARS[step], key=lambda v: figures[v]["total_s"])
+    best = figures[best_name]
+
+    def gain(name):
+        return (best["total_s"] / figures[name]["total_s"],
+                best["peak_rss_mib"] / figures[name]["peak_rss_mib"],
+                best["cpu_s"] / figures[name]["cpu_s"])
+
+    speed, memory, cpu = gain("polars")
+    wins = speed >= TARGET_RATIO or memory >= TARGET_RATIO
+    uses = USES_POLARS[step]
+    own_speed, own_memory, own_cpu = gain("mmats")
+    met = (own_speed >= TARGET_RATIO or own_memory >= TARGET_RATIO) if uses else not wins
+    return (f"{step}: polars alone against the best path without it ({best_name}): "
+            f"{speed:.2f}x speed, {memory:.2f}x less memory ({cpu:.2f}x less CPU time) -> "
+            f"{'wins' if wins else 'no win'} (target >= {TARGET_RATIO}x speed or memory); "
+            f"MMATS {'uses' if uses else 'does not use'} polars here (its path: "
+            f"{own_speed:.2f}x speed, {own_memory:.2f}x less memory, {own_cpu:.2f}x less CPU "
+            f"time): {'met' if met else 'not met'}"), met
 
 
 if __name__ == "__main__":
