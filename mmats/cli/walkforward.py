@@ -10,8 +10,9 @@ Sweeps the grid on each training window, trades the next window with the best
 parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
 ratio, probability of backtest overfitting and Hansen's SPA. Writes a quantstats
 tearsheet, an HTML report and its PDF under reports/ and prints their paths
-(--no-tearsheet and --no-pdf leave those out; charts and the tearsheet drawn before from
-the same inputs are taken from a cache, which --no-cache bypasses).
+(--no-tearsheet and --no-pdf leave those out). A research result, charts and the
+tearsheet made before from the same data, options and code are taken from a cache, which
+--no-cache bypasses: the research is deterministic (its bootstraps are seeded).
 
 exit codes: 0 done (whatever the verdict: read it); 2 usage or input error (a bad option,
 a missing or unreadable file, a strategy that breaks its contract or peeks ahead, a
@@ -70,8 +71,9 @@ def main(argv=None, prog="mmats walkforward") -> int:
                         help="leave out the quantstats tearsheet (the slowest file to draw)")
     parser.add_argument("--no-pdf", action="store_true", help="leave out the PDF report")
     parser.add_argument("--no-cache", action="store_true",
-                        help="draw every chart and the tearsheet afresh, not from the cache "
-                        "of parts drawn before from the same inputs")
+                        help="compute the research and draw every chart and the tearsheet "
+                        "afresh, not from the cache of results and parts made before from "
+                        "the same inputs and code")
     parser.add_argument("--jobs", type=int,
                         help="processes drawing the reports at once: 1 draws them in order "
                         "here; 2 (the default with two cores) draws the tearsheet beside")
@@ -94,15 +96,16 @@ def main(argv=None, prog="mmats walkforward") -> int:
         candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
         quality = report_data_quality(candles, args, label=args.data)  # gaps warn on stderr, never filled
         from mmats.distributed import connect
-        from mmats.validate.research import run_research
+        from mmats.validate.research import cached_research
 
         with connect(args.cluster) as cluster:  # one cluster for the folds, sweep and MC
-            research = run_research(
+            research = cached_research(
                 args.strategy, candles, parse_grid(args.grid) or None, **windows,
                 anchored=args.anchored, embargo=embargo,
                 objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
                 mc_method=args.mc_method, seed=args.seed, cash=args.cash,
-                progress=not args.json, cluster=cluster, **settings_from(args))
+                progress=not args.json, cluster=cluster, cache=not args.no_cache,
+                **settings_from(args))
         researched, researched_cpu = time.perf_counter(), cpu_seconds()
         from mmats.reports.research_report import write_research_report
 

@@ -16,9 +16,11 @@ import numpy as np
 import pandas as pd
 
 from mmats.errors import ConfigError
-from mmats.nb import montecarlo as nb
 
-METHODS = {"reshuffle": nb.RESHUFFLE, "bootstrap": nb.BOOTSTRAP, "block": nb.BLOCK}
+# mmats.nb.montecarlo's RESHUFFLE, BOOTSTRAP and BLOCK (a test checks they agree): the
+# kernels are imported when a batch runs, so importing this module (or unpickling a
+# cached research result) does not load numba
+METHODS = {"reshuffle": 0, "bootstrap": 1, "block": 2}
 STATISTICS = ("final_equity", "cagr", "max_drawdown", "longest_drawdown")
 FAN_PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -232,6 +234,8 @@ def simulate_batch(states, values, method, restart_probability, start_equity, ru
                    checkpoints):
     """The runs whose generator states are the rows of ``states``: the one call behind a
     local run's chunks and a cluster's tasks (:func:`mmats.nb.montecarlo.simulate_paths`)."""
+    from mmats.nb import montecarlo as nb
+
     return nb.simulate_paths(values, method, np.ascontiguousarray(states),
                              restart_probability, start_equity, ruin_equity, checkpoints)
 

@@ -7,7 +7,13 @@
   (CSCV) of Bailey, Borwein, López de Prado & Zhu, "The Probability of Backtest
   Overfitting", Journal of Computational Finance 20(4), 2017 (SSRN 2013).
 - :func:`spa_test` is Hansen's test of superior predictive ability ("A Test for Superior
-  Predictive Ability", JBES 23(4), 2005), computed by ``arch.bootstrap.SPA``.
+  Predictive Ability", JBES 23(4), 2005) with Politis & Romano's stationary bootstrap,
+  computed here as ``arch.bootstrap.SPA`` (arch 8) computes it, draw for draw: a test
+  checks the p-values equal arch's. Importing arch (and the statsmodels and matplotlib it
+  loads) cost a research run more time than the test itself.
+
+scipy is imported inside the functions that need its normal distribution, so that
+importing this module (and unpickling a cached research result) stays cheap.
 
 Sharpe ratios here are per period and not annualised: ``mean / std(ddof=1)``.
 """
@@ -20,7 +26,6 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from mmats.errors import ConfigError
 
@@ -71,7 +76,9 @@ def expected_maximum_sharpe(n_trials: int, trial_sharpe_variance: float) -> floa
         raise ConfigError(f"trial_sharpe_variance={trial_sharpe_variance!r} must be >= 0")
     if n_trials == 1:
         return 0.0
-    z = (1.0 - EULER_GAMMA) * norm.ppf(1.0 - 1.0 / n_trials) + EULER_GAMMA * norm.ppf(
+    from scipy.special import ndtri  # scipy.stats.norm.ppf, without importing scipy.stats
+
+    z = (1.0 - EULER_GAMMA) * ndtri(1.0 - 1.0 / n_trials) + EULER_GAMMA * ndtri(
         1.0 - 1.0 / (n_trials * math.e)
     )
     return float(math.sqrt(trial_sharpe_variance) * z)
@@ -101,8 +108,10 @@ def probabilistic_sharpe_ratio_from_statistics(
             " variance of the Sharpe estimate: check the moments (kurtosis is non-excess, 3 = normal)"
         )
     z = (sharpe - benchmark_sharpe) * math.sqrt(n_observations - 1) / math.sqrt(denominator)
+    from scipy.special import ndtr  # scipy.stats.norm.cdf, without importing scipy.stats
+
     return PSRResult(
-        psr=float(norm.cdf(z)),
+        psr=float(ndtr(z)),
         sharpe=float(sharpe),
         benchmark_sharpe=float(benchmark_sharpe),
         skewness=float(skewness),
@@ -437,10 +446,17 @@ def spa_test(
 ) -> SPAResult:
     """Hansen's test of superior predictive ability of T × N strategy returns.
 
-    ``arch.bootstrap.SPA`` compares *losses* (lower is better); a return is a negative
-    loss, so the benchmark's losses are ``-benchmark`` (zero returns by default) and the
-    strategies' are ``-returns_matrix``. Stationary bootstrap with mean block length
-    ``block_length`` (default ``int(sqrt(T))``, arch's own default), studentised.
+    The statistic is the largest mean excess return over the benchmark (zero returns by
+    default). Its distribution under H0 comes from ``reps`` stationary-bootstrap
+    resamples (Politis & Romano 1994, mean block length ``block_length``, default
+    ``int(sqrt(T))``) of the excess returns, each column's mean re-centred three ways:
+    ``lower`` re-centres only columns that beat the benchmark, ``upper`` every column
+    (White's Reality Check) and ``consistent`` those not clearly worse than it (mean above
+    ``-sqrt(2 log log T × ω² / T)``, with ω² the bootstrap's long-run variance). This is
+    ``arch.bootstrap.SPA(-benchmark, -returns_matrix, bootstrap="stationary")`` of arch 8
+    (which compares losses, negative returns) with the same random draws for a given
+    ``seed``: the p-values equal arch's (tested), the statistic is not studentised, as
+    arch's is not.
 
     Example
     -------
@@ -448,8 +464,6 @@ def spa_test(
     >>> spa_test(noise, reps=200).pvalue_consistent > 0.1
     True
     """
-    from arch.bootstrap import SPA  # arch is only needed here
-
     columns = list(returns_matrix.columns) if isinstance(returns_matrix, pd.DataFrame) else None
     m = _check_finite(np.asarray(returns_matrix, dtype=np.float64), "returns_matrix")
     if m.ndim == 1:
@@ -470,21 +484,71 @@ def spa_test(
     if block_length is None:
         block_length = int(np.sqrt(m.shape[0]))
     block_length = _check_count(block_length, "block_length")
-    spa = SPA(-bench, -m, block_size=block_length, reps=reps, bootstrap="stationary", seed=seed)
-    spa.compute()
-    pvalues = spa.pvalues
-    excess = (m - bench[:, None]).mean(axis=0)
-    best = int(np.argmax(excess))
+    excess = m - bench[:, None]  # arch's loss differential: benchmark loss - model loss
+    pvalues = _spa_pvalues(excess, block_length, reps, seed)
+    means = excess.mean(axis=0)
+    best = int(np.argmax(means))
     return SPAResult(
-        pvalue_lower=float(pvalues["lower"]),
-        pvalue_consistent=float(pvalues["consistent"]),
-        pvalue_upper=float(pvalues["upper"]),
+        pvalue_lower=float(pvalues[0]),
+        pvalue_consistent=float(pvalues[1]),
+        pvalue_upper=float(pvalues[2]),
         best=columns[best] if columns is not None else best,
-        best_mean_excess=float(excess[best]),
+        best_mean_excess=float(means[best]),
         reps=reps,
         block_length=block_length,
         seed=seed,
     )
+
+
+def _spa_pvalues(excess: np.ndarray, block_length: int, reps: int, seed: int) -> np.ndarray:
+    """The lower, consistent and upper SPA p-values of T × N excess returns."""
+    t = excess.shape[0]
+    means = excess.mean(axis=0)
+    variances = _stationary_long_run_variance(excess - means, block_length)
+    valid = means >= -np.sqrt(variances / t * 2.0 * np.log(np.log(t)))
+    centres = np.stack([np.where(means < 0.0, 0.0, means),  # lower
+                        np.where(valid, means, 0.0),  # consistent
+                        means])  # upper
+    resampled = _stationary_bootstrap_means(excess, block_length, reps, seed)  # reps × N
+    # the largest re-centred resampled mean against the largest observed one
+    simulated = (resampled[None, :, :] - centres[:, None, :]).max(axis=2)
+    return (simulated > means.max()).mean(axis=1)
+
+
+def _stationary_long_run_variance(demeaned: np.ndarray, block_length: int) -> np.ndarray:
+    """Per column, the variance of the mean (times T) the stationary bootstrap implies:
+    autocovariances weighted by Politis & Romano's kernel, as arch computes them."""
+    t = demeaned.shape[0]
+    p = 1.0 / block_length
+    variances = np.sum(demeaned**2, 0) / t
+    for lag in range(1, t):
+        kappa = (1.0 - lag / t) * (1 - p) ** lag + (lag / t) * (1 - p) ** (t - lag)
+        variances += 2 * kappa * np.sum(demeaned[: t - lag, :] * demeaned[lag:, :], 0) / t
+    return variances
+
+
+def _stationary_bootstrap_means(excess: np.ndarray, block_length: int, reps: int,
+                                seed: int) -> np.ndarray:
+    """Column means of ``reps`` stationary-bootstrap resamples of the rows (reps × N).
+
+    Each resample draws T start rows and T uniforms from ``default_rng(seed)``, in that
+    order (arch's draws); row i continues row i-1's block (wrapping past the end) unless
+    its uniform is at most 1/``block_length``, when it starts a new block at its own draw.
+    """
+    t = excess.shape[0]
+    p = 1.0 / block_length
+    generator = np.random.default_rng(seed)
+    positions = np.arange(t)
+    counts = np.zeros((reps, t))
+    for rep in range(reps):
+        starts = generator.integers(t, size=t, dtype=np.int64)
+        uniforms = generator.random(t)
+        new_block = uniforms <= p
+        new_block[0] = True
+        block_start = np.maximum.accumulate(np.where(new_block, positions, 0))
+        rows = (starts[block_start] + positions - block_start) % t
+        counts[rep] = np.bincount(rows, minlength=t)
+    return counts @ excess / t
 
 
 # --------------------------------------------------------------------------- checks

@@ -11,6 +11,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -265,3 +266,135 @@ def verdict(research: ResearchResult) -> str:
         lines.append(f"Walk-forward efficiency is {efficiency:.2f} (out-of-sample annualised "
                      "return over in-sample; above 0.5 is usually considered robust).")
     return " ".join(lines)
+
+
+# --------------------------------------------------------------------------- cache
+
+RESEARCH_CACHE_ENTRIES = 32  # a research result of the sample is ~4 MB
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def cached_research(strategy, data: Any, grid: dict | None = None, *, cache: bool = True,
+                    folder=None, **options) -> ResearchResult:
+    """:func:`run_research`, or the result it gave before for the same inputs.
+
+    A research run is deterministic (its bootstraps are seeded), so its result is stored
+    under a key that digests everything it depends on: the candles by value (their
+    columns, times and attrs), the strategy's source, the options, the source of every
+    MMATS module and the versions of the libraries that compute it. Anything changing
+    misses the cache, and a hit is the object :func:`run_research` returns, pickled.
+    ``progress`` and ``cluster`` are left out of the key (a cluster gives the same result).
+
+    Runs that cannot be keyed by value are computed and not stored: candles given as a
+    path or store spec (load them first), a strategy with extra inputs (read from files
+    the key does not see), or an option that is not plain data (a callable objective).
+    The cache lives in ``folder`` (default ``$MMATS_CACHE_DIR/research``); ``cache=False``
+    computes afresh, and a cache that cannot be read or written only costs time.
+
+    Example::
+
+        research = cached_research("ema_cross", load("bittrex:ETH/BTC:5m"), fee_bps=10)
+    """
+    loaded = load_strategy(strategy)
+    key = research_key(loaded, data, grid, options) if cache else None
+    if folder is None:
+        from mmats.strategy import cache_dir
+
+        folder = cache_dir() / "research"
+    path = None if key is None else Path(folder) / key[:2] / f"{key}.pickle"
+    if path is not None:
+        found = _read_research(path)
+        if found is not None:
+            return found
+    research = run_research(loaded, data, grid, **options)
+    if path is not None:
+        _write_research(path, research)
+    return research
+
+
+def research_key(strategy, data: Any, grid: dict | None, options: dict) -> str | None:
+    """The hex key of one research run's inputs, or None when they cannot be keyed by
+    value (see :func:`cached_research`)."""
+    import hashlib
+
+    if strategy.inputs or not isinstance(data, pd.DataFrame):
+        return None
+    keyed = {name: value for name, value in options.items()
+             if name not in ("progress", "cluster")}
+    if not (_is_plain(grid) and _is_plain(keyed)):
+        return None
+    h = hashlib.sha256(b"mmats research 1\n")
+    h.update(_environment().encode())
+    h.update(f"{strategy.name}\n{strategy.source_hash}\n{strategy.version}\n".encode())
+    h.update(repr(sorted((grid or {}).items())).encode())
+    h.update(repr(sorted(keyed.items())).encode())
+    h.update(repr(sorted((str(k), repr(v)) for k, v in data.attrs.items())).encode())
+    h.update(repr((list(map(str, data.columns)), str(data.index.dtype))).encode())
+    h.update(np.ascontiguousarray(data.index.to_numpy()).view(np.uint8))
+    for column in data.columns:
+        values = data[column].to_numpy()
+        h.update(f"{column}:{values.dtype}:{values.shape}".encode())
+        h.update(np.ascontiguousarray(values).view(np.uint8) if values.dtype != object
+                 else repr(values.tolist()).encode())
+    return h.hexdigest()
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, list | tuple):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _environment() -> str:
+    """The source of every MMATS module and the versions of what computes the research."""
+    import hashlib
+    import sys
+    from importlib import metadata
+
+    h = hashlib.sha256(sys.version.encode())
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    for library in ("numpy", "pandas", "numba", "scipy", "arch"):
+        try:
+            h.update(f"{library} {metadata.version(library)}\n".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{library} absent\n".encode())
+    return h.hexdigest()
+
+
+def _read_research(path) -> ResearchResult | None:
+    """The result stored at ``path``; None when it is absent or unreadable (a cache
+    written by another version, a truncated file): the run is then computed again."""
+    import os
+    import pickle
+
+    try:
+        with open(path, "rb") as file:
+            research = pickle.load(file)
+        os.utime(path)  # recently used: pruned last
+    except Exception:  # noqa: BLE001 - any unreadable entry is a miss, never an error
+        return None
+    return research if isinstance(research, ResearchResult) else None
+
+
+def _write_research(path, research: ResearchResult) -> None:
+    import pickle
+
+    from mmats.files import atomic_path
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, mode=0o600) as temporary:
+            temporary.write_bytes(pickle.dumps(research, protocol=pickle.HIGHEST_PROTOCOL))
+        entries = sorted(path.parent.parent.glob("*/*.pickle"),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in entries[RESEARCH_CACHE_ENTRIES:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # the cache only saves time

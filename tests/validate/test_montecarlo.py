@@ -351,3 +351,12 @@ def test_progress_bar_does_not_change_the_runs():
         np.testing.assert_array_equal(plain.final_equity, shown.final_equity)
         np.testing.assert_array_equal(plain.max_drawdown, shown.max_drawdown)
         pd.testing.assert_frame_equal(plain.fan, shown.fan)
+
+
+def test_method_codes_are_the_kernels():
+    """validate.montecarlo names the kernels' method codes without importing numba."""
+    from mmats.nb import montecarlo as nb
+    from mmats.validate.montecarlo import METHODS
+
+    assert METHODS == {"reshuffle": nb.RESHUFFLE, "bootstrap": nb.BOOTSTRAP,
+                       "block": nb.BLOCK}
