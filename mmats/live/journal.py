@@ -136,8 +136,11 @@ class Journal:
             if environment is not None and self._layout >= 2:
                 check_anchor(self.anchor_path, self.path, self._meta["journal_id"], environment)
             if not readonly:
+                present = {row[0] for row in self._db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index'")}
                 for statement in INDEXES:  # a journal made before an index was added
-                    self._db.execute(statement)
+                    if statement.split()[5] not in present:  # CREATE INDEX IF NOT EXISTS <name>
+                        self._db.execute(statement)
                 self._signer = self._writer_signer(sign)
             if environment is not None:
                 self._settle_environment(environment)
@@ -235,8 +238,12 @@ class Journal:
         if missing:
             raise JournalError(f"journal {self.path} lacks the tables {missing}; "
                                "is it an MMATS journal?")
-        actual = {table: {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                  for table in EXPECTED_COLUMNS if table in names}
+        actual = {}  # every table's columns, in one query (a tick opens the journal)
+        for table, column in self._db.execute(
+                "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
+                "WHERE m.type = 'table'"):
+            if table in EXPECTED_COLUMNS:
+                actual.setdefault(table, set()).add(column)
         self._meta: dict[str, str] = {}
         self._layout = 2
         self._columns = {table: list(columns) for table, columns in TABLES.items()}
