@@ -88,12 +88,18 @@ def add(path: str | Path, *, root: Path | None = None, sample: str = SAMPLE,
 def _check(model_py: Path, sample: str, where: str) -> list[str]:
     """The contract, the lookahead check and a compile of a staged package; a failure is
     a :class:`PackageError` naming the package."""
-    from mmats.backtest import backtest, lookahead_samples, market, require_no_lookahead
+    from mmats.backtest import (
+        backtest,
+        lookahead_samples,
+        market,
+        require_no_lookahead,
+        with_inputs,
+    )
     from mmats.strategy import _load_installed
 
     try:
         strategy = _load_installed(model_py)
-        prices = market(sample)
+        prices = with_inputs(market(sample), strategy)
         combos, _ = strategy.combinations()
         if not combos:
             raise PackageError(f"{where}: the manifest's grid leaves no valid combination")

@@ -9,7 +9,7 @@ The manifest says what the package is and promises what ``model.py`` holds::
     author = "Jane Doe <jane@example.com>"
     sha256 = "9f2c..."             # of model.py: a package edited after signing is refused
     warmup = 60                    # bars (or a warmup(**params) function in model.py)
-    inputs = []                    # extra input series (none yet)
+
 
     [params]                       # the grid a sweep searches
     fast = [5, 10, 20]
@@ -18,6 +18,9 @@ The manifest says what the package is and promises what ``model.py`` holds::
     [defaults]
     fast = 10
     slow = 50
+
+    [inputs.hour_close]            # optional: extra inputs, as a strategy's INPUTS
+    timeframe = "1h"
 
 This module checks a package (:func:`read_package`: a bad or tampered one is refused
 with the reason and nothing changes), keeps the registry of installed packages (which
@@ -75,7 +78,7 @@ class Manifest:
     params: dict[str, list]
     defaults: dict
     warmup: int | None = None
-    inputs: tuple[str, ...] = ()
+    inputs: dict = field(default_factory=dict)  # name -> spec, as a strategy's INPUTS
     description: str = ""
 
 
@@ -198,18 +201,18 @@ def parse_manifest(text: bytes | str, where: str = "manifest.toml") -> Manifest:
     if warmup is not None and (not isinstance(warmup, int) or isinstance(warmup, bool)
                                or warmup < 0):
         fail("warmup", f"must be a whole number of bars >= 0, not {warmup!r}")
-    inputs = data.get("inputs", [])
-    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        fail("inputs", "must be a list of input names")
-    if inputs:
-        fail("inputs", f"declares extra inputs {inputs}; this version of MMATS feeds a model "
-                       "only its own symbol's candles")
+    inputs = data.get("inputs", {})
+    if not isinstance(inputs, dict) or not all(
+            isinstance(spec, dict) and all(isinstance(v, str) for v in spec.values())
+            for spec in inputs.values()):
+        fail("inputs", "must be a table of tables, one per extra input: "
+                       '[inputs.NAME] with timeframe, symbol, venue or field = "..."')
     description = data.get("description", "")
     if not isinstance(description, str):
         fail("description", "must be a string")
     return Manifest(data["id"], data["version"], data["entry_point"], data["author"].strip(),
                     data["sha256"], {k: list(v) for k, v in params.items()}, dict(defaults),
-                    warmup, tuple(inputs), description)
+                    warmup, {k: dict(v) for k, v in inputs.items()}, description)
 
 
 def _number(value) -> bool:
@@ -295,6 +298,11 @@ def prepare_module(module, manifest: Manifest, where: str) -> None:
             raise PackageError(f"{where}: model.py's {name} differ from the manifest's "
                                f"[{name.lower()}]")
         setattr(module, name, value)
+    own_inputs = getattr(module, "INPUTS", None)
+    if own_inputs is not None and own_inputs != manifest.inputs:
+        raise PackageError(f"{where}: model.py's INPUTS differ from the manifest's [inputs]")
+    if manifest.inputs:
+        module.INPUTS = manifest.inputs
     if manifest.warmup is not None:
         module.WARMUP = manifest.warmup
     elif not callable(getattr(module, "warmup", None)):

@@ -101,6 +101,42 @@ def test_a_package_is_checked_installed_and_loaded_by_its_id(tmp_path, models):
     assert {"trend_pkg", "ema_cross"} <= set(available_strategies())
 
 
+HOURLY = '''
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def hourly(open, high, low, close, volume, hour_close, hours):
+    out = np.zeros(close.shape[0])
+    for i in range(12 * hours, close.shape[0]):
+        if hour_close[i] > hour_close[i - 12 * hours]:
+            out[i] = 1.0
+    return out
+'''
+
+
+def _hourly_package(folder: Path, timeframe: str) -> Path:
+    source = HOURLY.encode()
+    text = (f'id = "hourly_pkg"\nversion = "1.0.0"\nentry_point = "hourly"\n'
+            f'author = "Test Author"\nsha256 = "{hashlib.sha256(source).hexdigest()}"\n'
+            f'warmup = 96\n\n[params]\nhours = [2, 4]\n\n[defaults]\nhours = 2\n\n'
+            f'[inputs.hour_close]\ntimeframe = "{timeframe}"\n')
+    return package(folder, "hourly.zip", model=HOURLY, manifest_text=text)
+
+
+def test_a_package_with_an_extra_input_is_checked_and_fed_it(tmp_path, models):
+    done = add(_hourly_package(tmp_path, "1h"))
+    assert done["id"] == "hourly_pkg"
+    strategy = load_strategy("hourly_pkg")
+    assert strategy.inputs == ("hour_close",)
+    assert backtest("hourly_pkg", "bittrex:ETH/BTC:5m").metrics["trades"] > 0
+    remove("hourly_pkg")
+    with pytest.raises(PackageError, match="timeframe '1hour' is not understood"):
+        add(_hourly_package(tmp_path, "1hour"))
+    assert read_registry(models).models == {} and not (models / "hourly_pkg").exists()
+
+
 def _nothing_installed(models: Path) -> None:
     assert read_registry(models).models == {}
     leftovers = [p for p in models.rglob("*") if p.name not in (".lock",)] \
@@ -115,7 +151,8 @@ def _nothing_installed(models: Path) -> None:
     ({"author": None}, "manifest.toml lacks author"),
     ({"licence": '"MIT"'}, "unknown key 'licence'"),
     ({"warmup": "-1"}, "manifest key 'warmup' must be a whole number of bars >= 0"),
-    ({"inputs": '["BTC/USDT@1h"]'}, "declares extra inputs"),
+    ({"inputs": '["BTC/USDT@1h"]'}, "manifest key 'inputs' must be a table of tables"),
+    ({"inputs": '{ h = { timeframe = "1h" } }'}, "must take its INPUTS right after the"),
     ({"entry_point": '"missing_function"'}, "has no function 'missing_function'"),
     ({"extra": {"../evil.py": "x"}}, "unexpected entry '../evil.py'"),
     ({"extra": {"data.csv": "x"}}, "unexpected entry 'data.csv'"),

@@ -49,13 +49,13 @@ def main(argv=None, prog="mmats check-strategy") -> int:
         parser.error(f"two strategies: {args.strategy_name} and --strategy {args.strategy}")
     args.strategy = args.strategy or args.strategy_name or DEFAULT_STRATEGY
     try:
-        from mmats.backtest import market
+        from mmats.backtest import market, with_inputs
         from mmats.data import load
         from mmats.lookahead import check_lookahead
         from mmats.strategy import load_strategy
 
         strategy = load_strategy(args.strategy)
-        prices = market(load(args.data, root=args.root))
+        prices = with_inputs(market(load(args.data, root=args.root)), strategy)
         report = check_lookahead(strategy, prices.arrays, parse_params(args.params),
                                  n_cuts=args.cuts, block=args.block, starts=args.starts,
                                  seed=args.seed)
