@@ -367,7 +367,13 @@ def metrics_dict(values: np.ndarray) -> dict[str, float]:
 
 @dataclass
 class SweepResult:
-    """One row per parameter combination (and symbol): its params and every metric."""
+    """One row per parameter combination (and symbol): its params and every metric.
+
+    ``n_trials`` is how many combinations were tried, the number a deflated Sharpe ratio
+    of the best row must be deflated by: the table's rows for the exhaustive sweep; for a
+    search (:class:`mmats.search.SearchResult`) every candidate tried, those dropped
+    before the whole history was scored included.
+    """
 
     strategy: str
     table: pd.DataFrame
@@ -375,6 +381,7 @@ class SweepResult:
     seconds: float
     bar_combinations: int
     returns: pd.DataFrame | None = None  # periods × combinations, with period_returns=
+    n_trials: int | None = None  # combinations tried (None: unknown)
 
     @property
     def bar_combinations_per_s(self) -> float:
@@ -418,6 +425,9 @@ def sweep(
     chunks: int | None = None,
     period_returns: str | None = None,
     cluster: Any = None,
+    search: str | None = None,
+    trials: int | None = None,
+    seed: int | None = None,
     extra_data: dict | None = None,
     **settings,
 ) -> SweepResult:
@@ -437,7 +447,26 @@ def sweep(
     ``cluster`` (``"tcp://HOST:8786"``, ``"local:N"`` or a ``distributed.Client``) runs
     the grid in ``chunks`` batches on a Dask cluster (:mod:`mmats.distributed`); the table
     is the local run's, bit for bit, in the same order.
+
+    ``search`` (``"tpe"`` or ``"halving"``, :mod:`mmats.search`) tries only ``trials``
+    distinct combinations of the grid (``seed`` makes it repeatable) instead of every
+    one: the table then has a row, with the same columns, for each combination scored
+    on the whole history (for halving, the survivors of its rounds on shorter prefixes),
+    and ``result.n_trials`` counts every combination tried, early rounds included. For
+    the exhaustive sweep ``result.n_trials`` is the table's row count.
+
+    >>> found = sweep("ema_cross", candles, search="tpe", trials=200, seed=1)  # doctest: +SKIP
+    >>> found.n_trials, found.best("sharpe", 1)                               # doctest: +SKIP
     """
+    if search is not None:
+        return _search_sweep(strategy, data, grid, search=search, trials=trials, seed=seed,
+                             cash=cash, config=config, timeframe=timeframe,
+                             calendar=calendar, check_lookahead_bias=check_lookahead_bias,
+                             period_returns=period_returns, cluster=cluster,
+                             extra_data=extra_data, **settings)
+    if trials is not None or seed is not None:
+        raise ConfigError("trials= and seed= go with search= (\"tpe\" or \"halving\"); "
+                          "without it every combination of the grid is swept")
     if isinstance(cluster, str):  # one client (or local cluster) for the whole sweep
         from mmats.distributed import connect
 
@@ -491,7 +520,22 @@ def sweep(
     if returns:
         period_frame = pd.concat(returns, axis=1)
         period_frame.columns = range(len(table))
-    return SweepResult(strategy.name, table, skipped, seconds, bar_combinations, period_frame)
+    return SweepResult(strategy.name, table, skipped, seconds, bar_combinations, period_frame,
+                       n_trials=len(table))
+
+
+def _search_sweep(strategy, data, grid, *, search, trials, seed, cluster, **options):
+    """``sweep(..., search=...)``: :func:`mmats.search.search_markets` with the sweep's
+    options (imported here: mmats.search builds on this module)."""
+    from mmats.search import check_search, search_markets
+
+    seed = 0 if seed is None else seed
+    check_search(search, trials, seed)
+    if cluster is not None:
+        raise ConfigError("a search runs here, batch after batch (each batch learns from "
+                          "the last): drop cluster= (--cluster) or sweep the whole grid")
+    return search_markets(strategy, data, grid, method=search, trials=trials,
+                          seed=seed, **options)
 
 
 def _period_ends(prices: Market, period: str | None) -> np.ndarray:

@@ -8,6 +8,12 @@ examples:
       --heatmap heatmap.png
   mmats sweep --cluster tcp://10.0.0.5:8786       # the grid in batches on a Dask cluster
   mmats sweep --cluster local:2                   # ... or on two worker processes here
+  mmats sweep --search tpe --trials 2000 --seed 1 # try 2000 combinations of a large grid
+  mmats sweep --search halving --trials 6000      # many on short prefixes, the best on all
+
+--search tpe (Optuna's TPE) or halving (successive halving) tries --trials combinations
+of the grid instead of every one; the table has a row for each scored on the whole
+history and "tried" counts every one tried (the number a deflated Sharpe ratio counts).
 
 exit codes: 0 done; 2 usage or input error (a bad option or grid, a missing or unreadable
 file, a strategy that breaks its contract or peeks ahead). A sweep has no "no": 1 is unused.
@@ -49,6 +55,7 @@ def main(argv=None, prog="mmats sweep") -> int:
     parser.add_argument("--timeframe", help="override the inferred timeframe")
     parser.add_argument("--calendar", choices=["24/7", "forex", "stocks"])
     add_cluster_option(parser)
+    add_search_options(parser)
     add_json_option(parser)
     add_cost_options(parser)
     add_data_quality_options(parser)
@@ -57,6 +64,8 @@ def main(argv=None, prog="mmats sweep") -> int:
     try:
         from mmats.backtest import sweep
         from mmats.data import load
+
+        searching = search_options(args)
 
         if args.heatmap is not None:
             from mmats.reports.plots import check_png_path
@@ -71,7 +80,8 @@ def main(argv=None, prog="mmats sweep") -> int:
         result = sweep(args.strategy, data, parse_grid(args.grid) or None, cash=args.cash,
                        timeframe=args.timeframe, calendar=args.calendar,
                        check_lookahead_bias=not args.no_lookahead_check,
-                       progress=not args.json, cluster=args.cluster, **settings_from(args))
+                       progress=not args.json, cluster=args.cluster, **searching,
+                       **settings_from(args))
     except MMATSError as error:
         return fail(error)
     if args.heatmap:
@@ -88,16 +98,89 @@ def main(argv=None, prog="mmats sweep") -> int:
                        "bar_combinations_per_s": result.bar_combinations_per_s},
             # one source: its report; several: a report per source
             "data_quality": quality if len(quality) > 1 else next(iter(quality.values())),
+            **({"search": search_summary(result, searching)} if searching else {}),
         })
         return 0
     for source, report in quality.items():
         print(f"{source} {report['summary']}" if len(quality) > 1 else report["summary"])
     table = result.best(args.objective, args.top)
     with_pandas_width(lambda: print(table.to_string(index=False, float_format="%.4g")))
+    if searching:
+        print(f"\n{searching['search']} search (seed {searching['seed']}): "
+              f"{result.n_trials} combinations tried, {len(result.table)} scored on the "
+              f"whole history ({result.skipped} skipped as invalid), kernel "
+              f"{result.seconds:.3f} s: {result.bar_combinations_per_s / 1e6:.1f} M "
+              "bar-combinations/s")
+        return 0
     print(f"\n{len(result.table)} combinations ({result.skipped} skipped as invalid) in "
           f"{result.seconds:.3f} s: {result.bar_combinations_per_s / 1e6:.1f} M "
           "bar-combinations/s")
     return 0
+
+
+def add_search_options(parser, *, seed: bool = True) -> None:
+    """``--search tpe|halving`` and ``--trials N`` (and ``--seed N``): try part of the
+    grid (:mod:`mmats.search`). Read as text and checked by :func:`search_options`, so a
+    bad value is one plain error line (exit 2), not argparse's usage block."""
+    parser.add_argument("--search", metavar="tpe|halving",
+                        help="try --trials combinations of the grid instead of every one: "
+                        "tpe (Optuna's TPE, in batches) or halving (successive halving)")
+    parser.add_argument("--trials", metavar="N",
+                        help="combinations a --search tries (default 200)")
+    if seed:
+        parser.add_argument("--seed", metavar="N",
+                            help="seed of the --search, to repeat it (default 0)")
+
+
+def search_options(args, *, seed_option: bool = True) -> dict:
+    """The ``search=``, ``trials=``, ``seed=`` of sweep() / walk-forward from
+    ``--search``, ``--trials`` and ``--seed``; {} without ``--search``. Raises
+    :class:`~mmats.errors.ConfigError` naming the option at fault. ``seed_option=False``:
+    ``--seed`` is the command's own (walk-forward's Monte Carlo seed), which the search
+    shares.
+
+    >>> import argparse
+    >>> search_options(argparse.Namespace(search="tpe", trials="50", seed=None))
+    {'search': 'tpe', 'trials': 50, 'seed': 0}
+    """
+    from mmats.errors import ConfigError
+    from mmats.search import METHODS
+
+    seed = getattr(args, "seed", None)
+    if args.search is None:
+        given = [name for name, value in (("--trials", args.trials),
+                                          ("--seed", seed if seed_option else None))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} go with --search tpe|halving; without "
+                              "--search every combination of the grid is swept")
+        return {}
+    if args.search not in METHODS:
+        raise ConfigError(f"--search {args.search!r} is not a search method: give "
+                          f"{' or '.join(METHODS)}")
+    return {"search": args.search,
+            "trials": _whole("--trials", args.trials, 1, 200),
+            "seed": _whole("--seed", seed, 0, 0)}
+
+
+def _whole(option: str, text, low: int, default: int) -> int:
+    from mmats.errors import ConfigError
+
+    if text is None:
+        return default
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < low:
+        raise ConfigError(f"{option} {text!r} is not a whole number >= {low}")
+    return int(value)
+
+
+def search_summary(result, searching: dict) -> dict:
+    """What ``--json`` adds about a search: method, seed, trials asked and tried, and the
+    best score after each batch or rung."""
+    history = result.history.to_dict(orient="records")
+    return {"method": searching["search"], "seed": searching["seed"],
+            "trials": searching["trials"], "n_trials": result.n_trials,
+            "scored_on_whole_history": len(result.table), "history": history}
 
 
 def add_cluster_option(parser) -> None:

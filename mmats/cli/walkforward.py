@@ -5,6 +5,7 @@ examples:
   mmats walkforward --strategy donchian_breakout --data nasdaq:GOOG:1d --json
   mmats walkforward --train 7d --test 2d           # re-optimised every 2 days
   mmats walkforward --cluster local:2             # folds, sweep and Monte Carlo on Dask
+  mmats walkforward --search tpe --trials 500     # each fold tries 500 combinations
 
 Sweeps the grid on each training window, trades the next window with the best
 parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
@@ -36,7 +37,7 @@ from mmats.cli import (
     report_data_quality,
     settings_from,
 )
-from mmats.cli.sweep import add_cluster_option
+from mmats.cli.sweep import add_cluster_option, add_search_options, search_options
 from mmats.errors import MMATSError
 
 OBJECTIVES = ["sharpe", "sortino", "cagr", "profit_factor", "total_return"]
@@ -81,6 +82,7 @@ def main(argv=None, prog="mmats walkforward") -> int:
                         help="print the seconds spent on the research and on the reports "
                         "(to stderr)")
     add_cluster_option(parser)
+    add_search_options(parser, seed=False)  # --seed above seeds the search too
     add_json_option(parser)
     add_cost_options(parser, fee_bps=10.0)  # research assumes a realistic fee
     add_data_quality_options(parser)
@@ -93,6 +95,7 @@ def main(argv=None, prog="mmats walkforward") -> int:
         check_jobs(args.jobs)
         embargo = int(args.embargo) if args.embargo.isdigit() else args.embargo
         windows = window_options(args)
+        searching = search_options(args, seed_option=False)
         candles = load(args.data, root=args.root)  # bad input fails before the heavy imports
         quality = report_data_quality(candles, args, label=args.data)  # gaps warn on stderr, never filled
         from mmats.distributed import connect
@@ -105,7 +108,7 @@ def main(argv=None, prog="mmats walkforward") -> int:
                 objective=args.objective, selection=args.selection, mc_runs=args.mc_runs,
                 mc_method=args.mc_method, seed=args.seed, cash=args.cash,
                 progress=not args.json, cluster=cluster, cache=not args.no_cache,
-                **settings_from(args))
+                **{k: v for k, v in searching.items() if k != "seed"}, **settings_from(args))
         researched, researched_cpu = time.perf_counter(), cpu_seconds()
         from mmats.reports.research_report import write_research_report
 

@@ -185,7 +185,9 @@ def deflated_sharpe_ratio(
     Pass either ``trial_sharpe_variance`` (variance of the per-period Sharpe ratios across
     the trials) or ``trial_sharpes`` (the per-period Sharpe ratio of every trial, the
     selected one included; its variance is taken with ddof=1 and ``n_trials`` defaults to
-    its length).
+    its length). ``n_trials`` counts every trial tried, which may be more than the Sharpe
+    ratios given (a search scores only some of its trials on the whole history), never
+    fewer.
 
     Example
     -------
@@ -204,6 +206,10 @@ def deflated_sharpe_ratio(
         trial_sharpe_variance = float(sharpes.var(ddof=1))
         if n_trials is None:
             n_trials = sharpes.size
+        elif isinstance(n_trials, int | np.integer) and n_trials < sharpes.size:
+            raise ConfigError(f"n_trials={n_trials} is fewer than the {sharpes.size} trial "
+                              "Sharpe ratios given: count every trial tried (a search's "
+                              "n_trials, its early rounds included)")
     if n_trials is None:
         raise ConfigError("n_trials is required with trial_sharpe_variance=")
     sharpe, skewness, kurtosis, n = _moments(returns, "returns")

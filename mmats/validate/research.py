@@ -111,6 +111,8 @@ def run_research(
     cash: float = 10_000.0,
     progress: bool = False,
     cluster=None,
+    search: str | None = None,
+    trials: int | None = None,
     **settings,
 ) -> ResearchResult:
     """Walk-forward the strategy, then judge the result: Monte Carlo of the stitched
@@ -122,6 +124,12 @@ def run_research(
     in :func:`~mmats.validate.walkforward.walk_forward_splits`. The deflated Sharpe ratio
     compares like with like: its trials are the swept combinations, each measured over
     the same periods as the stitched out-of-sample returns it deflates.
+
+    ``search`` (``"tpe"`` or ``"halving"``) with ``trials`` searches each fold, and the
+    whole history, instead of sweeping the grid (:mod:`mmats.search`, seeded by ``seed``):
+    the statistics then compare the candidates scored on the whole history, and the
+    deflated Sharpe ratio counts every distinct combination tried, in any fold or on the
+    whole history, halving's early rounds included (:func:`trials_tried`).
     """
     from mmats.validate.montecarlo import monte_carlo, trade_returns_on_equity, trades_per_year
     from mmats.validate.overfitting import (
@@ -137,15 +145,17 @@ def run_research(
     wf = walk_forward(strategy, prices, grid, folds=folds, train_fraction=train_fraction,
                       train=train, test=test, step=step, anchored=anchored, embargo=embargo, objective=objective,
                       selection=selection, cash=cash, progress=progress, cluster=cluster,
-                      **settings)
+                      **_search_options(search, trials, seed), **settings)
     period = statistics_period(prices)
     swept = sweep(strategy, prices, grid, cash=cash, check_lookahead_bias=False,
-                  progress=progress, period_returns=period, cluster=cluster, **settings)
+                  progress=progress, period_returns=period,
+                  cluster=cluster if search is None else None,
+                  **_search_options(search, trials, seed), **settings)
     returns = swept.returns.to_numpy()
     tested = _periods(wf.returns, period)
-    trials = _on_periods(swept.returns, tested.index, period)
-    dsr = deflated_sharpe_ratio(tested.to_numpy(), n_trials=trials.shape[1],
-                                trial_sharpes=_sharpes(trials.to_numpy()))
+    trial_returns = _on_periods(swept.returns, tested.index, period)
+    dsr = deflated_sharpe_ratio(tested.to_numpy(), n_trials=trials_tried(wf, swept),
+                                trial_sharpes=_sharpes(trial_returns.to_numpy()))
     pbo = probability_of_backtest_overfitting(returns, n_splits=_splits(returns.shape[0]))
     hold = prices.close / prices.open[0]
     benchmark = _benchmark_returns(swept.returns.index, prices, hold)
@@ -166,7 +176,22 @@ def run_research(
         mc = monte_carlo(wf.returns.to_numpy(), **common)
     return ResearchResult(walk_forward=wf, sweep=swept, monte_carlo=mc, deflated_sharpe=dsr,
                           pbo=pbo, spa=spa, period=period, tested_returns=tested,
-                          trial_returns=trials, data_quality=quality)
+                          trial_returns=trial_returns, data_quality=quality)
+
+
+def _search_options(search, trials, seed) -> dict:
+    return {} if search is None else {"search": search, "trials": trials, "seed": seed}
+
+
+def trials_tried(wf: WalkForwardResult, swept: SweepResult) -> int:
+    """The trials a research run's deflated Sharpe ratio counts: every distinct
+    combination it tried. For the grid, the combinations swept (every fold swept them
+    too); for a search, the union of the candidates the folds' searches and the
+    whole-history search tried, halving's early rounds included."""
+    if wf.candidates is None:
+        return swept.n_trials
+    both = pd.concat([wf.candidates, swept.candidates], ignore_index=True)
+    return len(both.drop_duplicates())
 
 
 def statistics_period(prices, minimum: int = 250) -> str:
@@ -242,7 +267,7 @@ def verdict(research: ResearchResult) -> str:
     lines.append(
         f"The deflated Sharpe ratio is {dsr:.2f}: "
         + ("the Sharpe ratio is likely real after allowing for the "
-           f"{len(research.sweep.table)} combinations tried." if dsr >= 0.95 else
+           f"{research.deflated_sharpe.n_trials} combinations tried." if dsr >= 0.95 else
            "after allowing for the combinations tried, the Sharpe ratio is not "
            "distinguishable from luck."))
     pbo = float(research.pbo.pbo)

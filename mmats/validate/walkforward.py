@@ -162,6 +162,10 @@ class WalkForwardResult:
     objective: str
     selection: str
     settings: dict = field(default_factory=dict)
+    # combinations tried over all folds, each counted once (for the deflated Sharpe
+    # ratio): the grid's for a sweep; with a search, every candidate any fold tried
+    n_trials: int = 0
+    candidates: pd.DataFrame | None = None  # a search's distinct candidates (None: grid)
 
     @property
     def equity(self) -> pd.Series:
@@ -217,6 +221,9 @@ def walk_forward(
     check_lookahead_bias: bool = True,
     progress: bool = False,
     cluster=None,
+    search: str | None = None,
+    trials: int | None = None,
+    seed: int = 0,
     **settings,
 ) -> WalkForwardResult:
     """Walk-forward optimisation of ``strategy`` over ``grid`` (default: its PARAMS).
@@ -228,6 +235,13 @@ def walk_forward(
     ``settings`` are :class:`~mmats.sleeve.SleeveConfig` fields. ``cluster`` (a Dask
     ``Client``, ``"tcp://HOST:8786"`` or ``"local:N"``) optimises the folds there, one task
     each (:mod:`mmats.distributed`), with the same result.
+
+    ``search`` (``"tpe"`` or ``"halving"``) optimises each fold by trying ``trials``
+    combinations of the grid (:mod:`mmats.search`, repeatable with ``seed``) instead of
+    all of them; ``result.n_trials`` counts the distinct combinations tried over all
+    folds (without a search: the grid's valid combinations).
+
+    >>> walk_forward("ema_cross", candles, search="tpe", trials=200).n_trials  # doctest: +SKIP
     """
     strategy = load_strategy(strategy)
     config = sleeve_config(None, settings)
@@ -237,9 +251,9 @@ def walk_forward(
     if isinstance(objective, str) and objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r} is unknown; use one of "
                           f"{', '.join(OBJECTIVES)} or a callable")
-    combos, _ = strategy.combinations(grid)
+    combos = _grid_or_search(strategy, grid, search, trials, seed)
     if check_lookahead_bias:
-        for params in lookahead_samples(strategy, combos):
+        for params in _lookahead_params(strategy, grid, combos, seed):
             require_no_lookahead(strategy, prices, params)
     splits = walk_forward_splits(prices.ts_ns, folds=folds, train_fraction=train_fraction,
                                  train=train, test=test, step=step, anchored=anchored,
@@ -252,13 +266,14 @@ def walk_forward(
 
         choices = map_folds(cluster, optimise_fold, strategy, prices, splits,
                             progress=progress, grid=grid, config=config, cash=cash,
-                            objective=objective, selection=selection)
-    rows, fold_results, tables, outputs = [], [], [], []
+                            objective=objective, selection=selection, search=search,
+                            trials=trials, seed=seed)
+    rows, fold_results, tables, outputs, tried = [], [], [], [], []
     for fold in tqdm(splits, desc="walk-forward", unit="fold", disable=not progress,
                      leave=False):
         choice = choices[fold.index] if cluster is not None else optimise_fold(
             strategy, prices, fold, grid, config=config, cash=cash, objective=objective,
-            selection=selection)
+            selection=selection, search=search, trials=trials, seed=seed)
         table, chosen, params = choice.table, choice.chosen, choice.params
         history = _window(prices, 0, fold.test_stop)
         output = strategy.run(history.arrays, params)
@@ -272,6 +287,7 @@ def walk_forward(
         state = np.array(result.state, copy=True)
         fold_results.append(result)
         tables.append(table)
+        tried.append(choice.candidates)
         rows.append(_fold_row(fold, prices, params, table.loc[chosen], result.metrics,
                               _score(table, objective)[chosen]))
     oos = _stitched(strategy, config, prices, outputs, cash)
@@ -283,7 +299,8 @@ def walk_forward(
         selection=selection,
         settings={"folds": len(splits), "train_fraction": train_fraction, "train": train,
                   "test": test, "step": step, "anchored": anchored, "embargo": embargo, "cash": cash,
-                  **config.to_dict()},
+                  **config.to_dict(), **_search_settings(search, trials, seed)},
+        **_trials_tried(combos, tried),
     )
 
 
@@ -296,25 +313,72 @@ class FoldChoice:
     table: pd.DataFrame
     chosen: int
     params: dict
+    n_trials: int = 0  # combinations tried: the table's rows, or all a search tried
+    candidates: pd.DataFrame | None = None  # a search's candidates tried (None: the grid)
 
 
 def optimise_fold(strategy, prices: Market, fold: Fold, grid: dict | None = None, *,
                   config, cash: float = 10_000.0, objective="sharpe",
-                  selection: str = "best") -> FoldChoice:
+                  selection: str = "best", search: str | None = None,
+                  trials: int | None = None, seed: int = 0) -> FoldChoice:
     """Sweep ``grid`` on ``fold``'s training window and choose a combination.
 
     The in-sample half of a fold, and the part that depends on nothing but its own window:
     folds can be optimised in any order or all at once (a process pool, a cluster), then
     traded in order by :func:`walk_forward`, which carries the sleeve's state from one
     test window to the next. ``strategy`` is a loaded strategy, ``config`` a
-    :class:`~mmats.sleeve.SleeveConfig`.
+    :class:`~mmats.sleeve.SleeveConfig`. With ``search`` (``"tpe"`` or ``"halving"``) the
+    window is searched with ``trials`` candidates (:mod:`mmats.search`) instead: the table
+    holds those scored on the whole window and ``n_trials`` counts every one tried.
     """
     window = _window(prices, fold.train_start, fold.train_stop)
-    table = sweep(strategy, window, grid, cash=cash, config=config,
-                  check_lookahead_bias=False).table
+    if search is None:
+        table = sweep(strategy, window, grid, cash=cash, config=config,
+                      check_lookahead_bias=False).table
+        n_trials, candidates = len(table), None
+    else:
+        found = sweep(strategy, window, grid, cash=cash, config=config,
+                      check_lookahead_bias=False, search=search, trials=trials, seed=seed)
+        table, n_trials, candidates = found.table, found.n_trials, found.candidates
     chosen = select(table, strategy.param_names, objective, selection)
     params = {name: table.at[chosen, name] for name in strategy.param_names}
-    return FoldChoice(fold, table, chosen, strategy.resolve_params(params))
+    return FoldChoice(fold, table, chosen, strategy.resolve_params(params), n_trials,
+                      candidates)
+
+
+def _grid_or_search(strategy, grid, search, trials, seed) -> list[dict] | None:
+    """The grid's valid combinations, or None for a search (whose options are checked
+    here, before any fold): a grid too large to sweep is never listed."""
+    if search is None:
+        combos, _ = strategy.combinations(grid)
+        return combos
+    from mmats.search import check_search
+
+    check_search(search, trials, seed)
+    return None
+
+
+def _lookahead_params(strategy, grid, combos, seed) -> list[dict]:
+    """The parameter sets checked for lookahead before the folds: the grid's samples, or
+    for a search (``combos`` None) the samples the search draws."""
+    if combos is not None:
+        return lookahead_samples(strategy, combos)
+    from mmats.search import lookahead_candidates
+
+    return lookahead_candidates(strategy, grid, seed)
+
+
+def _search_settings(search, trials, seed) -> dict:
+    return {} if search is None else {"search": search, "trials": trials, "seed": seed}
+
+
+def _trials_tried(combos, tried: list) -> dict:
+    """``n_trials`` and ``candidates`` of a walk-forward: the grid's valid combinations,
+    or every distinct candidate the folds' searches tried."""
+    if combos is not None:
+        return {"n_trials": len(combos), "candidates": None}
+    candidates = pd.concat(tried, ignore_index=True).drop_duplicates(ignore_index=True)
+    return {"n_trials": len(candidates), "candidates": candidates}
 
 
 def select(table: pd.DataFrame, param_names, objective="sharpe", selection="best") -> int:
