@@ -92,6 +92,14 @@ class Timed:
         return self.inner.send(order)
 
 
+#: The syncs before a cron tick's first order (counted with ``strace -e fsync,fdatasync``
+#: on this benchmark): the journal's first commit on a fresh connection restarts the WAL
+#: (the last close removed it): its header and its folder are synced; the close's
+#: commit syncs the WAL and then the anchor; the SENDING commit syncs the WAL and then
+#: the anchor.
+SYNCS_BEFORE_ORDER = 6
+
+
 def load_1min() -> float:
     """The 1-minute load average (the machine is shared: every figure carries it)."""
     return os.getloadavg()[0]
@@ -110,13 +118,14 @@ def decision_latency(candles, models: int, bars: int) -> dict:
         clock = [0]
         broker = Timed(PaperBroker(Path(folder) / "venue.sqlite", feed, "5m",
                                    symbols=["ETH/BTC"], clock=lambda: clock[0]))
-        first_send, whole, deciding, stages = [], [], [], []
+        first_send, whole, deciding, stages, parts = [], [], [], [], []
         for now in feed.close_times("ETH/BTC"):
             clock[0] = int(now)
             sent = len(broker.sends)
             stages.clear()
             start = time.perf_counter()
             with Journal(config.journal) as journal:  # each tick opens it, as cron's does
+                stages.append(("opened", time.perf_counter()))
                 run_tick(config, {"crypto": feed}, journal, int(now), mode="operator",
                          brokers={"crypto": broker},
                          trace=lambda name: stages.append((name, time.perf_counter())))
@@ -125,6 +134,7 @@ def decision_latency(candles, models: int, bars: int) -> dict:
                 first_send.append(broker.sends[sent] - start)
                 whole.append(end - start)
                 deciding.append(_deciding(stages))
+                parts.append(_parts(start, stages, broker.sends[sent]))
     to_first = 1e3 * _median(first_send)
     decide = 1e3 * _median(deciding) / models
     return {"models": models, "ticks_that_send": len(first_send),
@@ -133,7 +143,50 @@ def decision_latency(candles, models: int, bars: int) -> dict:
             "decide_and_gate_per_model_ms": decide,
             "target_per_model_ms": 1.0, "met": to_first / models <= 1.0,
             "decide_met": decide <= 1.0,
-            "load_before": load_before, "load_after": load_1min()}
+            "to_first_order_ms": {name: 1e3 * _median([p[name] for p in parts])
+                                  for name in PARTS},
+            "fsync": fsync_cost(), "load_before": load_before, "load_after": load_1min()}
+
+
+#: The parts of the time to the first order: opening the journal; the states, the
+#: venue's recovery and reconciliation; the closes (deciding, then journaling each in
+#: its transaction: a commit, fsyncs of the WAL and of the anchor); and the act stage to
+#: the order (the SENDING rows journaled in their transaction: another commit, two fsyncs).
+PARTS = ("open_journal", "recover_and_reconcile", "deciding", "journaling_closes",
+         "act_to_send")
+
+
+def _parts(start: float, stages: list[tuple[str, float]], sent: float) -> dict:
+    """Seconds spent in each of :data:`PARTS` before the first order of a tick."""
+    at = {}  # the first mark of each stage
+    for name, when in stages:
+        at.setdefault(name, when)
+    first = next(when for name, when in stages if name == "decide")
+    deciding = _deciding(stages)
+    return {"open_journal": at["opened"] - start,
+            "recover_and_reconcile": first - at["opened"],
+            "deciding": deciding,
+            "journaling_closes": at["act"] - first - deciding,
+            "act_to_send": sent - at["act"]}
+
+
+def fsync_cost(count: int = 200) -> dict:
+    """The fsync of this disk: median and 90th percentile of ``count`` fsyncs, each after
+    a 4 KiB append (a commit's WAL frame, or an anchor line), in a temporary folder."""
+    times = []
+    with tempfile.TemporaryDirectory() as folder:
+        handle = os.open(Path(folder) / "probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for _ in range(count):
+                os.write(handle, b"x" * 4096)
+                start = time.perf_counter()
+                os.fsync(handle)
+                times.append(time.perf_counter() - start)
+        finally:
+            os.close(handle)
+    times.sort()
+    return {"median_ms": 1e3 * times[len(times) // 2],
+            "p90_ms": 1e3 * times[int(0.9 * len(times))], "load": load_1min()}
 
 
 def _median(values: list[float]) -> float:
@@ -324,6 +377,12 @@ def report_lines(figures: dict) -> list[str]:
             f" {f['decide_and_gate_per_model_ms']:.3f} ms per model   target <= 1 ms, ratio "
             f"{f['decide_and_gate_per_model_ms']:.2f}   "
             f"{'met' if f['decide_met'] else 'NOT MET'}")
+        lines.append("  to the first order, median ms: " + ", ".join(
+            f"{name} {value:.3f}" for name, value in f["to_first_order_ms"].items()))
+        lines.append(
+            f"  fsync on this disk: median {f['fsync']['median_ms']:.3f} ms, p90 "
+            f"{f['fsync']['p90_ms']:.3f} ms (load {f['fsync']['load']:.2f}); before a "
+            f"cron tick's first order: {SYNCS_BEFORE_ORDER} syncs (see SYNCS_BEFORE_ORDER)")
     for name in ("throughput_1_model", "throughput_10_models"):
         f = figures[name]
         rate = f["journaled_replay_bar_events_per_s"]
