@@ -480,18 +480,34 @@ def run_metrics(ts_ns, day, open_, high, low, close, volume, signal, stop_distan
     order = local_record(ORDER_DTYPE)
     trade_a = local_record(TRADE_DTYPE)
     trade_b = local_record(TRADE_DTYPE)
+    run_bars(state, metrics, cfg, ts_ns, day, open_, high, low, close, volume, signal,
+             stop_distance, take_profit_distance, 0, ts_ns.shape[0], sample_bars, 0,
+             equity_out, fill_a, fill_b, order, trade_a, trade_b)
+    finalize_metrics(metrics, state, cfg.periods_per_year, bar_ns, out)
+
+
+@njit(cache=True, inline="always")
+def run_bars(state, metrics, cfg, ts_ns, day, open_, high, low, close, volume, signal,
+             stop_distance, take_profit_distance, first, last, sample_bars, next_sample,
+             equity_out, fill_a, fill_b, order, trade_a, trade_b):
+    """The bar step and the metrics over bars ``first`` to ``last - 1``: ``run_metrics``
+    over a whole history, and the sweep kernel over blocks of bars whose signal it
+    computes block by block (:mod:`mmats.fused`). ``signal`` and the distances hold those
+    bars only (``signal[t - first]`` is bar t's); the distances may be empty (no stops).
+    Returns the index into ``sample_bars`` of the next bar whose equity is sampled.
+    """
     has_stops = stop_distance.shape[0] > 0
     has_targets = take_profit_distance.shape[0] > 0
     n_samples = sample_bars.shape[0]
-    next_sample = 0
-    for t in range(ts_ns.shape[0]):
+    for t in range(first, last):
         on_bar(state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
                fill_a, fill_b, order, trade_a, trade_b)
         update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
         if next_sample < n_samples and sample_bars[next_sample] == t:
             equity_out[next_sample] = state.equity
             next_sample += 1
-        on_signal(state, cfg, ts_ns[t], signal[t],
-                  stop_distance[t] if has_stops else math.nan,
-                  take_profit_distance[t] if has_targets else math.nan)
-    finalize_metrics(metrics, state, cfg.periods_per_year, bar_ns, out)
+        i = t - first
+        on_signal(state, cfg, ts_ns[t], signal[i],
+                  stop_distance[i] if has_stops else math.nan,
+                  take_profit_distance[i] if has_targets else math.nan)
+    return next_sample
