@@ -33,6 +33,10 @@ from mmats.errors import CandleValidationError, ConfigError, DataError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# CSV files this large or larger are read with polars: ~1.5x faster than pandas at 10M rows
+# (546 MiB), no faster at 1M rows (55 MiB), where importing polars eats what it saves
+# (benchmarks/bench_import.py).
+POLARS_CSV_MIN_BYTES = 64 * 2**20
 
 # Lower-cased, stripped header -> schema column.
 _ALIASES = {
@@ -135,8 +139,9 @@ def read_raw_candles(path) -> pd.DataFrame:
     Column names match case-insensitively (``Date``, ``Timestamp``, ``open_time``, ``Open``,
     ``Vol``...). Columns outside the schema are dropped and listed in
     ``df.attrs["dropped_columns"]``; two columns that both mean the same thing fail.
-    A CSV is read with polars when it can be (:func:`_read_csv_polars`), else with pandas;
-    both give the same frame, so the same rows are stored or refused with the same messages.
+    A CSV of :data:`POLARS_CSV_MIN_BYTES` or more is read with polars when it can be
+    (:func:`_read_csv_polars`), anything else with pandas; both give the same frame, so the
+    same rows are stored or refused with the same messages.
     """
     path = Path(path)
     name = path.name.lower()
@@ -147,7 +152,8 @@ def read_raw_candles(path) -> pd.DataFrame:
         raise DataError(f"{path}: is a folder, not a candle file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    fast = _read_csv_polars(path) if name.endswith(CSV_SUFFIXES) else None
+    large_csv = name.endswith(CSV_SUFFIXES) and path.stat().st_size >= POLARS_CSV_MIN_BYTES
+    fast = _read_csv_polars(path) if large_csv else None
     if fast is not None:
         frame, dropped = fast
     else:

@@ -1,10 +1,12 @@
 """The CSV import read with polars, against the pandas read it replaced (issue 14, item 7).
 
-read_raw_candles reads a CSV with polars (_read_csv_polars) and hands every file polars
-might read otherwise to pandas. Both ways must give the frame pandas gave before: the same
-bytes stored for good files, the same messages (file, row, column) for bad ones. The
-reference here is the pandas read as it was: ``pd.read_csv(path, skipinitialspace=True)``
-mapped onto the schema, the ts texts left to validate_candles.
+read_raw_candles reads a large CSV (POLARS_CSV_MIN_BYTES or more) with polars
+(_read_csv_polars) and hands every file polars might read otherwise to pandas. Both ways
+must give the frame pandas gave before: the same bytes stored for good files, the same
+messages (file, row, column) for bad ones. The reference here is the pandas read as it was:
+``pd.read_csv(path, skipinitialspace=True)`` mapped onto the schema, the ts texts left to
+validate_candles. The small files below go through what read_raw_candles does with a large
+one (_large_file_read); one file over the size limit goes through ``mmats import`` itself.
 """
 
 import csv
@@ -17,7 +19,13 @@ import pytest
 
 from mmats.cli import import_data
 from mmats.data import CandleStore, read_candle_file, validate_candles
-from mmats.data.io import _map_columns, _read_csv_polars, read_raw_candles
+from mmats.data.io import (
+    POLARS_CSV_MIN_BYTES,
+    _map_columns,
+    _parse_iso_ts,
+    _read_csv_polars,
+    read_raw_candles,
+)
 from mmats.errors import CandleValidationError, DataError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "mmats" / "data" / "sample"
@@ -38,18 +46,30 @@ def _pandas_read(path: Path, timeframe, strict=True):
     return validate_candles(frame, source=str(path), timeframe=timeframe, strict=strict)
 
 
+def _large_file_read(path: Path, timeframe, strict=True):
+    """read_candle_file as it reads a file of POLARS_CSV_MIN_BYTES or more: with polars when
+    _read_csv_polars takes the file, else with pandas (read_candle_file on a small file)."""
+    fast = _read_csv_polars(path)
+    if fast is None:
+        return read_candle_file(path, timeframe, strict=strict)
+    frame, dropped = fast
+    frame.attrs = {"source": str(path), "dropped_columns": dropped}
+    return validate_candles(frame, source=str(path), timeframe=timeframe, strict=strict)
+
+
 def _stored(root: Path, frame: pd.DataFrame, timeframe: str) -> bytes:
     return CandleStore(root).write("v", "X/Y", timeframe, frame, source="same.csv").path.read_bytes()
 
 
 def _assert_same_as_pandas(tmp_path, path: Path, timeframe: str | None, polars: bool):
-    """read_candle_file gives what the pandas read gave, and took the path said."""
+    """The large-file read gives what the pandas read gave, and took the path said."""
     assert (_read_csv_polars(path) is not None) == polars
     old, old_rejects = _pandas_read(path, timeframe)
-    new, new_rejects = read_candle_file(path, timeframe)
+    new, new_rejects = _large_file_read(path, timeframe)
     assert new_rejects == old_rejects == []
     pd.testing.assert_frame_equal(new, old)
     assert new.attrs == old.attrs
+    pd.testing.assert_frame_equal(read_candle_file(path, timeframe)[0], old)  # a small file
     tf = timeframe or new.attrs.get("timeframe") or "1m"
     assert _stored(tmp_path / "new", new, tf) == _stored(tmp_path / "old", old, tf)
     return new
@@ -224,13 +244,13 @@ def test_bad_rows_are_refused_with_the_pandas_messages(tmp_path, name):
     with pytest.raises(CandleValidationError) as old:
         _pandas_read(path, "5m")
     with pytest.raises(CandleValidationError) as new:
-        read_candle_file(path, "5m")
+        _large_file_read(path, "5m")
     assert str(new.value) == str(old.value)
     assert new.value.rejects == old.value.rejects
     assert str(new.value).startswith(f"{path}: ") and named in str(new.value)
     if name not in ("missing_column", "two_ts_columns"):
         old_clean, old_rejects = _pandas_read(path, "5m", strict=False)
-        new_clean, new_rejects = read_candle_file(path, "5m", strict=False)
+        new_clean, new_rejects = _large_file_read(path, "5m", strict=False)
         assert new_rejects == old_rejects
         pd.testing.assert_frame_equal(new_clean, old_clean)
 
@@ -249,8 +269,9 @@ def test_unreadable_files_are_named_as_before(tmp_path, name):
     path.write_bytes(UNREADABLE[name])
     with pytest.raises(DataError) as old:
         _pandas_read(path, "5m")
+    assert _read_csv_polars(path) is None
     with pytest.raises(DataError) as new:
-        read_candle_file(path, "5m")
+        _large_file_read(path, "5m")
     assert str(new.value) == str(old.value)
     assert str(new.value).startswith(f"{path}: cannot read it")
 
@@ -268,7 +289,7 @@ def test_header_only_reads_as_before(tmp_path):
     path.write_text(HEADER + "\n")
     assert _read_csv_polars(path) is None
     old, _ = _pandas_read(path, "5m")
-    new, _ = read_candle_file(path, "5m")
+    new, _ = _large_file_read(path, "5m")
     pd.testing.assert_frame_equal(new, old)
     assert len(new) == 0
 
@@ -313,16 +334,42 @@ def test_import_of_a_header_only_file_writes_no_bars(tmp_path, capsys):
         "bittrex", "ETH/BTC", "5m")) == 0
 
 
-def test_import_stores_the_bytes_the_pandas_read_stores(tmp_path, eth):
-    """The whole command, polars read, against the store written from the pandas read."""
-    path = tmp_path / "eth.csv"
-    eth.assign(ts=eth["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(path, index=False)
+def _large_csv(path: Path, min_bytes: int) -> int:
+    """Seeded 1-minute candles with ``YYYY-MM-DD HH:MM:SS`` times, at least ``min_bytes``
+    long; returns the row count."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rows = min_bytes // 45 + 1  # a row is 50-60 bytes
+    rng = np.random.default_rng(11)
+    ts = np.datetime64("2015-01-01T00:00", "s") + np.arange(rows) * np.timedelta64(60, "s")
+    close = np.round(1.1 * np.exp(np.cumsum(rng.normal(0, 3e-4, rows))), 5)
+    open_ = np.r_[1.1, close[:-1]]
+    high = np.round(np.maximum(open_, close) + np.abs(rng.normal(0, 2e-4, rows)), 5)
+    low = np.round(np.minimum(open_, close) - np.abs(rng.normal(0, 2e-4, rows)), 5)
+    table = pa.table({"ts": pa.array(ts).cast(pa.string()), "open": open_, "high": high,
+                      "low": low, "close": close, "volume": np.round(rng.lognormal(3, 1, rows), 2)})
+    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="none"))
+    assert path.stat().st_size >= min_bytes
+    return rows
+
+
+def test_import_of_a_large_file_stores_the_bytes_the_pandas_read_stores(tmp_path):
+    """`mmats import` on a CSV over POLARS_CSV_MIN_BYTES (read by polars) against the store
+    written from the pandas read of the same file (its ts texts parsed up front, as
+    read_raw_candles did before polars: tests/data/test_import_paths.py)."""
+    path = tmp_path / "large.csv"
+    rows = _large_csv(path, POLARS_CSV_MIN_BYTES)
     assert _read_csv_polars(path) is not None
     root = tmp_path / "store"
-    assert import_data.main([str(path), "--data", "bittrex:ETH/BTC:5m", "--root",
-                             str(root), "--json"]) == 0
-    old, _ = _pandas_read(path, "5m")
-    reference = CandleStore(tmp_path / "reference").write("bittrex", "ETH/BTC", "5m", old,
+    assert import_data.main([str(path), "--data", "fx:EUR/USD:1m", "--root", str(root),
+                             "--json"]) == 0
+    frame, dropped = _map_columns(pd.read_csv(path, skipinitialspace=True), str(path))
+    frame["ts"] = _parse_iso_ts(frame["ts"])
+    frame.attrs = {"source": str(path), "dropped_columns": dropped}
+    old, _ = validate_candles(frame, source=str(path), timeframe="1m")
+    reference = CandleStore(tmp_path / "reference").write("fx", "EUR/USD", "1m", old,
                                                            source=str(path))
-    stored = CandleStore(root).path("bittrex", "ETH/BTC", "5m")
+    stored = CandleStore(root).path("fx", "EUR/USD", "1m")
     assert stored.read_bytes() == reference.path.read_bytes()
+    assert len(old) == rows
