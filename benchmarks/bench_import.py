@@ -10,7 +10,8 @@ own):
   path before polars: ``pd.read_csv``, then one ISO-8601 parse of the ts column),
   ``polars`` (polars alone: typed ``read_csv`` and ``strptime``, none of the checks that
   keep the frame the one pandas gives) or ``mmats`` (:func:`mmats.data.io.read_raw_candles`
-  today: polars with those checks, pandas for any file they do not pass);
+  today: for a file of 64 MiB or more polars with those checks, pandas for any file they
+  do not pass; pandas for a smaller file);
 - **resample**: read the stored 1-minute Parquet into arrays (DuckDB ``before``, pyarrow,
   polars, or ``mmats``: :func:`mmats.data.io.read_parquet_arrays`, what ``mmats import
   --resample-to`` runs), aggregate it to 1h (numpy ``reduceat``), write the 1h file.
@@ -88,7 +89,8 @@ VARIANTS = {
         "mmats": "read_parquet_arrays -> resample_arrays() (mmats import --resample-to today)",
     },
 }
-# Whether the production path of each step reads with polars, and the variants without it.
+# Whether the production path of each step reads with polars (the import: for a CSV of
+# mmats.data.io.POLARS_CSV_MIN_BYTES or more), and the variants without it.
 USES_POLARS = {"import": True, "resample": False}
 NO_POLARS = {"import": ("pandas",), "resample": ("before", "pyarrow")}
 
@@ -320,6 +322,12 @@ def main(argv=None) -> int:
 
     report = {step: {variant: summarise(runs) for variant, runs in by.items()}
               for step, by in results.items()}
+    from mmats.data.io import POLARS_CSV_MIN_BYTES
+
+    if csv.stat().st_size < POLARS_CSV_MIN_BYTES:
+        USES_POLARS["import"] = False
+        print(f"\nthe CSV is under {POLARS_CSV_MIN_BYTES / 2**20:.0f} MiB "
+              "(POLARS_CSV_MIN_BYTES): MMATS reads it with pandas, so mmats = pandas here")
     print_report(report, stored, args)
     if args.json:
         print(json.dumps({"figures": report, "stored_sha256": stored}, indent=2))
