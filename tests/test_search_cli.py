@@ -47,7 +47,8 @@ GOOD = {
                    "--trials", "27", "--top", "3"],
     "walkforward": ["scripts/walkforward.py", "--data", ETH, "--grid", GRID, "--search",
                     "halving", "--trials", "30", "--folds", "2", "--mc-runs", "20",
-                    "--no-tearsheet", "--no-pdf", "--json", "--reports", "{tmp}/wf"],
+                    "--no-tearsheet", "--no-pdf", "--no-cache", "--json", "--reports",
+                    "{tmp}/wf"],
 }
 
 
