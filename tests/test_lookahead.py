@@ -82,10 +82,38 @@ def test_history_length_dependence_is_caught_by_recursive_check(write_strategy, 
     assert {v.check for v in report.violations} == {"recursive"}
 
 
+def with_strategy_inputs(strategy, arrays, timeframe):
+    """``arrays`` with ``strategy``'s extra inputs: its own symbol's longer timeframes
+    built from them, another symbol's bars made from the LTC/BTC sample's closes (tiled to
+    the length); skipped where the inputs cannot be built (an hourly input on daily bars)."""
+    if not strategy.inputs:
+        return arrays
+    from mmats.data import load
+    from mmats.data.calendar import timeframe_ns
+    from mmats.data.extras import extra_arrays, parse_inputs, series_needed
+    from mmats.errors import MMATSError
+
+    n = len(arrays["close"])
+    ts = arrays.get("ts")
+    ts = np.arange(n, dtype=np.int64) * timeframe_ns(timeframe) if ts is None else ts
+    own = {"ts": ts, **{k: arrays[k] for k in ("open", "high", "low", "close", "volume")}}
+    partner = np.resize(load("bittrex:LTC/BTC:5m")["close"].to_numpy(), n)
+    inputs = parse_inputs(strategy.input_specs, strategy.name)
+    keys = series_needed(inputs, venue="v", symbol="S", timeframe=timeframe)
+    others = {key: {"ts": ts, **dict.fromkeys(("open", "high", "low", "close"), partner),
+                    "volume": np.ones(n)} for key in keys}
+    try:
+        extras = extra_arrays(inputs, own, timeframe, venue="v", symbol="S", others=others)
+    except MMATSError as error:
+        pytest.skip(f"{strategy.name} cannot read its inputs on {timeframe} bars: {error}")
+    return {**arrays, **extras}
+
+
 @pytest.mark.parametrize("name", available_strategies())
 def test_every_shipped_strategy_passes(name, sample_candles):
     strategy = load_strategy(name)
-    arrays = market(sample_candles).arrays
+    prices = market(sample_candles)
+    arrays = with_strategy_inputs(strategy, prices.arrays, prices.timeframe)
     for params in [strategy.resolve_params()] + strategy.combinations()[0][:: 37]:
         report = check_lookahead(strategy, arrays, params, n_cuts=8)
         assert report.passed, report.summary()
@@ -254,8 +282,12 @@ def test_history_length_verdict_does_not_depend_on_the_seed(write_strategy, pric
 
 @pytest.mark.parametrize("name", available_strategies())
 def test_every_shipped_strategy_passes_the_sweep_gate(name, sample_candles):
+    from dataclasses import replace
+
     strategy = load_strategy(name)
     prices = market(sample_candles)
+    extras = with_strategy_inputs(strategy, prices.arrays, prices.timeframe)
+    prices = replace(prices, extras={k: extras[k] for k in strategy.inputs})
     for params in lookahead_samples(strategy, strategy.combinations()[0]):
         require_no_lookahead(strategy, prices, params)
 
@@ -338,5 +370,6 @@ def test_leaks_are_caught_on_a_long_history(write_strategy, long_arrays, source)
 
 @pytest.mark.parametrize("name", available_strategies())
 def test_shipped_strategies_pass_on_a_long_history(name, long_arrays):
-    report = check_lookahead(load_strategy(name), long_arrays)
+    strategy = load_strategy(name)
+    report = check_lookahead(strategy, with_strategy_inputs(strategy, long_arrays, "5m"))
     assert report.passed, report.summary()

@@ -54,9 +54,12 @@ class StoredBars:
 
     def arrays(self, first: int, last: int) -> dict[str, np.ndarray]:
         """Bars ``first`` to ``last`` as float64 OHLCV arrays (copies: a strategy may
-        write into its inputs)."""
+        write into its inputs) and ``ts``, their int64 open times in ns (what a strategy's
+        extra inputs are aligned by)."""
         self._check(first, last)
-        return {name: column[first:last].copy() for name, column in self.columns.items()}
+        arrays = {name: column[first:last].copy() for name, column in self.columns.items()}
+        arrays["ts"] = self.ts[first:last].copy()
+        return arrays
 
     def _check(self, first: int, last: int) -> None:
         """Refuse a range holding a bad bar exactly as the DataFrame path does."""

@@ -188,17 +188,37 @@ def warm_up(strategies: list[str], data: str = DEFAULT_DATA, root: str | None = 
     steps = []
     for name in strategies:
         strategy = load_strategy(name)
+        if strategy.inputs and not _inputs_found(strategy, candles, root):
+            continue  # a shipped strategy for other data (its inputs are not in `data`)
         runs = [(f"backtest {strategy.name}", lambda s=strategy: backtest(s, candles)),
                 (f"sweep {strategy.name}",
                  lambda s=strategy: sweep(s, candles, _two_combinations(s)))]
         runs += [(f"live tick {strategy.name} ({mode})",
-                  lambda m=mode, n=name: _replay(n, candles, m)) for mode in _LIVE_MODES]
+                  lambda m=mode, n=name: _replay(n, candles, m, root)) for mode in _LIVE_MODES]
         for label, run in runs:
             step = _timed(label, run)
             steps.append(step)
             if report is not None:
                 report(step)
     return steps
+
+
+def _inputs_found(strategy, candles, root) -> bool:
+    """Whether ``strategy``'s extra inputs can be built for ``candles`` (a strategy for
+    5-minute bars reads an hourly input that daily candles cannot give)."""
+    from mmats.backtest import market, with_inputs
+    from mmats.data import load
+    from mmats.data.extras import parse_inputs, series_needed, spec_of
+
+    prices = market(candles)
+    try:
+        keys = series_needed(parse_inputs(strategy.input_specs, strategy.name),
+                             venue=prices.venue, symbol=prices.symbol,
+                             timeframe=prices.timeframe)
+        with_inputs(prices, strategy, {spec_of(k): load(spec_of(k), root=root) for k in keys})
+    except MMATSError:
+        return False
+    return True
 
 
 def _two_combinations(strategy) -> dict:
@@ -210,11 +230,13 @@ def _two_combinations(strategy) -> dict:
     return {name: sorted({defaults[name], other[name]}) for name in strategy.param_names}
 
 
-def _replay(strategy: str, candles, mode: str) -> None:
+def _replay(strategy: str, candles, mode: str, root: str | None = None) -> None:
     """A replay of ``strategy`` (a name or path) through the live runner: one tick per
     bar, each loading its state from the journal, as cron runs it."""
+    from mmats.data import load
     from mmats.live.config import parse_config
     from mmats.live.replay import replay
+    from mmats.live.sleeves import extra_symbols
 
     attrs = candles.attrs
     symbol = attrs.get("symbol") or "SAMPLE"
@@ -225,8 +247,12 @@ def _replay(strategy: str, candles, mode: str) -> None:
                           "symbols": [symbol], "timeframe": attrs["timeframe"]}},
         "models": [{"id": "warmup", "strategy": strategy, "market": "m"}],
     })
+    given = {symbol: candles}
+    for other in extra_symbols(config, "m"):  # read by the strategy's extra inputs
+        frame = load(f"{attrs.get('venue')}:{other}:{attrs['timeframe']}", root=root)
+        given[other] = frame[frame["ts"] <= candles["ts"].iloc[-1]].reset_index(drop=True)
     with tempfile.TemporaryDirectory(prefix="mmats-warmup-") as folder, _quiet("mmats.live"):
-        replay(config, {symbol: candles}, Path(folder) / "journal.sqlite", mode=mode)
+        replay(config, given, Path(folder) / "journal.sqlite", mode=mode)
 
 
 @contextlib.contextmanager

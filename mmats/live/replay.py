@@ -22,11 +22,11 @@ from mmats.live.closes import Book, by_close, sleeve_bar
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.portfolio import event_text, pack_states, unpack_states
-from mmats.live.sleeves import sleeves
+from mmats.live.sleeves import extra_symbols, sleeves
 from mmats.live.tick import run_tick
 from mmats.live.wiring import brokers_for
 from mmats.nb.portfolio import run_portfolio, schedule
-from mmats.sleeve import new_state
+from mmats.sleeve import acted_signal, new_state
 from mmats.types import FILL_DTYPE, STATE_DTYPE
 
 
@@ -64,7 +64,12 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
             if symbol not in candles:
                 raise ConfigError(f"replay has no candles for {market.name} symbol {symbol!r}")
             frames[symbol] = candles[symbol]
-        feeds[market.name] = ReplayFeed(frames, market.timeframe)
+        for symbol in extra_symbols(config, market.name):  # read by extra inputs, not ticked
+            if symbol not in candles:
+                raise ConfigError(f"replay has no candles for {symbol!r}, which a model of "
+                                  f"market {market.name} reads as an extra input")
+        feeds[market.name] = ReplayFeed({**frames, **{s: candles[s] for s in extra_symbols(
+            config, market.name)}}, market.timeframe)
         closes += [feeds[market.name].close_times(s) for s in frames]
     clock = [0]
     brokers = None
@@ -191,11 +196,12 @@ def _portfolio_history(config, candles, cash):
     """The sleeves, their new states, a :class:`Book` of their scopes and the
     :class:`_History` of their bars and signals."""
     from mmats.backtest import market as to_market
+    from mmats.backtest import with_inputs
 
     all_sleeves = sleeves(config, cash)
     states = {s.id: new_state(s.cash) for s in all_sleeves}
     book = Book(config, all_sleeves, states)
-    markets, first_row, outputs, spans = {}, {}, [], []
+    markets, first_row, outputs, spans, acted = {}, {}, [], [], []
     for sleeve in all_sleeves:
         if sleeve.symbol not in candles:
             raise ConfigError(f"no candles for {sleeve.market} symbol {sleeve.symbol!r}")
@@ -204,7 +210,14 @@ def _portfolio_history(config, candles, cash):
             first_row[key] = sum(len(m) for m in markets.values())
             markets[key] = to_market(candles[sleeve.symbol], timeframe=sleeve.timeframe)
         size = len(markets[key])
-        outputs.append(sleeve.strategy.run(markets[key].arrays, sleeve.params))
+        prices = markets[key]
+        if sleeve.strategy.inputs:  # built as the backtest builds them, from the candles
+            venue = config.market(sleeve.market).feed
+            prices = with_inputs(replace(prices, venue=venue, symbol=sleeve.symbol),
+                                 sleeve.strategy, {f"{venue}:{s}:{sleeve.timeframe}": c
+                                                   for s, c in candles.items()})
+        outputs.append(sleeve.strategy.run(prices.arrays, sleeve.params))
+        acted.append(acted_signal(outputs[-1], sleeve))
         spans.append((sum(span[1] for span in spans), size, first_row[key]))
     open_ns = np.concatenate([m.ts_ns for m in markets.values()]).astype(np.int64)
     prices = np.empty((len(open_ns), 5))
@@ -213,8 +226,8 @@ def _portfolio_history(config, candles, cash):
             prices[first_row[key]:first_row[key] + len(m), c] = column
     total = sum(span[1] for span in spans)
     signals = np.full((total, 3), np.nan)
-    for output, (first, size, _) in zip(outputs, spans, strict=True):
-        for c, column in enumerate((output.exposure, output.stop_distance,
+    for output, exposure, (first, size, _) in zip(outputs, acted, spans, strict=True):
+        for c, column in enumerate((exposure, output.stop_distance,
                                     output.take_profit_distance)):
             if column is not None:
                 signals[first:first + size, c] = column

@@ -12,6 +12,7 @@ import numpy as np
 
 from mmats.data.calendar import periods_per_year
 from mmats.live.config import RunnerConfig
+from mmats.live.inputs import other_symbols
 from mmats.strategy import Strategy, load_strategy
 
 # the trading calendar of each market type (mmats.data.calendar)
@@ -33,6 +34,9 @@ class Sleeve:
     cash: float
     lookback: int = 0  # bars of history the tick feeds the strategy (its lookback())
     resolved_params: dict | None = None  # params as strategy.resolve_params returns them
+    size_by_confidence: bool = False  # the model sizes by its strategy's confidence
+    confidence_step: float = 0.0  # ... rounded down to steps of this (0: none)
+    other_symbols: tuple[str, ...] = ()  # other symbols its inputs read (mmats.live.inputs)
 
     def signal_on(self, window: dict[str, np.ndarray]):
         """The strategy's checked output on ``window`` (its parameters resolved once)."""
@@ -73,14 +77,30 @@ def _sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
         record["max_order_notional"] = min(caps) if caps else 0.0
         strategy = _strategy(model)
         for symbol in model.symbols:
+            others = other_symbols(strategy, venue=market.feed, symbol=symbol,
+                                   timeframe=market.timeframe, model_id=model.id)
             result.append(Sleeve(
                 id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
                 market=market.name, timeframe=market.timeframe,
                 strategy=strategy, params=dict(model.params), cfg=record,
                 cash=cash * model.allocation / len(model.symbols),
                 lookback=strategy.lookback(model.params),
-                resolved_params=strategy.resolve_params(model.params)))
+                resolved_params=strategy.resolve_params(model.params),
+                size_by_confidence=bool(model.sleeve.size_by_confidence),
+                confidence_step=float(model.sleeve.confidence_step),
+                other_symbols=tuple(others)))
     return result
+
+
+def extra_symbols(config: RunnerConfig, market_name: str) -> list[str]:
+    """The symbols a market's feed must also serve: those its sleeves' extra inputs read
+    beside the market's own."""
+    own = set(config.market(market_name).symbols)
+    extra = []
+    for sleeve in sleeves(config, 1.0):
+        if sleeve.market == market_name:
+            extra += [s for s in sleeve.other_symbols if s not in own and s not in extra]
+    return extra
 
 
 _LOADED: dict[tuple[str, str], Strategy] = {}

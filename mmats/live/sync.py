@@ -28,6 +28,7 @@ def sync_candles(config, journal, now_ns: int, *, sources: dict | None = None,
     alerts)``. ``sources`` maps feed names to candle sources (default: adapters built from
     ``venues:``)."""
     from mmats.brokers.connect import open_venue
+    from mmats.live.sleeves import extra_symbols
 
     sources = {} if sources is None else sources
     store = CandleStore(config.data_root)
@@ -45,9 +46,9 @@ def sync_candles(config, journal, now_ns: int, *, sources: dict | None = None,
                     if source is None:
                         source = sources[feed] = open_venue(config.venue(feed),
                                                             symbols=market.symbols)
-                    for symbol in market.symbols:
+                    for symbol in (*market.symbols, *extra_symbols(config, market.name)):
                         # history back to the lookback once (an empty store); then only
-                        # what is new
+                        # what is new (extra inputs' symbols too)
                         fetch_into_store(source, store, feed, symbol, market.timeframe,
                                          since=now_ns - lookback_bars * step,
                                          now_ms=now_ns // MS, backfill=False,

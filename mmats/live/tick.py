@@ -48,6 +48,7 @@ from mmats.live import kill as killswitch
 from mmats.live import notify as notifier
 from mmats.live.closes import Book, SleeveBar, book_id, by_close, sleeve_bar, value_at
 from mmats.live.config import MODES, RunnerConfig
+from mmats.live.inputs import acted_value, window_extras
 from mmats.live.journal import Journal
 from mmats.live.operator import Desk, with_venue_rules
 from mmats.live.orders import client_order_id
@@ -113,6 +114,7 @@ class Tick:
     kill_seen: bool = False
     killed: Callable[[], bool] | None = None  # the kill switch's check (kill.kill_check)
     feed_events: tuple = ()  # the streams' losses and recoveries since the last tick
+    said: dict = field(default_factory=dict)  # (sleeve id, bar): its exposure, confidence
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
@@ -343,7 +345,9 @@ def notify(tick: Tick) -> None:
         notifier.notify(targets, f"MMATS {tick.mode} signal",
                         f"{signal['model_id']} {signal['symbol']}: {signal['action']} "
                         f"{signal['qty']:.8g} (target exposure "
-                        f"{signal['meta']['target_exposure']})")
+                        f"{signal['meta']['target_exposure']}"
+                        + ("" if signal.get("confidence") is None else
+                           f", confidence {signal['confidence']:.3g}") + ")")
 
 
 # -- the kill switch, between the stages ------------------------------------------------
@@ -407,14 +411,26 @@ def _rows(feed, sleeve, since_ns, until_ns) -> list[tuple[int, tuple]]:
 
 
 def _trailing_window_value(tick: Tick, bar: SleeveBar) -> tuple[float, float, float]:
+    """The value the bar step acts on (the strategy's exposure, sized by its confidence
+    when the model says so); what the strategy said is kept for the journal."""
     sleeve = bar.sleeve
+    feed = tick.feeds[sleeve.market]
     try:
-        window = _window(tick.feeds[sleeve.market], sleeve, bar.open_ns)
+        window = _window(feed, sleeve, bar.open_ns)
+        if sleeve.strategy.inputs:  # built from the window as the backtest builds them
+            window = window_extras(sleeve.strategy, window, feed=feed,
+                                   venue=tick.config.market(sleeve.market).feed,
+                                   symbol=sleeve.symbol, timeframe=sleeve.timeframe,
+                                   end_ns=bar.open_ns)
     except BadBarError as error:  # a bad bar in the window: no opinion, keep holding
         tick.faults.add(sleeve, error)
         return math.nan, math.nan, math.nan
     output = sleeve.signal_on(window)
-    return value_at(output, -1)
+    if not sleeve.strategy.outputs:
+        return value_at(output, -1)
+    value, said = acted_value(output, -1, sleeve.size_by_confidence, sleeve.confidence_step)
+    tick.said[sleeve.id, bar.open_ns] = said
+    return value
 
 
 def _window(feed, sleeve: Sleeve, end_ns: int) -> dict[str, np.ndarray]:
@@ -428,8 +444,14 @@ def _window(feed, sleeve: Sleeve, end_ns: int) -> dict[str, np.ndarray]:
                           bars=sleeve.lookback)
     columns = list(window.columns)
     values = window.to_numpy()
-    return {name: np.ascontiguousarray(values[:, columns.index(name)], dtype=np.float64)
-            for name in VALUE_COLUMNS}
+    arrays = {name: np.ascontiguousarray(values[:, columns.index(name)], dtype=np.float64)
+              for name in VALUE_COLUMNS}
+    if sleeve.strategy.inputs:  # extra inputs are aligned by the bars' open times
+        import pandas as pd
+
+        arrays["ts"] = pd.to_datetime(window["ts"], utc=True).dt.as_unit("ns").astype(
+            "int64").to_numpy()
+    return arrays
 
 
 class _DataFaults:
@@ -467,6 +489,10 @@ def _journal_bar(tick: Tick, bar: SleeveBar, fills, order, stop, take, why) -> N
                                      else f"{sleeve.id}:stop:{ts_ns}", fill)
         tick.report.fills += len(fills)
     signal = _signal_row(sleeve, state[0], sleeve.cfg[0], ts_ns, stop, take, why)
+    said = tick.said.pop((sleeve.id, ts_ns), None)
+    if said:  # a strategy with a confidence: what it said, beside what was acted on
+        signal["confidence"] = said["confidence"]
+        signal["meta"]["strategy_exposure"] = said["exposure"]
     tick.journal.append_signal(**signal)
     tick.journal.save_state(sleeve.id, state, ts_ns=ts_ns)
     tick.report.bars += 1

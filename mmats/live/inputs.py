@@ -1,0 +1,95 @@
+"""A live sleeve's extra inputs and confidence, as the backtest computes them.
+
+At each close the tick runs a sleeve's strategy on its trailing window. A strategy with
+extra inputs (``INPUTS``) gets them built from that window the way :func:`mmats.backtest.
+with_inputs` builds them from a whole history (:mod:`mmats.data.extras`): its own symbol
+at a longer timeframe from the window's bars, another symbol from the same feed's bars up
+to the same close. A strategy that declares a confidence has the exposure the bar step
+acts on made by the same rule as the backtest's (:func:`mmats.nb.exposure.effective_signal`),
+and both the strategy's exposure and its confidence are journaled with the decision.
+
+The live runner serves extra inputs from its market's own venue and timeframe (and the
+own symbol at longer timeframes); an input on another venue, or another symbol at
+another timeframe, is refused when the configuration is loaded, naming the model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mmats.data.extras import extra_arrays, parse_inputs, series_needed
+from mmats.errors import ConfigError
+from mmats.nb.exposure import effective_signal
+
+# bars of another symbol read per bar of the window: its gaps must not starve the window
+OTHER_BARS_FACTOR = 2
+
+
+def other_symbols(strategy, *, venue: str, symbol: str, timeframe: str,
+                  model_id: str = "") -> list[str]:
+    """The other symbols ``strategy``'s inputs read on ``venue`` at ``timeframe`` (what
+    the tick must also fetch and the feed serve); ConfigError for an input the live
+    runner cannot serve."""
+    if not strategy.inputs:
+        return []
+    inputs = parse_inputs(strategy.input_specs, f"strategy {strategy.name!r}")
+    out = []
+    for key in series_needed(inputs, venue=venue, symbol=symbol, timeframe=timeframe):
+        other_venue, other_symbol, other_timeframe = key
+        if other_venue != venue or other_timeframe != timeframe:
+            raise ConfigError(
+                f"model {model_id!r}: strategy {strategy.name!r} reads "
+                f"{other_venue}:{other_symbol}:{other_timeframe}; the live runner serves "
+                f"extra inputs from its market's venue ({venue}) at its timeframe "
+                f"({timeframe}), and the own symbol at longer timeframes")
+        out.append(other_symbol)
+    return out
+
+
+def window_extras(strategy, window: dict[str, np.ndarray], *, feed, venue: str,
+                  symbol: str, timeframe: str, end_ns: int) -> dict[str, np.ndarray]:
+    """``window`` (the sleeve's trailing bars up to the one opened at ``end_ns``, with
+    ``ts``) with the strategy's extra inputs added, aligned to it."""
+    if not strategy.inputs:
+        return window
+    inputs = parse_inputs(strategy.input_specs, f"strategy {strategy.name!r}")
+    others = {}
+    bars = OTHER_BARS_FACTOR * len(window["ts"])
+    for key in series_needed(inputs, venue=venue, symbol=symbol, timeframe=timeframe):
+        others[key] = _history(feed, key[1], timeframe, end_ns, bars)
+    return {**window, **extra_arrays(inputs, window, timeframe, venue=venue, symbol=symbol,
+                                     others=others)}
+
+
+def _history(feed, symbol, timeframe, end_ns, bars) -> dict[str, np.ndarray]:
+    if hasattr(feed, "history_arrays"):
+        arrays = feed.history_arrays(symbol, timeframe, end_ns=end_ns, bars=bars)
+        if "ts" in arrays:
+            return arrays
+    frame = feed.history(symbol, timeframe, end_ns=end_ns, bars=bars)
+    import pandas as pd
+
+    ts = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns").astype("int64").to_numpy()
+    return {"ts": ts, **{c: frame[c].to_numpy(np.float64)
+                         for c in ("open", "high", "low", "close", "volume")}}
+
+
+def acted_value(output, t: int, scale_by_confidence: bool, step: float,
+                multiplier: float = 1.0, size_cap: float = math.inf,
+                ) -> tuple[tuple[float, float, float], dict]:
+    """``((value, stop distance, take-profit distance), said)`` at bar ``t``: the value
+    the bar step acts on, and what the strategy said (its exposure and, when it gives
+    one, its confidence) for the journal."""
+    exposure = float(output.exposure[t])
+    confidence = math.nan if output.confidence is None else float(output.confidence[t])
+    value = effective_signal(exposure, confidence, scale_by_confidence, step, multiplier,
+                             size_cap)
+    stop = output.stop_distance[t] if output.stop_distance is not None else math.nan
+    take = (output.take_profit_distance[t] if output.take_profit_distance is not None
+            else math.nan)
+    said = {} if output.confidence is None else {
+        "exposure": None if math.isnan(exposure) else exposure,
+        "confidence": None if math.isnan(confidence) else confidence}
+    return (value, float(stop), float(take)), said
