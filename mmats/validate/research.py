@@ -385,7 +385,7 @@ def _environment() -> str:
     for path in sorted(package.rglob("*.py")):
         h.update(str(path.relative_to(package)).encode())
         h.update(path.read_bytes())
-    for library in ("numpy", "pandas", "numba", "scipy", "arch"):
+    for library in ("numpy", "pandas", "numba", "scipy", "optuna"):
         try:
             h.update(f"{library} {metadata.version(library)}\n".encode())
         except metadata.PackageNotFoundError:

@@ -1,0 +1,117 @@
+"""The report's PDF, written by a process forked when the command starts.
+
+Writing the PDF is the report's longest step, and importing matplotlib's PDF backend
+the longest import; neither depends on the research until the document is ready. A
+:class:`PdfWorker` forks before the research (or before it is read from the cache), imports
+the PDF writer while the caller works, then writes the document it is sent while the
+caller writes the HTML page and the tearsheet: on two cores the two halves overlap. The
+PDF is :func:`mmats.reports.render.write_pdf`'s, byte for byte up to its creation date.
+
+Only where ``os.fork`` exists and there are two cores or more; elsewhere
+:func:`start_pdf_worker` returns None and the PDF is written in the caller's process.
+
+Example::
+
+    worker = start_pdf_worker()          # first thing, before the heavy work
+    ...
+    worker.write(document, "reports/x.pdf")
+    write_html(document, "reports/x.html")
+    worker.wait()                        # raises what writing the PDF raised
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+
+def start_pdf_worker() -> PdfWorker | None:
+    """A forked process waiting to write one PDF, or None where it cannot help (no fork,
+    one core)."""
+    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        return None
+    return PdfWorker()
+
+
+class PdfWorker:
+    """One forked process that writes one PDF (:meth:`write`, then :meth:`wait`); a worker
+    sent nothing (:meth:`close`, or the caller exiting) ends without writing."""
+
+    def __init__(self):
+        requests, self._send = os.pipe()
+        self._replies, replies = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the worker: never returns to the caller's code
+            os.close(self._send)
+            os.close(self._replies)
+            code = 1
+            try:
+                _serve(requests, replies)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(requests)
+        os.close(replies)
+
+    def write(self, document, path) -> None:
+        """Send ``document`` (its charts rendered) to be written to ``path``."""
+        data = pickle.dumps((document, os.fspath(path)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            with os.fdopen(self._send, "wb") as pipe:
+                pipe.write(data)
+        finally:
+            self._send = None
+
+    def wait(self) -> None:
+        """Wait for the PDF; raise the error writing it raised (an OSError naming the
+        file, say) or RuntimeError if the worker died."""
+        try:
+            with os.fdopen(self._replies, "rb") as pipe:
+                reply = pipe.read()
+        finally:
+            self._replies = None
+            self._reap()
+        if reply == b"ok":
+            return
+        if not reply:
+            raise RuntimeError("the process writing the PDF report ended without writing it")
+        raise pickle.loads(reply)
+
+    def close(self) -> None:
+        """End the worker without writing (after an error in the caller)."""
+        for name in ("_send", "_replies"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+        self._reap()
+
+    def _reap(self) -> None:
+        if self.pid:
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _serve(requests: int, replies: int) -> None:
+    """In the worker: import the writer, read one request, write the PDF, reply."""
+    from mmats.reports.render import write_pdf  # matplotlib, while the caller works
+
+    with os.fdopen(requests, "rb") as pipe:
+        request = pipe.read()
+    if not request:
+        os.close(replies)
+        return
+    try:
+        document, path = pickle.loads(request)
+        write_pdf(document, path)
+        reply = b"ok"
+    except Exception as error:  # noqa: BLE001 - sent back and raised by the caller
+        try:
+            reply = pickle.dumps(error)
+        except Exception:  # noqa: BLE001 - an error that does not pickle: its text
+            reply = pickle.dumps(RuntimeError(f"writing the PDF report: {error!r}"))
+    with os.fdopen(replies, "wb") as pipe:
+        pipe.write(reply)
