@@ -373,13 +373,20 @@ def _halving(space: _Space, scorer: _Scorer, prices, trials: int, eta: int, seed
         rungs += 1
     for rung in range(rungs, 0, -1):  # prefixes of n / eta^rung bars, growing
         prefix = _prefix(prices, n_bars // eta ** rung)
-        scores = scorer.score(alive, prefix)
-        order = np.argsort(np.where(np.isnan(scores), -np.inf, -scores), kind="stable")
-        alive = [alive[i] for i in order[: max(1, math.ceil(len(alive) / eta))]]
+        alive = _keep_best(alive, scorer.score(alive, prefix), eta)
         scorer.history.append({"trials": len(scorer.tried),
                                "seconds": time.perf_counter() - scorer.started,
                                "best": math.nan})
     scorer.score(alive)
+
+
+def _keep_best(candidates: list[dict], scores: np.ndarray, eta: int) -> list[dict]:
+    """The best ``1/eta`` of ``candidates`` (at least one), best first; a NaN score (a
+    candidate that never traded on the prefix) ranks below every finite one, and ties
+    keep the candidates' order."""
+    keys = np.where(np.isnan(scores), np.inf, -scores)  # ascending: best first, NaN last
+    order = np.argsort(keys, kind="stable")
+    return [candidates[i] for i in order[: max(1, math.ceil(len(candidates) / eta))]]
 
 
 def _prefix(prices, bars: int):

@@ -66,6 +66,16 @@ def test_halving_counts_every_candidate_it_tried(exhaustive):
     assert len(result.history) >= 2
 
 
+def test_halving_keeps_the_best_scores_and_drops_nan_ones_first():
+    from mmats.search import _keep_best
+
+    candidates = [{"k": k} for k in range(6)]
+    scores = np.array([np.nan, 0.5, np.nan, 2.0, -1.0, 0.5])
+    assert _keep_best(candidates, scores, 3) == [{"k": 3}, {"k": 1}]
+    assert _keep_best(candidates, scores, 2) == [{"k": 3}, {"k": 1}, {"k": 5}]
+    assert _keep_best(candidates[:2], np.array([np.nan, np.nan]), 3) == [{"k": 0}]
+
+
 def test_a_grid_no_larger_than_the_trials_is_swept_whole(exhaustive):
     small = {"fast": [5, 10, 15], "slow": [10, 20, 60]}
     result = search("ema_cross", DATA, small, trials=50, check_lookahead_bias=False)
