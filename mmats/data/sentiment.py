@@ -195,39 +195,44 @@ def align_sentiment(records: SentimentRecords | pd.DataFrame, symbol: str,
     if how not in HOW:
         raise ConfigError(f"sentiment 'how' must be one of {', '.join(HOW)}, not {how!r}")
     frame = records.frame if isinstance(records, SentimentRecords) else records
-    mine = frame[frame["symbol"] == symbol]
+    mine = frame[frame["symbol"] == symbol].sort_values("ts_ns", kind="stable")
     closes = np.asarray(bar_open_ns, dtype=np.int64) + np.int64(bar_ns)
+    if closes.size > 1 and np.any(closes[1:] < closes[:-1]):
+        raise DataError("align_sentiment needs bars in time order")
     ts = mine["ts_ns"].to_numpy(np.int64)
-    first = np.searchsorted(closes, ts, side="right")
-    last = np.searchsorted(closes, ts + mine["horizon_ns"].to_numpy(np.int64), side="right")
-    return _align(closes.shape[0], first, last, mine["sentiment"].to_numpy(np.float64),
+    ends = ts + mine["horizon_ns"].to_numpy(np.int64)
+    longest = int(mine["horizon_ns"].max()) if len(mine) else 0
+    return _align(closes, ts, ends, mine["sentiment"].to_numpy(np.float64), longest,
                   how == "last")
 
 
 @njit(cache=True)
-def _align(n, first, last, values, latest):
-    total = np.zeros(n + 1)
-    count = np.zeros(n + 1, dtype=np.int64)
+def _align(closes, ts, ends, values, longest, latest):
+    """Per close, the records in force (``ts < close <= end``), summed in their time
+    order: the same additions whatever other bars are aligned with it, so a backtest's
+    value at a bar equals, bit for bit, the one a live tick computes for that bar alone."""
+    n = closes.shape[0]
     out = np.full(n, np.nan)
-    for k in range(first.shape[0]):  # records in time order: a later one overwrites
-        if first[k] >= last[k]:
-            continue
-        if latest:
-            for i in range(first[k], last[k]):
-                out[i] = values[k]
-        total[first[k]] += values[k]
-        total[last[k]] -= values[k]
-        count[first[k]] += 1
-        count[last[k]] -= 1
-    running_total = 0.0
-    running_count = 0
     counts = np.zeros(n, dtype=np.int64)
+    lo = 0
+    hi = 0
     for i in range(n):
-        running_total += total[i]
-        running_count += count[i]
-        counts[i] = running_count
-        if not latest and running_count > 0:
-            out[i] = running_total / running_count
+        close = closes[i]
+        while hi < ts.shape[0] and ts[hi] < close:  # records known at this close
+            hi += 1
+        while lo < hi and ts[lo] < close - longest:  # too old to be in force
+            lo += 1
+        total = 0.0
+        count = 0
+        for k in range(lo, hi):
+            if close <= ends[k]:
+                total += values[k]
+                count += 1
+                if latest:
+                    out[i] = values[k]
+        counts[i] = count
+        if count > 0 and not latest:
+            out[i] = total / count
     return out, counts
 
 

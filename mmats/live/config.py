@@ -64,6 +64,7 @@ from pydantic import (
 
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, StrategyError
+from mmats.live.inputs import other_symbols
 from mmats.live.notify import Targets
 from mmats.live.yaml_text import read_yaml
 from mmats.redact import redact_url
@@ -187,6 +188,7 @@ class ModelConfig:
     sleeve: SleeveConfig
     strategy_hash: str = ""
     strategy_version: str = ""  # an installed model package's version (mmats.packages)
+    sentiment: dict | None = None  # {"source": file|folder|URL, and the rule's keys}
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,9 @@ class RunnerConfig:
                 {"id": m.id, "strategy": m.strategy, "strategy_hash": m.strategy_hash,
                  **({"strategy_version": m.strategy_version} if m.strategy_version else {}),
                  "params": m.params, "market": m.market, "symbols": list(m.symbols),
-                 "allocation": m.allocation, "sleeve": m.sleeve.to_dict()}
+                 "allocation": m.allocation, "sleeve": m.sleeve.to_dict(),
+                 **({"sentiment": {**m.sentiment, "source": redact_url(m.sentiment["source"])}}
+                    if m.sentiment else {})}
                 for m in self.models
             ],
             "notifications": [redact_url(url) for url in self.notifications],
@@ -446,6 +450,26 @@ def _block_keys(value, *, keys) -> dict:
     return value
 
 
+def _sentiment_block(value) -> dict:
+    """A model's ``sentiment:``: where its records come from (``source``: a JSON-lines
+    file, a folder of them or an http(s) URL) and the rule's ``weight``, ``cap_above``,
+    ``cap`` and ``how`` (:class:`~mmats.data.sentiment.SentimentRule`)."""
+    from mmats.data.sentiment import SentimentRule
+
+    if not isinstance(value, dict):
+        refuse("sentiment", "must be a mapping with source: and the rule's keys")
+    rule = {k: v for k, v in value.items() if k != "source"}
+    source = value.get("source")
+    if not isinstance(source, str) or not source.strip():
+        refuse("source", "must name a JSON-lines file, a folder of them or an http(s) "
+                         "URL", ("source",))
+    try:
+        SentimentRule.from_dict(rule, where="sentiment")
+    except ConfigError as error:
+        refuse("sentiment", str(error))
+    return {"source": source.strip(), **rule}
+
+
 def _chat_id(value) -> int:
     """A Telegram chat id: a whole number (a group's is negative), not text."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -521,6 +545,7 @@ class _Model(_Block):
     allocation: Annotated[float, BeforeValidator(_allocation)] | None = None
     risk: Annotated[dict, check(_block_keys, keys=_SLEEVE_RISK_KEYS)] = {}
     costs: Annotated[dict, check(_block_keys, keys=_COST_KEYS)] = {}
+    sentiment: Annotated[dict, BeforeValidator(_sentiment_block)] | None = None
 
     @model_validator(mode="after")
     def _one_strategy(self):
@@ -716,11 +741,17 @@ class _Reader:
                 self.fail((*path, "symbols", index),
                           f"{symbol!r} is not a symbol of market {market.name!r}; its "
                           f"symbols: {', '.join(market.symbols)}")
+        for symbol in model.symbols or market.symbols:  # extra inputs the runner can serve
+            try:
+                other_symbols(strategy, venue=market.feed, symbol=symbol,
+                              timeframe=market.timeframe, model_id=model.id)
+            except ConfigError as error:
+                self.fail((*path, key), str(error))
         return {"id": model.id, "strategy": reference, "params": params,
                 "market": market.name, "symbols": model.symbols or market.symbols,
                 "allocation": model.allocation, "sleeve": self.sleeve(model, path),
                 "strategy_hash": strategy.source_hash,
-                "strategy_version": strategy.version}
+                "strategy_version": strategy.version, "sentiment": model.sentiment}
 
     def params(self, value, strategy, path: tuple) -> dict:
         """The strategy's parameters: given ones checked by the strategy, defaults filled."""

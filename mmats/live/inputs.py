@@ -80,8 +80,8 @@ def acted_value(output, t: int, scale_by_confidence: bool, step: float,
                 multiplier: float = 1.0, size_cap: float = math.inf,
                 ) -> tuple[tuple[float, float, float], dict]:
     """``((value, stop distance, take-profit distance), said)`` at bar ``t``: the value
-    the bar step acts on, and what the strategy said (its exposure and, when it gives
-    one, its confidence) for the journal."""
+    the bar step acts on, and what the strategy said (its ``exposure`` and its
+    ``confidence``, None when it gives none) for the journal."""
     exposure = float(output.exposure[t])
     confidence = math.nan if output.confidence is None else float(output.confidence[t])
     value = effective_signal(exposure, confidence, scale_by_confidence, step, multiplier,
@@ -89,7 +89,44 @@ def acted_value(output, t: int, scale_by_confidence: bool, step: float,
     stop = output.stop_distance[t] if output.stop_distance is not None else math.nan
     take = (output.take_profit_distance[t] if output.take_profit_distance is not None
             else math.nan)
-    said = {} if output.confidence is None else {
-        "exposure": None if math.isnan(exposure) else exposure,
-        "confidence": None if math.isnan(confidence) else confidence}
+    said = {"exposure": None if math.isnan(exposure) else exposure,
+            "confidence": None if math.isnan(confidence) else confidence}
     return (value, float(stop), float(take)), said
+
+
+def sentiment_now(records, rule, symbol: str, open_ns: int, bar_ns: int,
+                  exposure: float) -> tuple[float, float, dict]:
+    """The sentiment rule at the bar opened at ``open_ns``, as the backtest computes it
+    at that bar (:func:`mmats.data.sentiment.sentiment_factors`): ``(multiplier, size
+    cap, what to journal)``."""
+    from mmats.data.sentiment import align_sentiment
+
+    opens = np.array([open_ns], dtype=np.int64)
+    sentiment, count = align_sentiment(records, symbol, opens, bar_ns, how=rule.how)
+    multiplier, cap = rule.apply(sentiment, np.array([exposure]))
+    level = float(sentiment[0])
+    return float(multiplier[0]), float(cap[0]), {
+        "sentiment": None if math.isnan(level) else level, "sentiment_records": int(count[0]),
+        "sentiment_multiplier": float(multiplier[0]),
+        "sentiment_cap": None if math.isinf(cap[0]) else float(cap[0])}
+
+
+_READ: dict[str, tuple] = {}  # source -> (signature, records): files read again when changed
+
+
+def sentiment_records(source: str):
+    """The records of a sentiment source; a file or folder is read again only when one of
+    its files changed (a catch-up tick asks at every close), a URL every time."""
+    from pathlib import Path
+
+    from mmats.data.sentiment import read_sentiment
+
+    path = Path(source)
+    if source.startswith(("http://", "https://")) or not path.exists():
+        return read_sentiment(source)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    signature = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    kept = _READ.get(source)
+    if kept is None or kept[0] != signature:
+        kept = _READ[source] = (signature, read_sentiment(source))
+    return kept[1]

@@ -217,7 +217,7 @@ def _portfolio_history(config, candles, cash):
                                  sleeve.strategy, {f"{venue}:{s}:{sleeve.timeframe}": c
                                                    for s, c in candles.items()})
         outputs.append(sleeve.strategy.run(prices.arrays, sleeve.params))
-        acted.append(acted_signal(outputs[-1], sleeve))
+        acted.append(acted_signal(outputs[-1], sleeve, *_news(sleeve, prices, outputs[-1])))
         spans.append((sum(span[1] for span in spans), size, first_row[key]))
     open_ns = np.concatenate([m.ts_ns for m in markets.values()]).astype(np.int64)
     prices = np.empty((len(open_ns), 5))
@@ -236,6 +236,18 @@ def _portfolio_history(config, candles, cash):
                      np.array([timeframe_ns(s.timeframe) for s in all_sleeves], dtype=np.int64))
     history = _History(*order, open_ns, prices, signals, spans)
     return all_sleeves, states, book, history
+
+
+def _news(sleeve, prices, output) -> tuple:
+    """The sleeve's sentiment rule over the whole history (as the backtest's), if any."""
+    if sleeve.sentiment is None:
+        return ()
+    from mmats.data.sentiment import sentiment_factors
+    from mmats.live.inputs import sentiment_records
+
+    source, rule = sleeve.sentiment
+    return sentiment_factors(sentiment_records(source), rule, sleeve.symbol, prices.ts_ns,
+                             timeframe_ns(sleeve.timeframe), output.exposure)
 
 
 def _portfolio_by_closes(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], *,

@@ -37,6 +37,7 @@ class Sleeve:
     size_by_confidence: bool = False  # the model sizes by its strategy's confidence
     confidence_step: float = 0.0  # ... rounded down to steps of this (0: none)
     other_symbols: tuple[str, ...] = ()  # other symbols its inputs read (mmats.live.inputs)
+    sentiment: tuple | None = None  # (source, SentimentRule): news lowering and capping it
 
     def signal_on(self, window: dict[str, np.ndarray]):
         """The strategy's checked output on ``window`` (its parameters resolved once)."""
@@ -88,8 +89,17 @@ def _sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
                 resolved_params=strategy.resolve_params(model.params),
                 size_by_confidence=bool(model.sleeve.size_by_confidence),
                 confidence_step=float(model.sleeve.confidence_step),
-                other_symbols=tuple(others)))
+                other_symbols=tuple(others), sentiment=_sentiment(model)))
     return result
+
+
+def _sentiment(model) -> tuple | None:
+    if not model.sentiment:
+        return None
+    from mmats.data.sentiment import SentimentRule
+
+    rule = {k: v for k, v in model.sentiment.items() if k != "source"}
+    return model.sentiment["source"], SentimentRule.from_dict(rule)
 
 
 def extra_symbols(config: RunnerConfig, market_name: str) -> list[str]:

@@ -43,12 +43,12 @@ import numpy as np
 
 from mmats.data.calendar import timeframe_ns, trading_ns_between
 from mmats.data.schema import VALUE_COLUMNS, candle_rows
-from mmats.errors import BadBarError, ConfigError
+from mmats.errors import BadBarError, ConfigError, DataError
 from mmats.live import kill as killswitch
 from mmats.live import notify as notifier
 from mmats.live.closes import Book, SleeveBar, book_id, by_close, sleeve_bar, value_at
 from mmats.live.config import MODES, RunnerConfig
-from mmats.live.inputs import acted_value, window_extras
+from mmats.live.inputs import acted_value, sentiment_now, sentiment_records, window_extras
 from mmats.live.journal import Journal
 from mmats.live.operator import Desk, with_venue_rules
 from mmats.live.orders import client_order_id
@@ -115,6 +115,7 @@ class Tick:
     killed: Callable[[], bool] | None = None  # the kill switch's check (kill.kill_check)
     feed_events: tuple = ()  # the streams' losses and recoveries since the last tick
     said: dict = field(default_factory=dict)  # (sleeve id, bar): its exposure, confidence
+    news: dict = field(default_factory=dict)  # sentiment source -> records (False: unread)
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
@@ -426,11 +427,33 @@ def _trailing_window_value(tick: Tick, bar: SleeveBar) -> tuple[float, float, fl
         tick.faults.add(sleeve, error)
         return math.nan, math.nan, math.nan
     output = sleeve.signal_on(window)
-    if not sleeve.strategy.outputs:
+    if not (sleeve.strategy.outputs or sleeve.sentiment):
         return value_at(output, -1)
-    value, said = acted_value(output, -1, sleeve.size_by_confidence, sleeve.confidence_step)
-    tick.said[sleeve.id, bar.open_ns] = said
+    multiplier, cap, news = _sentiment(tick, sleeve, bar, float(output.exposure[-1]))
+    value, said = acted_value(output, -1, sleeve.size_by_confidence, sleeve.confidence_step,
+                              multiplier, cap)
+    tick.said[sleeve.id, bar.open_ns] = {**said, **news}
     return value
+
+
+def _sentiment(tick: Tick, sleeve: Sleeve, bar: SleeveBar, exposure: float):
+    """The model's sentiment rule at this bar: ``(multiplier, size cap, what to journal)``.
+    A source that cannot be read lowers nothing this tick (and says so once): news must
+    never jam a tick."""
+    if sleeve.sentiment is None:
+        return 1.0, math.inf, {}
+    source, rule = sleeve.sentiment
+    records = tick.news.get(source)
+    if records is None:
+        try:
+            records = tick.news[source] = sentiment_records(source)
+        except DataError as error:
+            records = tick.news[source] = False
+            tick.report.alerts.append(("MMATS sentiment unavailable", f"{sleeve.id}: {error}"))
+    if records is False:
+        return 1.0, math.inf, {"sentiment": None, "sentiment_error": True}
+    return sentiment_now(records, rule, sleeve.symbol, bar.open_ns,
+                         timeframe_ns(sleeve.timeframe), exposure)
 
 
 def _window(feed, sleeve: Sleeve, end_ns: int) -> dict[str, np.ndarray]:
@@ -490,9 +513,11 @@ def _journal_bar(tick: Tick, bar: SleeveBar, fills, order, stop, take, why) -> N
         tick.report.fills += len(fills)
     signal = _signal_row(sleeve, state[0], sleeve.cfg[0], ts_ns, stop, take, why)
     said = tick.said.pop((sleeve.id, ts_ns), None)
-    if said:  # a strategy with a confidence: what it said, beside what was acted on
-        signal["confidence"] = said["confidence"]
-        signal["meta"]["strategy_exposure"] = said["exposure"]
+    if said:  # confidence or sentiment: what the strategy said, beside what was acted on
+        said = dict(said)
+        signal["confidence"] = said.pop("confidence")
+        signal["meta"]["strategy_exposure"] = said.pop("exposure")
+        signal["meta"].update(said)
     tick.journal.append_signal(**signal)
     tick.journal.save_state(sleeve.id, state, ts_ns=ts_ns)
     tick.report.bars += 1

@@ -271,3 +271,18 @@ def test_the_as_of_check_catches_a_record_used_before_its_time():
     finally:
         module.align_sentiment = honest
     assert len(late) > 10
+
+
+def test_a_bar_aligned_alone_equals_it_aligned_with_the_history_bit_for_bit():
+    """A live tick aligns one bar; the backtest the whole history: the same additions in
+    the same order, so the same float, even where several records are in force."""
+    from mmats.backtest import market
+
+    prices = market("bittrex:ETH/BTC:5m")
+    records = read_sentiment(Path(__file__).parents[2] / "mmats" / "data" / "sample"
+                             / "sentiment" / "ETH_BTC.jsonl")
+    whole, counts = align_sentiment(records, "ETH/BTC", prices.ts_ns, prices.bar_ns)
+    assert counts.max() >= 2
+    for i in np.flatnonzero(counts > 0):
+        alone, _ = align_sentiment(records, "ETH/BTC", prices.ts_ns[i:i + 1], prices.bar_ns)
+        assert alone[0] == whole[i]

@@ -3,6 +3,8 @@ tick on trailing windows (each building its inputs from its own window and the f
 equals the backtest over the whole history."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +81,44 @@ def test_confidence_sizes_the_replay_as_the_backtest_and_is_journaled(tmp_path):
         assert row["confidence"] == pytest.approx(at[int(row["ts_ns"])], rel=1e-12)
         meta = json.loads(row["meta"])
         assert meta["strategy_exposure"] in (0.0, 1.0)
+
+
+def test_sentiment_lowers_the_replay_as_the_backtest_and_is_journaled(tmp_path):
+    """A model with ``sentiment:`` reads the records at each close (the synthetic sample
+    here), as ``backtest(sentiment=...)`` reads them over the history; the journal keeps
+    the sentiment, multiplier and cap beside each signal."""
+    import mmats
+
+    sample = str(Path(mmats.__file__).parent / "data" / "sample" / "sentiment"
+                 / "ETH_BTC.jsonl")
+    rule = {"weight": 1.0, "cap_above": 0.5, "cap": 0.25}
+    params = {"fast": 10, "slow": 30}
+    candles = _eth()
+    config = _config("ema_cross", params)
+    config = replace(config, models=(replace(config.models[0],
+                                             sentiment={"source": sample, **rule}),))
+    replayed = replay(config, {"ETH/BTC": candles}, tmp_path / "j.sqlite")
+    expected = backtest("ema_cross", candles, params, **COSTS, sentiment=sample,
+                        sentiment_rule=rule)
+    plain = backtest("ema_cross", candles, params, **COSTS)
+    assert not np.array_equal(expected.equity.to_numpy(), plain.equity.to_numpy())
+    _same(replayed, expected)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        metas = [json.loads(row["meta"]) for row in journal.rows("signals")]
+    lowered = [m for m in metas if m.get("sentiment_multiplier", 1.0) < 1.0]
+    assert lowered and all(m["sentiment"] is not None for m in lowered)
+
+
+def test_a_sentiment_block_is_checked_at_load():
+    from mmats.errors import ConfigError
+
+    for block, message in (({"weight": 0.5}, "source"),
+                           ({"source": "x.jsonl", "weight": 2}, "weight must be a number"),
+                           ({"source": "x.jsonl", "level": 1}, "unknown key 'level'")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({
+                "mode": "paper",
+                "markets": {"m": {"type": "crypto", "feed": "bittrex", "execution": "paper",
+                                  "symbols": ["ETH/BTC"], "timeframe": "5m"}},
+                "models": [{"id": "m1", "strategy": "ema_cross", "market": "m",
+                            "sentiment": block}]})
