@@ -109,6 +109,93 @@ print(research.verdict)"""),
 ]
 
 
+STRATEGIES = [
+    ("markdown", """# Strategies that see more than one series
+
+A strategy may read other series beside its own bars (`INPUTS`: a longer timeframe of
+its symbol, another symbol), say how sure it is (`OUTPUTS` with a `confidence`), and
+have its size lowered by news sentiment. Each input reaches it aligned as-of: at a bar it
+sees only what had closed by that bar's close. The three strategies below ship with
+MMATS; the live runner replays each exactly as these backtests run it."""),
+    ("code", """%matplotlib inline
+import matplotlib.pyplot as plt
+
+from mmats.backtest import backtest, sweep
+from mmats.data import load
+from mmats.strategy import load_strategy
+
+candles = load("bittrex:ETH/BTC:5m")
+trend = load_strategy("trend_filter")
+print("trend_filter reads", trend.input_specs)"""),
+    ("markdown", """## A 5-minute entry with a 1-hour filter
+`trend_filter` trades an EMA cross on 5-minute bars only while the last closed hour is
+above the hour `hours` before it. Against the same cross without the filter:"""),
+    ("code", """filtered = backtest("trend_filter", candles, {"fast": 10, "slow": 50, "hours": 4}, fee_bps=10)
+plain = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10)
+for name, result in (("with the 1h filter", filtered), ("EMA cross alone", plain)):
+    m = result.metrics
+    print(f"{name:20s} return {m['total_return']:+.2%}  trades {m['trades']:4.0f}  "
+          f"max drawdown {m['max_drawdown']:.2%}")"""),
+    ("plot", """ax = filtered.equity.plot(label="with the 1h filter", figsize=(9, 3))
+plain.equity.plot(ax=ax, label="EMA cross alone")
+ax.set_title("trend_filter against ema_cross, 10 bps fees"); ax.legend(); ax.figure.tight_layout()
+plt.show()"""),
+    ("markdown", """## Confidence: momentum sized to a volatility target
+`vol_target_momentum` returns `(exposure, confidence)`: its confidence is the target
+volatility over the recent one, capped at 1. A model sizes by it only when asked
+(`size_by_confidence=True`, here in steps of 0.25 so it does not rebalance every bar)."""),
+    ("code", """params = {"lookback": 96, "vol_window": 288, "target_bps": 20}
+flat = backtest("vol_target_momentum", candles, params, fee_bps=10)
+sized = backtest("vol_target_momentum", candles, params, fee_bps=10,
+                 size_by_confidence=True, confidence_step=0.25)
+print("confidence: mean", round(sized.confidence.mean(), 3), " share of bars below 1:",
+      round(float((sized.confidence < 1).mean()), 3))
+for name, result in (("all-in", flat), ("sized by confidence", sized)):
+    m = result.metrics
+    print(f"{name:20s} return {m['total_return']:+.2%}  volatility {m['volatility']:.3f}  "
+          f"max drawdown {m['max_drawdown']:.2%}")"""),
+    ("plot", """fig, ax = plt.subplots(figsize=(9, 3))
+sized.acted.plot(ax=ax, label="exposure acted on", drawstyle="steps-post")
+sized.confidence.plot(ax=ax, label="confidence", alpha=0.6)
+ax.set_title("vol_target_momentum: the confidence sizes the position"); ax.legend()
+fig.tight_layout()
+plt.show()"""),
+    ("markdown", """## A two-symbol spread
+`pair_spread` trades ETH/BTC on the z-score of its log price ratio to LTC/BTC, which
+it reads as an extra input (here from the bundled LTC/BTC sample, found by its venue and
+timeframe). A small sweep of its grid:"""),
+    ("code", """grid = {"window": [48, 96, 288], "entry": [1.5, 2.0], "exit": [0.0, 0.5], "short": [0, 1]}
+spread = sweep("pair_spread", candles, grid, fee_bps=10)
+print(f"{len(spread.table)} combinations")
+spread.best("sharpe", 5)[["window", "entry", "exit", "short", "sharpe", "total_return", "trades"]]"""),
+    ("markdown", """## News sentiment
+`mmats/data/sample/sentiment/ETH_BTC.jsonl` holds synthetic records (see its README): a
+record counts at the closes after its timestamp, up to its horizon. The rule lowers the
+exposure when sentiment points against the position (`weight`) and caps it when the
+opposition is strong (`cap_above`, `cap`); it never opens or flips a position."""),
+    ("code", """from pathlib import Path
+
+import mmats
+from mmats.data.sentiment import read_sentiment
+
+sample = Path(mmats.__file__).parent / "data" / "sample" / "sentiment" / "ETH_BTC.jsonl"
+records = read_sentiment(sample)
+print(len(records), "records,", len(records.refused), "refused")
+rule = {"weight": 1.0, "cap_above": 0.5, "cap": 0.25}
+news = backtest("ema_cross", candles, {"fast": 10, "slow": 50}, fee_bps=10,
+                sentiment=records, sentiment_rule=rule)
+lowered = (news.acted < news.signal).sum()
+print(f"bars whose exposure sentiment lowered: {lowered} of {len(news.acted)}")
+for name, result in (("with sentiment", news), ("without", plain)):
+    m = result.metrics
+    print(f"{name:15s} return {m['total_return']:+.2%}  max drawdown {m['max_drawdown']:.2%}")"""),
+    ("plot", """ax = news.equity.plot(label="with the sentiment rule", figsize=(9, 3))
+plain.equity.plot(ax=ax, label="without")
+ax.set_title("ema_cross 10/50 with synthetic sentiment"); ax.legend(); ax.figure.tight_layout()
+plt.show()"""),
+]
+
+
 def build(cells, path):
     """Write ``cells`` ((kind, source) pairs) to the notebook at ``path``.
 
@@ -131,3 +218,4 @@ def build(cells, path):
 if __name__ == "__main__":
     build(QUICKSTART, HERE / "quickstart.ipynb")
     build(ROBUSTNESS, HERE / "robustness.ipynb")
+    build(STRATEGIES, HERE / "strategies.ipynb")

@@ -8,7 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 RESEARCH = Path(__file__).resolve().parents[1] / "research"
-NAMES = ["quickstart", "robustness"]
+NAMES = ["quickstart", "robustness", "strategies"]
 
 
 def _images(cell):
