@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
 
 METADATA_KEY = b"mmats"
 MAX_LISTED_CONFLICTS = 10
+ROW_GROUP_BARS = 65_536  # a tick reads the tail: one or two groups, not the history
 
 
 def symbol_key(symbol: str) -> str:
@@ -428,8 +429,12 @@ def _temp_prefix(path: Path) -> str:
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    """Write to a temp file beside ``path``, fsync it, rename over ``path``, fsync the dir."""
-    write_durably(path, lambda handle: pq.write_table(table, handle, compression="zstd"),
+    """Write to a temp file beside ``path``, fsync it, rename over ``path``, fsync the dir.
+
+    Row groups of :data:`ROW_GROUP_BARS` rows, each with its ``ts`` minimum and maximum,
+    let a read of the newest bars (every tick's) skip the rest of a long history."""
+    write_durably(path, lambda handle: pq.write_table(table, handle, compression="zstd",
+                                                      row_group_size=ROW_GROUP_BARS),
                   prefix=_temp_prefix(path))
 
 

@@ -175,3 +175,21 @@ def test_a_broken_or_foreign_file_is_an_error_naming_it(tmp_path):
     with pytest.raises(DataError, match="column ts is int64, not a timestamp") as info:
         store.read(*key, start=T0)
     assert str(path) in str(info.value)
+
+
+def test_the_store_writes_row_groups_so_that_a_tail_read_skips_the_history(tmp_path):
+    from mmats.data.store import ROW_GROUP_BARS, _row_groups_between
+
+    store = CandleStore(tmp_path)
+    key = ("binance", "BTC/USDT", "5m")
+    five = 300_000_000_000
+    count = 2 * ROW_GROUP_BARS + 5_000
+    store.write(*key, bars(T0, count, seed=9, step=five))
+    path = store.path(*key)
+    assert pq.read_metadata(path).num_row_groups == 3
+    tail_start = T0 + (count - 2_000) * five  # what a tick's feed asks for
+    with pq.ParquetFile(path) as parquet:
+        assert _row_groups_between(parquet, tail_start, None) == [2]
+    assert_same(store.read_arrays(*key, start=tail_start), duckdb_read(path, tail_start),
+                "tail")
+    assert check_every_window(store, key, path) == 13
