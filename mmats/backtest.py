@@ -142,8 +142,9 @@ def with_inputs(prices: Market, strategy: Strategy, extra_data: dict | None = No
     """``prices`` with ``strategy``'s extra inputs (``INPUTS``) aligned to its bars: its
     own symbol at longer timeframes, built from its bars, and other symbols or venues from
     ``extra_data`` (``{"VENUE:SYMBOL:TIMEFRAME": candles}``) or else the candle store.
-    A strategy without extra inputs gets ``prices`` as they are."""
-    if not strategy.inputs:
+    A strategy without extra inputs, or ``prices`` that hold them already (a walk-forward
+    fold of a market built here), gets ``prices`` as they are."""
+    if all(name in prices.extras for name in strategy.inputs):
         return prices
     from mmats.data.extras import extra_arrays, load_others, parse_inputs, series_needed
 

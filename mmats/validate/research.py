@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mmats.backtest import SweepResult, market, sweep
+from mmats.backtest import SweepResult, market, sweep, with_inputs
 from mmats.data.calendar import timeframe_ns
 from mmats.data.quality import data_quality
 from mmats.errors import ConfigError
@@ -113,6 +113,7 @@ def run_research(
     cluster=None,
     search: str | None = None,
     trials: int | None = None,
+    extra_data: dict | None = None,
     **settings,
 ) -> ResearchResult:
     """Walk-forward the strategy, then judge the result: Monte Carlo of the stitched
@@ -139,7 +140,7 @@ def run_research(
     )
 
     strategy = load_strategy(strategy)
-    prices = market(data)
+    prices = with_inputs(market(data), strategy, extra_data)
     # the frame when given one: its attrs name the source, whose rejected rows are recorded
     quality = data_quality(data if isinstance(data, pd.DataFrame) else prices)
     wf = walk_forward(strategy, prices, grid, folds=folds, train_fraction=train_fraction,

@@ -33,6 +33,7 @@ from mmats.backtest import (
     simulate_signal,
     sleeve_config,
     sweep,
+    with_inputs,
 )
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError
@@ -219,6 +220,7 @@ def walk_forward(
     timeframe: str | None = None,
     calendar: str | None = None,
     check_lookahead_bias: bool = True,
+    extra_data: dict | None = None,
     progress: bool = False,
     cluster=None,
     search: str | None = None,
@@ -245,7 +247,8 @@ def walk_forward(
     """
     strategy = load_strategy(strategy)
     config = sleeve_config(None, settings)
-    prices = market(data, timeframe=timeframe, calendar=calendar)
+    prices = with_inputs(market(data, timeframe=timeframe, calendar=calendar), strategy,
+                         extra_data)
     if selection not in SELECTIONS:
         raise ConfigError(f"selection {selection!r} is unknown; use one of {SELECTIONS}")
     if isinstance(objective, str) and objective not in OBJECTIVES:
@@ -434,11 +437,8 @@ def _window(prices: Market, start: int, stop: int) -> Market:
 
 
 def _take(prices: Market, bars) -> Market:
-    """The bars ``bars`` (a slice or an index array) of ``prices``."""
-    return Market(ts_ns=prices.ts_ns[bars], open=prices.open[bars], high=prices.high[bars],
-                  low=prices.low[bars], close=prices.close[bars], volume=prices.volume[bars],
-                  timeframe=prices.timeframe, calendar=prices.calendar,
-                  symbol=prices.symbol, venue=prices.venue)
+    """The bars ``bars`` (a slice or an index array) of ``prices``, extra inputs too."""
+    return prices.take(bars)
 
 
 def _fold_row(fold, prices, params, in_sample, out_of_sample, score):
@@ -481,11 +481,11 @@ def _stitched(strategy, config, prices, outputs, cash) -> BacktestResult:
     first = outputs[0][0].test_start
     n = outputs[-1][0].test_stop
     parts = {"exposure": np.full(n, np.nan), "stop_distance": None,
-             "take_profit_distance": None}
+             "take_profit_distance": None, "confidence": None}
     for fold, output, _ in outputs:
         window = slice(fold.test_start, fold.test_stop)
         parts["exposure"][window] = output.exposure[window]
-        for name in ("stop_distance", "take_profit_distance"):
+        for name in ("stop_distance", "take_profit_distance", "confidence"):
             values = getattr(output, name)
             if values is not None:
                 if parts[name] is None:
