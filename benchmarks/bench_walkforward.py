@@ -123,14 +123,14 @@ def report(figures: dict) -> None:
     print(f"\nwalk-forward default run (scripts/walkforward.py on {figures['code']}), "
           f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {figures['date']}")
     print(f"files written: {', '.join(warm['files'])}")
-    rows = [("warm default run (cached)", warm)]
+    rows = [("warm default run (second run, caches warm)", warm)]
     if figures.get("fresh"):
         rows.append(("computed and drawn afresh (--no-cache)", figures["fresh"]))
     for label, f in rows:
         split = (f"research {f['research']:.2f} s + reports {f['reports']:.2f} s + start-up"
                  f" and imports {f['rest']:.2f} s") if f.get("research") is not None else \
             "no split (that checkout has no --timings)"
-        print(f"{label:40s} median {f['wall']:.2f} s wall of {f['runs']} ({split}); "
+        print(f"{label:42s} median {f['wall']:.2f} s wall of {f['runs']} ({split}); "
               f"CPU {f['cpu']:.2f} s; load {f['load_before']:.2f} -> {f['load_after']:.2f}")
     ratio = warm["wall"] / TARGET_SECONDS
     print(f"target: warm default run <= {TARGET_SECONDS:.0f} s wall; measured "
