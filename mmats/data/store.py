@@ -296,11 +296,10 @@ class CandleStore:
         ts_ns = ts.fill_null(0).to_numpy()
         rows = _rows_between(ts_ns, ts.is_valid().to_numpy(zero_copy_only=False),
                              start_ns, end_ns)
-        arrays = {"ts": np.ascontiguousarray(ts_ns[rows])}
+        arrays = {"ts": _cut(ts_ns, rows)}
         for column in VALUE_COLUMNS:
             # A null (a file written behind the store's back) is NaN, never a silent 0.
-            column_values = values.pop(column).to_numpy(zero_copy_only=False)
-            arrays[column] = np.ascontiguousarray(column_values[rows])
+            arrays[column] = _cut(values.pop(column).to_numpy(zero_copy_only=False), rows)
         return arrays
 
 
@@ -356,6 +355,15 @@ def _rows_between(ts_ns: np.ndarray, known: np.ndarray, start_ns, end_ns):
         keep &= known & (ts_ns < end_ns)
     rows = np.flatnonzero(keep)
     return rows[np.lexsort((ts_ns[rows], ~known[rows]))]
+
+
+def _cut(values: np.ndarray, rows) -> np.ndarray:
+    """``values[rows]`` as an array of its own (indexing by positions copies already): a
+    tick keeps its few bars, not a view of the whole row groups they were read from."""
+    if not isinstance(rows, slice):
+        return values[rows]
+    part = values[rows]
+    return np.ascontiguousarray(part if part.size == values.size else part.copy())
 
 
 def parse_store_name(name: str) -> tuple[str, str] | None:
