@@ -191,13 +191,14 @@ def worker_mmats(bars: int, combos: int, repeat: int) -> dict:
         for span in (10, 50))
     after_warmup = max_rss_mib()
 
-    walls, kernels = [], []
+    walls, kernels, cpus = [], [], []
     result = None
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         result = sweep(STRATEGY, candles, grid, fee_bps=FEE_BPS, cash=CASH,
                        check_lookahead_bias=False)
         walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - cpu)
         kernels.append(result.seconds)
     peak = max_rss_mib()
     table = result.table[["fast", "slow", *COMPARED]]
@@ -207,7 +208,7 @@ def worker_mmats(bars: int, combos: int, repeat: int) -> dict:
         "threads": numba.config.NUMBA_NUM_THREADS, "numba": numba.__version__,
         "pandas": pd.__version__, "import_s": import_s,
         "first_call_small_s": first_call_s, "second_call_small_s": second_call_s,
-        "wall_s": walls, "kernel_s": kernels, "wall_median_s": wall,
+        "wall_s": walls, "kernel_s": kernels, "wall_median_s": wall, "cpu_s": cpus,
         "kernel_median_s": statistics.median(kernels),
         "bar_combinations_per_s": bars * len(result.table) / wall,
         "kernel_bar_combinations_per_s": bars * len(result.table) / statistics.median(kernels),
@@ -354,16 +355,18 @@ def worker_matched(bars: int, combos: int, repeat: int) -> dict:
     out = np.zeros((fast.shape[0], 4))
     matched_sweep(open_[:WARMUP_BARS], close[:WARMUP_BARS], fast, slow, FEE_BPS, CASH,
                   BARS_PER_YEAR, out)
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         matched_sweep(open_, close, fast, slow, FEE_BPS, CASH, BARS_PER_YEAR, out)
         walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - cpu)
     wall = statistics.median(walls)
     table = [{"fast": int(f), "slow": int(s), "final_equity": float(o[0]), "trades": int(o[1]),
               "sharpe": float(o[2])} for f, s, o in zip(fast, slow, out, strict=True)]
     return {"side": "matched", "bars": bars, "combos": len(table), "repeat": repeat,
             "threads": numba.config.NUMBA_NUM_THREADS, "wall_s": walls, "wall_median_s": wall,
+            "cpu_s": cpus,
             "bar_combinations_per_s": bars * len(table) / wall, "rss_peak_mib": max_rss_mib(),
             "rss_baseline_mib": 0.0, "table": table}
 
@@ -633,6 +636,10 @@ def report(figures: dict) -> str:
                          f"final equity vs MMATS max rel diff "
                          f"{_e(row['matched_final_equity_max_rel_diff'])}")
             lines.append(f"  ratio MMATS / matched loop: {row['of_matched']:.2f}")
+            if "cpu_s" in m and "cpu_s" in x:  # CPU seconds of all threads: less load-bound
+                by_cpu = statistics.median(x["cpu_s"]) / statistics.median(m["cpu_s"])
+                lines.append(f"  the same ratio by CPU time (median CPU seconds of all "
+                             f"threads, matched / MMATS): {by_cpu:.2f}")
         lines.append(f"  MMATS sweep() wall, median of {m['repeat']}: "
                      f"{m['wall_median_s']:.3f} s  (runs {', '.join(f'{w:.3f}' for w in m['wall_s'])})")
         lines.append(f"  MMATS result.seconds (kernel), median:  {m['kernel_median_s']:.3f} s")
