@@ -500,14 +500,16 @@ def run_bars(state, metrics, cfg, ts_ns, day, open_, high, low, close, volume, s
     has_targets = take_profit_distance.shape[0] > 0
     n_samples = sample_bars.shape[0]
     for t in range(first, last):
-        on_bar(state, cfg, t, ts_ns[t], day[t], open_[t], high[t], low[t], close[t], volume[t],
-               fill_a, fill_b, order, trade_a, trade_b)
-        update_metrics(metrics, state.equity, state.position, t, ts_ns[t])
+        # unsigned indices: numba then adds no negative-index wraparound to each read
+        u = np.uint64(t)
+        i = np.uint64(t - first)
+        on_bar(state, cfg, t, ts_ns[u], day[u], open_[u], high[u], low[u], close[u],
+               volume[u], fill_a, fill_b, order, trade_a, trade_b)
+        update_metrics(metrics, state.equity, state.position, t, ts_ns[u])
         if next_sample < n_samples and sample_bars[next_sample] == t:
             equity_out[next_sample] = state.equity
             next_sample += 1
-        i = t - first
-        on_signal(state, cfg, ts_ns[t], signal[i],
+        on_signal(state, cfg, ts_ns[u], signal[i],
                   stop_distance[i] if has_stops else math.nan,
                   take_profit_distance[i] if has_targets else math.nan)
     return next_sample
