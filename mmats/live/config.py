@@ -64,7 +64,7 @@ from pydantic import (
 
 from mmats.data.calendar import timeframe_ns
 from mmats.errors import ConfigError, StrategyError
-from mmats.live.inputs import other_symbols
+from mmats.live.inputs import other_symbols, sentiment_setting
 from mmats.live.notify import Targets
 from mmats.live.yaml_text import read_yaml
 from mmats.redact import redact_url
@@ -450,26 +450,6 @@ def _block_keys(value, *, keys) -> dict:
     return value
 
 
-def _sentiment_block(value) -> dict:
-    """A model's ``sentiment:``: where its records come from (``source``: a JSON-lines
-    file, a folder of them or an http(s) URL) and the rule's ``weight``, ``cap_above``,
-    ``cap`` and ``how`` (:class:`~mmats.data.sentiment.SentimentRule`)."""
-    from mmats.data.sentiment import SentimentRule
-
-    if not isinstance(value, dict):
-        refuse("sentiment", "must be a mapping with source: and the rule's keys")
-    rule = {k: v for k, v in value.items() if k != "source"}
-    source = value.get("source")
-    if not isinstance(source, str) or not source.strip():
-        refuse("source", "must name a JSON-lines file, a folder of them or an http(s) "
-                         "URL", ("source",))
-    try:
-        SentimentRule.from_dict(rule, where="sentiment")
-    except ConfigError as error:
-        refuse("sentiment", str(error))
-    return {"source": source.strip(), **rule}
-
-
 def _chat_id(value) -> int:
     """A Telegram chat id: a whole number (a group's is negative), not text."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -545,7 +525,7 @@ class _Model(_Block):
     allocation: Annotated[float, BeforeValidator(_allocation)] | None = None
     risk: Annotated[dict, check(_block_keys, keys=_SLEEVE_RISK_KEYS)] = {}
     costs: Annotated[dict, check(_block_keys, keys=_COST_KEYS)] = {}
-    sentiment: Annotated[dict, BeforeValidator(_sentiment_block)] | None = None
+    sentiment: Annotated[dict, BeforeValidator(sentiment_setting)] | None = None
 
     @model_validator(mode="after")
     def _one_strategy(self):

@@ -130,3 +130,24 @@ def sentiment_records(source: str):
     if kept is None or kept[0] != signature:
         kept = _READ[source] = (signature, read_sentiment(source))
     return kept[1]
+
+
+def sentiment_setting(value) -> dict:
+    """A model's ``sentiment:``: where its records come from (``source``: a JSON-lines
+    file, a folder of them or an http(s) URL) and the rule's ``weight``, ``cap_above``,
+    ``cap`` and ``how`` (:class:`~mmats.data.sentiment.SentimentRule`)."""
+    from mmats.data.sentiment import SentimentRule
+    from mmats.sleeve import refuse
+
+    if not isinstance(value, dict):
+        refuse("sentiment", "must be a mapping with source: and the rule's keys")
+    rule = {k: v for k, v in value.items() if k != "source"}
+    source = value.get("source")
+    if not isinstance(source, str) or not source.strip():
+        refuse("source", "must name a JSON-lines file, a folder of them or an http(s) "
+                         "URL", ("source",))
+    try:
+        SentimentRule.from_dict(rule, where="sentiment")
+    except ConfigError as error:
+        refuse("sentiment", str(error))
+    return {"source": source.strip(), **rule}
