@@ -8,9 +8,13 @@ to the same close. A strategy that declares a confidence has the exposure the ba
 acts on made by the same rule as the backtest's (:func:`mmats.nb.exposure.effective_signal`),
 and both the strategy's exposure and its confidence are journaled with the decision.
 
-The live runner serves extra inputs from its market's own venue and timeframe (and the
-own symbol at longer timeframes); an input on another venue, or another symbol at
-another timeframe, is refused when the configuration is loaded, naming the model.
+Other symbols of the market's venue at its timeframe come from the market's feed (the
+tick fetches them with its own symbols); series of another venue or timeframe from the
+candle store (fetched first when their venue is a live feed under ``venues:``; else the
+store folder is filled by imports), or, in a replay, from the candles given by
+``VENUE:SYMBOL:TIMEFRAME``. A series missing at a tick is alerted, and the model has no
+opinion at that bar. An input with bars shorter than the market's is refused when the
+configuration is loaded, naming the model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import math
 
 import numpy as np
 
+from mmats.data.calendar import timeframe_ns
 from mmats.data.extras import extra_arrays, parse_inputs, series_needed
 from mmats.errors import ConfigError
 from mmats.nb.exposure import effective_signal
@@ -29,36 +34,55 @@ OTHER_BARS_FACTOR = 2
 
 def other_symbols(strategy, *, venue: str, symbol: str, timeframe: str,
                   model_id: str = "") -> list[str]:
-    """The other symbols ``strategy``'s inputs read on ``venue`` at ``timeframe`` (what
-    the tick must also fetch and the feed serve); ConfigError for an input the live
-    runner cannot serve."""
+    """The other symbols ``strategy``'s inputs read on ``venue`` at ``timeframe``: what
+    the market's own feed serves beside its symbols (and the tick fetches with them)."""
+    return [key[1] for key in _keys(strategy, venue, symbol, timeframe, model_id)
+            if key[0] == venue and key[2] == timeframe]
+
+
+def other_series(strategy, *, venue: str, symbol: str, timeframe: str,
+                 model_id: str = "") -> list[tuple]:
+    """The series ``(venue, symbol, timeframe)`` ``strategy``'s inputs read from another
+    venue or at another timeframe: the tick reads them from the candle store (fetching
+    those of live feeds first), a replay from the candles it is given."""
+    return [key for key in _keys(strategy, venue, symbol, timeframe, model_id)
+            if key[0] != venue or key[2] != timeframe]
+
+
+def _keys(strategy, venue, symbol, timeframe, model_id) -> list[tuple]:
+    """Every other series the inputs read; ConfigError for one shorter than the bars."""
     if not strategy.inputs:
         return []
     inputs = parse_inputs(strategy.input_specs, f"strategy {strategy.name!r}")
-    out = []
-    for key in series_needed(inputs, venue=venue, symbol=symbol, timeframe=timeframe):
-        other_venue, other_symbol, other_timeframe = key
-        if other_venue != venue or other_timeframe != timeframe:
-            raise ConfigError(
-                f"model {model_id!r}: strategy {strategy.name!r} reads "
-                f"{other_venue}:{other_symbol}:{other_timeframe}; the live runner serves "
-                f"extra inputs from its market's venue ({venue}) at its timeframe "
-                f"({timeframe}), and the own symbol at longer timeframes")
-        out.append(other_symbol)
-    return out
+    keys = series_needed(inputs, venue=venue, symbol=symbol, timeframe=timeframe)
+    for key in keys:
+        if timeframe_ns(key[2]) < timeframe_ns(timeframe):
+            raise ConfigError(f"model {model_id!r}: strategy {strategy.name!r} reads "
+                              f"{':'.join(key)}, whose bars are shorter than the market's "
+                              f"{timeframe}")
+    return keys
 
 
 def window_extras(strategy, window: dict[str, np.ndarray], *, feed, venue: str,
-                  symbol: str, timeframe: str, end_ns: int) -> dict[str, np.ndarray]:
+                  symbol: str, timeframe: str, end_ns: int,
+                  series_feed=None) -> dict[str, np.ndarray]:
     """``window`` (the sleeve's trailing bars up to the one opened at ``end_ns``, with
-    ``ts``) with the strategy's extra inputs added, aligned to it."""
+    ``ts``) with the strategy's extra inputs added, aligned to it. ``feed`` serves the
+    market's venue at its timeframe; ``series_feed(venue, timeframe)`` any other."""
     if not strategy.inputs:
         return window
     inputs = parse_inputs(strategy.input_specs, f"strategy {strategy.name!r}")
     others = {}
-    bars = OTHER_BARS_FACTOR * len(window["ts"])
+    own_ns = timeframe_ns(timeframe)
+    span = own_ns * len(window["ts"])
     for key in series_needed(inputs, venue=venue, symbol=symbol, timeframe=timeframe):
-        others[key] = _history(feed, key[1], timeframe, end_ns, bars)
+        source = feed if key[0] == venue and key[2] == timeframe else series_feed(key[0],
+                                                                                key[2])
+        step = timeframe_ns(key[2])
+        # the other series' bars closed by this bar's close, reaching back over the window
+        last_open = end_ns + own_ns - step
+        bars = OTHER_BARS_FACTOR * (span // step + 1)
+        others[key] = _history(source, key[1], key[2], last_open, bars)
     return {**window, **extra_arrays(inputs, window, timeframe, venue=venue, symbol=symbol,
                                      others=others)}
 

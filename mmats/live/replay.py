@@ -22,7 +22,7 @@ from mmats.live.closes import Book, by_close, sleeve_bar
 from mmats.live.config import RunnerConfig
 from mmats.live.journal import Journal
 from mmats.live.portfolio import event_text, pack_states, unpack_states
-from mmats.live.sleeves import extra_symbols, sleeves
+from mmats.live.sleeves import extra_series, extra_symbols, sleeves
 from mmats.live.tick import run_tick
 from mmats.live.wiring import brokers_for
 from mmats.nb.portfolio import run_portfolio, schedule
@@ -48,8 +48,10 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
     """Run the configured runner over stored history, one tick per bar close, each tick
     loading its state from the journal as a cron run would.
 
-    ``candles`` maps each configured symbol to its history (candle schema); the journal
-    is written without fsyncs (a replay is scratch; its transactions are the runner's).
+    ``candles`` maps each configured symbol to its history (candle schema), and each
+    series a model's extra inputs read from another venue or timeframe, by its
+    ``"VENUE:SYMBOL:TIMEFRAME"``; the journal is written without fsyncs (a replay is
+    scratch; its transactions are the runner's).
     ``mode`` ``paper`` fills through the kernel's fill model (equal to the backtest);
     ``operator`` runs the operator path against the paper venue (one account per market
     beside the journal), as a rehearsal of real orders.
@@ -71,6 +73,7 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
         feeds[market.name] = ReplayFeed({**frames, **{s: candles[s] for s in extra_symbols(
             config, market.name)}}, market.timeframe)
         closes += [feeds[market.name].close_times(s) for s in frames]
+    series_feeds = _series_feeds(config, candles)
     clock = [0]
     brokers = None
     if mode == "operator":
@@ -88,7 +91,7 @@ def replay(config: RunnerConfig, candles: Mapping[str, pd.DataFrame], journal_pa
         for now_ns in times:
             clock[0] = int(now_ns)
             run_tick(config, feeds, journal, int(now_ns), cash=cash, mode=mode,
-                     brokers=brokers)
+                     brokers=brokers, series_feeds=series_feeds)
     with Journal(journal_path) as journal:
         return _collect(config, journal, Path(journal_path), cash)
 
@@ -213,9 +216,10 @@ def _portfolio_history(config, candles, cash):
         prices = markets[key]
         if sleeve.strategy.inputs:  # built as the backtest builds them, from the candles
             venue = config.market(sleeve.market).feed
+            given = {(k if ":" in k else f"{venue}:{k}:{sleeve.timeframe}"): c
+                     for k, c in candles.items()}
             prices = with_inputs(replace(prices, venue=venue, symbol=sleeve.symbol),
-                                 sleeve.strategy, {f"{venue}:{s}:{sleeve.timeframe}": c
-                                                   for s, c in candles.items()})
+                                 sleeve.strategy, given)
         outputs.append(sleeve.strategy.run(prices.arrays, sleeve.params))
         acted.append(acted_signal(outputs[-1], sleeve, *_news(sleeve, prices, outputs[-1])))
         spans.append((sum(span[1] for span in spans), size, first_row[key]))
@@ -236,6 +240,19 @@ def _portfolio_history(config, candles, cash):
                      np.array([timeframe_ns(s.timeframe) for s in all_sleeves], dtype=np.int64))
     history = _History(*order, open_ns, prices, signals, spans)
     return all_sleeves, states, book, history
+
+
+def _series_feeds(config: RunnerConfig, candles: Mapping) -> dict:
+    """A replay feed per ``(venue, timeframe)`` of the series extra inputs read from
+    another venue or timeframe, from the candles given by ``VENUE:SYMBOL:TIMEFRAME``."""
+    grouped: dict[tuple, dict] = {}
+    for venue, symbol, timeframe in extra_series(config):
+        spec = f"{venue}:{symbol}:{timeframe}"
+        if spec not in candles:
+            raise ConfigError(f"replay has no candles for {spec}, which a model reads as an "
+                              "extra input (give them as candles[\"VENUE:SYMBOL:TIMEFRAME\"])")
+        grouped.setdefault((venue, timeframe), {})[symbol] = candles[spec]
+    return {key: ReplayFeed(frames, key[1]) for key, frames in grouped.items()}
 
 
 def _news(sleeve, prices, output) -> tuple:

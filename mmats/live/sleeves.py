@@ -12,7 +12,7 @@ import numpy as np
 
 from mmats.data.calendar import periods_per_year
 from mmats.live.config import RunnerConfig
-from mmats.live.inputs import other_symbols
+from mmats.live.inputs import other_series, other_symbols
 from mmats.strategy import Strategy, load_strategy
 
 # the trading calendar of each market type (mmats.data.calendar)
@@ -37,6 +37,7 @@ class Sleeve:
     size_by_confidence: bool = False  # the model sizes by its strategy's confidence
     confidence_step: float = 0.0  # ... rounded down to steps of this (0: none)
     other_symbols: tuple[str, ...] = ()  # other symbols its inputs read (mmats.live.inputs)
+    other_series: tuple[tuple, ...] = ()  # (venue, symbol, timeframe) of other venues / tfs
     sentiment: tuple | None = None  # (source, SentimentRule): news lowering and capping it
 
     def signal_on(self, window: dict[str, np.ndarray]):
@@ -80,6 +81,8 @@ def _sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
         for symbol in model.symbols:
             others = other_symbols(strategy, venue=market.feed, symbol=symbol,
                                    timeframe=market.timeframe, model_id=model.id)
+            series = other_series(strategy, venue=market.feed, symbol=symbol,
+                                  timeframe=market.timeframe, model_id=model.id)
             result.append(Sleeve(
                 id=f"{model.id}:{symbol}", model_id=model.id, symbol=symbol,
                 market=market.name, timeframe=market.timeframe,
@@ -89,7 +92,8 @@ def _sleeves(config: RunnerConfig, cash: float) -> list[Sleeve]:
                 resolved_params=strategy.resolve_params(model.params),
                 size_by_confidence=bool(model.sleeve.size_by_confidence),
                 confidence_step=float(model.sleeve.confidence_step),
-                other_symbols=tuple(others), sentiment=_sentiment(model)))
+                other_symbols=tuple(others), other_series=tuple(series),
+                sentiment=_sentiment(model)))
     return result
 
 
@@ -111,6 +115,15 @@ def extra_symbols(config: RunnerConfig, market_name: str) -> list[str]:
         if sleeve.market == market_name:
             extra += [s for s in sleeve.other_symbols if s not in own and s not in extra]
     return extra
+
+
+def extra_series(config: RunnerConfig) -> list[tuple]:
+    """Every series ``(venue, symbol, timeframe)`` the sleeves' extra inputs read from
+    another venue or at another timeframe than their market's."""
+    out = []
+    for sleeve in sleeves(config, 1.0):
+        out += [key for key in sleeve.other_series if key not in out]
+    return out
 
 
 _LOADED: dict[tuple[str, str], Strategy] = {}

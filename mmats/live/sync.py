@@ -70,7 +70,32 @@ def sync_candles(config, journal, now_ns: int, *, sources: dict | None = None,
             chosen = market.feed
         _journal_switch(journal, market, chosen, problems, now_ns, alerts)
         active[market.name] = chosen
+    _sync_series(config, store, sources, now_ns, lookback_bars, alerts)
     return active, alerts
+
+
+def _sync_series(config, store, sources, now_ns, lookback_bars, alerts) -> None:
+    """The series the models' extra inputs read from another venue or at another
+    timeframe, fetched into the store when their venue is a live feed (else the store
+    folder is filled by imports). A failure is alerted, never fatal: the tick then reads
+    what the store has, and the input goes stale rather than the tick stopping."""
+    from mmats.brokers.connect import open_venue
+    from mmats.live.sleeves import extra_series
+
+    for venue, symbol, timeframe in extra_series(config):
+        if not config.is_live_feed(venue):
+            continue
+        try:
+            source = sources.get(venue)
+            if source is None:
+                source = sources[venue] = open_venue(config.venue(venue), symbols=[symbol])
+            step = timeframe_ns(timeframe)
+            fetch_into_store(source, store, venue, symbol, timeframe,
+                             since=now_ns - lookback_bars * step, now_ms=now_ns // MS,
+                             backfill=False, summarise=False)
+        except (BrokerError, DataError) as error:
+            alerts.append(("MMATS input series failing",
+                           f"{venue}:{symbol}:{timeframe}: {error}"))
 
 
 def _age_in_bars(store, feed, market, now_ns, step) -> float:

@@ -116,12 +116,14 @@ class Tick:
     feed_events: tuple = ()  # the streams' losses and recoveries since the last tick
     said: dict = field(default_factory=dict)  # (sleeve id, bar): its exposure, confidence
     news: dict = field(default_factory=dict)  # sentiment source -> records (False: unread)
+    series_feeds: dict = field(default_factory=dict)  # (venue, timeframe) -> feed
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
              now_ns: int, *, cash: float = 10_000.0, mode: str | None = None,
              brokers: Mapping[str, object] | None = None,
-             trace: Callable[[str], None] | None = None) -> TickReport:
+             trace: Callable[[str], None] | None = None,
+             series_feeds: Mapping[tuple, object] | None = None) -> TickReport:
     """Process every bar that closed up to ``now_ns`` for every sleeve, then return.
 
     ``feeds`` maps market names to :class:`~mmats.brokers.base.DataFeed` adapters; the
@@ -129,12 +131,15 @@ def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal
     does those). Advisory mode journals signals only; paper mode also journals the orders
     and fills of the kernel's fill model; operator mode recovers and reconciles with
     ``brokers`` (market name -> Execution and AccountState adapter) first, and sends the
-    decisions to them at the end (:mod:`mmats.live.operator`).
+    decisions to them at the end (:mod:`mmats.live.operator`). ``series_feeds`` maps
+    ``(venue, timeframe)`` to the feed of the series extra inputs read from another venue
+    or timeframe than their market's.
 
     >>> report = run_tick(config, {"crypto": feed}, journal, now_ns)  # doctest: +SKIP
     """
     return _run(Tick(config, mode or config.mode, now_ns, cash=cash, bare=True,
-                     feeds=feeds, journal=journal, brokers=brokers, trace=trace))
+                     feeds=feeds, journal=journal, brokers=brokers, trace=trace,
+                     series_feeds=dict(series_feeds or {})))
 
 
 def store_tick(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
@@ -422,9 +427,15 @@ def _trailing_window_value(tick: Tick, bar: SleeveBar) -> tuple[float, float, fl
             window = window_extras(sleeve.strategy, window, feed=feed,
                                    venue=tick.config.market(sleeve.market).feed,
                                    symbol=sleeve.symbol, timeframe=sleeve.timeframe,
-                                   end_ns=bar.open_ns)
+                                   end_ns=bar.open_ns,
+                                   series_feed=lambda v, tf: _series_feed(tick, v, tf))
     except BadBarError as error:  # a bad bar in the window: no opinion, keep holding
         tick.faults.add(sleeve, error)
+        return math.nan, math.nan, math.nan
+    except DataError as error:  # an input series missing: no opinion, said once a tick
+        alert = ("MMATS input series missing", f"{sleeve.id}: {error}")
+        if alert not in tick.report.alerts:
+            tick.report.alerts.append(alert)
         return math.nan, math.nan, math.nan
     output = sleeve.signal_on(window)
     if not (sleeve.strategy.outputs or sleeve.sentiment):
@@ -434,6 +445,19 @@ def _trailing_window_value(tick: Tick, bar: SleeveBar) -> tuple[float, float, fl
                               multiplier, cap)
     tick.said[sleeve.id, bar.open_ns] = {**said, **news}
     return value
+
+
+def _series_feed(tick: Tick, venue: str, timeframe: str):
+    """The feed of another venue's (or timeframe's) series: the one given to a bare tick,
+    else the candle store's folder of that venue."""
+    feed = tick.series_feeds.get((venue, timeframe))
+    if feed is None:
+        if tick.bare:
+            raise DataError(f"no feed serves {venue} {timeframe} bars to this tick")
+        from mmats.brokers.store_feed import StoreFeed
+
+        feed = tick.series_feeds[venue, timeframe] = StoreFeed(tick.config.data_root, venue)
+    return feed
 
 
 def _sentiment(tick: Tick, sleeve: Sleeve, bar: SleeveBar, exposure: float):
