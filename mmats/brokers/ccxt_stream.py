@@ -120,6 +120,7 @@ class CcxtStream:
     async def _session(self, symbols, timeframe, emit, stop) -> None:
         exchange = self._exchange()
         reader = _Reader(self, emit, timeframe)
+        reader.exchange = exchange
         work = asyncio.ensure_future(self._subscribe(exchange, reader, symbols, timeframe))
         try:
             while True:
@@ -134,7 +135,7 @@ class CcxtStream:
                 if self._dropped.is_set():
                     raise StreamClosed(f"{self._where(exchange)}: closed by the caller "
                                        "(a silent socket, or stopping)")
-                reader.heartbeat_if_heard(exchange)
+                reader.heartbeat_if_heard()
         except (StreamClosed, BrokerError, ConfigError):
             raise
         except Exception as error:
@@ -247,23 +248,33 @@ class _Reader:
         self.symbol_by_id: dict[str, str] = {}
         self.interval = timeframe
         self.failure: BaseException | None = None  # what the caller's emit raised
-        self.heard_ms = 0  # when the last message was passed on (ccxt's clock, ms)
+        self.exchange = None  # set by the run: whose sockets' frames are watched
+        # The arrival (ccxt's last_message_at, ms) of the newest frame already accounted
+        # for: passed on as data, or as a heartbeat. Frames are compared with frames, not
+        # with the time a message was passed on: a ping landing within the millisecond
+        # of the last heartbeat's emission is still seen.
+        self.accounted_ms = 0
 
     def emit(self, message) -> None:
         if self.failure is not None:
             return
-        self.heard_ms = ccxt.Exchange.milliseconds()
+        # Data is emitted from ccxt's handler of its very frame, after ccxt stamped it.
+        self.accounted_ms = max(self.accounted_ms, self.newest_frame_ms())
         try:
             self._emit(message)
         except Exception as error:  # noqa: BLE001 - run() raises it; ccxt's reader must live
             self.failure = error
 
-    def heartbeat_if_heard(self, exchange) -> None:
+    def newest_frame_ms(self) -> int:
+        """When the newest frame reached any of the run's sockets (0: none yet)."""
+        clients = (getattr(self.exchange, "clients", None) or {}).values()
+        return max((getattr(client, "last_message_at", None) or 0 for client in clients),
+                   default=0)
+
+    def heartbeat_if_heard(self) -> None:
         """HEARTBEAT when a socket received a frame that was not passed on as data (the
         subscription's answer, a ping): the socket is alive."""
-        heard = [getattr(client, "last_message_at", None) or 0
-                 for client in (exchange.clients or {}).values()]
-        if heard and max(heard) > self.heard_ms:
+        if self.newest_frame_ms() > self.accounted_ms:
             self.emit(HEARTBEAT)
 
     def skip(self) -> None:

@@ -239,6 +239,40 @@ def test_a_ping_from_the_venue_is_a_heartbeat(server, venue):
     assert [m for _, m in running.messages] == [HEARTBEAT, HEARTBEAT]
 
 
+class _Sockets:
+    """An exchange's sockets as the reader sees them: ccxt stamps each inbound frame's
+    arrival (ms, its own clock) on the client as ``last_message_at``."""
+
+    def __init__(self):
+        self.client = type("Client", (), {"last_message_at": None})()
+        self.clients = {"wss://venue": self.client}
+
+    def frame(self, at_ms):
+        self.client.last_message_at = at_ms
+
+
+def test_a_frame_is_a_heartbeat_whenever_it_is_newer_than_the_last_accounted_one():
+    # The reader compares frames with frames: the ping below lands in the millisecond the
+    # previous heartbeat was passed on (here: long before the wall clock's now), which a
+    # comparison with the time of emission missed (a CI run timed out waiting for it).
+    messages = []
+    reader = ccxt_stream._Reader(None, messages.append, "1m")
+    sockets = reader.exchange = _Sockets()
+    reader.heartbeat_if_heard()
+    assert messages == []  # no frame yet
+    sockets.frame(1_000)  # the subscription's answer
+    reader.heartbeat_if_heard()
+    reader.heartbeat_if_heard()
+    assert messages == [HEARTBEAT]  # once per frame
+    sockets.frame(1_001)  # a ping, a millisecond later
+    reader.heartbeat_if_heard()
+    assert messages == [HEARTBEAT, HEARTBEAT]
+    sockets.frame(1_002)  # a data frame: ccxt's handler emits its bar while reading it
+    reader.emit("bar")
+    reader.heartbeat_if_heard()
+    assert messages == [HEARTBEAT, HEARTBEAT, "bar"]  # no heartbeat for a frame passed on
+
+
 def test_a_refused_connection_raises_stream_closed_and_the_next_run_connects(server, venue):
     stream = stream_of(server, venue)
     venue.refuse(0.5)
