@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -33,10 +32,6 @@ from mmats.errors import CandleValidationError, ConfigError, DataError
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-# CSV files this large or larger are read with polars: ~1.5x faster than pandas at 10M rows
-# (546 MiB), no faster at 1M rows (55 MiB), where importing polars eats what it saves
-# (benchmarks/bench_import.py).
-POLARS_CSV_MIN_BYTES = 64 * 2**20
 
 # Lower-cased, stripped header -> schema column.
 _ALIASES = {
@@ -139,9 +134,8 @@ def read_raw_candles(path) -> pd.DataFrame:
     Column names match case-insensitively (``Date``, ``Timestamp``, ``open_time``, ``Open``,
     ``Vol``...). Columns outside the schema are dropped and listed in
     ``df.attrs["dropped_columns"]``; two columns that both mean the same thing fail.
-    A CSV of :data:`POLARS_CSV_MIN_BYTES` or more is read with polars when it can be
-    (:func:`_read_csv_polars`), anything else with pandas; both give the same frame, so the
-    same rows are stored or refused with the same messages.
+    CSVs are read with pandas: polars read a 10M-row candle CSV no faster
+    (``benchmarks/bench_import.py``), so MMATS does not depend on it.
     """
     path = Path(path)
     name = path.name.lower()
@@ -152,24 +146,19 @@ def read_raw_candles(path) -> pd.DataFrame:
         raise DataError(f"{path}: is a folder, not a candle file")
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    large_csv = name.endswith(CSV_SUFFIXES) and path.stat().st_size >= POLARS_CSV_MIN_BYTES
-    fast = _read_csv_polars(path) if large_csv else None
-    if fast is not None:
-        frame, dropped = fast
-    else:
-        try:
-            if name.endswith(CSV_SUFFIXES):
-                frame = pd.read_csv(path, skipinitialspace=True)
-            else:
-                frame = pq.read_table(path).to_pandas()
-                if not isinstance(frame.index, pd.RangeIndex):
-                    frame = frame.reset_index()
-        except (OSError, EOFError, zlib.error, ValueError, pa.ArrowException,
-                pd.errors.ParserError) as exc:  # EOFError: a truncated .gz
-            raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
-        frame, dropped = _map_columns(frame, str(path))
-        if "ts" in frame.columns:
-            frame["ts"] = _parse_iso_ts(frame["ts"])
+    try:
+        if name.endswith(CSV_SUFFIXES):
+            frame = pd.read_csv(path, skipinitialspace=True)
+        else:
+            frame = pq.read_table(path).to_pandas()
+            if not isinstance(frame.index, pd.RangeIndex):
+                frame = frame.reset_index()
+    except (OSError, EOFError, zlib.error, ValueError, pa.ArrowException,
+            pd.errors.ParserError) as exc:  # EOFError: a truncated .gz
+        raise DataError(f"{path}: cannot read it (damaged or truncated?): {exc}") from None
+    frame, dropped = _map_columns(frame, str(path))
+    if "ts" in frame.columns:
+        frame["ts"] = _parse_iso_ts(frame["ts"])
     frame.attrs = {"source": str(path), "dropped_columns": dropped}
     return frame
 
@@ -196,92 +185,6 @@ def _parse_iso_ts(texts: pd.Series) -> pd.Series:
             or stamps.max() > pd.Timestamp.max.tz_localize("UTC")):
         return texts
     return stamps.dt.as_unit("ns")
-
-
-# -- the polars CSV read ---------------------------------------------------------------------
-
-# ISO-8601 times that polars parses exactly as pandas' format="ISO8601" does, as
-# (shape, polars format). polars' parser alone is laxer than pandas (one-digit fields, a
-# sign before the year, second 60 read as the next minute), so a column is parsed by
-# polars only when every one of its texts has the first text's shape in full.
-_DATE = "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-_HOUR_MINUTE = "(?:[01][0-9]|2[0-3]):[0-5][0-9]"
-_TIMES = ((_HOUR_MINUTE, "%H:%M"),
-          (_HOUR_MINUTE + ":[0-5][0-9]", "%H:%M:%S"),
-          (_HOUR_MINUTE + r":[0-5][0-9]\.[0-9]{1,6}", "%H:%M:%S%.f"))  # beyond us: pandas
-_ZONES = (("", ""), ("Z", "Z"), ("[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9]", "%z"))
-_ISO_SHAPES = ((_DATE, "%Y-%m-%d"), *(
-    (f"{_DATE}{sep}{time}{zone}", f"%Y-%m-%d{sep}{time_format}{zone_format}")
-    for sep in (" ", "T") for time, time_format in _TIMES for zone, zone_format in _ZONES))
-_EPOCH = re.compile("[+-]?[0-9]+")
-# The microseconds nanoseconds can hold (pandas' Timestamp.min and .max).
-_US_RANGE = (-(2**63 - 1) // 1000 + 1, (2**63 - 1) // 1000)
-
-
-def _read_csv_polars(path: Path) -> tuple[pd.DataFrame, list[str]] | None:
-    """``(frame, dropped_columns)`` of a CSV read with polars, or None when the file holds
-    anything polars could read otherwise than ``pd.read_csv(path, skipinitialspace=True)``.
-
-    polars reads a 10M-row candle CSV ~1.5x faster than pandas (``benchmarks/
-    bench_import.py``). The frame is the one the pandas read, :func:`_map_columns` and
-    :func:`_parse_iso_ts` give, value for value: ``ts`` as UTC datetimes (ISO-8601 texts)
-    or int64 (epoch integers), the values as float64 (both parsers round decimals
-    correctly). Whatever might differ is left to pandas, which refuses it with the
-    messages users know: a header pandas reads otherwise (spaces, repeats, blank names),
-    conflicting columns, an empty field or a blank line (pandas skips blank lines, which
-    moves the row numbers in messages), a value or ts polars cannot parse, a ts in
-    another or a mixed format or outside the nanosecond range, a negative value (pandas
-    reads ``-0`` as ``0``; negatives are refused rows anyway), no data rows.
-    """
-    import polars as pl  # imported here so that `import mmats.data` stays light
-
-    source = str(path)
-    try:
-        names = [str(c) for c in pd.read_csv(path, nrows=0, skipinitialspace=True).columns]
-        mapping, dropped = _column_targets(names, source)
-        wanted = [i for i, name in enumerate(names) if name in mapping]
-        table = pl.read_csv(path, columns=wanted, infer_schema=False, schema_overrides={
-            names[i]: pl.Float64 for i in wanted if mapping[names[i]] != "ts"})
-    except (CandleValidationError, pl.exceptions.PolarsError, OSError, EOFError, zlib.error,
-            ValueError, pd.errors.ParserError):
-        return None
-    if (table.columns != [names[i] for i in wanted] or table.height == 0
-            or any(table.null_count().row(0))):
-        return None
-    columns = {}
-    for name in table.columns:
-        target = mapping[name]
-        if target == "ts":
-            columns["ts"] = _polars_ts(table[name])
-            if columns["ts"] is None:
-                return None
-        else:
-            columns[target] = table[name].to_numpy()
-            if np.signbit(columns[target]).any():
-                return None
-    return pd.DataFrame({c: columns[c] for c in COLUMNS if c in columns}), dropped
-
-
-def _polars_ts(texts) -> pd.Series | None:
-    """A polars text column of times as :func:`_parse_iso_ts` would give it from pandas
-    (UTC datetimes, or int64 epoch numbers for ``parse_ts`` to scale), else None."""
-    import polars as pl
-
-    first = texts[0]
-    if _EPOCH.fullmatch(first):
-        numbers = texts.cast(pl.Int64, strict=False)  # pandas reads an all-integer column as int64
-        return None if numbers.null_count() else pd.Series(numbers.to_numpy())
-    shape, time_format = next(((s, f) for s, f in _ISO_SHAPES if re.fullmatch(s, first)),
-                              (None, None))
-    if shape is None or not texts.str.contains(f"^{shape}$").all():
-        return None
-    stamps = texts.str.strptime(pl.Datetime("us"), time_format, strict=False, cache=False)
-    if stamps.null_count():
-        return None  # a day the month does not have
-    us = stamps.to_physical().to_numpy()
-    if us.min() < _US_RANGE[0] or us.max() > _US_RANGE[1]:
-        return None
-    return pd.Series((us * 1000).view("M8[ns]")).dt.tz_localize("UTC")
 
 
 def _map_columns(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[str]]:
@@ -316,7 +219,7 @@ def read_parquet_arrays(path) -> dict[str, np.ndarray]:
 
     For whole-series work such as resampling a large file: ~2x faster than the store's
     DuckDB read and ~25 % less memory at 10M rows. polars reads it no faster and with
-    less than 1.3x less memory (``benchmarks/bench_import.py``), so it is not used here.
+    less than 1.3x less memory (``benchmarks/bench_import.py``): MMATS does not use it.
     Give ranges to :meth:`~mmats.data.store.CandleStore.read`, which skips row groups.
     """
     path = Path(path)

@@ -1,8 +1,8 @@
 """The import's fast paths against the paths they replaced (issue 14, item 7).
 
 read_raw_candles parses a column of ISO-8601 texts up front (the old path left it to
-validate_candles, which first tried every text as an epoch number), with polars where it
-can (tests/data/test_import_polars.py holds the polars read's own tests); ``mmats import
+validate_candles, which first tried every text as an epoch number; tests/data/
+test_import_csv.py checks that read against the plain pandas one on odd files); ``mmats import
 --resample-to`` reads the stored series into arrays with pyarrow and resamples them (the
 old path read a frame through DuckDB). Both must store the very same bytes for good input,
 and refuse bad rows with the very same messages.
