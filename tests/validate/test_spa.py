@@ -1,17 +1,16 @@
 """MMATS's own SPA test against ``arch.bootstrap.SPA`` (arch 8), draw for draw.
 
-arch is no longer imported by MMATS; it stays installed to check this module against it.
+arch is no longer a dependency of MMATS; the dev extra installs it to check this module.
 Both use ``default_rng(seed)`` in the same order, so the p-values must be equal, not close.
 """
 
 import numpy as np
 import pytest
+from arch.bootstrap import SPA
 from scipy import stats
 
 from mmats.validate import overfitting
 from mmats.validate.overfitting import spa_test
-
-SPA = pytest.importorskip("arch.bootstrap").SPA
 
 
 def arch_pvalues(models, benchmark, block_length, reps, seed):
