@@ -3,7 +3,10 @@
 ``BacktestResult.plot()`` and ``SweepResult.plot()`` call these, so they sit beside the
 backtest, below the reports (as :mod:`mmats.interop` does for vectorbt); the backtest
 imports this module only when a plot is asked for, so ``import mmats.backtest`` never
-loads matplotlib. The house style (colours, fonts, :func:`style`) and the helpers the
+loads matplotlib. matplotlib itself is imported by the functions that draw, not by this
+module, so the research report can key and reuse charts drawn before (and the house
+style's constants can be read) without paying for the import. The house style (colours,
+fonts, :func:`style`) and the helpers the
 research report's charts share with these pictures (:func:`thin`, :func:`heatmap_axes`,
 :func:`text_colour`, :func:`format_value`) are defined here once;
 :mod:`mmats.reports.charts` draws the report's figures with them. Figures are built
@@ -23,17 +26,17 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.colors import TwoSlopeNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
 
 from mmats.errors import ConfigError
 from mmats.files import atomic_path
 from mmats.types import METRIC_NAMES
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FONT = "DejaVu Sans"
 STRATEGY = "#1f5fa8"
@@ -59,6 +62,8 @@ RC = {
 @contextlib.contextmanager
 def style() -> Iterator[None]:
     """The report's matplotlib settings, for building and for saving figures."""
+    import matplotlib
+
     with matplotlib.rc_context(RC):
         yield
 
@@ -78,6 +83,9 @@ def heatmap_axes(figure: Figure, grid: pd.DataFrame):
     """Draw ``grid`` (rows: one parameter's values, columns: another's) as a heatmap on a
     new axes of ``figure``: red to green, centred on 0 when the values straddle it, grey
     where a cell is NaN. Returns ``(ax, image, values)``."""
+    import matplotlib
+    from matplotlib.colors import TwoSlopeNorm
+
     values = grid.to_numpy(dtype=np.float64)
     finite = values[np.isfinite(values)]
     ax = figure.add_subplot()
@@ -124,6 +132,9 @@ def backtest_figure(result, *, path: str | os.PathLike | None = None) -> Figure:
     first traded bar's close. ``result`` is a :class:`~mmats.backtest.BacktestResult`;
     ``path`` (``.png``) also saves the figure.
     """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
     with style():
         figure = Figure(figsize=(10.0, 7.2), layout="constrained")
         price_ax, equity_ax, drawdown_ax = figure.subplots(
@@ -256,6 +267,8 @@ def _names(grid) -> list[str]:
 
 
 def _line(curve: pd.Series, metric: str) -> Figure:
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(8.0, 4.2), layout="constrained")
     ax = figure.add_subplot()
     ax.plot(curve.index, curve.to_numpy(dtype=np.float64), color=STRATEGY, linewidth=1.8,
@@ -266,6 +279,8 @@ def _line(curve: pd.Series, metric: str) -> Figure:
 
 
 def _heatmap(grid: pd.DataFrame, metric: str) -> Figure:
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(min(11.0, max(6.5, 1.8 + 0.7 * grid.shape[1])),
                              min(8.0, max(4.2, 1.6 + 0.45 * grid.shape[0]))),
                     layout="constrained")

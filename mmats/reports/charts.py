@@ -2,7 +2,9 @@
 
 Figures are built without pyplot (no global figure registry, no backend needed to draw
 them), so a report can be written from a notebook or a server alike. Long series are
-thinned to a few thousand points: the charts look the same and the PDF stays small. The
+thinned to a few thousand points: the charts look the same and the PDF stays small.
+matplotlib is imported by the functions that draw, not by this module: a report whose
+charts are all in the cache of rendered parts is written without importing it. The
 house style and the helpers shared with ``result.plot()`` (:func:`~mmats.plots.style`,
 :func:`~mmats.plots.thin`, :func:`~mmats.plots.heatmap_axes`, ...) live in
 :mod:`mmats.plots`, below the backtest.
@@ -12,12 +14,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from mmats.plots import (
     ACCENT,
@@ -29,6 +29,9 @@ from mmats.plots import (
     thin,
 )
 from mmats.plots import format_value as format_value  # the report reads it as charts.format_value
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 WIDE = (10.0, 4.6)
 
@@ -57,6 +60,9 @@ def parameter_heatmap(
     mean in-sample objective; NaN where a combination was not run). ``chosen`` maps a fold
     number to the (row value, column value) it picked: those cells are outlined and
     labelled."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
     figure = Figure(figsize=(min(10.0, max(6.5, 1.6 + 0.8 * grid.shape[1])),
                              min(7.0, max(4.2, 1.6 + 0.5 * grid.shape[0]))),
                     layout="constrained")
@@ -88,6 +94,8 @@ def parameter_heatmap(
 def parameter_line(curves: pd.DataFrame, *, objective: str, chosen: Sequence = ()) -> Figure:
     """The in-sample objective against a single parameter: one faint line per fold
     (columns of ``curves``) and their mean; values chosen by a fold are marked."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=WIDE, layout="constrained")
     ax = figure.add_subplot()
     for column in curves.columns:
@@ -111,6 +119,9 @@ def equity_chart(equity: pd.Series, benchmark: pd.Series, fold_starts: Sequence,
                  *, title: str) -> Figure:
     """Out-of-sample equity against buy and hold, with fold boundaries, and the
     strategy's drawdown underneath."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
     figure = Figure(figsize=(10.0, 5.6), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     strategy, hold = thin(_naive(equity)), thin(_naive(benchmark))
@@ -141,6 +152,8 @@ def fan_chart(fan: pd.DataFrame, actual: pd.Series | None, *, runs: int, method:
               start_equity: float) -> Figure:
     """Monte Carlo equity percentiles (columns 5, 25, 50, 75, 95 by step) as bands, with
     the realised out-of-sample path (indexed by step) on top."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=WIDE, layout="constrained")
     ax = figure.add_subplot()
     steps = fan.index.to_numpy()
@@ -168,6 +181,9 @@ def histogram(values: np.ndarray, *, title: str, xlabel: str, marker: float | No
               marker_label: str = "", percent: bool = False, ylabel: str = "count",
               bins: int = 40) -> Figure:
     """A histogram of ``values`` with an optional vertical ``marker`` line."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, PercentFormatter
+
     figure = Figure(figsize=(7.0, 3.8), layout="constrained")
     ax = figure.add_subplot()
     values = np.asarray(values, dtype=np.float64)

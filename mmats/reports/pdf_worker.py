@@ -97,7 +97,9 @@ class PdfWorker:
 
 def _serve(requests: int, replies: int) -> None:
     """In the worker: import the writer, read one request, write the PDF, reply."""
-    from mmats.reports.render import write_pdf  # matplotlib, while the caller works
+    from mmats.reports.render import prepare_pdf, write_pdf
+
+    prepare_pdf()  # matplotlib, while the caller works
 
     with os.fdopen(requests, "rb") as pipe:
         request = pipe.read()

@@ -138,6 +138,8 @@ class _TearsheetDrawing:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
+            import matplotlib.figure  # noqa: F401 - both processes draw: import it once
+
             self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(
                 WORKER_START))
             self.future = self.pool.submit(write_page, self.page, self.path, self.cache)
