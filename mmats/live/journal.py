@@ -56,6 +56,7 @@ from mmats.live.journal_layout import (
     TABLES,
     TIMES_IN_FORCE,
     VerifyReport,
+    chain_problems,
     insert_sql,
     journal_records,
     json_value,
@@ -676,6 +677,16 @@ class Journal:
         return self.rows("orders", "seq IN (SELECT MAX(seq) FROM orders GROUP BY "
                          f"client_order_id) AND broker_status IN ({marks})", tuple(states))
 
+    def order_rows_after(self, seq: int) -> list[dict]:
+        """The order rows appended after ``seq``, oldest first (a range of the key)."""
+        return self.rows("orders", "seq > ?", (int(seq),))
+
+    def holds_head(self, head: tuple[int, str]) -> bool:
+        """Whether the chain still holds ``head`` ``(seq, hash)``: what was read at that
+        head is still the journal's (a rolled-back transaction's head is not)."""
+        return self._read("SELECT 1 FROM chain WHERE seq = ? AND hash = ?",
+                          (int(head[0]), head[1])).fetchone() is not None
+
     def risk_events(self, kinds: str | tuple[str, ...], scope: str | None = None) -> list[dict]:
         """Risk events of one kind (or any of several), of one scope if given, oldest
         first."""
@@ -688,9 +699,14 @@ class Journal:
 
     def last_risk_event(self, kinds: str | tuple[str, ...],
                         scope: str | None = None) -> dict | None:
-        """The newest of :meth:`risk_events`, or None."""
-        events = self.risk_events(kinds, scope)
-        return events[-1] if events else None
+        """The newest of :meth:`risk_events`, or None (one row read, not the history)."""
+        kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+        where = f"kind IN ({', '.join('?' * len(kinds))})"
+        if scope is not None:
+            where, kinds = where + " AND scope = ?", kinds + (scope,)
+        rows = self.rows("risk_events", f"seq = (SELECT MAX(seq) FROM risk_events WHERE {where})",
+                         kinds)
+        return rows[0] if rows else None
 
     def sleeve_states(self, sleeve_id: str) -> list[dict]:
         """Every saved state of one sleeve, oldest first."""
@@ -734,44 +750,7 @@ class Journal:
         sig = "sig" if self._layout >= 2 else "NULL"
         chain = {seq: (table, digest, signature) for seq, table, digest, signature in
                  self._read(f"SELECT seq, table_name, hash, {sig} FROM chain")}
-        problems: list[Problem] = []
-        known_hashes = {row[5]: row[0] for row in rows}
-        previous_seq, previous_hash = 0, GENESIS_HASH
-        seen = set()
-        for seq, table, ts_ns, payload, prev_hash, digest in rows:
-            if seq in seen:
-                problems.append(Problem(table, seq, "inserted", "a second row with this seq"))
-                continue
-            seen.add(seq)
-            if row_hash(table, seq, ts_ns, payload, prev_hash) != digest:
-                problems.append(Problem(table, seq, "edited",
-                                        "stored hash does not match the row's content"))
-            if seq != previous_seq + 1:
-                gap = previous_seq + 1 if seq - previous_seq == 2 else \
-                    f"{previous_seq + 1}..{seq - 1}"
-                where = f" (index says table {chain[previous_seq + 1][0]})" \
-                    if previous_seq + 1 in chain else ""
-                problems.append(Problem(table, seq, "deleted",
-                                        f"seq {gap} missing before this row{where}"))
-            elif prev_hash != previous_hash:
-                if known_hashes.get(prev_hash, seq) != seq:
-                    problems.append(Problem(table, seq, "reordered",
-                                            f"prev_hash points at seq {known_hashes[prev_hash]}, "
-                                            f"not at seq {previous_seq}"))
-                else:
-                    problems.append(Problem(table, seq, "edited",
-                                            f"prev_hash does not match seq {previous_seq}'s hash"))
-            indexed = chain.get(seq)
-            if indexed is None:
-                problems.append(Problem(table, seq, "inserted", "row missing from the chain index"))
-            elif indexed[:2] != (table, digest):
-                problems.append(Problem(table, seq, "edited",
-                                        f"index records table {indexed[0]} hash {indexed[1][:12]}…"))
-            previous_seq, previous_hash = seq, digest
-        for seq in sorted(chain):
-            if seq > previous_seq:
-                problems.append(Problem(chain[seq][0], seq, "deleted",
-                                        "indexed in the chain but the row is gone"))
+        problems, previous_seq, previous_hash = chain_problems(rows, chain)
         if self._layout >= 2:
             sealed, warnings, anchored = check_seal(
                 chain, max(previous_seq, max(chain, default=0)), self._meta["journal_id"],

@@ -289,6 +289,52 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 _ascii = json.encoder.encode_basestring_ascii  # the encoder's own escaping of a string
 
 
+def chain_problems(rows: list[tuple], chain: dict[int, tuple]
+                   ) -> tuple[list[Problem], int, str]:
+    """The hash chain's findings over ``rows`` (``(seq, table, ts_ns, payload, prev_hash,
+    hash)`` in seq order) and the chain index (seq -> ``(table, hash, sig)``): edited,
+    deleted, inserted and reordered rows; and the newest row's ``(seq, hash)``."""
+    problems: list[Problem] = []
+    known_hashes = {row[5]: row[0] for row in rows}
+    previous_seq, previous_hash = 0, GENESIS_HASH
+    seen = set()
+    for seq, table, ts_ns, payload, prev_hash, digest in rows:
+        if seq in seen:
+            problems.append(Problem(table, seq, "inserted", "a second row with this seq"))
+            continue
+        seen.add(seq)
+        if row_hash(table, seq, ts_ns, payload, prev_hash) != digest:
+            problems.append(Problem(table, seq, "edited",
+                                    "stored hash does not match the row's content"))
+        if seq != previous_seq + 1:
+            gap = previous_seq + 1 if seq - previous_seq == 2 else \
+                f"{previous_seq + 1}..{seq - 1}"
+            where = f" (index says table {chain[previous_seq + 1][0]})" \
+                if previous_seq + 1 in chain else ""
+            problems.append(Problem(table, seq, "deleted",
+                                    f"seq {gap} missing before this row{where}"))
+        elif prev_hash != previous_hash:
+            if known_hashes.get(prev_hash, seq) != seq:
+                problems.append(Problem(table, seq, "reordered",
+                                        f"prev_hash points at seq {known_hashes[prev_hash]}, "
+                                        f"not at seq {previous_seq}"))
+            else:
+                problems.append(Problem(table, seq, "edited",
+                                        f"prev_hash does not match seq {previous_seq}'s hash"))
+        indexed = chain.get(seq)
+        if indexed is None:
+            problems.append(Problem(table, seq, "inserted", "row missing from the chain index"))
+        elif indexed[:2] != (table, digest):
+            problems.append(Problem(table, seq, "edited",
+                                    f"index records table {indexed[0]} hash {indexed[1][:12]}…"))
+        previous_seq, previous_hash = seq, digest
+    for seq in sorted(chain):
+        if seq > previous_seq:
+            problems.append(Problem(chain[seq][0], seq, "deleted",
+                                    "indexed in the chain but the row is gone"))
+    return problems, previous_seq, previous_hash
+
+
 @dataclass
 class VerifyReport:
     """Outcome of :meth:`Journal.verify`; ``problems`` is empty when nothing was tampered

@@ -99,6 +99,7 @@ class Desk:
         trades = np.zeros(1, dtype=TRADE_DTYPE)
         self.fill, self.trade = fills[0], trades[0]
         self.protection = Protection(self)  # stop-loss / take-profit resting at the venue
+        self._unsettled: tuple | None = None  # ((head seq, hash), unsettled orders by id)
 
     # -- 1. recover ------------------------------------------------------------------
     def recover(self) -> None:
@@ -144,8 +145,26 @@ class Desk:
         return reduce_only(record, target) == target
 
     def _unsettled_orders(self) -> dict[str, dict]:
-        rows = self.journal.orders_in_states(UNSETTLED)
-        return {row["client_order_id"]: row for row in rows}
+        """The newest row of each client order whose outcome is unsettled, by client id,
+        in journal order. Asked a dozen times a tick (recovery, reconciliation, each
+        sleeve's protective legs): read in full once, then only the order rows appended
+        since, while the head it was read at is still in the journal's chain (the journal
+        is append-only; a rolled-back transaction's head is not)."""
+        head = self.journal.head()
+        known = self._unsettled
+        if known is not None and known[0] == head:
+            return dict(known[1])
+        if known is not None and head[0] > known[0][0] and self.journal.holds_head(known[0]):
+            unsettled = dict(known[1])
+            for row in self.journal.order_rows_after(known[0][0]):
+                unsettled.pop(row["client_order_id"], None)  # its newest row goes last
+                if row["broker_status"] in UNSETTLED:
+                    unsettled[row["client_order_id"]] = row
+        else:
+            unsettled = {row["client_order_id"]: row
+                         for row in self.journal.orders_in_states(UNSETTLED)}
+        self._unsettled = (head, unsettled)
+        return dict(unsettled)
 
     # -- 2. reconcile ----------------------------------------------------------------
     def reconcile(self) -> None:
