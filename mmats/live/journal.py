@@ -64,6 +64,8 @@ from mmats.live.journal_layout import (
     os_user,
     record_payload,
     row_hash,
+    schema_statements,
+    table_sql,
     text_value,
     ts_value,
 )
@@ -201,26 +203,9 @@ class Journal:
         meta = {"layout": LAYOUT, "journal_id": os.urandom(8).hex(),
                 "signing": SCHEME if key else "none", "key_id": key_id(key) if key else "",
                 **({"environment": environment} if environment is not None else {})}
-        statements = ["CREATE TABLE IF NOT EXISTS chain (seq INTEGER PRIMARY KEY, "
-                      "table_name TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT)",
-                      "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, "
-                      "value TEXT NOT NULL)"]
-        for table, columns in TABLES.items():
-            body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
-            statements.append(
-                f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY, "
-                f"ts_ns INTEGER NOT NULL, {body}, prev_hash TEXT NOT NULL, "
-                "hash TEXT NOT NULL)")
-        statements += INDEXES
-        for table in ("chain", "meta", *TABLES):
-            for verb in ("UPDATE", "DELETE"):
-                statements.append(
-                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} "
-                    f"ON {table} BEGIN SELECT RAISE(ABORT, "
-                    f"'journal table {table} is append-only: {verb} is forbidden'); END")
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in statements:
+            for statement in schema_statements():
                 self._db.execute(statement)
             # OR IGNORE: a process that created the journal at the same moment wins
             self._db.executemany("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
@@ -233,18 +218,21 @@ class Journal:
     def _check_schema(self, readonly: bool) -> None:
         """Refuse a file whose tables or columns are not this layout's, naming them; an
         older journal (layout 1) is readable with ``readonly=True`` only."""
-        names = {row[0] for row in self._db.execute(
-            "SELECT name FROM sqlite_master WHERE type='table'")}
+        created = dict(self._db.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"))
+        names = set(created)
         missing = sorted({"chain", *TABLES} - names)
         if missing:
             raise JournalError(f"journal {self.path} lacks the tables {missing}; "
                                "is it an MMATS journal?")
-        actual = {}  # every table's columns, in one query (a tick opens the journal)
-        for table, column in self._db.execute(
-                "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p "
-                "WHERE m.type = 'table'"):
-            if table in EXPECTED_COLUMNS:
-                actual.setdefault(table, set()).add(column)
+        if all(created.get(table) == sql for table, sql in table_sql().items()):
+            actual = EXPECTED_COLUMNS  # created by this layout's own statements, word for word
+        else:  # every table's columns, in one query
+            actual = {}
+            for table, column in self._db.execute(
+                    "SELECT m.name, p.name FROM sqlite_master AS m, "
+                    "pragma_table_info(m.name) AS p WHERE m.type = 'table'"):
+                if table in EXPECTED_COLUMNS:
+                    actual.setdefault(table, set()).add(column)
         self._meta: dict[str, str] = {}
         self._layout = 2
         self._columns = {table: list(columns) for table, columns in TABLES.items()}

@@ -5,12 +5,14 @@ verification. :mod:`mmats.live.journal` writes and reads it."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import hashlib
 import json
 import math
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +68,43 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS states_sleeve ON sleeve_states (sleeve_id)",
     "CREATE INDEX IF NOT EXISTS events_kind ON risk_events (kind, scope)",
 )
+
+
+@functools.cache
+def schema_statements() -> tuple[str, ...]:
+    """What creates a journal: the chain index, ``meta``, the tables, the indexes and the
+    triggers that make every table append-only."""
+    statements = ["CREATE TABLE IF NOT EXISTS chain (seq INTEGER PRIMARY KEY, "
+                  "table_name TEXT NOT NULL, hash TEXT NOT NULL, sig TEXT)",
+                  "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, "
+                  "value TEXT NOT NULL)"]
+    for table, columns in TABLES.items():
+        body = ", ".join(f'"{name}" {kind}' for name, kind in columns.items())
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {table} (seq INTEGER PRIMARY KEY, "
+            f"ts_ns INTEGER NOT NULL, {body}, prev_hash TEXT NOT NULL, "
+            "hash TEXT NOT NULL)")
+    statements += INDEXES
+    for table in ("chain", "meta", *TABLES):
+        for verb in ("UPDATE", "DELETE"):
+            statements.append(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} "
+                f"ON {table} BEGIN SELECT RAISE(ABORT, "
+                f"'journal table {table} is append-only: {verb} is forbidden'); END")
+    return tuple(statements)
+
+
+@functools.cache
+def table_sql() -> dict[str, str]:
+    """The ``sqlite_master.sql`` text of each table :func:`schema_statements` creates (as
+    SQLite records it, made once in memory): a journal whose tables carry exactly these
+    texts has exactly this layout's columns, with no need to list them (a tick opens the
+    journal)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as db:
+        for statement in schema_statements():
+            db.execute(statement)
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+
 
 CHAIN_INSERT = "INSERT INTO chain (seq, table_name, hash, sig) VALUES (?, ?, ?, ?)"
 
