@@ -96,10 +96,106 @@ class PdfWorker:
 
 
 def _serve(requests: int, replies: int) -> None:
-    """In the worker: import the writer, read one request, write the PDF, reply."""
-    from mmats.reports.render import prepare_pdf, write_pdf
+    """In the worker: import the writer, fork a helper (which shares the imports), read
+    one request, write the PDF, reply."""
+    from mmats.reports.render import prepare_pdf
 
     prepare_pdf()  # matplotlib, while the caller works
+    helper = _PartDrawer(inherited=(requests, replies)) if (os.cpu_count() or 1) >= 2 \
+        else None
+    try:
+        with os.fdopen(requests, "rb") as pipe:
+            request = pipe.read()
+        if not request:
+            os.close(replies)
+            return
+        try:
+            document, path = pickle.loads(request)
+            _write(document, path, helper)
+            reply = b"ok"
+        except Exception as error:  # noqa: BLE001 - sent back and raised by the caller
+            reply = _pickled_error(error)
+        with os.fdopen(replies, "wb") as pipe:
+            pipe.write(reply)
+    finally:
+        if helper is not None:
+            helper.close()
+
+
+def _write(document, path, helper: _PartDrawer | None) -> None:
+    """Write the PDF of ``document``: its first part drawn here while the helper draws
+    the others, then joined; the same file as :func:`~mmats.reports.render.write_pdf`."""
+    from mmats.reports.render import (
+        draw_pdf_part,
+        join_pdfs,
+        pdf_parts,
+        write_pdf,
+        write_pdf_bytes,
+    )
+
+    parts = pdf_parts(document)
+    if helper is None or len(parts) < 2:
+        write_pdf(document, path)
+        return
+    helper.draw(document, parts[1:])
+    first = draw_pdf_part(document, parts[0])
+    write_pdf_bytes(join_pdfs([first, *helper.result()]), path)
+
+
+class _PartDrawer:
+    """A process forked from the worker (so with matplotlib imported) that draws the
+    parts of a PDF it is sent and sends their bytes back; one sent nothing just ends."""
+
+    def __init__(self, inherited: tuple[int, ...] = ()):
+        requests, self._send = os.pipe()
+        self._replies, replies = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            for fd in (self._send, self._replies, *inherited):  # the worker's pipes: its own
+                os.close(fd)
+            code = 1
+            try:
+                _draw_parts(requests, replies)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(requests)
+        os.close(replies)
+
+    def draw(self, document, parts) -> None:
+        data = pickle.dumps((document, list(parts)), protocol=pickle.HIGHEST_PROTOCOL)
+        with os.fdopen(self._send, "wb") as pipe:
+            self._send = None
+            pipe.write(data)
+
+    def result(self) -> list[bytes]:
+        """The parts' PDF bytes; raises what drawing them raised."""
+        with os.fdopen(self._replies, "rb") as pipe:
+            self._replies = None
+            reply = pipe.read()
+        if not reply:
+            raise RuntimeError("the process drawing part of the PDF report ended without "
+                               "drawing it")
+        kind, value = pickle.loads(reply)
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        for name in ("_send", "_replies"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+        if self.pid:
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _draw_parts(requests: int, replies: int) -> None:
+    from mmats.reports.render import draw_pdf_part
 
     with os.fdopen(requests, "rb") as pipe:
         request = pipe.read()
@@ -107,13 +203,17 @@ def _serve(requests: int, replies: int) -> None:
         os.close(replies)
         return
     try:
-        document, path = pickle.loads(request)
-        write_pdf(document, path)
-        reply = b"ok"
-    except Exception as error:  # noqa: BLE001 - sent back and raised by the caller
-        try:
-            reply = pickle.dumps(error)
-        except Exception:  # noqa: BLE001 - an error that does not pickle: its text
-            reply = pickle.dumps(RuntimeError(f"writing the PDF report: {error!r}"))
+        document, parts = pickle.loads(request)
+        reply = pickle.dumps(("ok", [draw_pdf_part(document, part) for part in parts]),
+                             protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # noqa: BLE001 - sent back and raised by the worker
+        reply = pickle.dumps(("error", pickle.loads(_pickled_error(error))))
     with os.fdopen(replies, "wb") as pipe:
         pipe.write(reply)
+
+
+def _pickled_error(error: Exception) -> bytes:
+    try:
+        return pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - an error that does not pickle: its text
+        return pickle.dumps(RuntimeError(f"writing the PDF report: {error!r}"))
