@@ -15,7 +15,9 @@ code (the research is deterministic; :func:`mmats.validate.research.cached_resea
    first imports); CPU seconds (user + system, the workers included) beside it, the
    steadier figure on a shared machine. Target <= 3 s. The PDF is written by a process
    forked at start-up (:mod:`mmats.reports.pdf_worker`), which imports matplotlib while
-   the research is read.
+   the research is read, then forks a helper: the two draw half the pages each, joined
+   into one file. With its charts and tearsheet cached, the command's own process never
+   imports matplotlib.
 2. **Computed and drawn afresh** (``--no-cache``): the research computed again and every
    chart and the tearsheet drawn again, as for new data, options or code; the tearsheet
    is drawn in a worker process beside the charts, the PDF in another. Informative, no

@@ -119,3 +119,18 @@ def test_an_error_in_the_second_part_is_raised_by_wait(tmp_path):
         worker.wait()
     worker.close()
     assert not (tmp_path / "r.pdf").exists()
+
+
+def test_chart_pixels_are_imreads_scaled_to_bytes():
+    """The PDF embeds a chart's RGB bytes read with Pillow: those matplotlib's imread gives
+    (floats in [0, 1]) scaled back, alpha dropped."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    from mmats.reports.render import _opaque_pixels
+
+    png = chart([1, 3, 2]).png
+    expected = (imread(io.BytesIO(png), format="png")[..., :3] * 255).round().astype(np.uint8)
+    found = _opaque_pixels(png)
+    assert found.dtype == np.uint8 and found.shape == expected.shape
+    assert np.array_equal(found, expected)
