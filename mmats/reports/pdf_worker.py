@@ -3,9 +3,12 @@
 Writing the PDF is the report's longest step, and importing matplotlib's PDF backend
 the longest import; neither depends on the research until the document is ready. A
 :class:`PdfWorker` forks before the research (or before it is read from the cache), imports
-the PDF writer while the caller works, then writes the document it is sent while the
-caller writes the HTML page and the tearsheet: on two cores the two halves overlap. The
-PDF is :func:`mmats.reports.render.write_pdf`'s, byte for byte up to its creation date.
+the PDF writer while the caller works, then forks a helper (which shares those imports).
+The document it is sent is drawn in the two parts :func:`~mmats.reports.render.pdf_parts`
+chooses, one by each process at once, while the caller writes the HTML page and the
+tearsheet; the parts are joined into one file. The PDF is
+:func:`mmats.reports.render.write_pdf`'s (which draws the same parts in order), byte for
+byte up to its creation date.
 
 Only where ``os.fork`` exists and there are two cores or more; elsewhere
 :func:`start_pdf_worker` returns None and the PDF is written in the caller's process.

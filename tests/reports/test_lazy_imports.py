@@ -3,6 +3,7 @@ report modules import it only to draw, and the PDF is drawn by the forked worker
 
 import json
 import os
+import re
 import subprocess
 
 import numpy as np
@@ -12,6 +13,7 @@ from mmats.reports import charts
 from mmats.reports.render import Chart
 
 QUICK = ["--data", "nasdaq:GOOG:1d", "--grid", "fast=5|10|20,slow=30|60", "--mc-runs", "50"]
+STAMPS = re.compile(r"\d{8}T\d{6}Z|\d{4}-\d\d-\d\d \d\d:\d\d UTC")
 PROBE = ("import json, sys\n"
          "from mmats.cli.walkforward import main\n"
          "code = main(sys.argv[1:])\n"
@@ -41,6 +43,19 @@ def cache(python, tmp_path_factory):
     return folder
 
 
+def same_text(path) -> str:
+    """A report's text without what differs from run to run: the time it was generated
+    and the time in the files' names."""
+    with open(path, encoding="utf-8") as file:
+        return STAMPS.sub("<stamp>", file.read())
+
+
+def pdf_pages(path) -> list[str]:
+    import pypdf  # a dev dependency
+
+    return [STAMPS.sub("<stamp>", page.extract_text()) for page in pypdf.PdfReader(path).pages]
+
+
 def test_report_modules_import_no_matplotlib(python):
     probe = ("import sys, mmats.plots, mmats.reports.charts, mmats.reports.render, "
              "mmats.reports.research_report, mmats.reports.tearsheet, "
@@ -57,8 +72,11 @@ def test_a_warm_walkforward_leaves_matplotlib_to_the_pdf_worker(python, cache, t
     pdf = second["reports"]["pdf"]
     with open(pdf, "rb") as file:
         assert file.read(5) == b"%PDF-"
-    fresh = run_walkforward(python, cache, tmp_path, "--no-cache")  # draws here again
+    fresh = run_walkforward(python, cache, tmp_path / "fresh", "--no-cache")  # drawn here
     assert "matplotlib" in fresh["loaded"]
+    for kind in ("html", "tearsheet"):  # the cached parts are what drawing afresh gives
+        assert same_text(second["reports"][kind]) == same_text(fresh["reports"][kind])
+    assert pdf_pages(second["reports"]["pdf"]) == pdf_pages(fresh["reports"]["pdf"])
 
 
 def test_without_a_worker_the_pdf_is_drawn_here(python, cache, tmp_path):
