@@ -276,13 +276,29 @@ def _flat_row_text(table, seq, ts_ns, payload: dict, prev_hash) -> str | None:
     if type(seq) is not int or type(ts_ns) is not int or type(prev_hash) is not str:
         return None
     parts = []
-    for name in sorted(payload):
-        text = _plain_text(payload[name])
-        if text is None:
-            return None
-        parts.append(f"{_ascii(name)}:{text}")
+    for name, label in _sorted_labels(tuple(payload)):
+        value = payload[name]
+        kind = type(value)
+        if kind is str:
+            text = _ascii(value)
+        elif kind is float and value - value == 0.0:  # finite (NaN and infinities are not)
+            text = float.__repr__(value)
+        elif value is None:
+            text = "null"
+        else:
+            text = _plain_text(value)
+            if text is None:
+                return None
+        parts.append(label + text)
     return (f'{{"payload":{{{",".join(parts)}}},"prev_hash":{_ascii(prev_hash)},'
             f'"seq":{seq},"table":{_ascii(table)},"ts_ns":{ts_ns}}}')
+
+
+@functools.lru_cache(maxsize=64)
+def _sorted_labels(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """A payload's names in ``sort_keys`` order, each with its ``"name":`` text (the same
+    few column sets at every append)."""
+    return tuple((name, _ascii(name) + ":") for name in sorted(names))
 
 
 def _plain_text(value) -> str | None:

@@ -222,17 +222,20 @@ class Anchor:
 
     Opened at the first append (reading a journal creates no file), with ``O_APPEND`` and
     one ``write`` per line, so lines of two processes sharing a journal never interleave;
-    fsync'ed after each line when the journal is durable.
+    fsync'ed after each line when the journal is durable, unless the append is told not
+    to (``sync=False``): then at :meth:`sync` or :meth:`close`, once for all of them.
     """
 
     def __init__(self, path: Path, *, durable: bool):
         self.path = Path(path)
         self.durable = durable
         self._fd: int | None = None
+        self._unsynced = False  # a line written since the last fsync
 
     def append(self, seq: int, table: str, digest: str, journal_id: str,
-               signer: Signer | None) -> None:
-        """Append the head ``(seq, table, digest)`` with the time and its signature."""
+               signer: Signer | None, *, sync: bool = True) -> None:
+        """Append the head ``(seq, table, digest)`` with the time and its signature;
+        fsync'ed now, or (``sync=False``) at the next :meth:`sync`."""
         now_ns = time.time_ns()
         time_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_ns // 10**9)) + \
             f".{now_ns % 10**9 // 1000:06d}Z"
@@ -242,8 +245,15 @@ class Anchor:
         if self._fd is None:
             self._fd = self._open()
         os.write(self._fd, line.encode("ascii"))
-        if self.durable:
+        self._unsynced = self.durable
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync the lines written since the last fsync (a durable anchor's)."""
+        if self._unsynced and self._fd is not None:
             os.fsync(self._fd)
+            self._unsynced = False
 
     def _open(self) -> int:
         created = not self.path.exists()
@@ -274,8 +284,11 @@ class Anchor:
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
 
 # -- verification ----------------------------------------------------------------------------

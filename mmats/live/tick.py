@@ -165,16 +165,20 @@ def _run(tick: Tick) -> TickReport:
     """The stages, in order: the one place the sequence of a tick is written."""
     with _held(tick):
         sync(tick)
-        recover(tick)
-        _obey_kill(tick)  # a kill's fills are booked before the positions are reconciled
-        reconcile(tick)
-        for close in _new_closes(tick):
-            _obey_kill(tick)  # between closes: a kill that came meanwhile halts them now
-            with tick.journal.transaction():  # a crash leaves the whole close or none of it
-                values = decide(tick, close)
-                stepped = gate(tick, close, values)
-                journal(tick, close, stepped)
-        act(tick)
+        # every commit is fsync'ed (a SENDING row before its order goes out); the anchor's
+        # lines of these stages are fsync'ed once, after the orders
+        # (Journal.anchor_sync_deferred)
+        with tick.journal.anchor_sync_deferred():
+            recover(tick)
+            _obey_kill(tick)  # a kill's fills are booked before the positions are reconciled
+            reconcile(tick)
+            for close in _new_closes(tick):
+                _obey_kill(tick)  # between closes: a kill that came meanwhile halts them now
+                with tick.journal.transaction():  # a crash leaves the whole close or none
+                    values = decide(tick, close)
+                    stepped = gate(tick, close, values)
+                    journal(tick, close, stepped)
+            act(tick)
         _obey_kill(tick)
         stale_check(tick)
     notify(tick)
@@ -379,29 +383,38 @@ def _new_closes(tick: Tick) -> list[list[SleeveBar]]:
     tick.book = Book(tick.config, tick.sleeves, tick.states, tick.journal,
                      venue=tick.desk is not None)
     tick.faults = _DataFaults(tick.journal, tick.now_ns, tick.report)
-    bars = []
+    bars, read = [], {}  # read: the rows of each series and span, for its other sleeves
     for order, sleeve in enumerate(tick.sleeves):
         last = int(tick.states[sleeve.id][0]["last_bar_ts_ns"])
         for open_ns, prices in _good_bars(tick.feeds[sleeve.market], sleeve,
                                           None if last < 0 else last, tick.now_ns,
-                                          tick.faults):
+                                          tick.faults, read):
             bars.append(sleeve_bar(order, sleeve, open_ns, prices))
     return list(by_close(bars))
 
 
-def _good_bars(feed, sleeve, since_ns, until_ns, faults):
+def _good_bars(feed, sleeve, since_ns, until_ns, faults, read):
     """The sleeve's closed bars, less the bad ones (journaled as data faults and skipped:
     a bad bar never reaches the kernel, the bars after it go on)."""
     for _ in range(MAX_BAD_BARS_PER_TICK):
         try:
-            yield from _rows(feed, sleeve, since_ns, until_ns)
+            yield from _read_rows(read, feed, sleeve, since_ns, until_ns)
             return
         except BadBarError as error:
             faults.add(sleeve, error)
             if error.ts_ns is None or (since_ns is not None and error.ts_ns <= since_ns):
                 return  # cannot step past it: the stale-data halt decides
-            yield from _rows(feed, sleeve, since_ns, error.ts_ns)
+            yield from _read_rows(read, feed, sleeve, since_ns, error.ts_ns)
             since_ns = error.ts_ns
+
+
+def _read_rows(read: dict, feed, sleeve, since_ns, until_ns) -> list[tuple[int, tuple]]:
+    """:func:`_rows`, read once a tick for all the sleeves of one series that processed
+    the same last bar (a bad bar is raised to each of them)."""
+    key = (id(feed), sleeve.symbol, sleeve.timeframe, since_ns, until_ns)
+    if key not in read:
+        read[key] = _rows(feed, sleeve, since_ns, until_ns)
+    return read[key]
 
 
 def _rows(feed, sleeve, since_ns, until_ns) -> list[tuple[int, tuple]]:
