@@ -59,9 +59,11 @@ class PdfWorker:
         os.close(requests)
         os.close(replies)
 
-    def write(self, document, path) -> None:
-        """Send ``document`` (its charts rendered) to be written to ``path``."""
-        data = pickle.dumps((document, os.fspath(path)), protocol=pickle.HIGHEST_PROTOCOL)
+    def write(self, document, path, cache: bool = True) -> None:
+        """Send ``document`` (its charts rendered) to be written to ``path``; ``cache``
+        takes parts drawn before from the cache of rendered parts."""
+        data = pickle.dumps((document, os.fspath(path), cache),
+                            protocol=pickle.HIGHEST_PROTOCOL)
         try:
             with os.fdopen(self._send, "wb") as pipe:
                 pipe.write(data)
@@ -113,8 +115,8 @@ def _serve(requests: int, replies: int) -> None:
             os.close(replies)
             return
         try:
-            document, path = pickle.loads(request)
-            _write(document, path, helper)
+            document, path, cache = pickle.loads(request)
+            _write(document, path, cache, helper)
             reply = b"ok"
         except Exception as error:  # noqa: BLE001 - sent back and raised by the caller
             reply = _pickled_error(error)
@@ -125,24 +127,28 @@ def _serve(requests: int, replies: int) -> None:
             helper.close()
 
 
-def _write(document, path, helper: _PartDrawer | None) -> None:
-    """Write the PDF of ``document``: its first part drawn here while the helper draws
-    the others, then joined; the same file as :func:`~mmats.reports.render.write_pdf`."""
+def _write(document, path, cache: bool, helper: _PartDrawer | None) -> None:
+    """Write the PDF of ``document``: the parts the helper is given drawn there while the
+    others are drawn (or read from the cache) here, then joined; the same file as
+    :func:`~mmats.reports.render.write_pdf`."""
     from mmats.reports.render import (
-        draw_pdf_part,
+        draw_part,
         join_pdfs,
         pdf_parts,
+        share_parts,
         write_pdf,
         write_pdf_bytes,
     )
 
     parts = pdf_parts(document)
-    if helper is None or len(parts) < 2:
-        write_pdf(document, path)
+    here, there = share_parts(document, parts, cache) if helper is not None else ([], [])
+    if not there:
+        write_pdf(document, path, cache=cache)
         return
-    helper.draw(document, parts[1:])
-    first = draw_pdf_part(document, parts[0])
-    write_pdf_bytes(join_pdfs([first, *helper.result()]), path)
+    helper.draw(document, [parts[i] for i in there], cache)
+    drawn = {i: draw_part(document, parts[i], cache) for i in here}
+    drawn.update(zip(there, helper.result(), strict=True))
+    write_pdf_bytes(join_pdfs([drawn[i] for i in range(len(parts))]), path)
 
 
 class _PartDrawer:
@@ -167,8 +173,8 @@ class _PartDrawer:
         os.close(requests)
         os.close(replies)
 
-    def draw(self, document, parts) -> None:
-        data = pickle.dumps((document, list(parts)), protocol=pickle.HIGHEST_PROTOCOL)
+    def draw(self, document, parts, cache: bool) -> None:
+        data = pickle.dumps((document, list(parts), cache), protocol=pickle.HIGHEST_PROTOCOL)
         with os.fdopen(self._send, "wb") as pipe:
             self._send = None
             pipe.write(data)
@@ -198,7 +204,7 @@ class _PartDrawer:
 
 
 def _draw_parts(requests: int, replies: int) -> None:
-    from mmats.reports.render import draw_pdf_part
+    from mmats.reports.render import draw_part
 
     with os.fdopen(requests, "rb") as pipe:
         request = pipe.read()
@@ -206,8 +212,8 @@ def _draw_parts(requests: int, replies: int) -> None:
         os.close(replies)
         return
     try:
-        document, parts = pickle.loads(request)
-        reply = pickle.dumps(("ok", [draw_pdf_part(document, part) for part in parts]),
+        document, parts, cache = pickle.loads(request)
+        reply = pickle.dumps(("ok", [draw_part(document, part, cache) for part in parts]),
                              protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as error:  # noqa: BLE001 - sent back and raised by the worker
         reply = pickle.dumps(("error", pickle.loads(_pickled_error(error))))

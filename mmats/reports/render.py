@@ -16,6 +16,7 @@ import base64
 import html
 import io
 import re
+import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mmats.plots import style
+from mmats.reports.cache import is_cached
 from mmats.reports.files import atomic_path, write_text_atomic
 from mmats.reports.pdf_join import join_pdfs
 
@@ -244,13 +246,15 @@ def prepare_pdf() -> None:
     import PIL.PngImagePlugin  # noqa: F401
 
 
-def write_pdf(document: Document, path: str | Path) -> Path:
+def write_pdf(document: Document, path: str | Path, *, cache: bool = True) -> Path:
     """The document as a PDF: a title block, then each section from a new page.
 
     The pages are drawn in the parts :func:`pdf_parts` splits the sections into, one after
     the other here, and joined (:func:`~mmats.reports.pdf_join.join_pdfs`); the PDF
-    worker draws the same parts in two processes at once, so the file is the same."""
-    parts = [draw_pdf_part(document, part) for part in pdf_parts(document)]
+    worker draws the same parts in two processes at once, so the file is the same.
+    ``cache`` takes a part drawn before from the same content from the cache of rendered
+    parts (:func:`draw_part`); False draws every part afresh."""
+    parts = [draw_part(document, part, cache) for part in pdf_parts(document)]
     return write_pdf_bytes(join_pdfs(parts), path)
 
 
@@ -263,16 +267,77 @@ def write_pdf_bytes(data: bytes, path: str | Path) -> Path:
 
 
 def pdf_parts(document: Document) -> list[range]:
-    """The sections of each part the PDF is drawn in: two parts (one for each of two
-    processes) split where the estimated drawing time is most even, or one part for a
-    single section. Each section starts a page, so the split changes no page."""
+    """The sections of each part the PDF is drawn (and cached) in: the first section with
+    the title block, the last with the footer (both say when the report was made, so they
+    are drawn every time), and the sections between in two parts of about equal drawing
+    time (two processes draw them when they are not cached). Each section starts a page,
+    so the parts change no page."""
     count = len(document.sections)
-    if count < 2:
-        return [range(count)]
-    costs = [_drawing_cost(section) for section in document.sections]
-    total = sum(costs)
-    split = min(range(1, count), key=lambda k: abs(total - 2 * sum(costs[:k])))
-    return [range(split), range(split, count)]
+    if count <= 2:
+        return [range(i, i + 1) for i in range(count)] or [range(0)]
+    middle = list(range(1, count - 1))
+    costs = [_drawing_cost(document.sections[i]) for i in middle]
+    split = min(range(1, len(middle)), default=len(middle),
+                key=lambda k: abs(sum(costs) - 2 * sum(costs[:k])))
+    parts = [range(1, 1 + split), range(1 + split, count - 1)]
+    return [range(1), *(part for part in parts if len(part)), range(count - 1, count)]
+
+
+def share_parts(document: Document, parts: list[range],
+                cache: bool = True) -> tuple[list[int], list[int]]:
+    """Which parts (their positions in ``parts``) to take here and which to have another
+    process draw: the cached ones here, those to draw shared out by estimated time, the
+    longest first, each to the process with less to do."""
+    here, there, loads = [], [], [0.0, 0.0]
+    todo = []
+    for index, part in enumerate(parts):
+        key = part_key(document, part) if cache else None
+        if key is not None and is_cached(key):
+            here.append(index)
+        else:
+            todo.append(index)
+    cost = {i: sum(_drawing_cost(document.sections[s]) for s in parts[i]) for i in todo}
+    for index in sorted(todo, key=lambda i: -cost[i]):
+        side = 0 if loads[0] <= loads[1] else 1
+        (here, there)[side].append(index)
+        loads[side] += cost[index]
+    return sorted(here), sorted(there)
+
+
+def draw_part(document: Document, sections: range, cache: bool = True) -> bytes:
+    """:func:`draw_pdf_part`, taken from the cache of rendered parts when drawn before
+    from the same content with the same code (:func:`part_key`); stored when drawn."""
+    key = part_key(document, sections) if cache else None
+    if key is None:
+        return draw_pdf_part(document, sections)
+    from mmats.reports.cache import cached
+
+    return cached(key, lambda: draw_pdf_part(document, sections))
+
+
+def part_key(document: Document, sections: range) -> str | None:
+    """The cache key of a part of the PDF: its sections' content by value (charts by their
+    PNG bytes), this module's source and the libraries' versions; None for a part that
+    holds the title block or the footer, which are drawn every time (the title block's
+    part also carries the PDF's creation date)."""
+    if sections.start == 0 or sections.stop >= len(document.sections):
+        return None
+    from mmats import plots
+    from mmats.reports.cache import digest
+
+    content = []
+    for i in sections:
+        section = document.sections[i]
+        content.append(("section", section.anchor, section.title))
+        for block in section.blocks:
+            if isinstance(block, Chart):
+                content.append(("chart", np.frombuffer(block.render(), np.uint8),
+                                block.caption))
+            elif isinstance(block, Table):
+                content.append(("table", block.frame, block.caption))
+            else:
+                content.append((type(block).__name__, vars(block)))
+    return digest("pdf part", DPI, sys.modules[__name__], plots, content)
 
 
 def _drawing_cost(section: Section) -> float:

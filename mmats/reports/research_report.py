@@ -103,10 +103,10 @@ def write_research_report(research, directory: str | Path = "reports", *,
         for chart in charts_of(document):
             chart.render(cache)
         if pdf and pdf_worker is not None:
-            pdf_worker.write(document, paths["pdf"])
+            pdf_worker.write(document, paths["pdf"], cache)
         write_html(document, paths["html"])
         if pdf and pdf_worker is None:
-            write_pdf(document, paths["pdf"])
+            write_pdf(document, paths["pdf"], cache=cache)
         drawing.finish()
     return paths
 

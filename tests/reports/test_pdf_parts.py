@@ -10,6 +10,7 @@ import pypdf  # a dev dependency
 import pytest
 from matplotlib.figure import Figure
 
+from mmats.reports.cache import is_cached
 from mmats.reports.pdf_join import join_pdfs
 from mmats.reports.pdf_worker import PdfWorker
 from mmats.reports.render import (
@@ -19,12 +20,21 @@ from mmats.reports.render import (
     Section,
     Table,
     Text,
+    draw_part,
     draw_pdf_part,
+    part_key,
     pdf_parts,
+    share_parts,
     write_pdf,
 )
 
 fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Each test starts with an empty cache of rendered parts of its own."""
+    monkeypatch.setenv("MMATS_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def chart(values) -> Chart:
@@ -62,11 +72,15 @@ def images(data: bytes) -> list[list[bytes]]:
 
 def test_the_parts_cover_every_section_in_order():
     doc = document()
-    parts = pdf_parts(doc)
-    assert len(parts) == 2
-    assert [i for part in parts for i in part] == [0, 1, 2]
+    assert pdf_parts(doc) == [range(0, 1), range(1, 2), range(2, 3)]
+    longer = Document(title="t", subtitle="s", footer="f",
+                      sections=[*doc.sections, *doc.sections[1:], *doc.sections[1:]])
+    parts = pdf_parts(longer)  # title part, the middle in two, footer part
+    assert len(parts) == 4 and parts[0] == range(1) and parts[-1] == range(6, 7)
+    assert [i for part in parts for i in part] == list(range(7))
     single = Document(title="t", subtitle="s", sections=[doc.sections[0]])
     assert pdf_parts(single) == [range(1)]
+    assert pdf_parts(Document(title="t", subtitle="s", sections=[])) == [range(0)]
 
 
 def test_joined_parts_have_the_pages_of_the_whole_drawing(tmp_path):
@@ -134,3 +148,90 @@ def test_chart_pixels_are_imreads_scaled_to_bytes():
     found = _opaque_pixels(png)
     assert found.dtype == np.uint8 and found.shape == expected.shape
     assert np.array_equal(found, expected)
+
+
+def test_a_part_key_follows_the_content_and_leaves_out_title_and_footer():
+    doc = document()
+    assert part_key(doc, range(0, 1)) is None  # the title block: drawn every time
+    assert part_key(doc, range(2, 3)) is None  # the footer: drawn every time
+    key = part_key(doc, range(1, 2))
+    assert key == part_key(document(), range(1, 2))  # equal content, equal key
+    other_chart = document()
+    other_chart.sections[1].blocks[0] = chart([1, 3, 3])
+    renamed = document()
+    renamed.sections[1].title = "Second, renamed"
+    reworded = document()
+    reworded.sections[1].blocks[1] = Text("between", emphasis=True)
+    keys = {part_key(d, range(1, 2)) for d in (other_chart, renamed, reworded)}
+    assert key not in keys and len(keys) == 3
+    cell = Document(title="t", subtitle="s", footer="f", sections=[
+        doc.sections[0], doc.sections[0], doc.sections[0]])
+    changed = Document(title="t", subtitle="s", footer="f", sections=[
+        doc.sections[0], Section("one", "First", [
+            Table(doc.sections[0].blocks[2].frame.replace("1.25", "1.26"), "folds")]),
+        doc.sections[0]])
+    assert part_key(cell, range(1, 2)) != part_key(changed, range(1, 2))
+
+
+def test_a_part_key_follows_the_drawing_code(tmp_path):
+    """The key digests this module's source: a copy of it keys alike, an edited copy
+    does not (so editing how a part is drawn draws it again)."""
+    import importlib.util
+    import inspect
+    import sys
+
+    from mmats.reports import render
+
+    def load(name, source):
+        path = tmp_path / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    def key(module):
+        table = module.Table(pd.DataFrame({"a": ["1"]}))
+        doc = module.Document(title="t", subtitle="s", sections=[
+            module.Section(str(i), str(i), [module.Text("x"), table]) for i in range(3)])
+        return module.part_key(doc, range(1, 2))
+
+    source = inspect.getsource(render)
+    try:
+        same = load("mmats_render_copy", source)
+        edited = load("mmats_render_edited", source.replace("MARGIN = 0.55", "MARGIN = 0.6"))
+        assert key(same) == key(render)
+        assert key(edited) != key(render)
+    finally:
+        sys.modules.pop("mmats_render_copy", None)
+        sys.modules.pop("mmats_render_edited", None)
+
+
+def test_cached_parts_give_the_file_drawn_afresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    doc = document()
+    middle = part_key(doc, range(1, 2))
+    assert not is_cached(middle)
+    first = write_pdf(doc, tmp_path / "first.pdf").read_bytes()  # draws, stores the middle
+    assert is_cached(middle)
+    here, there = share_parts(doc, pdf_parts(doc))
+    assert 1 in here and len(there) == 1  # the two to draw, one in each process
+    assert sorted(i for side in share_parts(doc, pdf_parts(doc), cache=False)
+                  for i in side) == [0, 1, 2]
+    again = write_pdf(doc, tmp_path / "again.pdf").read_bytes()  # reads the middle
+    fresh = write_pdf(doc, tmp_path / "fresh.pdf", cache=False).read_bytes()
+    assert first == again == fresh
+    assert draw_part(doc, range(1, 2)) == draw_pdf_part(doc, range(1, 2))
+
+
+@fork_only
+def test_the_worker_with_cached_parts_writes_the_file_drawn_afresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    doc = document()
+    fresh = write_pdf(doc, tmp_path / "fresh.pdf", cache=False).read_bytes()
+    for name in ("cold", "warm"):  # the first stores the middle part, the second reads it
+        worker = PdfWorker()
+        worker.write(doc, tmp_path / f"{name}.pdf")
+        worker.wait()
+        assert (tmp_path / f"{name}.pdf").read_bytes() == fresh

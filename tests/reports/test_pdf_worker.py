@@ -14,6 +14,12 @@ from mmats.reports.render import Chart, Document, Heading, Section, Table, Text,
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks")
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """A cache of rendered parts of each test's own (the PDF's parts are cached too)."""
+    monkeypatch.setenv("MMATS_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def small_document() -> Document:
     figure = Figure(figsize=(4, 2))
     figure.add_subplot().plot([1, 3, 2])

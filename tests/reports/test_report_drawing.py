@@ -59,7 +59,7 @@ def test_a_second_report_from_the_same_research_takes_its_parts_from_the_cache(
         research, tmp_path):
     first = write_research_report(research, tmp_path / "first", stem="r", jobs=2)
     stored = sorted(p.name for p in cache_folder().glob("??/*"))
-    assert len(stored) == 6  # five charts and the tearsheet
+    assert len(stored) == 8  # five charts, the tearsheet and the PDF's two middle parts
     second = write_research_report(research, tmp_path / "second", stem="r", jobs=2)
     assert sorted(p.name for p in cache_folder().glob("??/*")) == stored
     assert first["tearsheet"].read_bytes() == second["tearsheet"].read_bytes()
