@@ -120,7 +120,7 @@ class Desk:
                 continue
             order = order_record(row)
             if venue is not None:
-                self._settle(sleeve, cid, order, venue)
+                self._settle(sleeve, cid, order, venue, journaled=row["broker_status"])
             elif is_protective(order):  # never re-sent as it was: the next sync places anew
                 self.protection.lost(sleeve, cid, order, row)
             elif row["broker_status"] in ("SENDING", "UNKNOWN", "UNSENT"):
@@ -367,8 +367,11 @@ class Desk:
         flattening fill): the fills the journal has not seen, the order's status."""
         self._settle(sleeve, cid, order, venue)
 
-    def _settle(self, sleeve, cid, order, venue: dict) -> None:
-        """Apply the part of the venue's report the journal has not seen yet."""
+    def _settle(self, sleeve, cid, order, venue: dict, journaled: str | None = None) -> None:
+        """Apply the part of the venue's report the journal has not seen yet. Nothing is
+        written when there is none: no new fill, and the status the order's newest row
+        already has (``journaled``), as an order resting at the venue reports tick
+        after tick."""
         if venue["status"] == "rejected":
             self._rejected(sleeve, cid, order, venue.get("reason") or "rejected by the venue",
                            venue.get("reason") or "rejected")
@@ -380,6 +383,10 @@ class Desk:
         new = float(venue["filled_qty"] or 0.0) - filled
         record = self.states[sleeve.id][0]
         booked = new > 1e-12 * max(filled, 1.0) and bool(venue.get("avg_price"))
+        if not booked and venue["status"] == journaled:  # nothing new: nothing to journal
+            if venue["status"] not in FINAL_STATES and not is_protective(order):
+                self.waiting.add(sleeve.id)
+            return
         with self.journal.transaction():
             if booked:
                 # the first fill is at the venue's price itself (q x p / q may be off an ulp)

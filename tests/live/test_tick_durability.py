@@ -59,8 +59,11 @@ class Venue:
 
 
 def _rig(tmp_path, models=2):
-    specs = [{"id": f"m{i}", "strategy": "ema_cross", "market": "crypto",
-              "allocation": 1.0 / models, "params": {"fast": 3 + i, "slow": 12},
+    strategies = [("ema_cross", {"fast": 5, "slow": 20}),
+                  ("donchian_breakout", {"channel": 10}),  # with stops: legs rest at the venue
+                  ("rsi_reversion", {"period": 14})]
+    specs = [{"id": f"m{i}", "strategy": strategies[i % 3][0], "market": "crypto",
+              "allocation": 1.0 / models, "params": strategies[i % 3][1],
               "costs": {"fee_bps": 10}} for i in range(models)]
     config = parse_config({
         "mode": "operator",
@@ -233,3 +236,19 @@ def test_tables_made_by_other_create_text_are_judged_by_their_columns(tmp_path):
     with pytest.raises(JournalError, match=r"table ticks lacks the columns \[\] and has "
                                            r"unexpected columns \['venue'\]"):
         Journal(path)
+
+
+def test_an_order_the_venue_reports_unchanged_is_not_journaled_again(tmp_path):
+    """Each tick looks up the orders not settled yet; one the venue reports as the journal
+    already has it (no new fill, the same status) writes nothing: no row, no commit."""
+    config, feed, clock, venue = _rig(tmp_path)
+    for now in feed.close_times("ETH/BTC"):
+        _tick(config, feed, clock, venue, now)
+    with Journal(config.journal) as journal:
+        rows = journal.rows("orders")
+    history: dict[str, list[str]] = {}
+    for row in rows:
+        history.setdefault(row["client_order_id"], []).append(row["broker_status"])
+    assert sum("open" in statuses for statuses in history.values()) >= 3  # legs resting
+    for cid, statuses in history.items():
+        assert all(a != b for a, b in zip(statuses, statuses[1:], strict=False)), (cid, statuses)
