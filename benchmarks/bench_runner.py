@@ -105,8 +105,10 @@ class Timed:
 #: commit syncs the WAL; the SENDING commit syncs the WAL. The anchor's lines of those
 #: commits are fsync'ed once, after the orders (``Journal.anchor_sync_deferred``; it was
 #: 6 when each line was synced at its commit). That is one model's tick (4 in each of 19
-#: ticks that sent); with 10 models the recovery's and reconciliation's own commits came
-#: before it too: 4 to 14, median 6 (it was 6 to 14, median 10).
+#: ticks that sent); with 10 models the reconciliation's own commits (a changed balance,
+#: a protective leg placed) came before it too: 4 to 11, median 5 (it was 6 to 14, median
+#: 10, when the recovery also journaled again every resting leg the venue reported as it
+#: was, each in a commit of its own).
 SYNCS_BEFORE_ORDER = 4
 
 
