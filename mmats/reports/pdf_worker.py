@@ -59,10 +59,12 @@ class PdfWorker:
         os.close(requests)
         os.close(replies)
 
-    def write(self, document, path, cache: bool = True) -> None:
+    def write(self, document, path, cache: bool = True, share: bool = True) -> None:
         """Send ``document`` (its charts rendered) to be written to ``path``; ``cache``
-        takes parts drawn before from the cache of rendered parts."""
-        data = pickle.dumps((document, os.fspath(path), cache),
+        takes parts drawn before from the cache of rendered parts; ``share`` False draws
+        every part in the worker, its helper left idle (when another process already
+        keeps the second core busy, e.g. drawing the tearsheet)."""
+        data = pickle.dumps((document, os.fspath(path), cache, share),
                             protocol=pickle.HIGHEST_PROTOCOL)
         try:
             with os.fdopen(self._send, "wb") as pipe:
@@ -115,8 +117,8 @@ def _serve(requests: int, replies: int) -> None:
             os.close(replies)
             return
         try:
-            document, path, cache = pickle.loads(request)
-            _write(document, path, cache, helper)
+            document, path, cache, share = pickle.loads(request)
+            _write(document, path, cache, helper if share else None)
             reply = b"ok"
         except Exception as error:  # noqa: BLE001 - sent back and raised by the caller
             reply = _pickled_error(error)

@@ -103,7 +103,8 @@ def write_research_report(research, directory: str | Path = "reports", *,
         for chart in charts_of(document):
             chart.render(cache)
         if pdf and pdf_worker is not None:
-            pdf_worker.write(document, paths["pdf"], cache)
+            # with the tearsheet drawn beside, the worker's helper would only crowd it
+            pdf_worker.write(document, paths["pdf"], cache, share=drawing.pool is None)
         write_html(document, paths["html"])
         if pdf and pdf_worker is None:
             write_pdf(document, paths["pdf"], cache=cache)

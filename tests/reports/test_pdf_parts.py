@@ -230,8 +230,8 @@ def test_the_worker_with_cached_parts_writes_the_file_drawn_afresh(tmp_path, mon
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     doc = document()
     fresh = write_pdf(doc, tmp_path / "fresh.pdf", cache=False).read_bytes()
-    for name in ("cold", "warm"):  # the first stores the middle part, the second reads it
-        worker = PdfWorker()
-        worker.write(doc, tmp_path / f"{name}.pdf")
+    for name, share in (("cold", True), ("warm", True), ("alone", False)):
+        worker = PdfWorker()  # cold stores the middle part, the others read it
+        worker.write(doc, tmp_path / f"{name}.pdf", share=share)  # alone: no helper
         worker.wait()
         assert (tmp_path / f"{name}.pdf").read_bytes() == fresh
