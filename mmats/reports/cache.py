@@ -1,4 +1,5 @@
-"""A content-addressed cache of rendered report parts (chart PNGs, the tearsheet page).
+"""A content-addressed cache of rendered report parts (chart PNGs, the tearsheet page,
+the PDF's parts that do not say when the report was made).
 
 Rendering is most of a walk-forward run's time (the quantstats tearsheet alone draws
 fourteen SVG figures), and the same research rendered again gives the same pictures:
