@@ -14,7 +14,11 @@ or delete the newest rows of both a table and the chain index. Two things close 
       seq=42 table=fills hash=<sha256 hex> time=2024-05-01T12:00:00.123456Z journal=<id> sig=<hex>
 
   (``sig=-`` in an unsigned journal's anchor). Deleting the newest rows, or restoring an
-  older copy of the journal, leaves the anchor's head beyond the journal's.
+  older copy of the journal, leaves the anchor's head beyond the journal's. A line is
+  written right after its commit and fsync'ed with it, or, in a live tick, with the
+  tick's others once its orders are out (``Journal.anchor_sync_deferred``): a line is
+  never written before its rows are durable, so the anchor is never ahead of an honest
+  journal.
 
 What :func:`check_seal` reports (besides the chain's ``edited``, ``deleted``,
 ``reordered`` and ``inserted``):
@@ -29,7 +33,8 @@ What :func:`check_seal` reports (besides the chain's ``edited``, ``deleted``,
 and as warnings (``ok`` stays true; ``scripts/journal.py verify --strict`` fails on them):
 ``unsigned`` (nothing can prove a row genuine), ``anchor_missing``, ``anchor_behind`` (the
 journal's head is newer than the anchor's: normal after a crash between a commit and its
-anchor line, or the anchor's tail was cut; the next commit anchors again),
+anchor line, or a power cut before a tick's lines were fsync'ed, or the anchor's tail was
+cut; the next commit anchors again),
 ``anchor_damaged`` (a line that does not parse, e.g. torn by a crash) and
 ``anchor_foreign`` (a line of another journal).
 
