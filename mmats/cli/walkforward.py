@@ -11,9 +11,9 @@ Sweeps the grid on each training window, trades the next window with the best
 parameters, then judges the stitched out-of-sample result: Monte Carlo, deflated Sharpe
 ratio, probability of backtest overfitting and Hansen's SPA. Writes a quantstats
 tearsheet, an HTML report and its PDF under reports/ and prints their paths
-(--no-tearsheet and --no-pdf leave those out). A research result, charts and the
-tearsheet made before from the same data, options and code are taken from a cache, which
---no-cache bypasses: the research is deterministic (its bootstraps are seeded).
+(--no-tearsheet and --no-pdf leave those out). A research result, charts, the
+tearsheet and the PDF's middle pages made before from the same data, options and code are
+taken from a cache, which --no-cache bypasses: the research is deterministic (its bootstraps are seeded).
 
 exit codes: 0 done (whatever the verdict: read it); 2 usage or input error (a bad option,
 a missing or unreadable file, a strategy that breaks its contract or peeks ahead, a
@@ -72,8 +72,8 @@ def main(argv=None, prog="mmats walkforward") -> int:
                         help="leave out the quantstats tearsheet (the slowest file to draw)")
     parser.add_argument("--no-pdf", action="store_true", help="leave out the PDF report")
     parser.add_argument("--no-cache", action="store_true",
-                        help="compute the research and draw every chart and the tearsheet "
-                        "afresh, not from the cache of results and parts made before from "
+                        help="compute the research and draw every chart, the tearsheet and "
+                        "the PDF's pages afresh, not from the cache of results and parts made before from "
                         "the same inputs and code")
     parser.add_argument("--jobs", type=int,
                         help="processes drawing the reports at once: 1 draws them in order "
