@@ -376,6 +376,9 @@ class Desk:
             self._rejected(sleeve, cid, order, venue.get("reason") or "rejected by the venue",
                            venue.get("reason") or "rejected")
             return
+        if venue["status"] == journaled and not float(venue["filled_qty"] or 0.0):
+            self._unchanged(sleeve, order, venue)  # resting unfilled: no fill to look for
+            return
         done = self.journal.fills_of_order(cid)
         filled = sum(f["qty"] for f in done)
         notional = sum(f["qty"] * f["price"] for f in done)
@@ -384,8 +387,7 @@ class Desk:
         record = self.states[sleeve.id][0]
         booked = new > 1e-12 * max(filled, 1.0) and bool(venue.get("avg_price"))
         if not booked and venue["status"] == journaled:  # nothing new: nothing to journal
-            if venue["status"] not in FINAL_STATES and not is_protective(order):
-                self.waiting.add(sleeve.id)
+            self._unchanged(sleeve, order, venue)
             return
         with self.journal.transaction():
             if booked:
@@ -415,6 +417,12 @@ class Desk:
             self.waiting.add(sleeve.id)  # resting protective orders do not hold a sleeve
         if booked:
             self.protection.sync(sleeve)  # the position or the levels moved
+
+    def _unchanged(self, sleeve, order, venue: dict) -> None:
+        """An order the venue reports as the journal has it: still working, it holds its
+        sleeve (a resting protective leg does not)."""
+        if venue["status"] not in FINAL_STATES and not is_protective(order):
+            self.waiting.add(sleeve.id)
 
     def _book_fill(self, record, cfg, order, quantity, price) -> None:
         """A venue's fill through the kernel: a protective order's as the kernel's stop
