@@ -37,58 +37,49 @@ def start_pdf_worker() -> PdfWorker | None:
     return PdfWorker()
 
 
-class PdfWorker:
-    """One forked process that writes one PDF (:meth:`write`, then :meth:`wait`); a worker
-    sent nothing (:meth:`close`, or the caller exiting) ends without writing."""
+class _Forked:
+    """A forked process that answers one request sent over a pipe: ``serve(requests,
+    replies)`` runs in the child, on the two pipe ends it reads and writes
+    (:func:`_answer_one` does the reading and writing); ``inherited`` are other pipe ends
+    of the parent's that the child closes. A child sent nothing (:meth:`close`, or the
+    parent exiting) ends without answering."""
 
-    def __init__(self):
+    def __init__(self, serve, inherited: tuple[int, ...] = ()):
         requests, self._send = os.pipe()
         self._replies, replies = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
         self.pid = os.fork()
-        if self.pid == 0:  # the worker: never returns to the caller's code
-            os.close(self._send)
-            os.close(self._replies)
+        if self.pid == 0:  # the child: never returns to the caller's code
+            for fd in (self._send, self._replies, *inherited):
+                os.close(fd)
             code = 1
             try:
-                _serve(requests, replies)
+                serve(requests, replies)
                 code = 0
             finally:
                 os._exit(code)
         os.close(requests)
         os.close(replies)
 
-    def write(self, document, path, cache: bool = True, share: bool = True) -> None:
-        """Send ``document`` (its charts rendered) to be written to ``path``; ``cache``
-        takes parts drawn before from the cache of rendered parts; ``share`` False draws
-        every part in the worker, its helper left idle (when another process already
-        keeps the second core busy, e.g. drawing the tearsheet)."""
-        data = pickle.dumps((document, os.fspath(path), cache, share),
-                            protocol=pickle.HIGHEST_PROTOCOL)
+    def _request(self, data: bytes) -> None:
         try:
             with os.fdopen(self._send, "wb") as pipe:
                 pipe.write(data)
         finally:
             self._send = None
 
-    def wait(self) -> None:
-        """Wait for the PDF; raise the error writing it raised (an OSError naming the
-        file, say) or RuntimeError if the worker died."""
+    def _reply(self) -> bytes:
+        """The child's reply (empty if it ended without one), the child reaped."""
         try:
             with os.fdopen(self._replies, "rb") as pipe:
-                reply = pipe.read()
+                return pipe.read()
         finally:
             self._replies = None
             self._reap()
-        if reply == b"ok":
-            return
-        if not reply:
-            raise RuntimeError("the process writing the PDF report ended without writing it")
-        raise pickle.loads(reply)
 
     def close(self) -> None:
-        """End the worker without writing (after an error in the caller)."""
+        """End the child without an answer (after an error in the caller)."""
         for name in ("_send", "_replies"):
             fd = getattr(self, name)
             if fd is not None:
@@ -102,6 +93,44 @@ class PdfWorker:
             self.pid = 0
 
 
+def _answer_one(requests: int, replies: int, answer) -> None:
+    """In a child: read the one request; unless there is none, write ``answer(request)``."""
+    with os.fdopen(requests, "rb") as pipe:
+        request = pipe.read()
+    if not request:
+        os.close(replies)
+        return
+    reply = answer(request)
+    with os.fdopen(replies, "wb") as pipe:
+        pipe.write(reply)
+
+
+class PdfWorker(_Forked):
+    """One forked process that writes one PDF (:meth:`write`, then :meth:`wait`); a worker
+    sent nothing (:meth:`close`, or the caller exiting) ends without writing."""
+
+    def __init__(self):
+        super().__init__(_serve)
+
+    def write(self, document, path, cache: bool = True, share: bool = True) -> None:
+        """Send ``document`` (its charts rendered) to be written to ``path``; ``cache``
+        takes parts drawn before from the cache of rendered parts; ``share`` False draws
+        every part in the worker, its helper left idle (when another process already
+        keeps the second core busy, e.g. drawing the tearsheet)."""
+        self._request(pickle.dumps((document, os.fspath(path), cache, share),
+                                   protocol=pickle.HIGHEST_PROTOCOL))
+
+    def wait(self) -> None:
+        """Wait for the PDF; raise the error writing it raised (an OSError naming the
+        file, say) or RuntimeError if the worker died."""
+        reply = self._reply()
+        if reply == b"ok":
+            return
+        if not reply:
+            raise RuntimeError("the process writing the PDF report ended without writing it")
+        raise pickle.loads(reply)
+
+
 def _serve(requests: int, replies: int) -> None:
     """In the worker: import the writer, fork a helper (which shares the imports), read
     one request, write the PDF, reply."""
@@ -110,20 +139,17 @@ def _serve(requests: int, replies: int) -> None:
     prepare_pdf()  # matplotlib, while the caller works
     helper = _PartDrawer(inherited=(requests, replies)) if (os.cpu_count() or 1) >= 2 \
         else None
-    try:
-        with os.fdopen(requests, "rb") as pipe:
-            request = pipe.read()
-        if not request:
-            os.close(replies)
-            return
+
+    def write(request: bytes) -> bytes:
         try:
             document, path, cache, share = pickle.loads(request)
             _write(document, path, cache, helper if share else None)
-            reply = b"ok"
+            return b"ok"
         except Exception as error:  # noqa: BLE001 - sent back and raised by the caller
-            reply = _pickled_error(error)
-        with os.fdopen(replies, "wb") as pipe:
-            pipe.write(reply)
+            return _pickled_error(error)
+
+    try:
+        _answer_one(requests, replies, write)
     finally:
         if helper is not None:
             helper.close()
@@ -153,39 +179,21 @@ def _write(document, path, cache: bool, helper: _PartDrawer | None) -> None:
     write_pdf_bytes(join_pdfs([drawn[i] for i in range(len(parts))]), path)
 
 
-class _PartDrawer:
+class _PartDrawer(_Forked):
     """A process forked from the worker (so with matplotlib imported) that draws the
     parts of a PDF it is sent and sends their bytes back; one sent nothing just ends."""
 
     def __init__(self, inherited: tuple[int, ...] = ()):
-        requests, self._send = os.pipe()
-        self._replies, replies = os.pipe()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.pid = os.fork()
-        if self.pid == 0:
-            for fd in (self._send, self._replies, *inherited):  # the worker's pipes: its own
-                os.close(fd)
-            code = 1
-            try:
-                _draw_parts(requests, replies)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(requests)
-        os.close(replies)
+        super().__init__(lambda requests, replies: _answer_one(requests, replies, _draw),
+                         inherited)
 
     def draw(self, document, parts, cache: bool) -> None:
-        data = pickle.dumps((document, list(parts), cache), protocol=pickle.HIGHEST_PROTOCOL)
-        with os.fdopen(self._send, "wb") as pipe:
-            self._send = None
-            pipe.write(data)
+        self._request(pickle.dumps((document, list(parts), cache),
+                                   protocol=pickle.HIGHEST_PROTOCOL))
 
     def result(self) -> list[bytes]:
         """The parts' PDF bytes; raises what drawing them raised."""
-        with os.fdopen(self._replies, "rb") as pipe:
-            self._replies = None
-            reply = pipe.read()
+        reply = self._reply()
         if not reply:
             raise RuntimeError("the process drawing part of the PDF report ended without "
                                "drawing it")
@@ -194,33 +202,17 @@ class _PartDrawer:
             raise value
         return value
 
-    def close(self) -> None:
-        for name in ("_send", "_replies"):
-            fd = getattr(self, name)
-            if fd is not None:
-                os.close(fd)
-                setattr(self, name, None)
-        if self.pid:
-            os.waitpid(self.pid, 0)
-            self.pid = 0
 
-
-def _draw_parts(requests: int, replies: int) -> None:
+def _draw(request: bytes) -> bytes:
+    """In the helper: the parts asked for, drawn, or the error drawing them raised."""
     from mmats.reports.render import draw_part
 
-    with os.fdopen(requests, "rb") as pipe:
-        request = pipe.read()
-    if not request:
-        os.close(replies)
-        return
     try:
         document, parts, cache = pickle.loads(request)
-        reply = pickle.dumps(("ok", [draw_part(document, part, cache) for part in parts]),
-                             protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(("ok", [draw_part(document, part, cache) for part in parts]),
+                            protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as error:  # noqa: BLE001 - sent back and raised by the worker
-        reply = pickle.dumps(("error", pickle.loads(_pickled_error(error))))
-    with os.fdopen(replies, "wb") as pipe:
-        pipe.write(reply)
+        return pickle.dumps(("error", pickle.loads(_pickled_error(error))))
 
 
 def _pickled_error(error: Exception) -> bytes:
