@@ -28,7 +28,7 @@ from mmats.reports.render import (
     write_pdf,
 )
 
-fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="the worker forks")
+fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="the PDF worker and its helper are forked processes; without os.fork (Windows) the PDF is drawn in the caller and these checks do not apply")
 
 
 @pytest.fixture(autouse=True)
