@@ -16,7 +16,7 @@ A kill does three things, in this order:
    as soon as it sees the request, or the next tick does after a crash.
 
 The request file, not the journal, carries the signal: a tick inside a journal
-transaction cannot block it, and it is read with one ``stat`` per check.
+transaction cannot block it, and it is checked with one system call (``access``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def request_path(journal_path) -> Path:
 
 
 def is_killed(journal_path) -> bool:
-    """Whether a kill request is in force (one ``stat``: cheap enough for every order)."""
-    return os.path.exists(_request_text(os.fspath(journal_path)))
+    """Whether a kill request is in force (one ``access``: cheap enough for every order)."""
+    return _exists(_request_text(os.fspath(journal_path)))
 
 
 def kill_check(journal_path) -> Callable[[], bool]:
@@ -61,7 +61,15 @@ def kill_check(journal_path) -> Callable[[], bool]:
     False
     """
     path = _request_text(os.fspath(journal_path))
-    return lambda: os.path.exists(path)
+    return lambda: _exists(path)
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` exists, as ``os.path.exists`` says (a missing file, or one that
+    cannot be reached, is not there), asked with ``access(F_OK)``: no ``stat`` result to
+    build, nor an exception raised and caught when it is missing (the usual answer, asked
+    several times a tick), so about half the cost."""
+    return os.access(path, os.F_OK)
 
 
 @functools.lru_cache(maxsize=64)
