@@ -85,6 +85,8 @@ from mmats.live.journal_signing import (
 )
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
 
+_COLUMNS = {table: tuple(columns) for table, columns in TABLES.items()}  # payloads' keys
+
 
 class Journal:
     """An append-only SQLite journal (WAL, ``synchronous=FULL``), one connection each.
@@ -314,15 +316,14 @@ class Journal:
     def _append(self, table: str, ts_ns: int, payload: dict) -> int:
         """Append one row (and its chain entry) in one IMMEDIATE transaction, or inside
         the open :meth:`transaction`; returns its seq."""
-        columns = list(TABLES[table])
-        assert list(payload) == columns, (table, list(payload))
+        assert tuple(payload) == _COLUMNS[table], (table, list(payload))
         db = self._writable()
         if self._in_transaction:
-            return self._insert(db, table, ts_ns, payload, columns)
+            return self._insert(db, table, ts_ns, payload)
         db.execute("BEGIN IMMEDIATE")
         self._began_at = None
         try:
-            seq = self._insert(db, table, ts_ns, payload, columns)
+            seq = self._insert(db, table, ts_ns, payload)
             db.execute("COMMIT")
         except BaseException:
             self._unanchored, self._saved_states = None, {}
@@ -341,7 +342,7 @@ class Journal:
                                "readonly=True to append")
         return self._db
 
-    def _insert(self, db, table, ts_ns, payload, columns) -> int:
+    def _insert(self, db, table, ts_ns, payload) -> int:
         head = self._unanchored if self._in_transaction else None
         if head is not None:  # our own last row: the write lock is held, nobody appended
             seq, prev_hash = head[0] + 1, head[2]
