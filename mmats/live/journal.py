@@ -726,6 +726,13 @@ class Journal:
         """Every saved state of one sleeve, oldest first."""
         return self.rows("sleeve_states", "sleeve_id = ?", (sleeve_id,))
 
+    def state_history(self, sleeve_id: str) -> list[tuple[int, bytes]]:
+        """``(ts_ns, state bytes)`` of every saved state of one sleeve, oldest first: what
+        an equity curve reads, without the rest of each row (a state row's dtype text
+        alone is three times its state)."""
+        return self._read("SELECT ts_ns, state FROM sleeve_states WHERE sleeve_id = ? "
+                          "ORDER BY seq", (sleeve_id,)).fetchall()
+
     def newest_strategy_signal(self, model_id: str, symbol: str) -> dict | None:
         """The newest signal of one sleeve that carries the strategy's own value
         (``meta.value``; an operator's manual order carries none), or None."""

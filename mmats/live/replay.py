@@ -111,10 +111,9 @@ def _last_tick(config, journal, cash) -> int:
 def _collect(config, journal, path, cash) -> ReplayResult:
     columns, states = {}, {}
     for sleeve in sleeves(config, cash):
-        rows = journal.sleeve_states(sleeve.id)
-        values = [np.frombuffer(row["state"], dtype=STATE_DTYPE)[0] for row in rows]
-        series = pd.Series([v["equity"] for v in values],
-                           index=pd.to_datetime([r["ts_ns"] for r in rows], utc=True))
+        history = journal.state_history(sleeve.id)
+        series = pd.Series(_equities([blob for _, blob in history]),
+                           index=pd.to_datetime([ts_ns for ts_ns, _ in history], utc=True))
         # operator mode also saves the state when an order is sent or filled
         columns[sleeve.id] = series[~series.index.duplicated(keep="last")]
         states[sleeve.id] = journal.load_state(sleeve.id)
@@ -122,6 +121,16 @@ def _collect(config, journal, path, cash) -> ReplayResult:
     final = float(sum(state[0]["equity"] for state in states.values()))
     trades = int(sum(state[0]["n_trades"] for state in states.values()))
     return ReplayResult(path, equity, journal.fills(), final, trades, states)
+
+
+def _equities(blobs: list[bytes]) -> np.ndarray | list:
+    """The ``equity`` of each saved state (``STATE_DTYPE`` bytes), read from their bytes
+    joined: one array for a sleeve's history, not one per bar."""
+    size = STATE_DTYPE.itemsize
+    if blobs and all(len(blob) == size for blob in blobs):
+        return np.frombuffer(b"".join(blobs), dtype=STATE_DTYPE)["equity"].copy()
+    # none, or one of another size (which raises, as it always did)
+    return [np.frombuffer(blob, dtype=STATE_DTYPE)[0]["equity"] for blob in blobs]
 
 
 @dataclass
