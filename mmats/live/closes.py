@@ -132,15 +132,16 @@ class Book:
         that step_close writes anew (entries 0..size-1 and its events); what the close
         returns is copied out of them."""
         size = len(group)
+        for k, bar in enumerate(group):  # the close's bars, into the first rows of out's
+            out.sleeve_of[k] = self.column[bar.sleeve.id]
+            out.open_ns[k] = bar.open_ns
+            out.prices[k] = bar.prices
+            out.values[k] = values[k]
         states = pack_states(self.sleeve_ids, self.states)
         books = self.books()
         n_events = step_close(
-            states, self.cfgs, books, self.limits, self.member, self.venue,
-            np.array([self.column[bar.sleeve.id] for bar in group], dtype=np.int64),
-            out.rows, out.rows, 0, size,
-            np.array([bar.open_ns for bar in group], dtype=np.int64),
-            np.array([bar.prices for bar in group], dtype=np.float64).reshape(size, 5),
-            np.array(values, dtype=np.float64).reshape(size, 3),
+            states, self.cfgs, books, self.limits, self.member, self.venue, out.sleeve_of,
+            out.rows, out.rows, 0, size, out.open_ns, out.prices, out.values,
             out.fills, out.n_fills, out.orders, out.n_orders, out.blocks, out.before,
             out.trades, out.events)
         fills, n_fills, orders, n_orders = out.fills, out.n_fills, out.orders, out.n_orders
@@ -225,13 +226,17 @@ _SCRATCHES_KEPT = 4  # sets of scratch arrays a layout keeps for its closes
 
 
 class _Scratch:
-    """What :func:`~mmats.nb.portfolio.step_close` writes for a close of up to ``size``
-    bars, lent to one close at a time (:meth:`_Layout.borrow_scratch`; a close copies
-    out what it keeps)."""
+    """What :func:`~mmats.nb.portfolio.step_close` reads and writes for a close of up to
+    ``size`` bars, lent to one close at a time (:meth:`_Layout.borrow_scratch`; a close
+    fills in its bars and copies out what it keeps)."""
 
     def __init__(self, size: int, n_scopes: int):
         size = max(size, 1)
         self.rows = np.arange(size, dtype=np.int64)
+        self.sleeve_of = np.zeros(size, dtype=np.int64)  # the bars', filled in by a close
+        self.open_ns = np.zeros(size, dtype=np.int64)
+        self.prices = np.zeros((size, 5))  # open, high, low, close, volume
+        self.values = np.zeros((size, 3))  # value, stop, take-profit distance
         self.fills = np.zeros(2 * size, dtype=FILL_DTYPE)
         self.n_fills = np.zeros(size, dtype=np.int64)
         self.orders = np.zeros(size, dtype=ORDER_DTYPE)
