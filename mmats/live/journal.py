@@ -33,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
@@ -286,32 +285,46 @@ class Journal:
         return journal_signer(self.path, self._meta["journal_id"], self._meta.get("key_id"))
 
     # -- the one write path ------------------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self):
+    def transaction(self) -> _Transaction:
         """Make the appends inside one atomic unit: after a crash, all of them are in the
         journal or none is. The runner journals each bar (tick, orders, fills, signal and
         the sleeve's new state) this way, so a restart never sees half a bar. The head is
-        anchored once, after the commit."""
+        anchored once, after the commit. Inside another transaction, its appends are the
+        outer one's."""
+        return _Transaction(self)
+
+    def _begin(self) -> sqlite3.Connection | None:
+        """Open a transaction (None: one is open already, the appends go into it)."""
         db = self._writable()
         if self._in_transaction:
-            yield self
-            return
+            return None
         db.execute("BEGIN IMMEDIATE")
         self._in_transaction = True
         self._began_at = None
+        return db
+
+    def _end(self, db: sqlite3.Connection, failed: bool) -> None:
+        """Commit what :meth:`_begin` opened, or roll it back (``failed``, or the commit
+        failed); a commit's head is anchored."""
         try:
-            yield self
-            self._flush()
-            db.execute("COMMIT")
-        except BaseException:
-            self._unanchored, self._pending, self._saved_states = None, {}, {}
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            if failed:
+                self._roll_back(db)
+                return
+            try:
+                self._flush()
+                db.execute("COMMIT")
+            except BaseException:
+                self._roll_back(db)
+                raise
         finally:
             self._in_transaction = False
         self._note_commit()
         self._write_anchor()
+
+    def _roll_back(self, db: sqlite3.Connection) -> None:
+        self._unanchored, self._pending, self._saved_states = None, {}, {}
+        if db.in_transaction:
+            db.execute("ROLLBACK")
 
     def _append(self, table: str, ts_ns: int, payload: dict) -> int:
         """Append one row (and its chain entry) in one IMMEDIATE transaction, or inside
@@ -392,40 +405,38 @@ class Journal:
             self._flush()
         return self._db.execute(sql, params)
 
-    @contextlib.contextmanager
-    def anchor_sync_deferred(self):
+    def anchor_sync_deferred(self) -> _AnchorSyncDeferred:
         """Inside: each commit's anchor line is written at once but fsync'ed at the end,
         once for all (each commit itself is fsync'ed as ever). A tick holds its anchor's
         fsyncs until its orders are out: a power cut before that leaves the anchor behind
         the journal (``anchor_behind``, as after a crash between a commit and its line),
         never ahead of it, and signatures catch a forged row as before."""
-        self._anchor_deferred += 1
-        try:
-            yield self
-        finally:
-            self._anchor_deferred -= 1
-            if not self._anchor_deferred:
-                self._anchor_io(self._anchor.sync, None)
+        return _AnchorSyncDeferred(self)
 
     def _write_anchor(self) -> None:
         """Append the committed head to the anchor file (see journal_signing)."""
         head, self._unanchored = self._unanchored, None
         if head is not None:
-            self._anchor_io(lambda: self._anchor.append(
-                *head, self._meta["journal_id"], self._signer,
-                sync=not self._anchor_deferred), head)
+            try:
+                self._anchor.append(*head, self._meta["journal_id"], self._signer,
+                                    sync=not self._anchor_deferred)
+            except OSError as error:
+                raise self._anchor_error(error, head) from None
 
     def _anchor_io(self, write, head) -> None:
         try:
             write()
         except OSError as error:
-            if head is None:
-                raise JournalError(f"journal {self.path}: the anchor {self.anchor_path} "
-                                   f"cannot be synced ({error})") from None
-            raise JournalError(
-                f"journal {self.path}: seq {head[0]} is committed, but the anchor "
-                f"{self.anchor_path} cannot be written ({error}); fix the anchor path — "
-                "until then the newest rows are not anchored") from None
+            raise self._anchor_error(error, head) from None
+
+    def _anchor_error(self, error: OSError, head) -> JournalError:
+        if head is None:
+            return JournalError(f"journal {self.path}: the anchor {self.anchor_path} "
+                                f"cannot be synced ({error})")
+        return JournalError(
+            f"journal {self.path}: seq {head[0]} is committed, but the anchor "
+            f"{self.anchor_path} cannot be written ({error}); fix the anchor path — "
+            "until then the newest rows are not anchored")
 
     # -- appends -----------------------------------------------------------------------
     def append_tick(self, symbol: str, bar_ts_ns: int, open: float, high: float, low: float,
@@ -533,7 +544,7 @@ class Journal:
                               f"{getattr(state, 'dtype', type(state).__name__)!s} "
                               f"shape {getattr(state, 'shape', None)}")
         payload = {"sleeve_id": text_value(sleeve_id, "sleeve_id"), "dtype": _dtype_text(state.dtype),
-                   "state": np.ascontiguousarray(state).tobytes()}
+                   "state": state.tobytes()}  # C order, whatever the array's
         return self._append("sleeve_states", ts_value(ts_ns), payload)
 
     # -- reads -------------------------------------------------------------------------
@@ -789,3 +800,45 @@ class Journal:
                             head_hash=previous_hash, problems=problems,
                             signed=signer is not None, anchor=str(self.anchor_path),
                             anchor_head_seq=anchored, warnings=warnings)
+
+
+class _Transaction:
+    """The context of :meth:`Journal.transaction` (a class: a generator's context costs
+    three times as much, and a tick enters one per close)."""
+
+    __slots__ = ("_journal", "_db")
+
+    def __init__(self, journal: Journal):
+        self._journal = journal
+        self._db: sqlite3.Connection | None = None  # set if this context opened it
+
+    def __enter__(self) -> Journal:
+        self._db = self._journal._begin()
+        return self._journal
+
+    def __exit__(self, kind, error, trace) -> bool:
+        db, self._db = self._db, None
+        if db is not None:
+            self._journal._end(db, failed=kind is not None)
+        return False
+
+
+class _AnchorSyncDeferred:
+    """The context of :meth:`Journal.anchor_sync_deferred`."""
+
+    __slots__ = ("_journal",)
+
+    def __init__(self, journal: Journal):
+        self._journal = journal
+
+    def __enter__(self) -> Journal:
+        self._journal._anchor_deferred += 1
+        return self._journal
+
+    def __exit__(self, kind, error, trace) -> bool:
+        journal = self._journal
+        journal._anchor_deferred -= 1
+        if not journal._anchor_deferred:
+            journal._anchor_io(journal._anchor.sync, None)
+        return False
+
