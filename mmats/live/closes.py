@@ -16,6 +16,7 @@ loops it over a whole history without leaving numba.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Iterator
@@ -60,8 +61,15 @@ class SleeveBar:
 def sleeve_bar(order: int, sleeve: Sleeve, open_ns: int, prices: tuple,
                index: int = -1) -> SleeveBar:
     """The bar of ``sleeve`` that opened at ``open_ns``; it closes one timeframe later."""
-    return SleeveBar(open_ns + timeframe_ns(sleeve.timeframe), order, sleeve, open_ns,
+    return SleeveBar(open_ns + _step_ns(sleeve.timeframe), order, sleeve, open_ns,
                      prices, index)
+
+
+@functools.lru_cache(maxsize=64)
+def _step_ns(timeframe: str) -> int:
+    """:func:`~mmats.data.calendar.timeframe_ns`, parsed once per timeframe (every bar of
+    every tick asks)."""
+    return timeframe_ns(timeframe)
 
 
 def by_close(bars: Iterable[SleeveBar]) -> Iterator[list[SleeveBar]]:

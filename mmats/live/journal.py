@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -85,6 +86,12 @@ from mmats.live.journal_signing import (
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
 
 _COLUMNS = {table: tuple(columns) for table, columns in TABLES.items()}  # payloads' keys
+
+
+@functools.lru_cache(maxsize=32)
+def _dtype_facts(dtype: np.dtype) -> tuple[str, int]:
+    """A state dtype's stored text and size (every state loaded checks both)."""
+    return _dtype_text(dtype), dtype.itemsize
 
 
 class Journal:
@@ -600,14 +607,15 @@ class Journal:
 
     def _state(self, sleeve_id: str, dtype, stored: str, blob: bytes, seq: int) -> np.ndarray:
         """A stored state as a fresh 1-element array of ``dtype``, if it was saved so."""
-        if stored != _dtype_text(np.dtype(dtype)):
+        text, itemsize = _dtype_facts(np.dtype(dtype))
+        if stored != text:
             raise JournalError(
                 f"state of sleeve {sleeve_id!r} (seq {seq}) in {self.path} was saved with dtype "
-                f"{stored}, which differs from the requested {_dtype_text(np.dtype(dtype))}; "
+                f"{stored}, which differs from the requested {text}; "
                 "the state layout changed: migrate it or start the sleeve afresh")
-        if len(blob) != np.dtype(dtype).itemsize:
+        if len(blob) != itemsize:
             raise JournalError(f"state of sleeve {sleeve_id!r} (seq {seq}) has {len(blob)} "
-                               f"bytes, expected {np.dtype(dtype).itemsize}")
+                               f"bytes, expected {itemsize}")
         state = np.frombuffer(bytearray(blob), dtype=dtype)  # writable, its own memory
         return state if state.flags.aligned else state.copy()  # (.copy() costs 8 times more)
 
