@@ -266,9 +266,11 @@ def os_user() -> str:
 def row_hash(table: str, seq: int, ts_ns: int, payload: dict, prev_hash: str) -> str:
     """sha256 (hex) of the canonical JSON of one row; blobs enter as hex text."""
     if table == "sleeve_states" and type(payload.get("dtype")) is str:  # noqa: E721
-        text = _state_row_text(seq, ts_ns, payload, prev_hash)
-        if text is not None:
-            return hashlib.sha256(text.encode("ascii")).hexdigest()
+        rest = _state_row_rest(seq, ts_ns, payload, prev_hash)
+        if rest is not None:  # the text's head, with the dtype, is hashed once per dtype
+            digest = _state_row_head_hash(payload["dtype"]).copy()
+            digest.update(rest.encode("ascii"))
+            return digest.hexdigest()
     text = _flat_row_text(table, seq, ts_ns, payload, prev_hash)
     if text is None:
         canonical = {name: value.hex() if isinstance(value, bytes) else value
@@ -334,20 +336,37 @@ def _plain_text(value) -> str | None:
 def _state_row_text(seq, ts_ns, payload: dict, prev_hash) -> str | None:
     """The canonical JSON of a saved state's row, with its dtype's JSON made once (most of
     the row's text, the same at every save); None for a row of other types."""
-    if payload.keys() != {"sleeve_id", "dtype", "state"} or not (
+    rest = _state_row_rest(seq, ts_ns, payload, prev_hash)
+    return None if rest is None else _state_row_head(payload["dtype"]) + rest
+
+
+def _state_row_rest(seq, ts_ns, payload: dict, prev_hash) -> str | None:
+    """:func:`_state_row_text` after its head (:func:`_state_row_head`); None for a row
+    of other types."""
+    if len(payload) != 3 or payload.keys() != _STATE_KEYS or not (
             type(payload["sleeve_id"]) is str and type(payload["state"]) is bytes  # noqa: E721
             and type(seq) is int and type(ts_ns) is int and type(prev_hash) is str):  # noqa: E721
         return None
     encode = _CANONICAL.encode
-    return (f'{{"payload":{{"dtype":{_dtype_json(payload["dtype"])},"sleeve_id":'
-            f'{encode(payload["sleeve_id"])},"state":"{payload["state"].hex()}"}},'
+    return (f'{encode(payload["sleeve_id"])},"state":"{payload["state"].hex()}"}},'
             f'"prev_hash":{encode(prev_hash)},"seq":{seq},"table":"sleeve_states",'
             f'"ts_ns":{ts_ns}}}')
 
 
+_STATE_KEYS = frozenset({"sleeve_id", "dtype", "state"})
+
+
 @functools.lru_cache(maxsize=32)
-def _dtype_json(text: str) -> str:
-    return _CANONICAL.encode(text)
+def _state_row_head(dtype_text: str) -> str:
+    """The start of a state row's canonical JSON, up to its sleeve id: the same for every
+    state of one dtype (its JSON is most of the row's text)."""
+    return f'{{"payload":{{"dtype":{_CANONICAL.encode(dtype_text)},"sleeve_id":'
+
+
+@functools.lru_cache(maxsize=32)
+def _state_row_head_hash(dtype_text: str):
+    """sha256 fed :func:`_state_row_head`: each state row's hash goes on from a copy."""
+    return hashlib.sha256(_state_row_head(dtype_text).encode("ascii"))
 
 
 # json.dumps with these options builds an encoder per call: half the cost of a row's hash
