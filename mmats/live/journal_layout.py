@@ -333,16 +333,10 @@ def _plain_text(value) -> str | None:
     return None
 
 
-def _state_row_text(seq, ts_ns, payload: dict, prev_hash) -> str | None:
-    """The canonical JSON of a saved state's row, with its dtype's JSON made once (most of
-    the row's text, the same at every save); None for a row of other types."""
-    rest = _state_row_rest(seq, ts_ns, payload, prev_hash)
-    return None if rest is None else _state_row_head(payload["dtype"]) + rest
-
-
 def _state_row_rest(seq, ts_ns, payload: dict, prev_hash) -> str | None:
-    """:func:`_state_row_text` after its head (:func:`_state_row_head`); None for a row
-    of other types."""
+    """The canonical JSON of a saved state's row after its head (:func:`_state_row_head`,
+    the dtype's JSON: most of the row's text, the same at every save); None for a row of
+    other types."""
     if len(payload) != 3 or payload.keys() != _STATE_KEYS or not (
             type(payload["sleeve_id"]) is str and type(payload["state"]) is bytes  # noqa: E721
             and type(seq) is int and type(ts_ns) is int and type(prev_hash) is str):  # noqa: E721
