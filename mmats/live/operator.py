@@ -290,44 +290,66 @@ class Desk:
                     self._settle(sleeve, cid, order_record(rows[-1]), final)
 
     # -- 3. send ---------------------------------------------------------------------
-    def send_pending(self, volumes: dict[str, float]) -> None:
+    def send_pending(self, volumes: dict[str, float], planned: list | None = None) -> None:
         """Send an order for every sleeve with a pending target: all of them planned and
-        journaled (``SENDING``) in one transaction, one fsync, then sent one by one."""
-        planned = []
-        if self.killed():
-            return  # killed: nothing more goes out (the targets stay in the states)
-        self.protection.release_before_send()  # a reducing order goes out unencumbered
-        with self.journal.transaction():
-            for sleeve in self.sleeves.values():
-                record = self.states[sleeve.id][0]
-                if math.isnan(record["target"]) or sleeve.market not in self.brokers \
-                        or sleeve.market in self.halted_markets \
-                        or sleeve.market in self.unsettled_markets \
-                        or sleeve.id in self.waiting \
-                        or (sleeve.market, sleeve.symbol) in self.mismatched:
-                    continue  # the target stays pending for a later tick
-                volume = volumes.get(sleeve.id) or float(record["volume_ewm"]) or math.inf
-                order = np.zeros(1, dtype=ORDER_DTYPE)[0]
-                side, quantity = plan_venue_order(record, sleeve.cfg[0], record["bars"],
-                                                  self.now_ns, record["last_close"], volume,
-                                                  order)
-                if side != 0:
-                    cid = client_order_id(sleeve.id, int(order["decision_ts_ns"]),
-                                          int(order["order_id"]))
-                    if quantity <= 0.0:  # the kernel refused it (lot size, minimum notional)
-                        status = f"NOT_SENT_{OrderStatus(int(order['status'])).name}"
-                    else:
-                        status = "SENDING"
-                        order["requested_qty"] = side * quantity
-                        planned.append((sleeve, cid, order, side, quantity))
-                    self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
-                                              broker_status=status, ts_ns=self.now_ns)
-                self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
+        journaled (``SENDING``) in one transaction, one fsync, then sent one by one.
+        ``planned`` is what :meth:`plan_in_close` already journaled this tick: only sent.
+        Then the protective legs the reconciliation left for after the orders."""
+        if planned is None:
+            if self.killed():
+                return  # killed: nothing more goes out (the targets stay in the states)
+            self.protection.release_before_send()  # a reducing order goes out unencumbered
+            with self.journal.transaction():
+                planned = self._plan(volumes)
         for sleeve, cid, order, side, quantity in planned:
             if sleeve.market in self.unsettled_markets or sleeve.market in self.halted_markets:
                 self._status(sleeve, cid, order, "UNSENT")  # looked up first, next tick
                 continue
             self._send(sleeve, cid, order, side, quantity)
+        self.protection.sync_deferred()
+
+    def plan_in_close(self, volumes: dict[str, float]) -> list | None:
+        """The orders of the newest close planned and journaled (``SENDING``) in that
+        close's own transaction, so one commit and one fsync put both the close and its
+        orders in the journal before anything goes out; :meth:`send_pending` sends them.
+        None, planning nothing, when the kill switch is on or a protective leg must be
+        cancelled first (a venue call, never made inside a transaction): then
+        :meth:`send_pending` plans after the close, in a transaction of its own."""
+        if self.killed() or self.protection.must_release():
+            return None
+        return self._plan(volumes)
+
+    def _plan(self, volumes: dict[str, float]) -> list:
+        """Journal an order (``SENDING``, or ``NOT_SENT_...`` when the kernel refuses it)
+        for every sleeve with a pending target, inside the caller's transaction; returns
+        ``(sleeve, client id, order, side, quantity)`` of each order to send."""
+        planned = []
+        for sleeve in self.sleeves.values():
+            record = self.states[sleeve.id][0]
+            if math.isnan(record["target"]) or sleeve.market not in self.brokers \
+                    or sleeve.market in self.halted_markets \
+                    or sleeve.market in self.unsettled_markets \
+                    or sleeve.id in self.waiting \
+                    or (sleeve.market, sleeve.symbol) in self.mismatched:
+                continue  # the target stays pending for a later tick
+            volume = volumes.get(sleeve.id) or float(record["volume_ewm"]) or math.inf
+            order = np.zeros(1, dtype=ORDER_DTYPE)[0]
+            side, quantity = plan_venue_order(record, sleeve.cfg[0], record["bars"],
+                                              self.now_ns, record["last_close"], volume,
+                                              order)
+            if side != 0:
+                cid = client_order_id(sleeve.id, int(order["decision_ts_ns"]),
+                                      int(order["order_id"]))
+                if quantity <= 0.0:  # the kernel refused it (lot size, minimum notional)
+                    status = f"NOT_SENT_{OrderStatus(int(order['status'])).name}"
+                else:
+                    status = "SENDING"
+                    order["requested_qty"] = side * quantity
+                    planned.append((sleeve, cid, order, side, quantity))
+                self.journal.append_order(sleeve.model_id, sleeve.symbol, cid, order,
+                                          broker_status=status, ts_ns=self.now_ns)
+            self.journal.save_state(sleeve.id, self.states[sleeve.id], ts_ns=self.now_ns)
+        return planned
 
     def _send(self, sleeve, cid, order, side, quantity) -> None:
         if self.killed():  # a kill came while this tick ran: it sends nothing more

@@ -58,6 +58,7 @@ class Protection:
 
     def __init__(self, desk):
         self.desk = desk
+        self._deferred: set[str] = set()  # sleeves left by sync_market for after the orders
 
     # -- what rests --------------------------------------------------------------------
     def resting(self, sleeve) -> dict[str, dict]:
@@ -86,10 +87,25 @@ class Protection:
 
     # -- sync --------------------------------------------------------------------------
     def sync_market(self, market: str) -> None:
-        """Bring every sleeve of ``market`` in line (once a tick, after reconciling)."""
+        """Bring every sleeve of ``market`` in line (once a tick, after reconciling), but
+        for a sleeve whose pending order reduces, closes or flips its position: legs
+        placed now would be released before that order goes out (after a crash between
+        the release and the order, the restart would place and cancel them again). It is
+        brought in line after the orders (:meth:`sync_deferred`)."""
+        releasing = {sleeve.id for sleeve in self._releasing()}
         for sleeve in self.desk.sleeves.values():
             if sleeve.market == market:
-                self.sync(sleeve)
+                if sleeve.id in releasing:
+                    self._deferred.add(sleeve.id)
+                else:
+                    self.sync(sleeve)
+
+    def sync_deferred(self) -> None:
+        """After the orders: the sleeves :meth:`sync_market` left brought in line (their
+        order may not have gone out: refused, killed, its market unsettled)."""
+        deferred, self._deferred = self._deferred, set()
+        for sleeve_id in sorted(deferred):
+            self.sync(self.desk.sleeves[sleeve_id])
 
     def sync(self, sleeve) -> None:
         """Make the legs resting at the venue those the state asks for: leave them when
@@ -109,6 +125,16 @@ class Protection:
     def release_before_send(self) -> None:
         """Cancel the legs of every sleeve whose pending order will reduce, close or flip
         its position (called before the decisions are planned and sent)."""
+        for sleeve in self._releasing():
+            self.cancel(sleeve, self.resting(sleeve))
+
+    def must_release(self) -> bool:
+        """Whether :meth:`release_before_send` has a leg to cancel (a venue call) before
+        the decisions may be planned."""
+        return any(self.resting(sleeve) for sleeve in self._releasing())
+
+    def _releasing(self):
+        """The sleeves holding a position their pending order reduces, closes or flips."""
         for sleeve in self.desk.sleeves.values():
             record = self.desk.states[sleeve.id][0]
             target = float(record["target"])
@@ -118,7 +144,7 @@ class Protection:
             current = current_exposure(record)
             if target == 0.0 or (target > 0.0) != (current > 0.0) \
                     or abs(target) < abs(current):
-                self.cancel(sleeve, self.resting(sleeve))
+                yield sleeve
 
     def cancel(self, sleeve, resting: dict[str, dict]) -> bool:
         """Cancel ``resting`` legs and book their final reports; False when one could not

@@ -12,8 +12,11 @@
    **decide** (each strategy's value on its trailing window), **gate** (the kernel's step
    of the bar, the global and market limits, the value through the kernel's sizing and
    gates: :mod:`mmats.live.closes`) and **journal** (the bars, paper orders and fills,
-   signals, states, risk events);
-5. **act** — in operator mode, each sleeve's newest decision goes to its venue (paper
+   signals, states, risk events); in operator mode the newest close's transaction also
+   holds the **plan**: each sleeve's pending decision as an order, journaled
+   ``SENDING`` (one commit, one fsync, for the close and its orders);
+5. **act** — in operator mode, the planned orders go to their venues (planned now, in a
+   transaction of their own, when a protective leg had to be cancelled first; paper
    mode acts inside the kernel: the order decided at a close fills at the next bar's
    open, in the next close's gate);
 6. **stale check** — a store tick halts the sleeves whose feed went silent;
@@ -117,6 +120,7 @@ class Tick:
     said: dict = field(default_factory=dict)  # (sleeve id, bar): its exposure, confidence
     news: dict = field(default_factory=dict)  # sentiment source -> records (False: unread)
     series_feeds: dict = field(default_factory=dict)  # (venue, timeframe) -> feed
+    planned: list | None = None  # orders journaled in the newest close (plan), to send
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
@@ -172,12 +176,15 @@ def _run(tick: Tick) -> TickReport:
             recover(tick)
             _obey_kill(tick)  # a kill's fills are booked before the positions are reconciled
             reconcile(tick)
-            for close in _new_closes(tick):
+            closes = _new_closes(tick)
+            for close in closes:
                 _obey_kill(tick)  # between closes: a kill that came meanwhile halts them now
                 with tick.journal.transaction():  # a crash leaves the whole close or none
                     values = decide(tick, close)
                     stepped = gate(tick, close, values)
                     journal(tick, close, stepped)
+                    if close is closes[-1]:
+                        plan(tick)  # the newest close's orders, in its transaction
             act(tick)
         _obey_kill(tick)
         stale_check(tick)
@@ -303,13 +310,23 @@ def journal(tick: Tick, close: list[SleeveBar], stepped: tuple[list, list]) -> N
 
 
 @_stage
+def plan(tick: Tick) -> None:
+    """Operator mode, in the newest close's transaction: each sleeve's pending decision
+    planned as an order and journaled (``SENDING``), so the close and its orders reach the
+    journal in one commit (:meth:`~mmats.live.operator.Desk.plan_in_close`). Left to
+    :func:`act` when a protective leg must be cancelled at the venue first."""
+    if tick.desk is not None:
+        tick.planned = tick.desk.plan_in_close(tick.volumes)
+
+
+@_stage
 def act(tick: Tick) -> None:
     """Operator mode: each sleeve's newest pending decision goes to its venue as an order,
-    journaled before it is sent (:meth:`~mmats.live.operator.Desk.send_pending`). Paper
-    mode acted in the closes' gates (the kernel's fill model); advisory mode records and
-    notifies only."""
+    journaled before it is sent (:meth:`~mmats.live.operator.Desk.send_pending`): sent as
+    :func:`plan` journaled it, or planned and journaled now. Paper mode acted in the
+    closes' gates (the kernel's fill model); advisory mode records and notifies only."""
     if tick.desk is not None:
-        tick.desk.send_pending(tick.volumes)
+        tick.desk.send_pending(tick.volumes, tick.planned)
 
 
 @_stage

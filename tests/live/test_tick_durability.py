@@ -39,12 +39,20 @@ class Venue:
         self.anchor_unsynced = []  # were anchor lines waiting for their fsync?
         self.journal = None
         self.forwarded = []  # client ids of the orders that reached the venue
+        self.marks = None  # a list the arrival of each order is noted in, if given
+        self.cancels = 0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
+    def cancel(self, client_order_id, symbol):
+        self.cancels += 1
+        return self.inner.cancel(client_order_id, symbol)
+
     def send(self, order):
         self.sends += 1
+        if self.marks is not None:
+            self.marks.append("<send>")
         with sqlite3.connect(self.journal_path) as other:  # another connection: committed rows
             statuses = [row[0] for row in other.execute(
                 "SELECT broker_status FROM orders WHERE client_order_id = ?",
@@ -101,6 +109,27 @@ def test_orders_go_out_after_their_sending_row_and_before_the_anchor_sync(tmp_pa
         assert report.ok and report.anchor_head_seq == report.head_seq, report.problems
 
 
+def test_the_newest_close_and_the_orders_it_decided_share_one_commit(tmp_path):
+    config, feed, clock, venue = _rig(tmp_path, models=1)  # ema_cross: no leg to release
+    merged = 0
+    for now in feed.close_times("ETH/BTC"):
+        statements = venue.marks = []
+        _tick(config, feed, clock, venue, now, trace=statements.append)
+        if "<send>" not in statements:
+            continue
+        before = statements[:statements.index("<send>")]
+        close = max(i for i, sql in enumerate(before) if sql.startswith("INSERT INTO ticks"))
+        after_close = before[close:]
+        assert after_close.count("COMMIT") == 1, after_close  # the close and its orders
+        commit = after_close.index("COMMIT")
+        assert any(sql.startswith("INSERT INTO orders") for sql in after_close[:commit])
+        merged += 1
+    assert merged >= 5 and venue.sends == merged
+    assert all(venue.seen_sending)
+    with Journal(config.journal) as journal:
+        assert journal.verify().ok
+
+
 def test_a_power_cut_as_an_order_goes_out_leaves_a_journal_the_next_tick_runs_from(tmp_path):
     config, feed, clock, venue = _rig(tmp_path)
     times = list(feed.close_times("ETH/BTC"))
@@ -131,6 +160,46 @@ def test_a_power_cut_as_an_order_goes_out_leaves_a_journal_the_next_tick_runs_fr
     with Journal(config.journal) as journal:
         report = journal.verify()
         assert report.ok and report.anchor_head_seq == report.head_seq, report.problems
+
+
+def test_a_cut_between_releasing_the_legs_and_the_order_places_no_legs_again(
+        tmp_path, monkeypatch):
+    """A sleeve whose legs were released for its closing order, and the power cut before
+    that order was planned: the restart sends the order without placing legs first (they
+    would be released again: a leg placed and cancelled for nothing)."""
+    from mmats.live.protect import Protection
+
+    config, feed, clock, venue = _rig(tmp_path)  # m1: donchian_breakout, legs at the venue
+    release = Protection.release_before_send
+    cut = []
+
+    def release_then_cut(self):
+        before = venue.cancels
+        release(self)
+        if venue.cancels > before and not cut:
+            cut.append(True)
+            raise PowerCut  # the legs' cancellation journaled, the order not yet planned
+
+    monkeypatch.setattr(Protection, "release_before_send", release_then_cut)
+    times = list(feed.close_times("ETH/BTC"))
+    for index, now in enumerate(times):
+        try:
+            _tick(config, feed, clock, venue, now)
+        except PowerCut:
+            break
+    assert cut, "no leg was ever released"
+    with Journal(config.journal) as journal:
+        head = journal.head()[0]
+    sends = venue.sends
+    for now in times[index:index + 3]:  # the same tick again, as a restart runs it
+        _tick(config, feed, clock, venue, now)
+    with Journal(config.journal) as journal:
+        rows = [row for row in journal.rows("orders", "seq > ?", (head,))
+                if row["model_id"] == "m1"]
+        assert journal.verify().ok
+    statuses = [row["broker_status"] for row in rows]
+    assert statuses[0] == "SENDING", statuses  # the order first, no leg placed before it
+    assert venue.sends > sends
 
 
 def test_after_a_power_cut_a_forged_state_is_refused_and_a_cut_journal_shows(tmp_path):

@@ -15,8 +15,8 @@ from mmats.live.journal import Journal
 
 FIVE_MINUTES = 300_000_000_000
 LIVE = Path(mmats.live.__file__).parent
-STAGES = ["sync", "recover", "reconcile", "decide", "gate", "journal", "act", "stale_check",
-          "notify"]
+STAGES = ["sync", "recover", "reconcile", "decide", "gate", "journal", "plan", "act",
+          "stale_check", "notify"]
 PER_CLOSE = ["decide", "gate", "journal"]
 
 
@@ -61,7 +61,8 @@ def _tick(config, now_ns, **options):
 
 def test_a_paper_tick_runs_the_stages_in_order(tmp_path, candles):
     config = _config(tmp_path, "paper")
-    # the first tick warms up on 249 closed bars: decide, gate, journal at each close
+    # the first tick warms up on 249 closed bars: decide, gate, journal at each close,
+    # and the newest close's plan (a paper tick plans nothing: the kernel fills)
     report, stages, tables = _tick(config, _close(candles, 248) + 1)
     assert report.bars == 249
     assert stages == STAGES[:3] + PER_CLOSE * 249 + STAGES[6:]
