@@ -34,13 +34,14 @@ KILL_LOCK_WAIT_S = 1.0  # how long a kill waits for a tick to finish before leav
 def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | None = None,
               mode: str | None = None, brokers: dict | None = None,
               sources: dict | None = None, live_trading_allowed: bool = False,
-              trace=None, feed_events: tuple = ()) -> TickReport:
+              trace=None, feed_events: tuple = (), held=None) -> TickReport:
     """Lock, journal the configuration if it changed, process every newly closed bar
     (operator mode: recover, reconcile and send through the brokers), notify the signals
     and alerts, exit: :func:`mmats.live.tick.store_tick`. Live feeds are synced into the
     store first (:mod:`mmats.live.sync`; ``sources`` overrides their candle sources);
     ``trace``, when given, hears the name of each stage as it starts; ``feed_events``
-    are the always-on service's stream events, journaled by the tick's sync.
+    are the always-on service's stream events, journaled by the tick's sync; ``held``
+    (:class:`~mmats.live.wiring.HeldJournal`) keeps the journal open across ticks.
 
     A tick that fails (an error no fail-safe handles) is counted; after
     ``FAILURES_TO_HALT`` in a row the runner kills itself (halt, flatten, one
@@ -49,7 +50,7 @@ def tick_once(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | Non
     try:
         report = store_tick(config, cash=cash, now_ns=now_ns, mode=mode, brokers=brokers,
                             sources=sources, live_trading_allowed=live_trading_allowed,
-                            trace=trace, feed_events=feed_events)
+                            trace=trace, feed_events=feed_events, held=held)
     except (RunnerBusy, EnvironmentMismatch):  # not a failing runner: this invocation's
         raise  # mistake, never counted beside (and killing) another environment's journal
     except Exception as error:

@@ -47,7 +47,7 @@ from mmats.live.config import RunnerConfig
 from mmats.live.feed_watch import REST_GRACE_NS, FeedEvent, FeedWatch, StreamedSource
 from mmats.live.health import HealthServer
 from mmats.live.systemd import CompileWatch, Notifier
-from mmats.live.wiring import RunnerBusy
+from mmats.live.wiring import HeldJournal, RunnerBusy
 from mmats.types import TradingState
 
 STREAMING_EXCHANGES = ("binance", "binanceus", "oanda")  # with a tested stream adapter
@@ -125,6 +125,7 @@ class Service:
         self.tick_log: list[dict] = []  # per tick: closes acted on and when (the soak)
         self._trading: dict = {}
         self._journal_head: int | None = None
+        self._journal = HeldJournal()  # open from tick to tick (a cron tick opens its own)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -222,7 +223,8 @@ class Service:
             report = tick_once(self.config, cash=self.cash, now_ns=now_ns, mode=self.mode,
                                sources=self.sources,
                                live_trading_allowed=self.live_trading_allowed,
-                               feed_events=tuple(events), trace=self._progress)
+                               feed_events=tuple(events), trace=self._progress,
+                               held=self._journal)
         except RunnerBusy:  # a control holds the lock: try again shortly
             with self._wake:
                 self._pending.events[:0] = events
@@ -390,6 +392,7 @@ class Service:
             self.say(f"ticks of {recorder.venue} not written: {error}")
 
     def _shutdown(self) -> None:
+        self._journal.close()
         for watch in self.watches.values():
             watch.stop()
         for recorder in self.recorders.values():
@@ -420,11 +423,10 @@ class Service:
     def _read_trading(self) -> None:
         """After each tick: every sleeve's trading state and newest bar, the journal head."""
         from mmats.live.sleeves import sleeves
-        from mmats.live.wiring import open_journal
 
         trading = {}
         try:
-            with open_journal(self.config, self.mode) as journal:
+            with self._journal.open(self.config, self.mode) as journal:
                 for sleeve in sleeves(self.config, 1.0):
                     state = journal.load_state(sleeve.id)
                     trading[sleeve.id] = None if state is None else {

@@ -57,7 +57,13 @@ from mmats.live.operator import Desk, with_venue_rules
 from mmats.live.orders import client_order_id
 from mmats.live.sleeves import CALENDAR_OF_MARKET, Sleeve, sleeves
 from mmats.live.sync import sync_candles
-from mmats.live.wiring import brokers_for, feeds_for, open_journal, runner_lock
+from mmats.live.wiring import (
+    HeldJournal,
+    brokers_for,
+    feeds_for,
+    open_journal,
+    runner_lock,
+)
 from mmats.nb.risk import halt
 from mmats.nb.sizing import target_quantity
 from mmats.sleeve import new_state
@@ -121,6 +127,7 @@ class Tick:
     news: dict = field(default_factory=dict)  # sentiment source -> records (False: unread)
     series_feeds: dict = field(default_factory=dict)  # (venue, timeframe) -> feed
     planned: list | None = None  # orders journaled in the newest close (plan), to send
+    held: HeldJournal | None = None  # a store tick's journal kept open across ticks
 
 
 def run_tick(config: RunnerConfig, feeds: Mapping[str, object], journal: Journal,
@@ -150,19 +157,21 @@ def store_tick(config: RunnerConfig, *, cash: float = 10_000.0, now_ns: int | No
                mode: str | None = None, brokers: Mapping[str, object] | None = None,
                sources: dict | None = None, live_trading_allowed: bool = False,
                trace: Callable[[str], None] | None = None,
-               feed_events: tuple = ()) -> TickReport:
+               feed_events: tuple = (), held: HeldJournal | None = None) -> TickReport:
     """One tick as cron runs it: under the runner's lock, with the configuration's
     journal, on the store's candles (live feeds synced first; ``sources`` overrides
     their candle sources), then the stale check, then the notifications. ``now_ns`` is
     the tick's clock (default: the wall clock once the lock is held). ``feed_events``
     (:class:`~mmats.live.feed_watch.FeedEvent`: the always-on service's streams) are
-    journaled as risk events and notified with the tick's alerts.
+    journaled as risk events and notified with the tick's alerts. ``held`` keeps the
+    journal open from one tick to the next (the always-on service's); by default the
+    tick opens and closes it.
 
     >>> report = store_tick(load_config("configs/advisory_crypto.yaml"))  # doctest: +SKIP
     """
     return _run(Tick(config, mode or config.mode, now_ns, cash=cash, brokers=brokers,
                      sources=sources, live_trading_allowed=live_trading_allowed,
-                     trace=trace, feed_events=tuple(feed_events)))
+                     trace=trace, feed_events=tuple(feed_events), held=held))
 
 
 def _run(tick: Tick) -> TickReport:
@@ -198,9 +207,11 @@ def _held(tick: Tick):
     if tick.bare:
         yield
         return
-    with runner_lock(tick.config.lock), open_journal(tick.config, tick.mode) as opened:
-        tick.journal = opened
-        yield
+    with runner_lock(tick.config.lock):
+        with (tick.held.open(tick.config, tick.mode) if tick.held is not None
+              else open_journal(tick.config, tick.mode)) as opened:
+            tick.journal = opened
+            yield
 
 
 def _stage(function):

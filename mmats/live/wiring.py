@@ -75,6 +75,63 @@ def open_journal(config: RunnerConfig, mode: str | None = None) -> Journal:
         raise EnvironmentMismatch(f"{config.source}: {error}") from None
 
 
+class HeldJournal:
+    """The configuration's journal kept open from tick to tick by a long-running runner
+    (the always-on service, :mod:`mmats.live.service`), where a cron tick opens it anew.
+
+    An open connection spares each tick the journal's opening and, since the journal's
+    write-ahead log is not removed between ticks, the syncs of starting a new one: one
+    commit, one fsync, before a tick's first order. Each tick still takes the runner's
+    lock and runs its own transactions; other processes (controls, a kill, the dashboard)
+    write and read the journal between ticks as before, and the connection reads what
+    they committed. It is opened again when the configuration names other files, when
+    the journal or its anchor at the configured path is no longer the file this one
+    wrote to at its last tick (moved aside, restored from a backup), and after a tick
+    that failed.
+    """
+
+    def __init__(self) -> None:
+        self.journal: Journal | None = None
+        self._opened_for: tuple | None = None  # (journal, anchor, environment, mode)
+        self._files: tuple | None = None  # the files' identities after the last tick
+
+    @contextlib.contextmanager
+    def open(self, config: RunnerConfig, mode: str | None = None):
+        """The held journal for one tick (opened by :func:`open_journal` if need be)."""
+        wanted = (config.journal, config.journal_anchor, config.environment,
+                  mode or config.mode)
+        if self.journal is not None and (wanted != self._opened_for or
+                                         _identities(config) != self._files):
+            self.close()
+        if self.journal is None:
+            self.journal = open_journal(config, mode)
+            self._opened_for = wanted
+        try:
+            yield self.journal
+        except BaseException:
+            self.close()  # a failed tick: the next one starts from a fresh connection
+            raise
+        self._files = _identities(config)
+
+    def close(self) -> None:
+        if self.journal is not None:
+            journal, self.journal, self._files = self.journal, None, None
+            journal.close()
+
+
+def _identities(config: RunnerConfig) -> tuple:
+    """(device, inode) of the journal and of its anchor (None where there is no file)."""
+    found = []
+    for path in (config.journal, config.journal_anchor):
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((info.st_dev, info.st_ino))
+    return tuple(found)
+
+
 def check_environment(config: RunnerConfig) -> None:
     """Refuse, writing nothing, a configuration whose candle store, journal or anchor
     belongs to another environment (what :func:`open_journal` checks, without marking or
