@@ -103,8 +103,11 @@ class Book:
         self.scopes = [Scope(s.name, s.limits, s.sleeve_ids) for s in layout.scopes]
         saved = journal.load_states([book_id(scope) for scope in self.scopes],
                                     BOOK_DTYPE) if journal else {}
+        # each scope's book as the journal's newest row of it holds it (None: no row yet)
+        self._journaled = {}
         for scope in self.scopes:
             scope.book = saved.get(book_id(scope))
+            self._journaled[scope.name] = None if scope.book is None else scope.book.tobytes()
             if scope.book is None:
                 scope.book = new_book(scope.equity(states))
         self.scopes_of = layout.scopes_of(self.scopes)
@@ -114,6 +117,19 @@ class Book:
         self.limits = layout.limits
         self.member = layout.member
         self._layout = layout  # lends each close its scratch arrays
+
+    def unjournaled(self) -> list:
+        """The scopes whose book differs from the journal's newest row of it, taken as
+        journaled from now on (the caller journals them in the close's transaction). A
+        book moves at a new equity peak, a new day or a limit's trip; most closes leave it
+        as it was, and an unchanged book is not journaled again."""
+        changed = []
+        for scope in self.scopes:
+            now = scope.book.tobytes()
+            if now != self._journaled[scope.name]:
+                self._journaled[scope.name] = now
+                changed.append(scope)
+        return changed
 
     def books(self) -> np.ndarray:
         """The scopes' books as one ``BOOK_DTYPE`` array (a copy)."""

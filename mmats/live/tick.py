@@ -310,13 +310,13 @@ def gate(tick: Tick, close: list[SleeveBar], values: list) -> tuple[list, list]:
 def journal(tick: Tick, close: list[SleeveBar], stepped: tuple[list, list]) -> None:
     """The close in the journal, in the transaction of its gate: each bar, its paper
     order and fills, the decision as a signal and the sleeve's new state; the limits'
-    risk events; the scopes' books."""
+    risk events; the scopes' books the close moved."""
     done, events = stepped
     for bar, fills, order, (stop, take, why) in done:
         _journal_bar(tick, bar, fills, order, stop, take, why)
     for scope, ts_ns, kind, message, data in events:
         tick.journal.append_risk_event("CRITICAL", scope, kind, message, data, ts_ns=ts_ns)
-    for scope in tick.book.scopes:
+    for scope in tick.book.unjournaled():  # a book the close moved
         tick.journal.save_state(book_id(scope), scope.book, ts_ns=close[0].open_ns)
 
 
