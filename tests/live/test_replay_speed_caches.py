@@ -11,11 +11,11 @@ import sqlite3
 
 import numpy as np
 import pytest
+from test_fast_paths import config_of  # the same two-model paper configuration
 
 from mmats.data import load
 from mmats.live import closes
 from mmats.live.closes import Book, book_id, by_close, sleeve_bar
-from mmats.live.config import parse_config
 from mmats.live.journal import Journal, JournalError, row_hash
 from mmats.live.journal_signing import Anchor, Signer
 from mmats.live.portfolio import BOOK_DTYPE, copy_records, new_book, pack, pack_states
@@ -26,19 +26,6 @@ from mmats.types import CONFIG_DTYPE, STATE_DTYPE
 
 T0 = 1_700_000_000_000_000_000
 STEP = 300_000_000_000
-
-
-def config_of(tmp_path, models=("ema_cross", "rsi_reversion")):
-    return parse_config({
-        "mode": "paper",
-        "markets": {"crypto": {"type": "crypto", "feed": "bittrex", "execution": "paper",
-                               "symbols": ["ETH/BTC"], "timeframe": "5m"}},
-        "models": [{"id": f"m{i}", "strategy": name, "market": "crypto",
-                    "allocation": 1 / len(models), "costs": {"fee_bps": 10}}
-                   for i, name in enumerate(models)],
-        "journal": str(tmp_path / "journal.sqlite"),
-        "data_root": str(tmp_path / "data"),
-    })
 
 
 @pytest.fixture(scope="module")
