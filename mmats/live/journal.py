@@ -33,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
@@ -46,9 +45,7 @@ from mmats.errors import ConfigError
 from mmats.live.environments import ADOPT_ACTION, check_anchor, check_environment, journal_mismatch
 from mmats.live.journal_layout import (
     ACTIONS,
-    ADDED_IN_LAYOUT_2,
     CHAIN_INSERT,
-    EXPECTED_COLUMNS,
     GENESIS_HASH,
     INDEXES,
     LAYOUT,
@@ -57,15 +54,16 @@ from mmats.live.journal_layout import (
     TIMES_IN_FORCE,
     VerifyReport,
     chain_problems,
+    dtype_facts,
     insert_sql,
     journal_records,
     json_value,
     number_value,
     os_user,
+    read_layout,
     record_payload,
     row_hash,
     schema_statements,
-    table_sql,
     text_value,
     ts_value,
 )
@@ -86,12 +84,6 @@ from mmats.live.journal_signing import (
 from mmats.types import FILL_DTYPE, ORDER_DTYPE, STATE_DTYPE
 
 _COLUMNS = {table: tuple(columns) for table, columns in TABLES.items()}  # payloads' keys
-
-
-@functools.lru_cache(maxsize=32)
-def _dtype_facts(dtype: np.dtype) -> tuple[str, int]:
-    """A state dtype's stored text and size (every state loaded checks both)."""
-    return _dtype_text(dtype), dtype.itemsize
 
 
 class Journal:
@@ -227,56 +219,7 @@ class Journal:
     def _check_schema(self, readonly: bool) -> None:
         """Refuse a file whose tables or columns are not this layout's, naming them; an
         older journal (layout 1) is readable with ``readonly=True`` only."""
-        created = dict(self._db.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"))
-        names = set(created)
-        missing = sorted({"chain", *TABLES} - names)
-        if missing:
-            raise JournalError(f"journal {self.path} lacks the tables {missing}; "
-                               "is it an MMATS journal?")
-        if all(created.get(table) == sql for table, sql in table_sql().items()):
-            actual = EXPECTED_COLUMNS  # created by this layout's own statements, word for word
-        else:  # every table's columns, in one query
-            actual = {}
-            for table, column in self._db.execute(
-                    "SELECT m.name, p.name FROM sqlite_master AS m, "
-                    "pragma_table_info(m.name) AS p WHERE m.type = 'table'"):
-                if table in EXPECTED_COLUMNS:
-                    actual.setdefault(table, set()).add(column)
-        self._meta: dict[str, str] = {}
-        self._layout = 2
-        self._columns = {table: list(columns) for table, columns in TABLES.items()}
-        if "meta" not in names and all(
-                actual[table] == EXPECTED_COLUMNS[table] - ADDED_IN_LAYOUT_2.get(table, set())
-                for table in ("chain", *TABLES)):
-            if not readonly:
-                raise JournalError(
-                    f"journal {self.path} has the older layout written before journals were "
-                    "signed (no 'sig' column in chain, no 'user' column in config_snapshots): "
-                    "this version of MMATS neither appends to it nor migrates it. Start a new "
-                    "journal (move this file aside, or point the configuration's journal: at "
-                    "a new path); 'python scripts/journal.py verify' and 'export' still read it")
-            self._layout = 1
-            self._columns["config_snapshots"] = ["format", "text"]
-            return
-        for table in ("chain", *TABLES, "meta"):
-            have = actual.get(table)
-            if have is None:
-                raise JournalError(f"journal {self.path} lacks the table {table!r}; is it an "
-                                   "MMATS journal of this version?")
-            if have != EXPECTED_COLUMNS[table]:
-                raise JournalError(
-                    f"journal {self.path}: table {table} lacks the columns "
-                    f"{sorted(EXPECTED_COLUMNS[table] - have)} and has unexpected columns "
-                    f"{sorted(have - EXPECTED_COLUMNS[table])}; it was not written by this version "
-                    "of MMATS (or was altered); start a new journal")
-        self._meta = dict(self._db.execute("SELECT name, value FROM meta"))
-        if (self._meta.get("layout") != LAYOUT or not self._meta.get("journal_id")
-                or self._meta.get("signing") not in ("none", SCHEME)):
-            raise JournalError(
-                f"journal {self.path}: its meta table records layout "
-                f"{self._meta.get('layout')!r}, signing {self._meta.get('signing')!r}, which "
-                f"this version of MMATS (layout {LAYOUT}) does not know; upgrade MMATS, or "
-                "start a new journal")
+        self._layout, self._columns, self._meta = read_layout(self._db, self.path, readonly)
 
     def _writer_signer(self, sign: bool | None) -> Signer | None:
         """The signer appends use: the journal's own choice, never silently dropped."""
@@ -607,7 +550,7 @@ class Journal:
 
     def _state(self, sleeve_id: str, dtype, stored: str, blob: bytes, seq: int) -> np.ndarray:
         """A stored state as a fresh 1-element array of ``dtype``, if it was saved so."""
-        text, itemsize = _dtype_facts(np.dtype(dtype))
+        text, itemsize = dtype_facts(np.dtype(dtype))
         if stored != text:
             raise JournalError(
                 f"state of sleeve {sleeve_id!r} (seq {seq}) in {self.path} was saved with dtype "

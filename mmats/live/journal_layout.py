@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mmats.errors import ConfigError
-from mmats.live.journal_signing import Problem
+from mmats.live.journal_signing import SCHEME, JournalError, Problem
 from mmats.types import FILL_DTYPE, ORDER_DTYPE
 
 GENESIS_HASH = "0" * 64
@@ -121,6 +121,12 @@ def insert_sql(table: str) -> str:
 def dtype_text(dtype: np.dtype) -> str:
     """The dtype as stored beside a state (every save and load: worth caching)."""
     return json.dumps(np.lib.format.dtype_to_descr(dtype))
+
+
+@functools.lru_cache(maxsize=32)
+def dtype_facts(dtype: np.dtype) -> tuple[str, int]:
+    """A state dtype's stored text and size (every state loaded checks both)."""
+    return dtype_text(dtype), dtype.itemsize
 
 
 #: Columns of every table; layout 1 lacked the ones in ADDED_IN_LAYOUT_2 and ``meta``.
@@ -450,3 +456,59 @@ class VerifyReport:
                 "anchor_head_seq": self.anchor_head_seq,
                 "problems": [vars(problem) for problem in self.problems],
                 "warnings": [vars(warning) for warning in self.warnings]}
+
+
+def read_layout(db: sqlite3.Connection, path, readonly: bool
+                ) -> tuple[int, dict[str, list[str]], dict[str, str]]:
+    """The layout of the journal open on ``db`` (the file ``path``): ``(layout, each
+    table's columns, the meta table)``. Refuses a file whose tables or columns are not this
+    layout's, naming them; an older journal (layout 1) is readable with ``readonly=True``
+    only."""
+    created = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type='table'"))
+    names = set(created)
+    missing = sorted({"chain", *TABLES} - names)
+    if missing:
+        raise JournalError(f"journal {path} lacks the tables {missing}; "
+                           "is it an MMATS journal?")
+    if all(created.get(table) == sql for table, sql in table_sql().items()):
+        actual = EXPECTED_COLUMNS  # created by this layout's own statements, word for word
+    else:  # every table's columns, in one query
+        actual = {}
+        for table, column in db.execute(
+                "SELECT m.name, p.name FROM sqlite_master AS m, "
+                "pragma_table_info(m.name) AS p WHERE m.type = 'table'"):
+            if table in EXPECTED_COLUMNS:
+                actual.setdefault(table, set()).add(column)
+    columns = {table: list(names_) for table, names_ in TABLES.items()}
+    if "meta" not in names and all(
+            actual[table] == EXPECTED_COLUMNS[table] - ADDED_IN_LAYOUT_2.get(table, set())
+            for table in ("chain", *TABLES)):
+        if not readonly:
+            raise JournalError(
+                f"journal {path} has the older layout written before journals were "
+                "signed (no 'sig' column in chain, no 'user' column in config_snapshots): "
+                "this version of MMATS neither appends to it nor migrates it. Start a new "
+                "journal (move this file aside, or point the configuration's journal: at "
+                "a new path); 'python scripts/journal.py verify' and 'export' still read it")
+        columns["config_snapshots"] = ["format", "text"]
+        return 1, columns, {}
+    for table in ("chain", *TABLES, "meta"):
+        have = actual.get(table)
+        if have is None:
+            raise JournalError(f"journal {path} lacks the table {table!r}; is it an "
+                               "MMATS journal of this version?")
+        if have != EXPECTED_COLUMNS[table]:
+            raise JournalError(
+                f"journal {path}: table {table} lacks the columns "
+                f"{sorted(EXPECTED_COLUMNS[table] - have)} and has unexpected columns "
+                f"{sorted(have - EXPECTED_COLUMNS[table])}; it was not written by this version "
+                "of MMATS (or was altered); start a new journal")
+    meta = dict(db.execute("SELECT name, value FROM meta"))
+    if (meta.get("layout") != LAYOUT or not meta.get("journal_id")
+            or meta.get("signing") not in ("none", SCHEME)):
+        raise JournalError(
+            f"journal {path}: its meta table records layout "
+            f"{meta.get('layout')!r}, signing {meta.get('signing')!r}, which "
+            f"this version of MMATS (layout {LAYOUT}) does not know; upgrade MMATS, or "
+            "start a new journal")
+    return 2, columns, meta
